@@ -1,0 +1,66 @@
+# Every check goes through these targets; `.ci/run` calls `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv system-deps test lint typecheck pytest demo bench soak dashboards clean
+
+help:
+	@echo "make demo        run the exporter against the built-in simulator on :9654"
+	@echo "make test        lint, type-check and run every test (creates .venv)"
+	@echo "make bench       performance benchmarks (not part of make test)"
+	@echo "make soak        one-hour soak test against the api_faults scenario"
+	@echo "make dashboards  regenerate grafana/dashboards/*.json from code"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when the project metadata changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Real Prometheus and Alertmanager for the rule and end-to-end tests (Debian packages).
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
+	    || ! { command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null; }; then \
+	  echo "installing Debian packages prometheus and prometheus-alertmanager"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null; \
+	fi
+	@# The Debian packages start services on install; the tests run their own instances.
+	@-pkill -x prometheus 2>/dev/null; pkill -x prometheus-alertmanager 2>/dev/null; true
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check exporter tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy exporter
+	$(BIN)/mypy --check-untyped-defs --ignore-missing-imports tests
+
+pytest: $(STAMP) system-deps
+	$(BIN)/pytest -W error
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/alvaria-emailqueue-exporter --demo --listen-address :9654
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
+
+dashboards: $(STAMP)
+	$(BIN)/python -m grafana.generate
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

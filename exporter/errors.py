@@ -1,0 +1,92 @@
+"""The exporter's exceptions.
+
+Lower layers raise; only the poll cycle catches, and each `PollError` class maps to one value
+of the `reason` label of ``alvaria_emailqueue_poll_errors_total``::
+
+    ExporterError
+    ├── ConfigError              exit code 2, names the setting and where it came from
+    └── PollError                one failed poll of one organisation
+        ├── AuthError            reason="auth"          token refused, 401 after refresh, 403
+        ├── RateLimitedError     reason="rate_limited"  429 after every retry
+        ├── ClientHTTPError      reason="http_4xx"      other 4xx (404 unknown org, 400 ...)
+        ├── ServerHTTPError      reason="http_5xx"      5xx after every retry
+        ├── RequestTimeoutError  reason="timeout"       request timeout or poll deadline
+        ├── ConnectionFailedError reason="connection"   refused, reset, DNS, TLS
+        ├── DecodeError          reason="decode"        not JSON, wrong shape, body too large
+        └── InconsistentError    reason="inconsistent"  paging that does not add up
+
+Messages never contain secrets, tokens or personal data: they are logged and shown on the
+landing page.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ExporterError(Exception):
+    """Base class of every error the exporter raises on purpose."""
+
+
+class ConfigError(ExporterError):
+    """An invalid setting; the process exits with code 2."""
+
+    def __init__(self, setting: str, source: str, problem: str) -> None:
+        self.setting = setting
+        self.source = source
+        self.problem = problem
+        super().__init__(f"invalid setting {setting} (from {source}): {problem}")
+
+
+class PollError(ExporterError):
+    """A poll of one organisation failed; `reason` is its metric label."""
+
+    reason: ClassVar[str] = "unknown"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class AuthError(PollError):
+    reason = "auth"
+
+
+class RateLimitedError(PollError):
+    reason = "rate_limited"
+
+
+class ClientHTTPError(PollError):
+    reason = "http_4xx"
+
+
+class ServerHTTPError(PollError):
+    reason = "http_5xx"
+
+
+class RequestTimeoutError(PollError):
+    reason = "timeout"
+
+
+class ConnectionFailedError(PollError):
+    reason = "connection"
+
+
+class DecodeError(PollError):
+    reason = "decode"
+
+
+class InconsistentError(PollError):
+    reason = "inconsistent"
+
+
+POLL_ERROR_REASONS: tuple[str, ...] = (
+    AuthError.reason,
+    RateLimitedError.reason,
+    ClientHTTPError.reason,
+    ServerHTTPError.reason,
+    RequestTimeoutError.reason,
+    ConnectionFailedError.reason,
+    DecodeError.reason,
+    InconsistentError.reason,
+)

@@ -1,0 +1,61 @@
+"""Metric names, label names and the API's documented enumerations: the public contract."""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "alvaria_emailqueue"
+
+# Queue state
+EMAILS: Final = f"{PREFIX}_emails"
+OLDEST_EMAIL_TIMESTAMP: Final = f"{PREFIX}_oldest_email_timestamp_seconds"
+OLDEST_EMAIL_AGE: Final = f"{PREFIX}_oldest_email_age_seconds"
+WAITING_EMAIL_AGE: Final = f"{PREFIX}_waiting_email_age_seconds"
+AGENT_EMAILS: Final = f"{PREFIX}_agent_emails"
+
+# Flow (counter names without the `_total` suffix, as prometheus_client wants them)
+ARRIVALS: Final = f"{PREFIX}_arrivals"
+DEPARTURES: Final = f"{PREFIX}_departures"
+STATE_TRANSITIONS: Final = f"{PREFIX}_state_transitions"
+
+# The exporter itself
+UP: Final = f"{PREFIX}_up"
+LAST_POLL_SUCCESS: Final = f"{PREFIX}_last_poll_success_timestamp_seconds"
+LAST_POLL_DURATION: Final = f"{PREFIX}_last_poll_duration_seconds"
+POLLS: Final = f"{PREFIX}_polls"
+POLL_ERRORS: Final = f"{PREFIX}_poll_errors"
+API_REQUESTS: Final = f"{PREFIX}_api_requests"
+API_REQUEST_DURATION: Final = f"{PREFIX}_api_request_duration_seconds"
+API_REPORTED_ITEMS: Final = f"{PREFIX}_api_reported_items"
+DUPLICATE_ITEMS: Final = f"{PREFIX}_duplicate_items"
+INVALID_ITEMS: Final = f"{PREFIX}_invalid_items"
+LABEL_OVERFLOW: Final = f"{PREFIX}_label_overflow"
+TOKEN_EXPIRY: Final = f"{PREFIX}_token_expiry_timestamp_seconds"
+BUILD_INFO: Final = f"{PREFIX}_exporter_build_info"
+
+# Label values
+UNKNOWN: Final = "unknown"
+OTHER: Final = "other"
+
+# The API's documented enumerations (alvaria-emailqueue-api.md, EmailItem).
+STATES: Final[tuple[str, ...]] = (
+    "Invalid",
+    "Queued",
+    "Queued2",
+    "Active",
+    "Wrap",
+    "Review",
+    "ReviewActive",
+    "Draft",
+    "DraftActive",
+    "Transferred",
+    "TransferredActive",
+    "Reassigned",
+    "ReassignedDraft",
+    "ReassignedActive",
+)
+EMAIL_TYPES: Final[tuple[str, ...]] = (
+    "InboundEmail",
+    "ManualOutboundEmail",
+    "CampaignOutboundEmail",
+)
