@@ -45,6 +45,8 @@ class PollError(ExporterError):
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
+        # Seconds the API asked us to wait (429 Retry-After); the poller honours it.
+        self.retry_after: float | None = None
         super().__init__(message)
 
 

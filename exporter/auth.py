@@ -1,0 +1,144 @@
+"""Bearer tokens for the API: a static token, or OAuth2 client credentials cached until expiry.
+
+The expiry rule is pure (`TokenState.needs_refresh(now)`); only `ClientCredentials.token`
+touches the network, and concurrent callers share one refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import msgspec
+
+from exporter.errors import AuthError, PollError
+from exporter.http import HttpTransport
+
+DEFAULT_TOKEN_LIFETIME = 3600.0
+
+
+class TokenProvider(Protocol):
+    """Something that hands out a bearer token and can be told it was rejected."""
+
+    @property
+    def expires_at(self) -> float | None: ...
+
+    async def token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
+
+
+class StaticToken:
+    """A token configured by the user: never refreshed, never expires as far as we know."""
+
+    expires_at: float | None = None
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def token(self) -> str:
+        return self._token
+
+    def invalidate(self) -> None:
+        """A static token cannot be renewed; the next 401 fails the poll as `auth`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """A cached token and when it expires."""
+
+    access_token: str
+    expires_at: float
+    lifetime: float
+
+    def needs_refresh(self, now: float) -> bool:
+        """Refresh a little early: 10% of the lifetime, at most a minute, before expiry."""
+        return now >= self.expires_at - min(60.0, self.lifetime * 0.1)
+
+
+class _TokenResponse(msgspec.Struct):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentialsConfig:
+    """What a token request needs."""
+
+    token_url: str
+    client_id: str
+    client_secret: str
+    api_key: str
+    scope: str = "emailqueueapi"
+    auth_method: str = "client_secret_basic"
+
+
+class ClientCredentials:
+    """OAuth2 client-credentials grant with a cached, early-refreshed token."""
+
+    def __init__(
+        self,
+        config: ClientCredentialsConfig,
+        transport: HttpTransport,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._transport = transport
+        self._clock = clock
+        self._state: TokenState | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def expires_at(self) -> float | None:
+        return self._state.expires_at if self._state else None
+
+    def invalidate(self) -> None:
+        self._state = None
+
+    async def token(self) -> str:
+        state = self._state
+        if state is not None and not state.needs_refresh(self._clock()):
+            return state.access_token
+        async with self._lock:
+            state = self._state
+            if state is None or state.needs_refresh(self._clock()):
+                state = self._state = await self._request()
+            return state.access_token
+
+    async def _request(self) -> TokenState:
+        cfg = self._config
+        form = {"grant_type": "client_credentials", "scope": cfg.scope}
+        auth = None
+        if cfg.auth_method == "client_secret_post":
+            form |= {"client_id": cfg.client_id, "client_secret": cfg.client_secret}
+        else:
+            auth = aiohttp.BasicAuth(cfg.client_id, cfg.client_secret)
+        try:
+            response = await self._transport.request(
+                "token",
+                "POST",
+                cfg.token_url,
+                data=form,
+                auth=auth,
+                headers={"x-api-key": cfg.api_key, "Accept": "application/json"},
+            )
+        except PollError as exc:
+            raise AuthError(f"token request failed: {exc}", status=exc.status) from exc
+        if response.status != 200:
+            raise AuthError(f"token endpoint answered {response.status}", status=response.status)
+        try:
+            decoded = msgspec.json.decode(response.body, type=_TokenResponse)
+        except msgspec.DecodeError as exc:
+            raise AuthError("token endpoint returned no usable access_token") from exc
+        if not decoded.access_token:
+            raise AuthError("token endpoint returned an empty access_token")
+        lifetime = decoded.expires_in
+        if lifetime is None or lifetime <= 0:
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        return TokenState(decoded.access_token, self._clock() + lifetime, lifetime)

@@ -1,0 +1,174 @@
+"""One HTTP request to the upstream with bounded time and size, retried with backoff.
+
+Shared by the token provider and the emails client. Every attempt is reported to the
+observer (`endpoint`, `code`, seconds) so `api_requests_total` counts what really went out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from exporter.errors import (
+    ConnectionFailedError,
+    DecodeError,
+    PollError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServerHTTPError,
+)
+
+RequestObserver = Callable[[str, str, float], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _ignore(endpoint: str, code: str, seconds: float) -> None:
+    """Default observer: record nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to retry 429, 5xx, timeouts and connection errors."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    # A Retry-After longer than this is not waited out inside a poll: the poll fails as
+    # rate limited and the poller delays the next one instead.
+    max_retry_after: float = 60.0
+
+    def backoff(self, attempt: int, rand: float) -> float:
+        """Exponential backoff with full jitter for retry number `attempt` (0-based)."""
+        return rand * min(self.max_delay, self.base_delay * 2.0**attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A complete upstream response (body already read and size-checked)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), else None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class HttpTransport:
+    """Sends requests with a per-request timeout, a body-size cap and retries."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        request_timeout: float = 10.0,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        retry: RetryPolicy | None = None,
+        observer: RequestObserver = _ignore,
+        sleep: Sleep = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+        ssl: Any = True,
+    ) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._max_bytes = max_response_bytes
+        self._retry = retry or RetryPolicy()
+        self._observer = observer
+        self._sleep = sleep
+        self._rand = rand
+        self._clock = clock
+        self._ssl = ssl
+
+    async def request(self, endpoint: str, method: str, url: str, **kwargs: Any) -> HttpResponse:
+        """The first response that is not worth retrying; raises once retries are exhausted."""
+        retry = self._retry
+        attempt = 0
+        while True:
+            try:
+                response = await self._attempt(endpoint, method, url, **kwargs)
+            except (RequestTimeoutError, ConnectionFailedError):
+                if attempt >= retry.max_retries:
+                    raise
+                await self._sleep(retry.backoff(attempt, self._rand()))
+                attempt += 1
+                continue
+            error = _retryable_error(response)
+            if error is None:
+                return response
+            delay = retry.backoff(attempt, self._rand())
+            if response.status == 429:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
+                error.retry_after = retry_after
+                if retry_after is not None:
+                    if retry_after > retry.max_retry_after:
+                        raise error
+                    delay = retry_after
+            if attempt >= retry.max_retries:
+                raise error
+            await self._sleep(delay)
+            attempt += 1
+
+    async def _attempt(self, endpoint: str, method: str, url: str, **kwargs: Any) -> HttpResponse:
+        started = time.monotonic()
+        code = "error"
+        try:
+            async with self._session.request(
+                method, url, timeout=self._timeout, ssl=self._ssl, allow_redirects=False, **kwargs
+            ) as resp:
+                code = str(resp.status)
+                body = await self._read_body(resp)
+                return HttpResponse(resp.status, dict(resp.headers), body)
+        except TimeoutError as exc:
+            code = "error"
+            raise RequestTimeoutError(f"{endpoint} request timed out") from exc
+        except aiohttp.ClientPayloadError as exc:
+            code = "error"
+            raise ConnectionFailedError(f"{endpoint} response body incomplete") from exc
+        except aiohttp.ClientError as exc:
+            code = "error"
+            raise ConnectionFailedError(f"{endpoint} request failed: {type(exc).__name__}") from exc
+        finally:
+            self._observer(endpoint, code, time.monotonic() - started)
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise DecodeError(f"response body of {resp.content_length} bytes exceeds {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise DecodeError(f"response body exceeds {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _retryable_error(response: HttpResponse) -> PollError | None:
+    """The error to raise if retries run out, or None when the response is final."""
+    if response.status == 429:
+        return RateLimitedError("rate limited by the API (429)", status=429)
+    if response.status >= 500:
+        return ServerHTTPError(f"API answered {response.status}", status=response.status)
+    return None

@@ -1,0 +1,81 @@
+"""Frozen domain types shared by the client, the aggregation and the collector."""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+# (state, email_type, work_type): the label set of the per-state queue series.
+GroupKey = tuple[str, str, str]
+# (email_type, work_type): the label set of the waiting-age histogram.
+PairKey = tuple[str, str]
+# (agent, state): the label set of the per-agent workload gauge.
+AgentKey = tuple[str, str]
+
+
+class Email(msgspec.Struct, frozen=True, rename="camel", gc=False):
+    """The fields of one API `EmailItem` that the exporter uses; everything else is never decoded.
+
+    Personal data (addresses, subject, umId) is deliberately absent.
+    """
+
+    id: str | int | None = None
+    state: str | None = None
+    email_type: str | None = None
+    work_type_id: str | int | None = None
+    work_type_name: str | None = None
+    work_handler_id: str | int | None = None
+    work_handler_name: str | None = None
+    queued_time: str | None = None
+    received_time: str | None = None
+    start_time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingAges:
+    """Timestamps of the waiting emails of one group, sorted, for scrape-time age buckets."""
+
+    timestamps: array[float]
+    timestamp_sum: float
+
+    def bucket_counts(self, now: float, bounds: tuple[float, ...]) -> list[int]:
+        """Cumulative counts of emails whose age at `now` is <= each bound (ages floor at 0)."""
+        ts = self.timestamps
+        n = len(ts)
+        return [n - bisect_left(ts, now - le) for le in bounds]
+
+    def age_sum(self, now: float) -> float:
+        """Sum of ages at `now`; emails stamped in the future count as age 0."""
+        ts = self.timestamps
+        future = len(ts) - bisect_right(ts, now)
+        if not future:
+            return len(ts) * now - self.timestamp_sum
+        past = ts[: len(ts) - future]
+        return len(past) * now - sum(past)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one successful poll of one organisation found; replaced whole by the next one."""
+
+    taken_at: float
+    counts: Mapping[GroupKey, int]
+    oldest: Mapping[GroupKey, float]
+    waiting: Mapping[PairKey, WaitingAges]
+    agents: Mapping[AgentKey, int]
+    memberships: Mapping[str, GroupKey]
+    last_seen: Mapping[PairKey, float]
+    reported_items: int | None = None
+    duplicates: int = 0
+    invalid: Mapping[str, int] = field(default_factory=dict)
+    overflow: Mapping[str, int] = field(default_factory=dict)
+    undated: int = 0
+
+    @property
+    def unique_items(self) -> int:
+        """Emails counted in this snapshot (duplicates and invalid items excluded)."""
+        return len(self.memberships)

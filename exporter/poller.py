@@ -1,0 +1,161 @@
+"""The poll loop of one organisation: fetch → aggregate → store.
+
+This is the one place where errors become status: a failed poll is turned into
+`poll_errors_total{reason}`, `up`=0 and one structured log event. Nothing here raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from exporter.aggregate import AggregationOptions, SnapshotBuilder, diff
+from exporter.auth import TokenProvider
+from exporter.client import EmailQueueClient
+from exporter.errors import PollError, RateLimitedError, RequestTimeoutError
+from exporter.http import Sleep
+from exporter.store import OrgState
+
+INTERNAL_ERROR = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class PollTiming:
+    """When polls start and how long their results stay valid."""
+
+    poll_interval: float = 30.0
+    stale_after: float = 150.0
+    # A poll never outlasts this; three intervals leave room for retries and Retry-After.
+    deadline_factor: float = 3.0
+    # The longest a run of rate-limited polls stretches the interval.
+    max_backoff_factor: float = 8.0
+
+
+class Poller:
+    """Polls one organisation forever (or once) and writes the results to its `OrgState`."""
+
+    def __init__(
+        self,
+        state: OrgState,
+        client: EmailQueueClient,
+        auth: TokenProvider,
+        *,
+        options: AggregationOptions,
+        timing: PollTiming,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.state = state
+        self._client = client
+        self._auth = auth
+        self._options = options
+        self._timing = timing
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._rand = rand
+        self._log = logger or structlog.get_logger("exporter.poller")
+        self._rate_limited_in_a_row = 0
+        self._retry_after: float | None = None
+
+    async def poll_once(self) -> bool:
+        """Run one complete poll; True when it succeeded."""
+        started = self._monotonic()
+        previous = self.state.snapshot
+        builder = SnapshotBuilder(self._options, previous)
+        pages = 0
+        reported: int | None = None
+        log = self._log.bind(org=self.state.org)
+        try:
+            async with asyncio.timeout(self._timing.poll_interval * self._timing.deadline_factor):
+                async for page in self._client.pages():
+                    pages += 1
+                    if page.start == 0:
+                        reported = page.total_items
+                    builder.add(page.emails)
+                    for reason, count in page.invalid.items():
+                        builder.add_invalid(reason, count)
+        except (PollError, TimeoutError) as exc:
+            error = (
+                exc if isinstance(exc, PollError) else RequestTimeoutError("poll deadline exceeded")
+            )
+            self._fail(error.reason, str(error), started, pages, log)
+            self._note_rate_limit(error)
+            return False
+        except Exception as exc:  # a bug must not kill the loop; it is reported, not hidden
+            log.exception("poll_crashed", error_type=type(exc).__name__)
+            self._fail(INTERNAL_ERROR, f"internal error: {type(exc).__name__}", started, pages, log)
+            return False
+        self._rate_limited_in_a_row = 0
+        self._retry_after = None
+        now = self._clock()
+        snapshot = builder.finish(now, reported)
+        baseline = previous is not None and now - previous.taken_at <= self._timing.stale_after
+        flow = diff(previous, snapshot) if baseline and previous is not None else None
+        duration = self._monotonic() - started
+        self.state.record_success(snapshot, duration, flow, self._auth.expires_at)
+        log.info(
+            "poll",
+            outcome="success",
+            duration_seconds=round(duration, 3),
+            pages=pages,
+            items=snapshot.unique_items,
+            reported_items=reported,
+            duplicates=snapshot.duplicates,
+            invalid=sum(snapshot.invalid.values()),
+        )
+        return True
+
+    def _fail(
+        self,
+        reason: str,
+        message: str,
+        started: float,
+        pages: int,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        duration = self._monotonic() - started
+        self.state.record_failure(reason, message, duration, self._auth.expires_at)
+        log.warning(
+            "poll",
+            outcome="failure",
+            reason=reason,
+            error=message,
+            duration_seconds=round(duration, 3),
+            pages=pages,
+        )
+
+    def _note_rate_limit(self, error: PollError) -> None:
+        if isinstance(error, RateLimitedError):
+            self._rate_limited_in_a_row += 1
+            self._retry_after = error.retry_after
+        else:
+            self._rate_limited_in_a_row = 0
+            self._retry_after = None
+
+    def next_delay(self, elapsed: float) -> float:
+        """Seconds until the next poll should start, `elapsed` after this one started."""
+        interval = self._timing.poll_interval
+        delay = max(0.0, interval - elapsed)
+        if self._rate_limited_in_a_row:
+            # Back off further on every rate-limited poll in a row, and never before Retry-After.
+            factor = min(self._timing.max_backoff_factor, 2.0 ** (self._rate_limited_in_a_row - 1))
+            delay = max(delay, interval * factor, self._retry_after or 0.0)
+        return delay
+
+    async def run(self, start_delay: float = 0.0) -> None:
+        """Poll until cancelled; each poll starts `poll_interval` after the previous one started."""
+        if start_delay > 0:
+            await self._sleep(start_delay)
+        while True:
+            started = self._monotonic()
+            await self.poll_once()
+            await self._sleep(self.next_delay(self._monotonic() - started))

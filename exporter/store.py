@@ -1,0 +1,126 @@
+"""The latest snapshot and poll status of every organisation.
+
+The poller is the only writer; the collector and the landing page only read. Everything runs
+on one event loop and every update is a synchronous method, so a scrape never sees half a poll.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+
+from exporter.aggregate import Flow
+from exporter.models import GroupKey, PairKey, Snapshot
+
+REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class DurationHistogram:
+    """A fixed-bucket histogram of request durations (non-cumulative counts per bucket)."""
+
+    bounds: tuple[float, ...] = REQUEST_DURATION_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(REQUEST_DURATION_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(`le`, cumulative count) pairs ending with `+Inf`."""
+        running = 0
+        out = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+@dataclass(slots=True)
+class OrgState:
+    """Everything the exporter knows about one organisation."""
+
+    org: str
+    snapshot: Snapshot | None = None
+    up: bool = False
+    polled: bool = False
+    last_success: float | None = None
+    last_duration: float | None = None
+    last_error: str | None = None
+    last_error_reason: str | None = None
+    polls: int = 0
+    poll_errors: Counter[str] = field(default_factory=Counter)
+    api_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    api_durations: dict[str, DurationHistogram] = field(default_factory=dict)
+    duplicates: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    overflow: Counter[str] = field(default_factory=Counter)
+    token_expiry: float | None = None
+    arrivals: Counter[PairKey] = field(default_factory=Counter)
+    departures: Counter[GroupKey] = field(default_factory=Counter)
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
+        """Count one upstream request (the transport's observer)."""
+        self.api_requests[(endpoint, code)] += 1
+        self.api_durations.setdefault(endpoint, DurationHistogram()).observe(seconds)
+
+    def record_success(
+        self, snapshot: Snapshot, duration: float, flow: Flow | None, token_expiry: float | None
+    ) -> None:
+        """Swap in a new snapshot and add what changed since the previous one."""
+        self.snapshot = snapshot
+        self.up = True
+        self.polled = True
+        self.polls += 1
+        self.last_success = snapshot.taken_at
+        self.last_duration = duration
+        self.last_error = None
+        self.last_error_reason = None
+        self.token_expiry = token_expiry
+        self.duplicates += snapshot.duplicates
+        self.invalid.update(snapshot.invalid)
+        self.overflow.update(snapshot.overflow)
+        if flow is not None:
+            self.arrivals.update(flow.arrivals)
+            self.departures.update(flow.departures)
+            self.transitions.update(flow.transitions)
+        # Pre-create the label sets of every live group so rate() sees the first increase.
+        for email_type, work_type in snapshot.last_seen:
+            self.arrivals[(email_type, work_type)] += 0
+        for key in snapshot.counts:
+            self.departures[key] += 0
+
+    def record_failure(
+        self, reason: str, message: str, duration: float, token_expiry: float | None
+    ) -> None:
+        """Mark the organisation down; the last snapshot stays until it goes stale."""
+        self.up = False
+        self.polled = True
+        self.polls += 1
+        self.poll_errors[reason] += 1
+        self.last_duration = duration
+        self.last_error = message
+        self.last_error_reason = reason
+        self.token_expiry = token_expiry
+
+    def live_snapshot(self, now: float, stale_after: float) -> Snapshot | None:
+        """The snapshot to serve, or None once it is older than `stale_after`."""
+        snapshot = self.snapshot
+        if snapshot is None or now - snapshot.taken_at > stale_after:
+            return None
+        return snapshot
+
+
+class Store:
+    """All organisations' state, in configuration order."""
+
+    def __init__(self, org_ids: list[str]) -> None:
+        self.orgs: dict[str, OrgState] = {org: OrgState(org) for org in org_ids}
+
+    @property
+    def ready(self) -> bool:
+        """Every organisation has finished its first poll, successfully or not."""
+        return all(state.polled for state in self.orgs.values())
