@@ -62,7 +62,7 @@ class TokenState:
 
 class _TokenResponse(msgspec.Struct):
     access_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 -- the OAuth2 token type, not a secret
     expires_in: float | None = None
 
 
