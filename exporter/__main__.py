@@ -1,0 +1,8 @@
+"""`python -m exporter` runs the exporter."""
+
+import sys
+
+from exporter.main import main
+
+if __name__ == "__main__":
+    sys.exit(main())
