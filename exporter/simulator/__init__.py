@@ -1,0 +1,52 @@
+"""A faithful fake of the Alvaria EmailQueue API, for the demo, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .app import EMAILS_PATH, TOKEN_PATH, build_app
+from .config import SimulatorConfig
+
+__all__ = ["RunningSimulator", "SimulatorConfig", "build_app", "start_simulator"]
+
+
+@dataclass
+class RunningSimulator:
+    """A simulator serving on a loopback port; `close()` stops it."""
+
+    base_url: str
+    token_url: str
+    emails_url: str
+    runner: web.AppRunner
+
+    async def close(self) -> None:
+        """Stop serving and release the port."""
+        await self.runner.cleanup()
+
+
+async def start_simulator(
+    config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0
+) -> RunningSimulator:
+    """Serve a simulator on `host:port` (0 = a free port) within the running event loop."""
+    # Building a large queue takes seconds of CPU: keep the caller's event loop responsive.
+    app = await asyncio.to_thread(build_app, config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_host, bound_port = runner.addresses[0][:2]
+    netloc = f"[{bound_host}]" if ":" in bound_host else bound_host
+    base_url = f"http://{netloc}:{bound_port}"
+    return RunningSimulator(
+        base_url=base_url,
+        token_url=base_url + TOKEN_PATH,
+        emails_url=base_url + EMAILS_PATH.format(orgId=config.org_id),
+        runner=runner,
+    )

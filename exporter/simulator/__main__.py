@@ -1,0 +1,126 @@
+"""`alvaria-emailqueue-simulator`: serve the simulated API until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+from . import start_simulator
+from .config import SimulatorConfig
+from .scenarios import SCENARIOS
+
+log = logging.getLogger("exporter.simulator")
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected host:port, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":port" means every interface, as usual
+    return host, int(port)
+
+
+def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    defaults = SimulatorConfig()
+    parser = argparse.ArgumentParser(
+        prog="alvaria-emailqueue-simulator",
+        description="A simulated Alvaria EmailQueue API. Every flag is also ALVARIA_SIM_<NAME>.",
+    )
+
+    def flag(name: str, default: object, kind: type | object, help_: str, **kw: object) -> None:
+        env = "ALVARIA_SIM_" + name.upper().replace("-", "_")
+        parser.add_argument(
+            f"--{name}",
+            default=environ.get(env, default),
+            type=kind,  # type: ignore[arg-type]  # argparse also accepts callables
+            help=f"{help_} (env {env}; default %(default)s)",
+            **kw,  # type: ignore[arg-type]
+        )
+
+    flag("listen-address", "127.0.0.1:8080", _listen_address, "host:port to serve on")
+    flag("scenario", defaults.scenario, str, "what to simulate", choices=SCENARIOS)
+    flag("seed", defaults.seed, int, "random seed, for repeatable runs")
+    flag("speed", defaults.speed, float, "time acceleration of arrivals and handling")
+    flag("page-cap", defaults.page_cap, int, "server-side maximum of maxResults")
+    flag("emails", defaults.emails, int, "queue size of the large scenario")
+    flag("org-id", defaults.org_id, str, "organisation id served")
+    flag("client-id", defaults.client_id, str, "OAuth2 client id accepted")
+    flag("client-secret", defaults.client_secret, str, "OAuth2 client secret accepted")
+    flag("api-key", defaults.api_key, str, "x-api-key accepted")
+    flag("token-lifetime", defaults.token_lifetime, float, "access token lifetime, seconds")
+    return parser
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ
+) -> tuple[tuple[str, int], SimulatorConfig]:
+    """The listen address and the config from flags, then environment, then defaults."""
+    parser = _parser(environ)
+    args = parser.parse_args(argv)
+    # Defaults taken from the environment are strings that argparse has not converted.
+    listen = args.listen_address
+    if isinstance(listen, str):
+        listen = _listen_address(listen)
+    try:
+        config = SimulatorConfig(
+            scenario=str(args.scenario),
+            seed=None if args.seed is None else int(args.seed),
+            speed=float(args.speed),
+            page_cap=int(args.page_cap),
+            emails=int(args.emails),
+            org_id=str(args.org_id),
+            client_id=str(args.client_id),
+            client_secret=str(args.client_secret),
+            api_key=str(args.api_key),
+            token_lifetime=float(args.token_lifetime),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    if config.scenario not in SCENARIOS:
+        parser.error(f"--scenario must be one of {', '.join(SCENARIOS)}")
+    if config.speed <= 0 or config.page_cap < 1 or config.emails < 0 or config.token_lifetime <= 0:
+        parser.error("--speed and --token-lifetime must be > 0, --page-cap >= 1, --emails >= 0")
+    return listen, config
+
+
+async def serve(host: str, port: int, config: SimulatorConfig) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    simulator = await start_simulator(config, host, port)
+    log.info(
+        "simulator listening on %s (scenario=%s, org_id=%s, emails at %s)",
+        simulator.base_url,
+        config.scenario,
+        config.org_id,
+        simulator.emails_url,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await simulator.close()
+    log.info("simulator stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    (host, port), config = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        asyncio.run(serve(host, port, config))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""The aiohttp application: token endpoint, emails endpoint, auth checks and injected faults."""
+
+# ruff: noqa: S311 - seeded pseudo-randomness drives the simulation; tokens use `secrets`
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import hmac
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+from urllib.parse import unquote_plus
+
+from aiohttp import web
+
+from .config import SimulatorConfig
+from .model import QueueModel
+from .query import BadParameter, parse_query, render
+from .scenarios import SCENARIOS, WORK_TYPES, Faults, build_model, faults_for
+from .static import StaticQueue
+
+TOKEN_PATH: Final = "/tokenservice/oauth2/access_token"  # noqa: S105 - a URL path, not a secret
+EMAILS_PATH: Final = "/via/v2/organizations/{orgId}/emailQueue/emails"
+SCOPE: Final = "emailqueueapi"
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Tokens:
+    """Issued bearer tokens and when each really expires."""
+
+    def __init__(self, lifetime: float, clock: Clock, cap: float | None = None) -> None:
+        self.lifetime = lifetime
+        self._real = lifetime if cap is None else min(lifetime, cap)
+        self._clock = clock
+        self._expiry: dict[str, float] = {}
+
+    def issue(self) -> str:
+        """A new token; expired ones are forgotten here so the table stays small."""
+        now = self._clock()
+        self._expiry = {t: exp for t, exp in self._expiry.items() if exp > now}
+        token = secrets.token_urlsafe(32)
+        self._expiry[token] = now + self._real
+        return token
+
+    def valid(self, token: str) -> bool:
+        """True while `token` was issued here and has not expired."""
+        expiry = self._expiry.get(token)
+        return expiry is not None and self._clock() < expiry
+
+
+class Simulator:
+    """Everything one simulated API holds: queue, tokens, faults."""
+
+    def __init__(self, config: SimulatorConfig, clock: Clock, sleep: Sleep, faults: Faults) -> None:
+        if config.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {config.scenario!r}; one of {', '.join(SCENARIOS)}")
+        if config.speed <= 0 or config.page_cap < 1 or config.emails < 0:
+            raise ValueError("speed must be > 0, page_cap >= 1 and emails >= 0")
+        self.config = config
+        self.clock = clock
+        self.sleep = sleep
+        self.faults = faults
+        self.fault_rng = random.Random(None if config.seed is None else config.seed + 1)
+        self.tokens = Tokens(config.token_lifetime, clock, faults.token_expiry)
+        self.queue: QueueModel | StaticQueue
+        if config.scenario == "large":
+            seed = 0 if config.seed is None else config.seed
+            self.queue = StaticQueue(config.emails, WORK_TYPES, random.Random(seed), clock())
+        else:
+            rng = random.Random(config.seed)
+            self.queue = build_model(config.scenario, rng, clock(), config.speed)
+
+
+SIMULATOR: Final = web.AppKey("simulator", Simulator)
+
+
+def error(
+    status: int, message: str, reason: str, scope: str = "emailQueue", **headers: str
+) -> web.Response:
+    """A response with the documented ErrorResponse body."""
+    body = {
+        "code": status,
+        "message": message,
+        "errors": [{"scope": scope, "reason": reason, "message": message}],
+    }
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _oauth_error(status: int, code: str, description: str, **headers: str) -> web.Response:
+    body = {"error": code, "error_description": description}
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store", **headers})
+
+
+def _api_key_ok(sim: Simulator, request: web.Request) -> bool:
+    key = request.headers.get("x-api-key", "")
+    return hmac.compare_digest(key.encode(), sim.config.api_key.encode())
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    # RFC 6749 §2.3.1: the client id and secret are form-encoded before Basic encoding.
+    return (unquote_plus(user), unquote_plus(password)) if sep else None
+
+
+async def token(request: web.Request) -> web.Response:
+    """POST /tokenservice/oauth2/access_token: the OAuth2 client-credentials grant."""
+    sim = request.app[SIMULATOR]
+    if request.method != "POST":
+        return error(405, "Method Not Allowed", "methodNotAllowed", "token", Allow="POST")
+    if not _api_key_ok(sim, request):
+        return error(403, "Forbidden", "invalidApiKey", "token")
+    form = await request.post()
+    header = request.headers.get("Authorization")
+    creds = _basic_credentials(header) if header else None
+    if creds is None and header is None:
+        creds = (str(form.get("client_id", "")), str(form.get("client_secret", "")))
+    if creds is None or not (
+        hmac.compare_digest(creds[0].encode(), sim.config.client_id.encode())
+        & hmac.compare_digest(creds[1].encode(), sim.config.client_secret.encode())
+    ):
+        challenge = 'Basic realm="tokenservice"'
+        return _oauth_error(
+            401, "invalid_client", "Client authentication failed", **{"WWW-Authenticate": challenge}
+        )
+    grant = form.get("grant_type")
+    if grant is None:
+        return _oauth_error(400, "invalid_request", "grant_type is required")
+    if grant != "client_credentials":
+        return _oauth_error(400, "unsupported_grant_type", f"unsupported grant_type {grant!s}")
+    scopes = str(form.get("scope") or SCOPE).split()
+    if any(s != SCOPE for s in scopes):
+        return _oauth_error(400, "invalid_scope", f"scope must be {SCOPE}")
+    body = {
+        "access_token": sim.tokens.issue(),
+        "token_type": "Bearer",
+        "expires_in": int(sim.config.token_lifetime),
+        "scope": SCOPE,
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def emails(request: web.Request) -> web.StreamResponse:
+    """GET /via/v2/organizations/{orgId}/emailQueue/emails: the EmailList."""
+    sim = request.app[SIMULATOR]
+    if request.method != "GET":
+        return error(405, "Method Not Allowed", "methodNotAllowed", Allow="GET")
+    if not _api_key_ok(sim, request):
+        return error(403, "Forbidden", "invalidApiKey")
+    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not sim.tokens.valid(bearer.strip()):
+        return error(401, "Unauthorized", "authError", **{"WWW-Authenticate": 'Bearer realm="via"'})
+    if request.match_info["orgId"] != sim.config.org_id:
+        return error(404, f"Organization {request.match_info['orgId']} not found", "notFound")
+    fault = await _fault(sim)
+    if fault is not None:
+        return fault
+    try:
+        query = parse_query(request.rel_url.query)
+    except BadParameter as exc:
+        return error(400, str(exc), "invalidParameter", exc.name)
+    offset = 0
+    if query.start > 0 and sim.fault_rng.random() < sim.faults.p_shift:
+        offset = sim.fault_rng.randint(1, 5)  # emails arrived ahead of this page since the last one
+    sim.queue.advance_to(sim.clock())
+    if isinstance(sim.queue, StaticQueue):
+        body = sim.queue.render(query, sim.config.page_cap, offset=offset)
+    else:
+        queue = list(sim.queue.emails.values())
+        body = render(queue, query, sim.config.page_cap, sim.queue.work_type_names, offset=offset)
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _fault(sim: Simulator) -> web.Response | None:
+    """Maybe a rate limit, a server error or a delay, as the scenario's faults say."""
+    faults, rng = sim.faults, sim.fault_rng
+    roll = rng.random()
+    if roll < faults.p_429:
+        seconds = rng.randint(1, 5)
+        retry_after = str(seconds)
+        if rng.random() < 0.3:
+            retry_after = email.utils.formatdate(sim.clock() + seconds, usegmt=True)
+        return error(429, "Too Many Requests", "rateLimitExceeded", **{"Retry-After": retry_after})
+    if roll < faults.p_429 + faults.p_5xx:
+        status = rng.choice((500, 502, 503))
+        return error(
+            status,
+            "Internal Server Error" if status == 500 else "Service Unavailable",
+            "backendError",
+        )
+    if roll < faults.p_429 + faults.p_5xx + faults.p_slow:
+        await sim.sleep(rng.uniform(*faults.slow_seconds))
+    return None
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Unknown paths and other aiohttp errors also answer with an ErrorResponse body."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason, "notFound" if exc.status == 404 else "error", "api")
+
+
+def create_app(
+    config: SimulatorConfig,
+    *,
+    clock: Clock = time.time,
+    sleep: Sleep = asyncio.sleep,
+    faults: Faults | None = None,
+) -> web.Application:
+    """The simulator app with every moving part injectable (tests pass fakes)."""
+    app = web.Application(middlewares=[_json_errors])
+    app[SIMULATOR] = Simulator(config, clock, sleep, faults or faults_for(config.scenario))
+    app.router.add_route("*", TOKEN_PATH, token)
+    app.router.add_route("*", EMAILS_PATH, emails)
+    return app
+
+
+def build_app(config: SimulatorConfig, *, clock: Clock = time.time) -> web.Application:
+    """The simulator app for `config`."""
+    return create_app(config, clock=clock)
