@@ -399,3 +399,48 @@ def test_prometheusrule_spec_passes_promtool(tmp_path: Path) -> None:
     rules_file.write_text(yaml.safe_dump(rule["spec"]), encoding="utf-8")
     result = _run([_tool("promtool"), "check", "rules", str(rules_file)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the exporter accepts what the manifests give it ---------------------------------------------
+
+
+def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": "/usr/bin:/bin"}  # nothing from the caller's ALVARIA_* environment
+    return _run_env([sys.executable, "-m", "exporter", "--check-config"], base | env)
+
+
+def _run_env(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # Same as _run: fixed interpreter and repository files only.
+    return subprocess.run(args, capture_output=True, text=True, check=False, env=env)  # noqa: S603
+
+
+def _write_secret_files(directory: Path, keys: set[str]) -> None:
+    for key in keys:
+        (directory / key).write_text(f"value-of-{key}\n", encoding="utf-8")
+
+
+def test_exporter_accepts_the_base_deployment_settings(tmp_path: Path) -> None:
+    _, keys = _secret_files("base")
+    _write_secret_files(tmp_path, keys)
+    (container,) = _deployment("base")["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for entry in container["env"]:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        value = f"value-of-{ref['key']}" if ref else entry["value"]
+        env[entry["name"]] = value.replace("/etc/alvaria/credentials", str(tmp_path))
+    result = _check_config(env)
+    assert result.returncode == 0, result.stderr
+    assert "value-of-api-key" not in result.stdout + result.stderr
+
+
+def test_exporter_accepts_the_multi_org_config(tmp_path: Path) -> None:
+    _, keys = _secret_files("overlays/multi-org")
+    _write_secret_files(tmp_path, keys)
+    (configmap,) = [o for o in _build("overlays/multi-org") if o["kind"] == "ConfigMap"]
+    config = tmp_path / "config.yaml"
+    text = configmap["data"]["config.yaml"].replace("/etc/alvaria/credentials", str(tmp_path))
+    config.write_text(text, encoding="utf-8")
+    result = _check_config({"ALVARIA_CONFIG_FILE": str(config)})
+    assert result.returncode == 0, result.stderr
+    checked = yaml.safe_load(result.stdout)
+    assert [t["org_id"] for t in checked["targets"]] == ["acme", "globex"]
