@@ -1,0 +1,303 @@
+"""The real daemon, started as a process, polling a scripted fake API and scraped over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fakeapi import FakeApi, serve_fake
+
+NOW = time.time()
+
+
+def iso(seconds_ago: float, fmt: str = "z") -> str:
+    dt = datetime.fromtimestamp(NOW - seconds_ago, UTC)
+    if fmt == "z":
+        return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if fmt == "offset":
+        return dt.astimezone().isoformat()
+    return dt.replace(microsecond=0).isoformat()
+
+
+TRICKY_ITEMS = [
+    {
+        "id": "1",
+        "state": "Queued",
+        "emailType": "InboundEmail",
+        "workTypeId": "11",
+        "workTypeName": 'Billing "VIP" – Zürich',
+        "queuedTime": iso(600),
+        "subject": "secret subject",
+        "fromAddress": "customer@example.com",
+    },
+    {
+        "id": "2",
+        "state": "Queued",
+        "emailType": "InboundEmail",
+        "workTypeId": "11",
+        "workTypeName": 'Billing "VIP" – Zürich',
+        "queuedTime": iso(1200, "offset"),
+    },
+    {
+        "id": "3",
+        "state": "Active",
+        "emailType": "InboundEmail",
+        "workTypeId": "12",
+        "receivedTime": iso(300, "plain"),
+    },
+    {
+        "id": "4",
+        "state": "Parked",
+        "emailType": "CampaignOutboundEmail",
+        "workTypeId": "12",
+        "startTime": iso(50),
+    },
+    {"id": "5", "emailType": "ManualOutboundEmail"},
+    {
+        "id": "6",
+        "state": "Queued2",
+        "emailType": "InboundEmail",
+        "workTypeName": "Sales",
+        "queuedTime": "not a time",
+        "receivedTime": iso(100),
+    },
+    {
+        "id": "7",
+        "state": "Queued",
+        "emailType": "InboundEmail",
+        "workTypeName": "Sales",
+        "queuedTime": iso(30),
+    },
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def exporter(env: dict[str, str]) -> AsyncIterator[str]:
+    """Start the exporter process; yield its base URL once /readyz answers 200."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
+    full_env |= {"ALVARIA_LISTEN_ADDRESS": f"127.0.0.1:{port}", "ALVARIA_LOG_FORMAT": "json", **env}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_for(lambda: fetch_status(base + "/readyz"), lambda s: s == 200, timeout=20)
+        yield base
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 10)
+        logs = (await proc.stderr.read()).decode() if proc.stderr else ""
+        exporter.last_logs = logs  # type: ignore[attr-defined]
+
+
+async def fetch_status(url: str) -> int:
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            return r.status
+    except aiohttp.ClientError:
+        return -1
+
+
+async def wait_for(probe: Callable, ok: Callable, timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+        await asyncio.sleep(0.1)
+
+
+async def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with aiohttp.ClientSession() as s, s.get(base + "/metrics") as r:
+        text = await r.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(metrics: dict, name: str, **labels: str) -> float:
+    return metrics[(name, tuple(sorted(labels.items())))]
+
+
+async def test_daemon_reports_every_count_and_oldest_timestamp_exactly() -> None:
+    async with (
+        serve_fake(FakeApi(items=TRICKY_ITEMS)) as api,
+        exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as base,
+    ):
+        m = await scrape(base)
+        org = "acme"
+        billing = 'Billing "VIP" – Zürich'
+        emails = "alvaria_emailqueue_emails"
+        assert (
+            value(m, emails, org=org, state="Queued", email_type="InboundEmail", work_type=billing)
+            == 2
+        )
+        assert (
+            value(m, emails, org=org, state="Active", email_type="InboundEmail", work_type="12")
+            == 1
+        )
+        assert (
+            value(
+                m,
+                emails,
+                org=org,
+                state="Parked",
+                email_type="CampaignOutboundEmail",
+                work_type="12",
+            )
+            == 1
+        )
+        assert (
+            value(
+                m,
+                emails,
+                org=org,
+                state="unknown",
+                email_type="ManualOutboundEmail",
+                work_type="unknown",
+            )
+            == 1
+        )
+        assert (
+            value(m, emails, org=org, state="Queued2", email_type="InboundEmail", work_type="Sales")
+            == 1
+        )
+        assert (
+            value(m, emails, org=org, state="Wrap", email_type="InboundEmail", work_type="Sales")
+            == 0
+        )
+        total = sum(v for (n, _), v in m.items() if n == emails)
+        assert total == len(TRICKY_ITEMS)
+
+        oldest = "alvaria_emailqueue_oldest_email_timestamp_seconds"
+        expected = {
+            ("Queued", "InboundEmail", billing): NOW - 1200,
+            ("Active", "InboundEmail", "12"): int(NOW - 300),
+            ("Parked", "CampaignOutboundEmail", "12"): NOW - 50,
+            ("Queued2", "InboundEmail", "Sales"): NOW - 100,
+            ("Queued", "InboundEmail", "Sales"): NOW - 30,
+        }
+        for (state, etype, wt), ts in expected.items():
+            got = value(m, oldest, org=org, state=state, email_type=etype, work_type=wt)
+            assert abs(got - ts) < 0.002, (state, wt, got, ts)
+        assert not any(
+            n == oldest and dict(lbl)["work_type"] == "unknown" for (n, lbl), _ in m.items()
+        )
+
+        age = "alvaria_emailqueue_oldest_email_age_seconds"
+        labels = {"org": org, "state": "Queued", "email_type": "InboundEmail", "work_type": billing}
+        first_age = value(m, age, **labels)
+        await asyncio.sleep(1.1)
+        second_age = value(await scrape(base), age, **labels)
+        assert second_age > first_age >= 1200
+
+        hist = "alvaria_emailqueue_waiting_email_age_seconds"
+        assert (
+            value(m, hist + "_gcount", org=org, email_type="InboundEmail", work_type=billing) == 2
+        )
+        assert (
+            value(
+                m,
+                hist + "_bucket",
+                org=org,
+                email_type="InboundEmail",
+                work_type=billing,
+                le="900.0",
+            )
+            == 1
+        )
+        assert value(m, "alvaria_emailqueue_up", org=org) == 1
+        assert value(m, "alvaria_emailqueue_api_reported_items", org=org) == len(TRICKY_ITEMS)
+        assert api.requests["token"] == 1
+        assert api.requests["emails"] >= 3 * 2  # 7 items in pages of 3, at least two polls
+
+
+async def test_retry_after_is_waited_out_and_one_token_serves_many_polls() -> None:
+    api = FakeApi(items=TRICKY_ITEMS[:2], scripted=[(429, {"Retry-After": "1"})])
+    async with serve_fake(api), exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as base:
+        m = await wait_for(
+            lambda: scrape(base),
+            lambda m: value(m, "alvaria_emailqueue_polls_total", org="acme") >= 3,
+            timeout=15,
+        )
+        assert value(m, "alvaria_emailqueue_up", org="acme") == 1
+        assert (
+            value(m, "alvaria_emailqueue_poll_errors_total", org="acme", reason="rate_limited") == 0
+        )
+        assert (
+            value(
+                m,
+                "alvaria_emailqueue_api_requests_total",
+                org="acme",
+                endpoint="emails",
+                code="429",
+            )
+            == 1
+        )
+        assert (
+            value(
+                m, "alvaria_emailqueue_api_requests_total", org="acme", endpoint="token", code="200"
+            )
+            == 1
+        )
+        assert api.requests["token"] == 1
+    assert "s3cret-value" not in exporter.last_logs  # type: ignore[attr-defined]
+    assert "customer@example.com" not in exporter.last_logs  # type: ignore[attr-defined]
+
+
+async def test_failing_api_keeps_last_snapshot_with_up_zero() -> None:
+    api = FakeApi(items=TRICKY_ITEMS)
+    async with (
+        serve_fake(api),
+        exporter(api.env(ALVARIA_POLL_INTERVAL="1s", ALVARIA_MAX_RETRIES="0")) as base,
+    ):
+        api.scripted = [(503, {})] * 1000
+        m = await wait_for(
+            lambda: scrape(base),
+            lambda m: value(m, "alvaria_emailqueue_up", org="acme") == 0,
+            timeout=10,
+        )
+        assert value(m, "alvaria_emailqueue_poll_errors_total", org="acme", reason="http_5xx") >= 1
+        assert (
+            "alvaria_emailqueue_emails",
+            tuple(
+                sorted(
+                    {
+                        "org": "acme",
+                        "state": "Queued",
+                        "email_type": "InboundEmail",
+                        "work_type": "Sales",
+                    }.items()
+                )
+            ),
+        ) in m
+        async with aiohttp.ClientSession() as s, s.get(base + "/") as r:
+            page = await r.text()
+        assert "acme" in page and "http_5xx" in page and "s3cret" not in page
