@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -139,7 +140,7 @@ def test_work_types_beyond_the_cap_fold_into_other() -> None:
     emails = [email(str(i), work_type_name=f"wt{i % 4}") for i in range(8)]
     snap = aggregate(emails, now=NOW, options=options)
     work_types = Counter()
-    for (state, _, wt), n in snap.counts.items():
+    for (_, _, wt), n in snap.counts.items():
         work_types[wt] += n
     assert work_types == {"wt0": 2, "wt1": 2, "other": 4}
     assert snap.overflow == {"work_type": 4}
@@ -301,7 +302,7 @@ def test_flow_conserves_population(polls: list[list[Email]]) -> None:
     for i, emails in enumerate(polls):
         previous = aggregate(emails, now=NOW + 30 * i, options=OPTIONS, previous=previous)
         snapshots.append(previous)
-    for before, after in zip(snapshots, snapshots[1:], strict=False):
+    for before, after in itertools.pairwise(snapshots):
         flow = diff(before, after)
         change = after.unique_items - before.unique_items
         assert sum(flow.arrivals.values()) - sum(flow.departures.values()) == change

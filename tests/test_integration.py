@@ -35,7 +35,7 @@ TRICKY_ITEMS = [
         "state": "Queued",
         "emailType": "InboundEmail",
         "workTypeId": "11",
-        "workTypeName": 'Billing "VIP" – Zürich',
+        "workTypeName": 'Billing "VIP" \u2013 Zürich',
         "queuedTime": iso(600),
         "subject": "secret subject",
         "fromAddress": "customer@example.com",
@@ -45,7 +45,7 @@ TRICKY_ITEMS = [
         "state": "Queued",
         "emailType": "InboundEmail",
         "workTypeId": "11",
-        "workTypeName": 'Billing "VIP" – Zürich',
+        "workTypeName": 'Billing "VIP" \u2013 Zürich',
         "queuedTime": iso(1200, "offset"),
     },
     {
@@ -103,7 +103,7 @@ async def exporter(env: dict[str, str]) -> AsyncIterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        await wait_for(lambda: fetch_status(base + "/readyz"), lambda s: s == 200, timeout=20)
+        await wait_for(lambda: fetch_status(base + "/readyz"), lambda s: s == 200, within=20)
         yield base
     finally:
         if proc.returncode is None:
@@ -121,14 +121,14 @@ async def fetch_status(url: str) -> int:
         return -1
 
 
-async def wait_for(probe: Callable, ok: Callable, timeout: float) -> object:
-    deadline = time.monotonic() + timeout
+async def wait_for(probe: Callable, ok: Callable, within: float) -> object:
+    deadline = time.monotonic() + within
     while True:
         value = await probe()
         if ok(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+            raise AssertionError(f"condition not met within {within}s (last: {value!r})")
         await asyncio.sleep(0.1)
 
 
@@ -153,7 +153,7 @@ async def test_daemon_reports_every_count_and_oldest_timestamp_exactly() -> None
     ):
         m = await scrape(base)
         org = "acme"
-        billing = 'Billing "VIP" – Zürich'
+        billing = 'Billing "VIP" \u2013 Zürich'
         emails = "alvaria_emailqueue_emails"
         assert (
             value(m, emails, org=org, state="Queued", email_type="InboundEmail", work_type=billing)
@@ -245,7 +245,7 @@ async def test_retry_after_is_waited_out_and_one_token_serves_many_polls() -> No
         m = await wait_for(
             lambda: scrape(base),
             lambda m: value(m, "alvaria_emailqueue_polls_total", org="acme") >= 3,
-            timeout=15,
+            within=15,
         )
         assert value(m, "alvaria_emailqueue_up", org="acme") == 1
         assert (
@@ -282,7 +282,7 @@ async def test_failing_api_keeps_last_snapshot_with_up_zero() -> None:
         m = await wait_for(
             lambda: scrape(base),
             lambda m: value(m, "alvaria_emailqueue_up", org="acme") == 0,
-            timeout=10,
+            within=10,
         )
         assert value(m, "alvaria_emailqueue_poll_errors_total", org="acme", reason="http_5xx") >= 1
         assert (
