@@ -1,0 +1,1 @@
+"""Grafana dashboards for the Alvaria EmailQueue exporter, written as code."""

@@ -1,0 +1,219 @@
+"""The "Exporter health" dashboard: polls, API requests, tokens and data quality."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.models import dashboard as model
+
+from grafana import panels as p
+from grafana import queries as q
+
+UID = "alvaria-emailqueue-exporter-health"
+
+REQUESTS = "alvaria_emailqueue_api_requests_total"
+X = q.EXPORTER
+
+
+def _status_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Status"))
+    board.with_panel(
+        p.big_number(
+            "Polls succeeding",
+            "Per organisation: whether the last poll of the EmailQueue API succeeded.",
+            "none",
+            p.query(f"alvaria_emailqueue_up{{{X}}}", "{{org}}"),
+        ).mappings([p.text_mapping("1", "up", "green"), p.text_mapping("0", "failing", "red")])
+    )
+    board.with_panel(
+        p.big_number(
+            "Time since last successful poll",
+            "Per organisation. Queue metrics disappear once this exceeds stale_after; "
+            "AlvariaEmailQueueDataStale fires at 15 minutes.",
+            "s",
+            p.query(
+                f"time() - alvaria_emailqueue_last_poll_success_timestamp_seconds{{{X}}}",
+                "{{org}}",
+            ),
+        )
+    )
+    board.with_panel(
+        p.big_number(
+            "Token lifetime left",
+            "Time until the cached OAuth2 token expires; the exporter refreshes it before. "
+            "Empty with a static access token.",
+            "s",
+            p.query(
+                f"alvaria_emailqueue_token_expiry_timestamp_seconds{{{X}}} - time()", "{{org}}"
+            ),
+        )
+    )
+    board.with_panel(
+        p.top_table(
+            "Build info",
+            "Exporter version and Python version of each scraped instance.",
+            "none",
+            p.instant_table('alvaria_emailqueue_exporter_build_info{job=~"$job"}'),
+            "info",
+        )
+        .span(6)
+        .height(4)
+    )
+
+
+def _polls_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Polls"))
+    board.with_panel(
+        p.series(
+            "Poll duration",
+            "Wall time of the last poll per organisation: every page, retries and waits.",
+            "s",
+            p.query(f"alvaria_emailqueue_last_poll_duration_seconds{{{X}}}", "{{org}}"),
+        )
+    )
+    board.with_panel(
+        p.series(
+            "Polls per minute",
+            "Polls attempted per minute and organisation; 2 at the default 30s interval.",
+            "cpm",
+            p.query(
+                f"{q.PER_MINUTE}{q.rate_sum('alvaria_emailqueue_polls_total', X, 'org')}",
+                "{{org}}",
+            ),
+        )
+    )
+    board.with_panel(
+        p.series(
+            "Poll errors by reason",
+            "Failed polls per minute, by reason (auth, rate_limited, http_5xx, timeout, ...).",
+            "cpm",
+            p.query(
+                q.per_minute_or_zero("alvaria_emailqueue_poll_errors_total", X, "org, reason"),
+                "{{org}} {{reason}}",
+            ),
+        )
+    )
+
+
+def _api_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("API"))
+    board.with_panel(
+        p.series(
+            "API requests by code",
+            "Requests to the token and emails endpoints per minute, by HTTP status "
+            "(`error` when no response arrived).",
+            "cpm",
+            p.query(
+                f"{q.PER_MINUTE}{q.rate_sum(REQUESTS, X, 'org, endpoint, code')}",
+                "{{org}} {{endpoint}} {{code}}",
+            ),
+            width=12,
+        )
+    )
+    board.with_panel(
+        p.series(
+            "429 responses",
+            "Requests refused with 429 Too Many Requests per minute; the exporter waits "
+            "for Retry-After and retries them.",
+            "cpm",
+            p.query(
+                q.per_minute_or_zero(REQUESTS, f'{X}, code="429"', "org, endpoint"),
+                "{{org}} {{endpoint}}",
+            ),
+            width=12,
+        )
+    )
+    emails = f'{X}, endpoint="emails"'
+    board.with_panel(
+        p.series(
+            "API requests per poll",
+            "Emails-endpoint requests per poll: the number of pages, plus retries.",
+            "short",
+            p.query(
+                f"{q.rate_sum(REQUESTS, emails, 'org')}"
+                f" / {q.rate_sum('alvaria_emailqueue_polls_total', X, 'org')}",
+                "{{org}}",
+            ),
+            width=12,
+        )
+    )
+    buckets = q.rate_sum(
+        "alvaria_emailqueue_api_request_duration_seconds_bucket", X, "org, endpoint, le"
+    )
+    board.with_panel(
+        p.series(
+            "API request duration p90",
+            "90th percentile duration of single API requests, per endpoint.",
+            "s",
+            p.query(f"histogram_quantile(0.9, {buckets})", "{{org}} {{endpoint}}"),
+            width=12,
+        )
+    )
+
+
+def _data_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Data quality"))
+    board.with_panel(
+        p.series(
+            "Emails reported vs counted",
+            "totalItems as reported by the API against the emails the exporter counted; "
+            "a lasting gap means pages were missed or items skipped.",
+            "short",
+            p.query(f"alvaria_emailqueue_api_reported_items{{{X}}}", "{{org}} reported"),
+            p.query(
+                f"sum by (org) (alvaria_emailqueue_emails{{{X}}})", "{{org}} counted", ref_id="B"
+            ),
+        )
+    )
+    board.with_panel(
+        p.series(
+            "Duplicate and invalid items",
+            "Per minute: the same id seen twice in one poll (the list moved while paging), "
+            "and items skipped as invalid.",
+            "cpm",
+            p.query(
+                q.per_minute_or_zero("alvaria_emailqueue_duplicate_items_total", X, "org"),
+                "{{org}} duplicate",
+            ),
+            p.query(
+                q.per_minute_or_zero("alvaria_emailqueue_invalid_items_total", X, "org, reason"),
+                "{{org}} invalid {{reason}}",
+                ref_id="B",
+            ),
+        )
+    )
+    board.with_panel(
+        p.series(
+            "Label overflow",
+            "Items per minute whose label value was folded into `other` because of max_work_types.",
+            "cpm",
+            p.query(
+                q.per_minute_or_zero("alvaria_emailqueue_label_overflow_total", X, "org, label"),
+                "{{org}} {{label}}",
+            ),
+        )
+    )
+
+
+def build() -> model.Dashboard:
+    """Build the dashboard model."""
+    board = p.new_dashboard(
+        UID,
+        "Exporter health",
+        "Alvaria EmailQueue exporter: is it polling, how the API answers, is the data whole.",
+    )
+    board.with_variable(p.datasource_variable())
+    board.with_variable(p.label_variable("job", "Job", "label_values(alvaria_emailqueue_up, job)"))
+    board.with_variable(
+        p.label_variable(
+            "org", "Organisation", 'label_values(alvaria_emailqueue_up{job=~"$job"}, org)'
+        )
+    )
+    for row in (_status_row, _polls_row, _api_row, _data_row):
+        row(board)
+    return board.link(
+        dash.DashboardLink("Email queue overview")
+        .type(model.DashboardLinkType.DASHBOARDS)
+        .tags(["alvaria"])
+        .include_vars(True)
+        .keep_time(True)
+    ).build()

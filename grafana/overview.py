@@ -1,0 +1,240 @@
+"""The "Email queue overview" dashboard: backlog, age, flow and agents per work type."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders.common import StackingConfig
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.common import StackingMode
+
+from grafana import panels as p
+from grafana import queries as q
+
+UID = "alvaria-emailqueue-overview"
+
+ARRIVALS = "alvaria_emailqueue_arrivals_total"
+DEPARTURES = "alvaria_emailqueue_departures_total"
+AGE_BUCKETS = "alvaria_emailqueue_waiting_email_age_seconds_bucket"
+OLDEST_AGE = "alvaria_emailqueue_oldest_email_age_seconds"
+SLA = "org_work_type:alvaria_emailqueue_oldest_waiting_email_age_seconds:sla"
+
+
+def _now_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Queue now"))
+    board.with_panel(
+        p.big_number(
+            "Emails waiting",
+            "Emails waiting for an agent (states Queued, Queued2, Transferred, Reassigned).",
+            "short",
+            p.query(f"sum({q.waiting('org')})"),
+        )
+    )
+    board.with_panel(
+        p.big_number(
+            "Oldest waiting email",
+            "How long the oldest email that waits for an agent has waited.",
+            "s",
+            p.query(f"max(max by (org) ({OLDEST_AGE}{{{q.QUEUE}, {q.WAITING}}}))"),
+        )
+    )
+    for title, metric, what in (
+        ("Arrivals per minute", ARRIVALS, "Emails that entered the queue"),
+        ("Departures per minute", DEPARTURES, "Emails that left the queue"),
+    ):
+        board.with_panel(
+            p.big_number(
+                title,
+                f"{what}, per minute (seen by comparing consecutive polls).",
+                "cpm",
+                p.query(f"{q.PER_MINUTE}sum({q.rate_sum(metric, q.QUEUE, 'org')})"),
+            )
+        )
+
+
+def _backlog_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Backlog"))
+    board.with_panel(
+        p.series(
+            "Emails waiting by work type",
+            "Emails waiting for an agent, per organisation and work type.",
+            "short",
+            p.query(q.waiting("org, work_type"), "{{org}} / {{work_type}}"),
+        )
+    )
+    board.with_panel(
+        p.series(
+            "Emails by state",
+            "Every email in the queue, stacked by its state: waiting, being worked on, wrap-up.",
+            "short",
+            p.query(f"sum by (state) (alvaria_emailqueue_emails{{{q.QUEUE}}})", "{{state}}"),
+        ).stacking(StackingConfig().mode(StackingMode.NORMAL))
+    )
+    board.with_panel(
+        p.series(
+            "Emails waiting by email type",
+            "Emails waiting for an agent, per email type (inbound, manual or campaign outbound).",
+            "short",
+            p.query(q.waiting("email_type"), "{{email_type}}"),
+        )
+    )
+
+
+def _age_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Waiting age"))
+    board.with_panel(
+        p.series(
+            "Oldest waiting email vs SLA",
+            "Age of the oldest waiting email per work type; dashed: the work type's service "
+            "level from the recording rules, which AlvariaEmailQueueOldestEmailTooOld uses.",
+            "s",
+            p.query(
+                f"max by (org, work_type) ({OLDEST_AGE}{{{q.QUEUE}, {q.WAITING}}})",
+                "{{org}} / {{work_type}}",
+            ),
+            p.query(
+                f"max by (org, work_type) ({SLA}{{{q.QUEUE_RULES}}})",
+                "SLA {{org}} / {{work_type}}",
+                ref_id="B",
+            ),
+        ).override_by_query(**p.dashed("B"))
+    )
+    board.with_panel(
+        p.age_heatmap(
+            "Waiting-age distribution",
+            "How many waiting emails fall in each age bucket, over time (the exporter's "
+            "waiting-age gauge histogram).",
+            p.heatmap_query(f"sum by (le) ({AGE_BUCKETS}{{{q.QUEUE}}})"),
+        )
+    )
+    board.with_panel(
+        p.series(
+            "Waiting age p50 / p90",
+            "Median and 90th percentile age of the waiting emails, interpolated within the "
+            "exporter's age buckets.",
+            "s",
+            p.query(f"histogram_quantile(0.5, sum by (le) ({AGE_BUCKETS}{{{q.QUEUE}}}))", "p50"),
+            p.query(
+                f"histogram_quantile(0.9, sum by (le) ({AGE_BUCKETS}{{{q.QUEUE}}}))",
+                "p90",
+                ref_id="B",
+            ),
+        )
+    )
+
+
+def _flow_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Flow"))
+    board.with_panel(
+        p.series(
+            "Arrivals vs departures",
+            "Emails entering and leaving the queue per minute. Departures below arrivals "
+            "for long means the backlog grows.",
+            "cpm",
+            p.query(f"{q.PER_MINUTE}sum({q.rate_sum(ARRIVALS, q.QUEUE, 'org')})", "arrivals"),
+            p.query(
+                f"{q.PER_MINUTE}sum({q.rate_sum(DEPARTURES, q.QUEUE, 'org')})",
+                "departures",
+                ref_id="B",
+            ),
+        )
+    )
+    by = "org, work_type"
+    net = f"{q.flow_or_zero(ARRIVALS, by)} - {q.flow_or_zero(DEPARTURES, by)}"
+    board.with_panel(
+        p.series(
+            "Net backlog change",
+            "Arrivals minus departures per minute, per work type: above zero the backlog grows.",
+            "cpm",
+            p.query(f"{q.PER_MINUTE}({net})", "{{org}} / {{work_type}}"),
+        )
+    )
+    drain = f"{q.flow_or_zero(DEPARTURES, by)} - {q.flow_or_zero(ARRIVALS, by)}"
+    board.with_panel(
+        p.series(
+            "Estimated time to drain",
+            "Waiting emails divided by how fast departures outpace arrivals. Shown as "
+            '"not draining" (a week or more) when they do not; empty when nothing waits.',
+            "s",
+            p.query(
+                f"clamp_max({q.waiting(by)} / clamp_min({drain}, 0), {p.NEVER_SECONDS})",
+                "{{org}} / {{work_type}}",
+            ),
+        ).mappings([p.range_mapping(p.NEVER_SECONDS, 1e300, "not draining")])
+    )
+
+
+def _top_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Top work types"))
+    board.with_panel(
+        p.top_table(
+            "Top work types by backlog",
+            "The ten work types with the most emails waiting for an agent, now.",
+            "short",
+            p.instant_table(f"topk(10, {q.waiting('org, work_type')})"),
+            "waiting",
+        )
+    )
+    board.with_panel(
+        p.top_table(
+            "Top work types by oldest waiting email",
+            "The ten work types whose oldest waiting email has waited longest, now.",
+            "s",
+            p.instant_table(
+                f"topk(10, max by (org, work_type) ({OLDEST_AGE}{{{q.QUEUE}, {q.WAITING}}}))"
+            ),
+            "oldest waiting",
+        )
+    )
+
+
+def _agents_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Agents"))
+    board.with_panel(
+        p.series(
+            "Agent workload",
+            "Emails assigned to each agent (the 20 busiest), by workHandlerName. Needs the "
+            "exporter's agent_metrics setting; empty otherwise.",
+            "short",
+            p.query(
+                f"topk(20, sum by (org, agent) (alvaria_emailqueue_agent_emails{{{q.EXPORTER}}}))",
+                "{{org}} / {{agent}}",
+            ),
+            width=24,
+        )
+    )
+
+
+def build() -> model.Dashboard:
+    """Build the dashboard model."""
+    board = p.new_dashboard(
+        UID,
+        "Email queue overview",
+        "Alvaria Cloud EmailQueue: what waits, for how long, and whether the queue drains.",
+    )
+    for variable in (
+        p.datasource_variable(),
+        p.label_variable("job", "Job", "label_values(alvaria_emailqueue_up, job)"),
+        p.label_variable(
+            "org", "Organisation", 'label_values(alvaria_emailqueue_up{job=~"$job"}, org)'
+        ),
+        p.label_variable(
+            "work_type",
+            "Work type",
+            f"label_values(alvaria_emailqueue_emails{{{q.EXPORTER}}}, work_type)",
+        ),
+        p.label_variable(
+            "email_type",
+            "Email type",
+            f"label_values(alvaria_emailqueue_emails{{{q.EXPORTER}}}, email_type)",
+        ),
+    ):
+        board.with_variable(variable)
+    for row in (_now_row, _backlog_row, _age_row, _flow_row, _top_row, _agents_row):
+        row(board)
+    return board.link(
+        dash.DashboardLink("Exporter health")
+        .type(model.DashboardLinkType.DASHBOARDS)
+        .tags(["alvaria"])
+        .include_vars(True)
+        .keep_time(True)
+    ).build()
