@@ -326,6 +326,12 @@ def test_demo_needs_no_target_or_credentials() -> None:
     assert target.org_id == "demo-org"
 
 
+def test_demo_accepts_targets_without_credentials(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "c.yaml", "targets:\n  - {org_id: a}\n  - {org_id: b}\n")
+    targets = load(["--demo", "--config-file", str(cfg)], {}).settings.targets
+    assert [t.org_id for t in targets] == ["a", "b"]
+
+
 def test_version_needs_no_configuration() -> None:
     invocation = load(["--version"], {"ALVARIA_POLL_INTERVAL": "nonsense"})
     assert invocation.mode == "version" and invocation.settings.targets == ()
@@ -371,7 +377,7 @@ INVALID = [
     (["--api-url", "ftp://h"], {}, None, "api_url", "flag --api-url", "http"),
     (["--token-url", f"https://u:{TOKEN}@h/t"], {}, None, "token_url", "flag --token-url", "cred"),
     ([], {}, "poll_intervall: 5\n", "poll_intervall", f"config file {CFG}", "poll_interval?"),
-    ([], {}, f"api_key: {API_KEY}\n  bad: [\n", "config_file", "flag --config-file", "line"),
+    ([], {}, f"scope: x\napi_key: '{API_KEY}\n", "config_file", "flag --config-file", "line"),
     ([], {}, "- just\n- a list\n", "config_file", "flag --config-file", "mapping"),
     (
         [],
