@@ -7,10 +7,12 @@ observer (`endpoint`, `code`, seconds) so `api_requests_total` counts what reall
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -64,13 +66,19 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # float() also accepts "inf" and "nan"; neither is a usable delay.
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        # HTTP dates are GMT; a zone-less one must not be read in the host's local time.
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
 
 
