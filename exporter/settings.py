@@ -287,9 +287,9 @@ def _convert(kind: str, raw: Any) -> Any:
     if kind == "size":
         return parse_size(raw)
     if kind == "bool":
-        key = str(raw).strip().lower() if isinstance(raw, str | int) else None
         if isinstance(raw, bool):
             return raw
+        key = str(raw).strip().lower() if isinstance(raw, str | int) else ""
         if key not in _BOOLS:
             raise ValueError("must be true/false, 1/0 or yes/no")
         return _BOOLS[key]
