@@ -123,8 +123,7 @@ class QueueModel:
     def inject(self, email: Email) -> None:
         """Add an email built outside (a pre-existing backlog); it keeps its state and times."""
         self.emails[email.id] = email
-        self.arrived += 1
-        self.transitions[(None, email.state)] += 1
+        self.arrived += 1  # its way into `state` happened before the model started: no transition
         if email.state in WAITING:
             heapq.heappush(self._waiting, (email.queued, email.id))
         self._next_id = max(self._next_id, email.id + 1)
