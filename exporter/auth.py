@@ -7,12 +7,13 @@ touches the network, and concurrent callers share one refresh.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote_plus
 
-import aiohttp
 import msgspec
 
 from exporter.errors import AuthError, PollError
@@ -78,6 +79,14 @@ class ClientCredentialsConfig:
     auth_method: str = "client_secret_basic"
 
 
+def _basic_auth(client_id: str, client_secret: str) -> str:
+    """The `Authorization` value for client_secret_basic (RFC 6749 section 2.3.1)."""
+    # Both parts are form-encoded first, so a ':' or non-ASCII character in them survives;
+    # aiohttp.BasicAuth is deprecated and rejects a ':' in the id with a ValueError.
+    pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
 class ClientCredentials:
     """OAuth2 client-credentials grant with a cached, early-refreshed token."""
 
@@ -114,19 +123,14 @@ class ClientCredentials:
     async def _request(self) -> TokenState:
         cfg = self._config
         form = {"grant_type": "client_credentials", "scope": cfg.scope}
-        auth = None
+        headers = {"x-api-key": cfg.api_key, "Accept": "application/json"}
         if cfg.auth_method == "client_secret_post":
             form |= {"client_id": cfg.client_id, "client_secret": cfg.client_secret}
         else:
-            auth = aiohttp.BasicAuth(cfg.client_id, cfg.client_secret)
+            headers["Authorization"] = _basic_auth(cfg.client_id, cfg.client_secret)
         try:
             response = await self._transport.request(
-                "token",
-                "POST",
-                cfg.token_url,
-                data=form,
-                auth=auth,
-                headers={"x-api-key": cfg.api_key, "Accept": "application/json"},
+                "token", "POST", cfg.token_url, data=form, headers=headers
             )
         except PollError as exc:
             raise AuthError(f"token request failed: {exc}", status=exc.status) from exc
