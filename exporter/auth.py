@@ -10,7 +10,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote_plus
 
@@ -73,8 +73,9 @@ class ClientCredentialsConfig:
 
     token_url: str
     client_id: str
-    client_secret: str
-    api_key: str
+    # Secrets stay out of the repr, which can end up in logs and tracebacks.
+    client_secret: str = field(repr=False)
+    api_key: str = field(repr=False)
     scope: str = "emailqueueapi"
     auth_method: str = "client_secret_basic"
 
