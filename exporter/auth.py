@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,12 +139,13 @@ class ClientCredentials:
         if response.status != 200:
             raise AuthError(f"token endpoint answered {response.status}", status=response.status)
         try:
-            decoded = msgspec.json.decode(response.body, type=_TokenResponse)
+            # Lax: some gateways (Apigee among them) send expires_in as a string.
+            decoded = msgspec.json.decode(response.body, type=_TokenResponse, strict=False)
         except msgspec.DecodeError as exc:
             raise AuthError("token endpoint returned no usable access_token") from exc
         if not decoded.access_token:
             raise AuthError("token endpoint returned an empty access_token")
         lifetime = decoded.expires_in
-        if lifetime is None or lifetime <= 0:
+        if lifetime is None or not 0 < lifetime < math.inf:
             lifetime = DEFAULT_TOKEN_LIFETIME
         return TokenState(decoded.access_token, self._clock() + lifetime, lifetime)
