@@ -31,7 +31,7 @@ class TokenProvider(Protocol):
 
     async def token(self) -> str: ...
 
-    def invalidate(self) -> None: ...
+    def invalidate(self, rejected: str | None = None) -> None: ...
 
 
 class StaticToken:
@@ -45,7 +45,7 @@ class StaticToken:
     async def token(self) -> str:
         return self._token
 
-    def invalidate(self) -> None:
+    def invalidate(self, rejected: str | None = None) -> None:
         """A static token cannot be renewed; the next 401 fails the poll as `auth`."""
 
 
@@ -109,8 +109,12 @@ class ClientCredentials:
     def expires_at(self) -> float | None:
         return self._state.expires_at if self._state else None
 
-    def invalidate(self) -> None:
-        self._state = None
+    def invalidate(self, rejected: str | None = None) -> None:
+        """Forget the cached token, unless `rejected` names one that was already replaced."""
+        # Pages in flight with the old token all get 401; only the first of them may
+        # cause a refresh, the rest must not throw away the token it fetched.
+        if rejected is None or (self._state is not None and self._state.access_token == rejected):
+            self._state = None
 
     async def token(self) -> str:
         state = self._state

@@ -207,7 +207,7 @@ class EmailQueueClient:
                 },
             )
             if response.status == 401 and not refreshed:
-                self._auth.invalidate()
+                self._auth.invalidate(token)
                 continue
             break
         status = response.status
