@@ -1,0 +1,443 @@
+"""Tokens: static, and OAuth2 client credentials with caching, early refresh and shared refreshes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import unquote_plus
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aioresponses import CallbackResult, aioresponses
+from yarl import URL
+
+from exporter.auth import (
+    DEFAULT_TOKEN_LIFETIME,
+    ClientCredentials,
+    ClientCredentialsConfig,
+    StaticToken,
+    TokenState,
+)
+from exporter.errors import AuthError
+from exporter.http import HttpTransport, RetryPolicy
+
+TOKEN_URL = "http://id.test/tokenservice/oauth2/access_token"
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    """A settable wall clock."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeSleep:
+    """Records every delay and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+class TokenEndpoint:
+    """An aioresponses callback that issues numbered tokens and records every request."""
+
+    def __init__(self, expires_in: Any = 3600, status: int = 200, body: bytes | None = None):
+        self.expires_in = expires_in
+        self.status = status
+        self.body = body
+        self.requests: list[dict[str, Any]] = []
+
+    async def handle(self, url: URL, **kwargs: Any) -> CallbackResult:
+        self.requests.append(kwargs)
+        await asyncio.sleep(0)  # let concurrent callers pile up behind this request
+        if self.body is not None:
+            return CallbackResult(status=self.status, body=self.body)
+        payload: dict[str, Any] = {
+            "access_token": f"token-{len(self.requests)}",
+            "token_type": "Bearer",
+        }
+        if self.expires_in is not None:
+            payload["expires_in"] = self.expires_in
+        return CallbackResult(status=self.status, payload=payload)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def mocked() -> Iterator[aioresponses]:
+    with aioresponses() as m:
+        yield m
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def sleep() -> FakeSleep:
+    return FakeSleep()
+
+
+def make_config(
+    method: str = "client_secret_basic", url: str = TOKEN_URL
+) -> ClientCredentialsConfig:
+    return ClientCredentialsConfig(
+        token_url=url,
+        client_id="the-client",
+        client_secret="the-secret",
+        api_key="the-api-key",
+        scope="emailqueueapi",
+        auth_method=method,
+    )
+
+
+def make_provider(
+    session: aiohttp.ClientSession,
+    clock: Clock,
+    sleep: FakeSleep,
+    *,
+    method: str = "client_secret_basic",
+    url: str = TOKEN_URL,
+    max_retries: int = 2,
+) -> ClientCredentials:
+    transport = HttpTransport(
+        session, sleep=sleep, rand=lambda: 1.0, clock=clock, retry=RetryPolicy(max_retries)
+    )
+    return ClientCredentials(make_config(method, url), transport, clock=clock)
+
+
+def serve(mocked: aioresponses, endpoint: TokenEndpoint) -> TokenEndpoint:
+    mocked.post(TOKEN_URL, callback=endpoint.handle, repeat=True)
+    return endpoint
+
+
+# --- the request -----------------------------------------------------------------------------
+
+
+async def test_basic_auth_request(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint())
+    assert await make_provider(session, clock, sleep).token() == "token-1"
+    (request,) = endpoint.requests
+    expected = base64.b64encode(b"the-client:the-secret").decode()
+    assert request["headers"]["Authorization"] == f"Basic {expected}"
+    assert request["data"] == {"grant_type": "client_credentials", "scope": "emailqueueapi"}
+    assert request["headers"]["x-api-key"] == "the-api-key"
+
+
+async def test_client_secret_post_puts_credentials_in_the_form(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint())
+    await make_provider(session, clock, sleep, method="client_secret_post").token()
+    (request,) = endpoint.requests
+    assert "Authorization" not in request["headers"]
+    assert request["data"] == {
+        "grant_type": "client_credentials",
+        "scope": "emailqueueapi",
+        "client_id": "the-client",
+        "client_secret": "the-secret",
+    }
+    assert request["headers"]["x-api-key"] == "the-api-key"
+
+
+class RecordingTokenServer:
+    """A real token endpoint that records the headers and form of each request."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict[str, str], dict[str, str]]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.seen.append((dict(request.headers), {k: str(v) for k, v in form.items()}))
+        return web.json_response({"access_token": "real", "expires_in": 60})
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+async def test_token_request_on_the_wire(
+    session: aiohttp.ClientSession, clock: Clock, sleep: FakeSleep, method: str
+) -> None:
+    recorder = RecordingTokenServer()
+    app = web.Application()
+    app.router.add_post("/token", recorder.handle)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        url = str(server.make_url("/token"))
+        assert await make_provider(session, clock, sleep, method=method, url=url).token() == "real"
+    finally:
+        await server.close()
+    ((headers, form),) = recorder.seen
+    assert headers["x-api-key"] == "the-api-key"
+    assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert form["grant_type"] == "client_credentials"
+    assert form["scope"] == "emailqueueapi"
+    if method == "client_secret_basic":
+        expected = base64.b64encode(b"the-client:the-secret").decode()
+        assert headers["Authorization"] == f"Basic {expected}"
+        assert "client_secret" not in form
+    else:
+        assert "Authorization" not in headers
+        assert (form["client_id"], form["client_secret"]) == ("the-client", "the-secret")
+
+
+async def test_basic_credentials_are_form_encoded_first(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    # RFC 6749 section 2.3.1: a ':' in the id or a '+' in the secret must survive the trip.
+    endpoint = serve(mocked, TokenEndpoint())
+    config = ClientCredentialsConfig(
+        token_url=TOKEN_URL, client_id="org:client", client_secret="s+/=é %", api_key="k"
+    )
+    transport = HttpTransport(session, sleep=sleep, clock=clock)
+    assert await ClientCredentials(config, transport, clock=clock).token() == "token-1"
+    scheme, _, encoded = endpoint.requests[0]["headers"]["Authorization"].partition(" ")
+    user, _, password = base64.b64decode(encoded).decode().partition(":")
+    assert scheme == "Basic"
+    assert (unquote_plus(user), unquote_plus(password)) == ("org:client", "s+/=é %")
+
+
+# --- caching and refresh ---------------------------------------------------------------------
+
+
+async def test_token_is_cached_across_many_calls(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint(expires_in=3600))
+    provider = make_provider(session, clock, sleep)
+    for _ in range(50):
+        clock.now += 10  # 500 s in all: well inside the lifetime
+        assert await provider.token() == "token-1"
+    assert len(endpoint.requests) == 1
+    assert provider.expires_at == T0 + 10 + 3600
+
+
+async def test_token_is_refreshed_before_it_expires(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint(expires_in=100))
+    provider = make_provider(session, clock, sleep)
+    assert await provider.token() == "token-1"
+    clock.now = T0 + 89.9  # refresh margin: 10% of 100 s
+    assert await provider.token() == "token-1"
+    clock.now = T0 + 90
+    assert await provider.token() == "token-2"
+    assert provider.expires_at == T0 + 190
+    assert len(endpoint.requests) == 2
+
+
+async def test_long_lived_token_is_refreshed_a_minute_early(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    serve(mocked, TokenEndpoint(expires_in=7200))
+    provider = make_provider(session, clock, sleep)
+    await provider.token()
+    clock.now = T0 + 7200 - 60.1
+    assert await provider.token() == "token-1"
+    clock.now = T0 + 7200 - 60
+    assert await provider.token() == "token-2"
+
+
+@pytest.mark.parametrize("expires_in", [None, 0, -5, "nan", "0"])
+async def test_missing_or_useless_expires_in_means_an_hour(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    clock: Clock,
+    sleep: FakeSleep,
+    expires_in: int | str | None,
+) -> None:
+    serve(mocked, TokenEndpoint(expires_in=expires_in))
+    provider = make_provider(session, clock, sleep)
+    assert provider.expires_at is None
+    await provider.token()
+    assert DEFAULT_TOKEN_LIFETIME == 3600.0
+    assert provider.expires_at == T0 + 3600
+
+
+async def test_expires_in_as_a_string_is_accepted(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    # Some API gateways send every field of the token response as a string.
+    serve(mocked, TokenEndpoint(expires_in="1799"))
+    provider = make_provider(session, clock, sleep)
+    assert await provider.token() == "token-1"
+    assert provider.expires_at == T0 + 1799
+
+
+async def test_invalidate_forces_a_new_token(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint())
+    provider = make_provider(session, clock, sleep)
+    assert await provider.token() == "token-1"
+    provider.invalidate()
+    assert provider.expires_at is None
+    assert await provider.token() == "token-2"
+    assert len(endpoint.requests) == 2
+
+
+async def test_invalidating_a_token_already_replaced_keeps_the_new_one(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    # Pages in flight with the old token all get 401; only the first may cause a refresh.
+    endpoint = serve(mocked, TokenEndpoint())
+    provider = make_provider(session, clock, sleep)
+    old = await provider.token()
+    provider.invalidate(old)
+    assert await provider.token() == "token-2"
+    provider.invalidate(old)
+    assert await provider.token() == "token-2"
+    provider.invalidate("token-2")
+    assert await provider.token() == "token-3"
+    assert len(endpoint.requests) == 3
+
+
+async def test_concurrent_callers_share_one_request(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint())
+    provider = make_provider(session, clock, sleep)
+    tokens = await asyncio.gather(*(provider.token() for _ in range(20)))
+    assert tokens == ["token-1"] * 20
+    assert len(endpoint.requests) == 1
+    # And the same again once the token is due for refresh.
+    clock.now += 3600
+    tokens = await asyncio.gather(*(provider.token() for _ in range(20)))
+    assert tokens == ["token-2"] * 20
+    assert len(endpoint.requests) == 2
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>oops</html>",
+        b"",
+        b"[]",
+        b'{"token_type": "Bearer", "expires_in": 3600}',
+        b'{"access_token": "", "expires_in": 3600}',
+        b'{"access_token": null}',
+        b'{"access_token": 42}',
+    ],
+)
+async def test_unusable_token_response_is_an_auth_error(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    clock: Clock,
+    sleep: FakeSleep,
+    body: bytes,
+) -> None:
+    serve(mocked, TokenEndpoint(body=body))
+    provider = make_provider(session, clock, sleep)
+    with pytest.raises(AuthError) as info:
+        await provider.token()
+    assert info.value.reason == "auth"
+    assert provider.expires_at is None
+
+
+@pytest.mark.parametrize("status", [400, 401, 403])
+async def test_token_endpoint_refusal_is_an_auth_error_without_retry(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    clock: Clock,
+    sleep: FakeSleep,
+    status: int,
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint(status=status, body=b'{"error": "invalid_client"}'))
+    with pytest.raises(AuthError) as info:
+        await make_provider(session, clock, sleep).token()
+    assert info.value.status == status
+    assert len(endpoint.requests) == 1
+    assert sleep.delays == []
+
+
+async def test_token_endpoint_5xx_is_an_auth_error_after_retries(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint(status=503, body=b"unavailable"))
+    with pytest.raises(AuthError) as info:
+        await make_provider(session, clock, sleep, max_retries=2).token()
+    assert info.value.status == 503
+    assert len(endpoint.requests) == 3
+    assert sleep.delays == [0.5, 1.0]
+
+
+async def test_token_endpoint_unreachable_is_an_auth_error(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    mocked.post(TOKEN_URL, exception=aiohttp.ClientConnectionError("refused"), repeat=True)
+    with pytest.raises(AuthError):
+        await make_provider(session, clock, sleep, max_retries=0).token()
+
+
+async def test_secrets_never_appear_in_errors(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    serve(mocked, TokenEndpoint(status=401, body=json.dumps({"echo": "the-secret"}).encode()))
+    with pytest.raises(AuthError) as info:
+        await make_provider(session, clock, sleep).token()
+    assert "the-secret" not in str(info.value)
+    assert "the-secret" not in repr(make_config())
+
+
+async def test_a_failed_refresh_is_retried_on_the_next_call(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    mocked.post(TOKEN_URL, status=401)
+    endpoint = serve(mocked, TokenEndpoint())
+    provider = make_provider(session, clock, sleep)
+    with pytest.raises(AuthError):
+        await provider.token()
+    assert await provider.token() == "token-1"
+    assert len(endpoint.requests) == 1
+
+
+# --- static token and pure expiry ------------------------------------------------------------
+
+
+async def test_static_token_never_requests_anything(mocked: aioresponses) -> None:
+    provider = StaticToken("configured")
+    assert await provider.token() == "configured"
+    provider.invalidate()
+    assert await provider.token() == "configured"
+    assert provider.expires_at is None
+    assert mocked.requests == {}
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "now", "expected"),
+    [
+        (3600.0, 0.0, False),
+        (3600.0, 3539.9, False),
+        (3600.0, 3540.0, True),  # one minute early at most
+        (3600.0, 3600.0, True),
+        (3600.0, 9999.0, True),
+        (100.0, 89.9, False),  # 10% early for short lifetimes
+        (100.0, 90.0, True),
+        (1.0, 0.89, False),
+        (1.0, 0.9, True),
+    ],
+)
+def test_needs_refresh(lifetime: float, now: float, expected: bool) -> None:
+    state = TokenState("t", expires_at=lifetime, lifetime=lifetime)
+    assert state.needs_refresh(now) is expected
