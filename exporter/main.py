@@ -14,7 +14,7 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
-from exporter import __version__, log, settings
+from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
 from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
 from exporter.client import ClientOptions, EmailQueueClient
@@ -25,6 +25,7 @@ from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
+from exporter.web_config import WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
 
@@ -109,8 +110,9 @@ def start_delays(count: int, poll_interval: float) -> list[float]:
     return [window * i / count for i in range(count)]
 
 
-async def run(cfg: Settings, *, once: bool = False) -> int:
+async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None) -> int:
     """Poll forever and serve, or (`once`) poll every organisation once and print the metrics."""
+    web = web or WebConfig()
     logger = structlog.get_logger("exporter")
     store = Store([t.org_id for t in cfg.targets])
     registry = build_registry(store, cfg)
@@ -127,11 +129,12 @@ async def run(cfg: Settings, *, once: bool = False) -> int:
             return 0 if all(results) else 1
         delays = start_delays(len(pollers), cfg.poll_interval)
         loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
-        app = build_app(store, registry, loops)
+        app = build_app(store, registry, loops, middlewares=[web.middleware])
         await serve(
             app,
             cfg.listen_host,
             cfg.listen_port,
+            ssl_context=web.ssl_context,
             on_started=lambda url: logger.info(
                 "listening", url=url, organisations=len(pollers), version=__version__
             ),
@@ -140,7 +143,7 @@ async def run(cfg: Settings, *, once: bool = False) -> int:
     return 0
 
 
-async def run_demo(cfg: Settings) -> int:
+async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
     """Start the built-in simulator on a free loopback port and poll it."""
     from exporter.simulator import SimulatorConfig, start_simulator
 
@@ -158,7 +161,7 @@ async def run_demo(cfg: Settings) -> int:
             api_url=sim.base_url,
             token_url=sim.token_url,
         )
-        return await run(cfg.model_copy(update={"targets": (target,)}))
+        return await run(cfg.model_copy(update={"targets": (target,)}), web=web)
     return 0  # pragma: no cover -- unreachable; keeps mypy's flow analysis simple
 
 
@@ -170,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     cfg = invocation.settings
+    try:
+        # Read even for --check-config, so a bad web config file fails validation too.
+        web = web_config.load(cfg.web_config_file) if cfg.web_config_file else WebConfig()
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     if invocation.mode == "version":
         print(f"{PROG} {__version__}")
         return 0
@@ -179,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.configure(cfg.log_level, cfg.log_format)
     try:
         if invocation.mode == "demo":
-            return asyncio.run(run_demo(cfg))
-        return asyncio.run(run(cfg, once=invocation.mode == "once"))
+            return asyncio.run(run_demo(cfg, web))
+        return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
     except KeyboardInterrupt:
         return 0
