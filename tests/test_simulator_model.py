@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import random
 from collections import Counter
 
@@ -10,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.names import EMAIL_TYPES, STATES
-from exporter.simulator.entities import ALLOWED_TRANSITIONS, WAITING, iso, to_item
+from exporter.simulator.entities import ALLOWED_TRANSITIONS, WAITING, iso, new_email, to_item
 from exporter.simulator.model import QueueModel
+from exporter.simulator.query import Filters
 from exporter.simulator.scenarios import WORK_TYPES, build_model
 from exporter.simulator.static import StaticQueue
 
@@ -183,3 +185,28 @@ def test_large_queue_is_deterministic() -> None:
 def test_build_model_rejects_non_dynamic_scenarios(scenario: str) -> None:
     with pytest.raises(ValueError, match="not a dynamic scenario"):
         build_model(scenario, random.Random(0), NOW, 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    um=st.text("0123456789-", min_size=1, max_size=12),
+    cuts=st.lists(st.integers(0, 12), max_size=3),
+    noise=st.sampled_from(["", "x", ".", "?"]),
+)
+def test_um_id_wildcards_match_like_a_glob(um: str, cuts: list[int], noise: str) -> None:
+    pattern = um
+    for cut in sorted(set(cuts), reverse=True):
+        pattern = pattern[:cut] + "*" + pattern[cut:]
+    pattern += noise
+    sample = new_email(
+        random.Random(0),
+        email_id=1,
+        seq=1,
+        work_type=WORK_TYPES[0],
+        email_type="InboundEmail",
+        now=NOW,
+    )
+    sample.um_id = um
+    # `*` is the only wildcard: `?` and `.` are literal characters.
+    expected = fnmatch.fnmatchcase(um, pattern.replace("?", "[?]"))
+    assert Filters(um_id=pattern).select([sample]) == ([sample] if expected else [])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter, deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .entities import (
@@ -327,8 +326,3 @@ class QueueModel:
         del self.emails[email.id]
         self._versions.pop(email.id, None)
         self.departed += 1
-
-
-def states_in(emails: Iterable[Email]) -> Counter[str]:
-    """Count emails by state."""
-    return Counter(e.state for e in emails)
