@@ -90,3 +90,11 @@ async def test_cli_starts_answers_and_stops_on_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_help_never_shows_secrets_from_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"ALVARIA_SIM_CLIENT_SECRET": "hunter2", "ALVARIA_SIM_API_KEY": "k3y-value"}
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], env)
+    out = capsys.readouterr().out
+    assert "ALVARIA_SIM_API_KEY" in out and "hunter2" not in out and "k3y-value" not in out

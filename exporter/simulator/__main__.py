@@ -32,13 +32,22 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         description="A simulated Alvaria EmailQueue API. Every flag is also ALVARIA_SIM_<NAME>.",
     )
 
-    def flag(name: str, default: object, kind: type | object, help_: str, **kw: object) -> None:
+    def flag(
+        name: str,
+        default: object,
+        kind: type | object,
+        help_: str,
+        secret: bool = False,
+        **kw: object,
+    ) -> None:
         env = "ALVARIA_SIM_" + name.upper().replace("-", "_")
+        # A secret taken from the environment must not show up in --help.
+        shown = f"default {default}" if secret else "default %(default)s"
         parser.add_argument(
             f"--{name}",
             default=environ.get(env, default),
             type=kind,  # type: ignore[arg-type]  # argparse also accepts callables
-            help=f"{help_} (env {env}; default %(default)s)",
+            help=f"{help_} (env {env}; {shown})",
             **kw,  # type: ignore[arg-type]
         )
 
@@ -50,8 +59,8 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("emails", defaults.emails, int, "queue size of the large scenario")
     flag("org-id", defaults.org_id, str, "organisation id served")
     flag("client-id", defaults.client_id, str, "OAuth2 client id accepted")
-    flag("client-secret", defaults.client_secret, str, "OAuth2 client secret accepted")
-    flag("api-key", defaults.api_key, str, "x-api-key accepted")
+    flag("client-secret", defaults.client_secret, str, "OAuth2 client secret accepted", True)
+    flag("api-key", defaults.api_key, str, "x-api-key accepted", True)
     flag("token-lifetime", defaults.token_lifetime, float, "access token lifetime, seconds")
     return parser
 
