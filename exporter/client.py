@@ -66,12 +66,21 @@ def decode_page(body: bytes, start: int = 0) -> Page:
     except msgspec.DecodeError as exc:
         raise DecodeError("response is not valid JSON") from exc
     emails = decoded.items or []
-    return Page(start, len(emails), emails, decoded.total_items)
+    page = Page(start, len(emails), emails, decoded.total_items)
+    # Well-typed items can still lack an id; drop them here as the slow path does.
+    if any(email.id is None or email.id == "" for email in emails):
+        page.emails = [email for email in emails if email.id is not None and email.id != ""]
+        page.invalid["missing_id"] = len(emails) - len(page.emails)
+    return page
 
 
 def _decode_leniently(body: bytes, start: int) -> Page:
     """Slow path for a body that is JSON but not quite an `EmailList`."""
-    data = _ANY_DECODER.decode(body)
+    try:
+        data = _ANY_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        # The typed decoder can stop at a wrong type before it reaches broken JSON.
+        raise DecodeError("response is not valid JSON") from exc
     if not isinstance(data, dict):
         raise DecodeError("response is not a JSON object")
     items = data.get("items")
