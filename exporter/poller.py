@@ -9,19 +9,26 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
 from exporter.aggregate import AggregationOptions, SnapshotBuilder, diff
 from exporter.auth import TokenProvider
-from exporter.client import EmailQueueClient
+from exporter.client import Page
 from exporter.errors import PollError, RateLimitedError, RequestTimeoutError
 from exporter.http import Sleep
 from exporter.store import OrgState
 
 INTERNAL_ERROR = "internal"
+
+
+class PageSource(Protocol):
+    """Where a poll's pages come from (the API client, or a fake in tests)."""
+
+    def pages(self) -> AsyncIterator[Page]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +49,7 @@ class Poller:
     def __init__(
         self,
         state: OrgState,
-        client: EmailQueueClient,
+        client: PageSource,
         auth: TokenProvider,
         *,
         options: AggregationOptions,

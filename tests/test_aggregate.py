@@ -139,7 +139,7 @@ def test_work_types_beyond_the_cap_fold_into_other() -> None:
     options = AggregationOptions(max_work_types=2)
     emails = [email(str(i), work_type_name=f"wt{i % 4}") for i in range(8)]
     snap = aggregate(emails, now=NOW, options=options)
-    work_types = Counter()
+    work_types: Counter[str] = Counter()
     for (_, _, wt), n in snap.counts.items():
         work_types[wt] += n
     assert work_types == {"wt0": 2, "wt1": 2, "other": 4}
@@ -266,7 +266,7 @@ def test_oldest_is_the_minimum_of_the_group(emails: list[Email]) -> None:
         key = (
             e.state or "unknown",
             e.email_type or "unknown",
-            e.work_type_name or e.work_type_id or "unknown",
+            str(e.work_type_name or e.work_type_id or "unknown"),
         )
         expected[key] = min(ts, expected.get(key, ts))
     assert snap.oldest == expected

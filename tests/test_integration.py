@@ -8,9 +8,10 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fakeapi import FakeApi, serve_fake
 
 NOW = time.time()
+T = TypeVar("T")
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def iso(seconds_ago: float, fmt: str = "z") -> str:
@@ -121,7 +124,7 @@ async def fetch_status(url: str) -> int:
         return -1
 
 
-async def wait_for(probe: Callable, ok: Callable, within: float) -> object:
+async def wait_for(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float) -> T:
     deadline = time.monotonic() + within
     while True:
         value = await probe()
@@ -132,7 +135,7 @@ async def wait_for(probe: Callable, ok: Callable, within: float) -> object:
         await asyncio.sleep(0.1)
 
 
-async def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def scrape(base: str) -> Metrics:
     async with aiohttp.ClientSession() as s, s.get(base + "/metrics") as r:
         text = await r.text()
     return {
@@ -142,7 +145,7 @@ async def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     }
 
 
-def value(metrics: dict, name: str, **labels: str) -> float:
+def value(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics[(name, tuple(sorted(labels.items())))]
 
 

@@ -1,0 +1,200 @@
+"""Flow counters across polls: baseline, exact counts against a scripted list, staleness."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from exporter.aggregate import AggregationOptions
+from exporter.auth import TokenProvider
+from exporter.client import Page
+from exporter.main import build_poller, build_registry
+from exporter.models import Email
+from exporter.poller import Poller, PollTiming
+from exporter.settings import Settings, TargetSettings
+from exporter.store import OrgState, Store
+from tests.fakeapi import TOKEN, FakeApi, serve_fake
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ListSource:
+    """A page source whose list the test rewrites between polls; `fail` makes the next poll fail."""
+
+    def __init__(self) -> None:
+        self.emails: list[Email] = []
+
+    async def pages(self) -> AsyncIterator[Page]:
+        yield Page(0, len(self.emails), list(self.emails), len(self.emails))
+
+
+class NoAuth:
+    expires_at = None
+
+    async def token(self) -> str:
+        return "t"
+
+    def invalidate(self, rejected: str | None = None) -> None:
+        pass
+
+
+def poller(source: Any, clock: FakeClock, stale_after: float = 150.0) -> Poller:
+    auth: TokenProvider = NoAuth()
+    return Poller(
+        OrgState("acme"),
+        source,
+        auth,
+        options=AggregationOptions(),
+        timing=PollTiming(poll_interval=30, stale_after=stale_after),
+        clock=clock,
+    )
+
+
+def e(id: str, state: str = "Queued", wt: str = "Billing", et: str = "InboundEmail") -> Email:
+    return Email(id=id, state=state, email_type=et, work_type_name=wt)
+
+
+async def test_first_poll_is_the_baseline_and_counts_nothing() -> None:
+    source, clock = ListSource(), FakeClock()
+    p = poller(source, clock)
+    source.emails = [e("1"), e("2")]
+    assert await p.poll_once()
+    assert sum(p.state.arrivals.values()) == 0
+    assert sum(p.state.departures.values()) == 0
+    assert p.state.arrivals == {("InboundEmail", "Billing"): 0}  # pre-created for rate()
+
+
+async def test_scripted_changes_are_counted_exactly() -> None:
+    source, clock = ListSource(), FakeClock()
+    p = poller(source, clock)
+    source.emails = [e("1"), e("2"), e("3", "Active")]
+    await p.poll_once()
+    clock.now += 30
+    # 1 leaves from Queued, 2 moves to Active, 3 leaves from Active, 4 and 5 arrive, 6 arrives in Sales
+    source.emails = [e("2", "Active"), e("4"), e("5"), e("6", wt="Sales", et="ManualOutboundEmail")]
+    await p.poll_once()
+    clock.now += 30
+    # 2 goes to Wrap, 4 changes work type (not an arrival), 5 leaves from Queued
+    source.emails = [
+        e("2", "Wrap"),
+        e("4", wt="Sales"),
+        e("6", wt="Sales", et="ManualOutboundEmail"),
+    ]
+    await p.poll_once()
+    s = p.state
+    assert +s.arrivals == {("InboundEmail", "Billing"): 2, ("ManualOutboundEmail", "Sales"): 1}
+    assert +s.departures == {
+        ("Queued", "InboundEmail", "Billing"): 2,
+        ("Active", "InboundEmail", "Billing"): 1,
+    }
+    assert +s.transitions == {("Queued", "Active"): 1, ("Active", "Wrap"): 1}
+
+
+async def test_failed_poll_keeps_the_baseline_but_a_stale_gap_resets_it() -> None:
+    source, clock = ListSource(), FakeClock()
+    p = poller(source, clock, stale_after=90)
+    source.emails = [e("1")]
+    await p.poll_once()
+
+    class Failing:
+        async def pages(self) -> AsyncIterator[Page]:
+            from exporter.errors import ServerHTTPError
+
+            raise ServerHTTPError("boom", status=503)
+            yield  # pragma: no cover
+
+    good = p._client
+    p._client = Failing()
+    clock.now += 30
+    assert not await p.poll_once()
+    p._client = good
+    clock.now += 30
+    source.emails = [e("2")]
+    assert await p.poll_once()
+    assert sum(p.state.arrivals.values()) == 1
+    assert sum(p.state.departures.values()) == 1
+
+    clock.now += 91  # longer than stale_after since the last success
+    source.emails = [e("3")]
+    assert await p.poll_once()
+    assert sum(p.state.arrivals.values()) == 1
+    assert sum(p.state.departures.values()) == 1
+
+
+async def test_counters_scraped_over_http_match_hand_computed_values() -> None:
+    api = FakeApi(page_cap=2)
+    items = lambda *specs: [  # noqa: E731 -- a tiny local builder reads best inline
+        {"id": i, "state": s, "emailType": "InboundEmail", "workTypeName": w} for i, s, w in specs
+    ]
+    async with serve_fake(api), aiohttp.ClientSession() as session:
+        cfg = Settings(
+            targets=(
+                TargetSettings(
+                    org_id=api.org,
+                    api_key=SecretStr(api.api_key),
+                    client_id=api.client_id,
+                    client_secret=SecretStr(api.client_secret),
+                    api_url=api.base_url,
+                    token_url=api.base_url + TOKEN,
+                ),
+            )
+        )
+        store = Store([api.org])
+        p = build_poller(cfg.targets[0], cfg, session, store.orgs[api.org], True)
+        registry = build_registry(store, cfg)
+        script = [
+            items(("a", "Queued", "Billing"), ("b", "Queued", "Billing"), ("c", "Active", "Sales")),
+            items(("b", "Active", "Billing"), ("c", "Wrap", "Sales"), ("d", "Queued", "Sales")),
+            items(("c", "Wrap", "Sales"), ("d", "Queued", "Sales"), ("e", "Queued2", "Billing")),
+            items(("e", "Active", "Billing")),
+        ]
+        for step in script:
+            api.items = step
+            assert await p.poll_once()
+        text = generate_latest(registry).decode()
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+
+    def counter(name: str, **labels: str) -> float:
+        return samples[
+            (f"alvaria_emailqueue_{name}_total", tuple(sorted({"org": "acme", **labels}.items())))
+        ]
+
+    assert counter("arrivals", email_type="InboundEmail", work_type="Sales") == 1  # d
+    assert counter("arrivals", email_type="InboundEmail", work_type="Billing") == 1  # e
+    departures = {"Queued": 1, "Active": 1, "Wrap": 0}  # a from Queued, b from Active (Billing)
+    for state, n in departures.items():
+        assert (
+            counter("departures", email_type="InboundEmail", work_type="Billing", state=state) == n
+        )
+    assert (
+        counter("departures", email_type="InboundEmail", work_type="Sales", state="Wrap") == 1
+    )  # c
+    assert (
+        counter("departures", email_type="InboundEmail", work_type="Sales", state="Queued") == 1
+    )  # d
+    assert counter("state_transitions", from_state="Queued", to_state="Active") == 1  # b
+    assert counter("state_transitions", from_state="Active", to_state="Wrap") == 1  # c
+    assert counter("state_transitions", from_state="Queued2", to_state="Active") == 1  # e
+    total_arrivals = sum(
+        v for (n, _), v in samples.items() if n == "alvaria_emailqueue_arrivals_total"
+    )
+    total_departures = sum(
+        v for (n, _), v in samples.items() if n == "alvaria_emailqueue_departures_total"
+    )
+    assert total_arrivals - total_departures == len(script[-1]) - len(script[0])
