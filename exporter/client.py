@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +142,7 @@ class EmailQueueClient:
         self._transport = transport
         self._options = options
 
-    async def pages(self) -> AsyncIterator[Page]:
+    async def pages(self) -> AsyncGenerator[Page, None]:
         """Every page of the list; after the first, the rest concurrently, in completion order."""
         opts = self._options
         first = await self._fetch(0)
@@ -150,18 +151,21 @@ class EmailQueueClient:
         if step == 0:
             return
         if first.total_items is None:
-            async for page in self._sequential(step):
-                yield page
+            # aclosing: closing pages() must close the inner generator now, not at GC.
+            async with aclosing(self._sequential(step)) as rest:
+                async for page in rest:
+                    yield page
             return
         starts = range(step, first.total_items, step)
         if len(starts) + 1 > opts.max_pages:
             raise InconsistentError(
                 f"{first.total_items} items in pages of {step} exceed max_pages={opts.max_pages}"
             )
-        async for page in self._concurrent(starts):
-            yield page
+        async with aclosing(self._concurrent(starts)) as rest:
+            async for page in rest:
+                yield page
 
-    async def _sequential(self, start: int) -> AsyncIterator[Page]:
+    async def _sequential(self, start: int) -> AsyncGenerator[Page, None]:
         """Paging without `totalItems`: continue until an empty page."""
         for _ in range(self._options.max_pages - 1):
             page = await self._fetch(start)
@@ -171,7 +175,7 @@ class EmailQueueClient:
             start += page.returned
         raise InconsistentError(f"list did not end within max_pages={self._options.max_pages}")
 
-    async def _concurrent(self, starts: range) -> AsyncIterator[Page]:
+    async def _concurrent(self, starts: range) -> AsyncGenerator[Page, None]:
         limit = asyncio.Semaphore(self._options.max_concurrency)
 
         async def fetch(start: int) -> Page:
