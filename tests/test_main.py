@@ -1,0 +1,70 @@
+"""The command line: modes, exit codes and what they print."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from tests.fakeapi import FakeApi, serve_fake
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        *args,
+        env={**base, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_version() -> None:
+    code, out, _ = await run_cli("--version")
+    assert code == 0
+    assert out.startswith("alvaria-emailqueue-exporter ")
+
+
+async def test_check_config_masks_secrets() -> None:
+    env = FakeApi(base_url="http://127.0.0.1:1").env()
+    code, out, err = await run_cli("--check-config", env=env)
+    assert code == 0, err
+    assert "org_id: acme" in out
+    assert "s3cret-value" not in out and "key-123" not in out
+
+
+async def test_bad_setting_exits_2_naming_it_and_its_source() -> None:
+    env = FakeApi(base_url="http://127.0.0.1:1").env(ALVARIA_POLL_INTERVAL="soon")
+    code, _, err = await run_cli(env=env)
+    assert code == 2
+    assert "poll_interval" in err and "ALVARIA_POLL_INTERVAL" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "s3cret-value" not in err
+
+
+async def test_once_prints_the_exposition_and_exits_0() -> None:
+    async with serve_fake(FakeApi(items=[{"id": "1", "state": "Queued"}])) as api:
+        code, out, _ = await run_cli("--once", env=api.env())
+    assert code == 0
+    assert 'alvaria_emailqueue_up{org="acme"} 1.0' in out
+    assert (
+        'alvaria_emailqueue_emails{email_type="unknown",org="acme",state="Queued",work_type="unknown"} 1.0'
+        in out
+    )
+
+
+async def test_once_exits_1_when_a_poll_fails() -> None:
+    api = FakeApi(client_secret="other")
+    async with serve_fake(api):
+        env = api.env(ALVARIA_CLIENT_SECRET="wrong-secret")
+        code, out, err = await run_cli("--once", env=env)
+    assert code == 1
+    assert 'alvaria_emailqueue_up{org="acme"} 0.0' in out
+    assert 'alvaria_emailqueue_poll_errors_total{org="acme",reason="auth"} 1.0' in out
+    assert "wrong-secret" not in out + err

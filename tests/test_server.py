@@ -1,0 +1,81 @@
+"""The HTTP endpoints: metrics negotiation, health, readiness and the landing page."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from exporter.aggregate import AggregationOptions, aggregate
+from exporter.collector import QueueCollector
+from exporter.models import Email
+from exporter.server import build_app
+from exporter.store import Store
+
+
+def make_app(store: Store, loops=()):  # type: ignore[no-untyped-def]
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(store, age_buckets=(60.0,), stale_after=1e9))
+    return build_app(store, registry, loops)
+
+
+async def test_readyz_waits_for_every_first_poll_and_healthz_tracks_loops() -> None:
+    store = Store(["a", "b"])
+    started = asyncio.Event()
+
+    async def loop() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async with TestClient(TestServer(make_app(store, [loop]))) as client:
+        await started.wait()
+        assert (await client.get("/readyz")).status == 503
+        store.orgs["a"].record_failure("timeout", "timed out", 1.0, None)
+        assert (await client.get("/readyz")).status == 503
+        snap = aggregate([], now=0, options=AggregationOptions())
+        store.orgs["b"].record_success(snap, 1.0, None, None)
+        assert (await client.get("/readyz")).status == 200
+        assert (await client.get("/healthz")).status == 200
+
+
+async def test_healthz_fails_when_a_poll_loop_died() -> None:
+    async def crashes() -> None:
+        raise RuntimeError("bug")
+
+    async with TestClient(TestServer(make_app(Store(["a"]), [crashes]))) as client:
+        await asyncio.sleep(0)
+        assert (await client.get("/healthz")).status == 503
+
+
+async def test_metrics_text_openmetrics_and_gzip() -> None:
+    store = Store(["acme"])
+    snap = aggregate([Email(id="1", state="Queued")], now=0, options=AggregationOptions())
+    store.orgs["acme"].record_success(snap, 1.0, None, None)
+    async with TestClient(TestServer(make_app(store))) as client:
+        text = await client.get("/metrics")
+        assert text.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert 'alvaria_emailqueue_up{org="acme"} 1.0' in await text.text()
+        om = await client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+        body = await om.text()
+        assert "# TYPE alvaria_emailqueue_waiting_email_age_seconds gaugehistogram" in body
+        assert body.endswith("# EOF\n")
+        raw = await client.get(
+            "/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        )
+        assert raw.headers["Content-Encoding"] == "gzip"
+        assert b"alvaria_emailqueue_up" in gzip.decompress(await raw.read())
+
+
+async def test_landing_page_escapes_and_shows_status() -> None:
+    store = Store(["<org>"])
+    store.orgs["<org>"].record_failure("http_5xx", "API answered 503 <b>", 1.0, None)
+    async with TestClient(TestServer(make_app(store))) as client:
+        page = await (await client.get("/")).text()
+    assert "&lt;org&gt;" in page and "<org>" not in page
+    assert "http_5xx: API answered 503 &lt;b&gt;" in page
+    assert 'href="metrics"' in page
