@@ -15,7 +15,7 @@ from exporter.server import build_app
 from exporter.store import Store
 
 
-def make_app(store: Store, loops=()):  # type: ignore[no-untyped-def]
+def make_app(store: Store, loops=()):
     registry = CollectorRegistry()
     registry.register(QueueCollector(store, age_buckets=(60.0,), stale_after=1e9))
     return build_app(store, registry, loops)
