@@ -1,0 +1,539 @@
+"""EmailQueueClient: paging, concurrency, 401/403/404 handling, query parameters, decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import CallbackResult, aioresponses
+from yarl import URL
+
+from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
+from exporter.client import ClientOptions, EmailQueueClient, Page, decode_page
+from exporter.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
+from exporter.http import HttpTransport
+from exporter.models import Email
+
+API = "http://api.test"
+EMAILS = re.compile(r"^http://api\.test/via/v2/organizations/org1/emailQueue/emails(\?.*)?$")
+TOKEN_URL = "http://id.test/token"
+
+
+class FakeSleep:
+    """Records every delay and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+def item(n: int) -> dict[str, Any]:
+    """An EmailItem as the API sends it, personal fields included."""
+    return {
+        "id": str(n),
+        "umId": f"01-{n}",
+        "workTypeId": "111",
+        "workHandlerId": "agent-1",
+        "queuedTime": "2019-04-15T18:41:40.874Z",
+        "state": "Queued",
+        "emailType": "InboundEmail",
+        "fromAddress": "customer@example.com",
+        "toAddress": "service01@example.com",
+        "subject": "Follow-up",
+        "workHandlerName": "doe, jane",
+        "workTypeName": "Service01",
+    }
+
+
+class FakeApi:
+    """The emails endpoint over a fixed list, with a server-side page cap."""
+
+    def __init__(self, n: int, cap: int, *, with_total: bool = True) -> None:
+        self.items = [item(i) for i in range(n)]
+        self.cap = cap
+        self.with_total = with_total
+        self.calls: list[URL] = []
+        self.headers: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        # Status answered instead of a page, per call number (0-based).
+        self.statuses: dict[int, int] = {}
+        # Tokens the API no longer accepts.
+        self.rejected: set[str] = set()
+
+    async def handle(self, url: URL, **kwargs: Any) -> CallbackResult:
+        call = len(self.calls)
+        self.calls.append(url)
+        self.headers.append(dict(kwargs["headers"]))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            for _ in range(5):  # stay in flight long enough for others to start
+                await asyncio.sleep(0)
+        finally:
+            self.in_flight -= 1
+        if call in self.statuses:
+            return CallbackResult(status=self.statuses[call], payload={"code": 1})
+        if kwargs["headers"]["Authorization"].removeprefix("Bearer ") in self.rejected:
+            return CallbackResult(status=401)
+        start = int(url.query["startIndex"])
+        count = min(int(url.query["maxResults"]), self.cap)
+        body: dict[str, Any] = {"kind": "via#emailList", "items": self.items[start : start + count]}
+        if self.with_total:
+            body["totalItems"] = len(self.items)
+        return CallbackResult(status=200, payload=body)
+
+    @property
+    def starts(self) -> list[int]:
+        return [int(url.query["startIndex"]) for url in self.calls]
+
+
+class TokenEndpoint:
+    """Issues token-1, token-2, ... and counts requests."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def handle(self, url: URL, **kwargs: Any) -> CallbackResult:
+        self.requests += 1
+        return CallbackResult(
+            payload={"access_token": f"token-{self.requests}", "expires_in": 3600}
+        )
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def mocked() -> Iterator[aioresponses]:
+    with aioresponses() as m:
+        yield m
+
+
+@pytest.fixture
+def sleep() -> FakeSleep:
+    return FakeSleep()
+
+
+@pytest.fixture
+def tokens(mocked: aioresponses) -> TokenEndpoint:
+    endpoint = TokenEndpoint()
+    mocked.post(TOKEN_URL, callback=endpoint.handle, repeat=True)
+    return endpoint
+
+
+def serve(mocked: aioresponses, api: FakeApi) -> FakeApi:
+    mocked.get(EMAILS, callback=api.handle, repeat=True)
+    return api
+
+
+def make_client(
+    session: aiohttp.ClientSession,
+    sleep: FakeSleep,
+    auth: TokenProvider | None = None,
+    **options: Any,
+) -> EmailQueueClient:
+    transport = HttpTransport(session, sleep=sleep, rand=lambda: 1.0, clock=lambda: 0.0)
+    return EmailQueueClient(
+        api_url=API + "/",
+        org_id="org1",
+        api_key="the-api-key",
+        auth=auth or StaticToken("static"),
+        transport=transport,
+        options=ClientOptions(**options),
+    )
+
+
+def credentials(session: aiohttp.ClientSession, sleep: FakeSleep) -> ClientCredentials:
+    config = ClientCredentialsConfig(
+        token_url=TOKEN_URL, client_id="c", client_secret="s", api_key="the-api-key"
+    )
+    return ClientCredentials(config, HttpTransport(session, sleep=sleep), clock=lambda: 0.0)
+
+
+async def collect(client: EmailQueueClient) -> list[Page]:
+    return [page async for page in client.pages()]
+
+
+def ids(pages: list[Page]) -> list[str]:
+    return [str(email.id) for page in pages for email in page.emails]
+
+
+# --- paging ----------------------------------------------------------------------------------
+
+
+async def test_server_cap_below_page_size_delivers_every_item_once(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(50, cap=7))
+    pages = await collect(make_client(session, sleep, page_size=500, max_concurrency=3))
+    assert Counter(ids(pages)) == Counter(str(i) for i in range(50))
+    assert api.starts[0] == 0
+    assert sorted(api.starts) == [0, 7, 14, 21, 28, 35, 42, 49]
+    assert sorted(page.start for page in pages) == sorted(api.starts)
+    assert all(url.query["maxResults"] == "500" for url in api.calls)
+    assert api.max_in_flight == 3
+    assert pages[0].total_items == 50
+    assert [p.returned for p in sorted(pages, key=lambda p: p.start)] == [7] * 7 + [1]
+
+
+async def test_concurrency_limit_of_one_is_sequential(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(20, cap=5))
+    pages = await collect(make_client(session, sleep, max_concurrency=1))
+    assert sorted(ids(pages), key=int) == [str(i) for i in range(20)]
+    assert api.max_in_flight == 1
+
+
+async def test_page_size_is_the_step_when_the_server_honours_it(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(25, cap=1000))
+    pages = await collect(make_client(session, sleep, page_size=10))
+    assert sorted(api.starts) == [0, 10, 20]
+    assert len(ids(pages)) == 25
+
+
+async def test_without_total_items_pages_run_sequentially_until_an_empty_page(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(50, cap=7, with_total=False))
+    pages = await collect(make_client(session, sleep, max_concurrency=4))
+    assert sorted(ids(pages), key=int) == [str(i) for i in range(50)]
+    assert api.starts == [0, 7, 14, 21, 28, 35, 42, 49, 50]
+    assert api.max_in_flight == 1
+    assert pages[-1].returned == 0
+    assert all(page.total_items is None for page in pages)
+
+
+@pytest.mark.parametrize("with_total", [True, False])
+async def test_empty_list_takes_one_request(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep, with_total: bool
+) -> None:
+    api = serve(mocked, FakeApi(0, cap=7, with_total=with_total))
+    pages = await collect(make_client(session, sleep))
+    assert api.starts == [0]
+    assert [(p.returned, p.emails) for p in pages] == [(0, [])]
+    assert pages[0].total_items == (0 if with_total else None)
+
+
+async def test_empty_first_page_stops_even_if_total_items_says_more(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    mocked.get(EMAILS, payload={"totalItems": 5, "items": []})
+    pages = await collect(make_client(session, sleep))
+    assert len(pages) == 1
+    assert pages[0].total_items == 5
+
+
+async def test_too_many_pages_is_inconsistent(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(50, cap=7))
+    with pytest.raises(InconsistentError) as info:
+        await collect(make_client(session, sleep, max_pages=7))
+    assert info.value.reason == "inconsistent"
+    assert api.starts == [0]  # decided from totalItems, before fetching the rest
+
+
+async def test_exactly_max_pages_is_fine(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    serve(mocked, FakeApi(50, cap=7))
+    assert len(await collect(make_client(session, sleep, max_pages=8))) == 8
+
+
+async def test_too_many_pages_without_total_items_is_inconsistent(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(50, cap=7, with_total=False))
+    with pytest.raises(InconsistentError):
+        await collect(make_client(session, sleep, max_pages=5))
+    assert len(api.calls) == 5
+
+
+async def test_a_failing_page_cancels_the_others(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(100, cap=10))
+    api.statuses[2] = 404
+    with pytest.raises(ClientHTTPError):
+        await collect(make_client(session, sleep, max_concurrency=2))
+    assert len(api.calls) < 10
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_stopping_early_cancels_pending_pages(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    serve(mocked, FakeApi(100, cap=10))
+    pages = make_client(session, sleep, max_concurrency=2).pages()
+    await anext(pages)
+    await anext(pages)
+    await pages.aclose()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_a_5xx_page_is_retried(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(10, cap=5))
+    api.statuses[1] = 503
+    pages = await collect(make_client(session, sleep))
+    assert sorted(ids(pages), key=int) == [str(i) for i in range(10)]
+    assert sleep.delays == [0.5]
+
+
+# --- 401, 403, 404 ---------------------------------------------------------------------------
+
+
+async def test_401_refreshes_the_token_once_and_retries(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    sleep: FakeSleep,
+    tokens: TokenEndpoint,
+) -> None:
+    api = serve(mocked, FakeApi(3, cap=10))
+    api.rejected.add("token-1")
+    auth = credentials(session, sleep)
+    pages = await collect(make_client(session, sleep, auth=auth))
+    assert ids(pages) == ["0", "1", "2"]
+    assert tokens.requests == 2
+    assert [h["Authorization"] for h in api.headers] == ["Bearer token-1", "Bearer token-2"]
+
+
+async def test_401_on_concurrent_pages_costs_one_token_request(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    sleep: FakeSleep,
+    tokens: TokenEndpoint,
+) -> None:
+    api = serve(mocked, FakeApi(40, cap=5))
+    auth = credentials(session, sleep)
+    client = make_client(session, sleep, auth=auth, max_concurrency=4)
+    pages = client.pages()
+    first = await anext(pages)
+    api.rejected.add("token-1")  # expires while the other pages are in flight
+    rest = [page async for page in pages]
+    assert len(ids([first, *rest])) == 40
+    assert tokens.requests == 2
+
+
+async def test_401_after_refresh_is_an_auth_error(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    sleep: FakeSleep,
+    tokens: TokenEndpoint,
+) -> None:
+    api = serve(mocked, FakeApi(3, cap=10))
+    api.rejected |= {"token-1", "token-2"}
+    with pytest.raises(AuthError) as info:
+        await collect(make_client(session, sleep, auth=credentials(session, sleep)))
+    assert info.value.status == 401
+    assert info.value.reason == "auth"
+    assert tokens.requests == 2
+    assert len(api.calls) == 2
+
+
+async def test_401_with_a_static_token_is_an_auth_error(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(3, cap=10))
+    api.rejected.add("static")
+    with pytest.raises(AuthError):
+        await collect(make_client(session, sleep))
+    assert len(api.calls) == 2
+
+
+async def test_403_is_an_auth_error_without_refresh(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    sleep: FakeSleep,
+    tokens: TokenEndpoint,
+) -> None:
+    api = serve(mocked, FakeApi(3, cap=10))
+    api.statuses[0] = 403
+    with pytest.raises(AuthError) as info:
+        await collect(make_client(session, sleep, auth=credentials(session, sleep)))
+    assert info.value.status == 403
+    assert tokens.requests == 1
+    assert len(api.calls) == 1
+
+
+@pytest.mark.parametrize("status", [400, 404, 405])
+async def test_other_4xx_is_a_client_http_error(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep, status: int
+) -> None:
+    api = serve(mocked, FakeApi(3, cap=10))
+    api.statuses[0] = status
+    with pytest.raises(ClientHTTPError) as info:
+        await collect(make_client(session, sleep))
+    assert info.value.status == status
+    assert info.value.reason == "http_4xx"
+    assert len(api.calls) == 1
+
+
+# --- query parameters and headers ------------------------------------------------------------
+
+
+async def test_filters_and_extended_info_are_query_parameters(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(1, cap=10))
+    client = make_client(
+        session,
+        sleep,
+        page_size=250,
+        email_type="InboundEmail",
+        work_type_ids=("111", "222"),
+        states=("Queued", "Queued2"),
+    )
+    await collect(client)
+    (url,) = api.calls
+    assert url.path == "/via/v2/organizations/org1/emailQueue/emails"
+    assert url.query["startIndex"] == "0"
+    assert url.query["maxResults"] == "250"
+    assert url.query["getExtendedInfo"] == "true"
+    assert url.query["emailType"] == "InboundEmail"
+    assert url.query.getall("workTypeId") == ["111", "222"]
+    assert url.query.getall("state") == ["Queued", "Queued2"]
+    (headers,) = api.headers
+    assert headers["x-api-key"] == "the-api-key"
+    assert headers["Authorization"] == "Bearer static"
+    assert headers["Accept"] == "application/json"
+
+
+async def test_no_filters_by_default_and_extended_info_can_be_off(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    api = serve(mocked, FakeApi(1, cap=10))
+    await collect(make_client(session, sleep, extended_info=False))
+    (url,) = api.calls
+    assert url.query["getExtendedInfo"] == "false"
+    assert set(url.query) == {"startIndex", "maxResults", "getExtendedInfo"}
+
+
+# --- decode_page -----------------------------------------------------------------------------
+
+
+def body(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_decode_valid_page() -> None:
+    page = decode_page(body(kind="via#emailList", totalItems=2, items=[item(1), item(2)]), 10)
+    assert (page.start, page.returned, page.total_items) == (10, 2, 2)
+    assert not page.invalid
+    first = page.emails[0]
+    assert first == Email(
+        id="1",
+        state="Queued",
+        email_type="InboundEmail",
+        work_type_id="111",
+        work_type_name="Service01",
+        work_handler_id="agent-1",
+        work_handler_name="doe, jane",
+        queued_time="2019-04-15T18:41:40.874Z",
+    )
+
+
+@pytest.mark.parametrize("raw", [item(1), {"id": "1", "state": 3, "queuedTime": 1555353700}])
+def test_personal_fields_are_never_decoded(raw: dict[str, Any]) -> None:
+    (email,) = decode_page(body(items=[raw])).emails
+    for name in ("fromAddress", "from_address", "subject", "umId", "um_id", "toAddress"):
+        assert not hasattr(email, name)
+
+
+def test_items_missing_or_null_is_an_empty_page() -> None:
+    for raw in (body(totalItems=0), body(items=None)):
+        page = decode_page(raw)
+        assert (page.returned, page.emails) == (0, [])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body(items={"id": "1"}),
+        body(items="nope"),
+        b"[]",
+        b'"text"',
+        b"42",
+        b"null",
+        b"<html>502 Bad Gateway</html>",
+        b"",
+        b'{"items": [',
+        # The typed decoder meets a wrong type first, then the JSON breaks.
+        b'[{"id": "1"}',
+        b'{"totalItems": "x", "items": [',
+        b'{"items": [{"id": "1", "state": 3}], bad',
+    ],
+)
+def test_undecodable_bodies_are_decode_errors(raw: bytes) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_page(raw)
+    assert info.value.reason == "decode"
+
+
+def test_invalid_items_are_counted_and_the_rest_kept() -> None:
+    items: list[Any] = [item(1), "x", 7, None, [], {"state": "Queued"}, {"id": ""}, item(2)]
+    page = decode_page(body(totalItems=8, items=items))
+    assert page.returned == 8  # the paging step counts every item the API returned
+    assert ids([page]) == ["1", "2"]
+    assert page.invalid == Counter(not_object=4, missing_id=2)
+    assert page.total_items == 8
+
+
+def test_item_without_id_in_an_otherwise_valid_page_is_counted() -> None:
+    page = decode_page(body(items=[item(1), {"state": "Queued"}, {"id": None}]))
+    assert ids([page]) == ["1"]
+    assert page.invalid == Counter(missing_id=2)
+    assert page.returned == 3
+
+
+def test_wrong_field_types_are_lenient() -> None:
+    raw = {
+        "id": 42,
+        "state": 3,
+        "emailType": None,
+        "workTypeId": 111,
+        "workTypeName": ["x"],
+        "queuedTime": 1555353700,
+        "receivedTime": "2019-04-15T18:41:40.000Z",
+        "workHandlerName": {"first": "jane"},
+    }
+    page = decode_page(body(totalItems="lots", items=[raw, item(2)]))
+    assert not page.invalid
+    assert page.total_items is None
+    email = page.emails[0]
+    assert email.id == "42"
+    assert email.state == "3"
+    assert email.email_type is None
+    assert email.work_type_id == "111"
+    assert email.work_type_name is None
+    assert email.queued_time is None
+    assert email.received_time == "2019-04-15T18:41:40.000Z"
+    assert email.work_handler_name is None
+    assert page.emails[1].id == "2"
+
+
+def test_unknown_fields_are_ignored() -> None:
+    raw = {**item(1), "somethingNew": {"nested": [1, 2]}, "priority": 5}
+    page = decode_page(body(items=[raw], lastIndexReturned=0, version="20.0", extra=True))
+    assert ids([page]) == ["1"]
+    assert not page.invalid
+
+
+def test_boolean_total_items_is_ignored() -> None:
+    assert decode_page(body(totalItems=True, items=[{"id": "1", "state": 3}])).total_items is None
