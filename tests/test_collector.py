@@ -1,0 +1,112 @@
+"""Scrape-time rendering: staleness, ages, exporter series and HELP text."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.aggregate import AggregationOptions, aggregate
+from exporter.collector import QueueCollector
+from exporter.errors import POLL_ERROR_REASONS
+from exporter.models import Email
+from exporter.store import Store
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def render(
+    store: Store, clock: Clock, stale_after: float = 300.0
+) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    registry = CollectorRegistry()
+    registry.register(
+        QueueCollector(store, age_buckets=(60.0, 600.0), stale_after=stale_after, clock=clock)
+    )
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def store_with(emails: list[Email], at: float = T0) -> Store:
+    store = Store(["acme"])
+    snap = aggregate(emails, now=at, options=AggregationOptions())
+    store.orgs["acme"].record_success(snap, 0.25, None, at + 3600)
+    return store
+
+
+def test_ages_grow_between_scrapes_and_are_never_negative() -> None:
+    clock = Clock()
+    store = store_with(
+        [
+            Email(id="1", state="Queued", queued_time="2027-01-15T07:59:00Z"),  # 60 s before T0
+            Email(id="2", state="Active", queued_time="2030-01-01T00:00:00Z"),  # future
+        ]
+    )
+    first = render(store, clock)["alvaria_emailqueue_oldest_email_age_seconds"]
+    clock.now += 10
+    later = render(store, clock)["alvaria_emailqueue_oldest_email_age_seconds"]
+    key = (
+        ("email_type", "unknown"),
+        ("org", "acme"),
+        ("state", "Queued"),
+        ("work_type", "unknown"),
+    )
+    assert later[key] == first[key] + 10
+    assert min(later.values()) == 0
+
+
+def test_stale_snapshot_drops_queue_series_but_keeps_exporter_series() -> None:
+    clock = Clock()
+    store = store_with([Email(id="1", state="Queued")])
+    store.orgs["acme"].record_failure("timeout", "timed out", 10.0, None)
+    clock.now += 299
+    kept = render(store, clock)
+    assert kept["alvaria_emailqueue_up"] == {(("org", "acme"),): 0}
+    assert "alvaria_emailqueue_emails" in kept
+    clock.now += 2
+    gone = render(store, clock)
+    assert "alvaria_emailqueue_emails" not in gone
+    assert "alvaria_emailqueue_waiting_email_age_seconds_bucket" not in gone
+    assert gone["alvaria_emailqueue_last_poll_success_timestamp_seconds"] == {
+        (("org", "acme"),): T0
+    }
+    assert gone["alvaria_emailqueue_polls_total"] == {(("org", "acme"),): 2}
+
+
+def test_every_poll_error_reason_is_pre_created() -> None:
+    metrics = render(store_with([]), Clock())
+    reasons = {dict(k)["reason"] for k in metrics["alvaria_emailqueue_poll_errors_total"]}
+    assert reasons == set(POLL_ERROR_REASONS)
+
+
+def test_help_says_values_come_from_the_last_poll() -> None:
+    registry = CollectorRegistry()
+    registry.register(
+        QueueCollector(store_with([Email(id="1")]), age_buckets=(60.0,), stale_after=300)
+    )
+    text = generate_latest(registry).decode()
+    for name in ("emails", "oldest_email_timestamp_seconds", "oldest_email_age_seconds"):
+        help_line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith(f"# HELP alvaria_emailqueue_{name} ")
+        )
+        assert "last successful poll" in help_line
+
+
+def test_build_info_and_token_expiry() -> None:
+    metrics = render(store_with([]), Clock())
+    (labels,) = metrics["alvaria_emailqueue_exporter_build_info"]
+    assert dict(labels).keys() == {"version", "python_version"}
+    assert metrics["alvaria_emailqueue_token_expiry_timestamp_seconds"] == {
+        (("org", "acme"),): T0 + 3600
+    }
