@@ -182,14 +182,23 @@ class EmailQueueClient:
             async with limit:
                 return await self._fetch(start)
 
-        tasks = [asyncio.create_task(fetch(start)) for start in starts]
+        # Completed tasks are forgotten once their page is yielded: a list of every task would
+        # keep every page, and so every email of the poll, alive until the last one arrived.
+        done: asyncio.Queue[asyncio.Task[Page]] = asyncio.Queue()
+        pending: set[asyncio.Task[Page]] = set()
+        for start in starts:
+            task = asyncio.create_task(fetch(start))
+            task.add_done_callback(done.put_nowait)
+            pending.add(task)
         try:
-            for next_done in asyncio.as_completed(tasks):
-                yield await next_done
+            for _ in starts:
+                finished = await done.get()
+                pending.discard(finished)
+                yield finished.result()
         finally:
-            for task in tasks:
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _params(self, start: int) -> list[tuple[str, str]]:
         opts = self._options
