@@ -223,3 +223,19 @@ def test_exposition_parser_sees_families_without_samples() -> None:
         "alvaria_emailqueue_api_request_duration_seconds_sum",
         "alvaria_emailqueue_up",
     }
+
+
+def test_every_panel_the_runbooks_name_exists() -> None:
+    titles = {
+        board["title"]: {p["title"] for p in panels(board)} for board in load_dashboards().values()
+    }
+    runbooks = (ROOT / "deploy" / "prometheus" / "runbooks.md").read_text()
+    named = []
+    # Runbooks point at panels as: *Dashboard title* → "Panel title", "Other panel" ...
+    for paragraph in re.split(r"\n(?=- |\n)", runbooks):
+        if match := re.search(r"\*([^*]+)\* →(.*)", paragraph, flags=re.DOTALL):
+            board, rest = match.groups()
+            rest = re.sub(r"`[^`]*`", "", rest)  # PromQL in backticks quotes label values
+            named += [(board, title) for title in re.findall(r'"([^"]+)"', rest)]
+    assert len(named) > 10
+    assert [(b, t) for b, t in named if t not in titles.get(b, set())] == []
