@@ -21,6 +21,8 @@ from exporter.errors import AuthError, PollError
 from exporter.http import HttpTransport
 
 DEFAULT_TOKEN_LIFETIME = 3600.0
+# After a failed early refresh, the still-valid token is used this long before trying again.
+EARLY_REFRESH_HOLDOFF = 10.0
 
 
 class TokenProvider(Protocol):
@@ -103,6 +105,7 @@ class ClientCredentials:
         self._transport = transport
         self._clock = clock
         self._state: TokenState | None = None
+        self._refresh_not_before = 0.0
         self._lock = asyncio.Lock()
 
     @property
@@ -118,13 +121,26 @@ class ClientCredentials:
 
     async def token(self) -> str:
         state = self._state
-        if state is not None and not state.needs_refresh(self._clock()):
+        if state is not None and not self._wants_refresh(state):
             return state.access_token
         async with self._lock:
             state = self._state
-            if state is None or state.needs_refresh(self._clock()):
-                state = self._state = await self._request()
+            if state is None or self._wants_refresh(state):
+                try:
+                    state = self._state = await self._request()
+                except AuthError:
+                    # An early refresh failed but the cached token still works: keep using it
+                    # and try again a little later rather than on every page.
+                    if state is None or self._clock() >= state.expires_at:
+                        raise
+                    self._refresh_not_before = self._clock() + EARLY_REFRESH_HOLDOFF
             return state.access_token
+
+    def _wants_refresh(self, state: TokenState) -> bool:
+        now = self._clock()
+        return now >= state.expires_at or (
+            state.needs_refresh(now) and now >= self._refresh_not_before
+        )
 
     async def _request(self) -> TokenState:
         cfg = self._config

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,7 +29,7 @@ INTERNAL_ERROR = "internal"
 class PageSource(Protocol):
     """Where a poll's pages come from (the API client, or a fake in tests)."""
 
-    def pages(self) -> AsyncIterator[Page]: ...
+    def pages(self) -> AsyncGenerator[Page, None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +84,15 @@ class Poller:
         log = self._log.bind(org=self.state.org)
         try:
             async with asyncio.timeout(self._timing.poll_interval * self._timing.deadline_factor):
-                async for page in self._client.pages():
-                    pages += 1
-                    if page.start == 0:
-                        reported = page.total_items
-                    builder.add(page.emails)
-                    for reason, count in page.invalid.items():
-                        builder.add_invalid(reason, count)
+                # aclosing: a failure here cancels the page requests still in flight at once.
+                async with aclosing(self._client.pages()) as stream:
+                    async for page in stream:
+                        pages += 1
+                        if page.start == 0:
+                            reported = page.total_items
+                        builder.add(page.emails)
+                        for reason, count in page.invalid.items():
+                            builder.add_invalid(reason, count)
         except (PollError, TimeoutError) as exc:
             error = (
                 exc if isinstance(exc, PollError) else RequestTimeoutError("poll deadline exceeded")

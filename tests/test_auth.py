@@ -412,6 +412,26 @@ async def test_a_failed_refresh_is_retried_on_the_next_call(
     assert len(endpoint.requests) == 1
 
 
+async def test_a_failed_early_refresh_keeps_the_valid_token_and_holds_off(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint(expires_in=100))
+    provider = make_provider(session, clock, sleep)
+    assert await provider.token() == "token-1"
+    endpoint.status, endpoint.body = 503, b"down"
+    clock.now = T0 + 95  # inside the early-refresh window, token still valid until T0 + 100
+    assert await provider.token() == "token-1"
+    failed_attempts = len(endpoint.requests)
+    assert await provider.token() == "token-1"  # held off: no new request per call
+    assert len(endpoint.requests) == failed_attempts
+    clock.now = T0 + 100  # expired: a failing refresh now fails the call
+    with pytest.raises(AuthError):
+        await provider.token()
+    endpoint.status, endpoint.body = 200, None
+    assert (await provider.token()).startswith("token-")
+    assert provider.expires_at == T0 + 200
+
+
 # --- static token and pure expiry ------------------------------------------------------------
 
 

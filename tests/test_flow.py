@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -35,7 +35,7 @@ class ListSource:
     def __init__(self) -> None:
         self.emails: list[Email] = []
 
-    async def pages(self) -> AsyncIterator[Page]:
+    async def pages(self) -> AsyncGenerator[Page, None]:
         yield Page(0, len(self.emails), list(self.emails), len(self.emails))
 
 
@@ -108,7 +108,7 @@ async def test_failed_poll_keeps_the_baseline_but_a_stale_gap_resets_it() -> Non
     await p.poll_once()
 
     class Failing:
-        async def pages(self) -> AsyncIterator[Page]:
+        async def pages(self) -> AsyncGenerator[Page, None]:
             from exporter.errors import ServerHTTPError
 
             raise ServerHTTPError("boom", status=503)
