@@ -48,6 +48,7 @@ class Page:
 
 
 class _EmailList(msgspec.Struct, rename="camel"):
+    kind: str | None = None
     total_items: int | None = None
     items: list[Email] | None = None
 
@@ -56,6 +57,9 @@ _LIST_DECODER = msgspec.json.Decoder(_EmailList)
 _ANY_DECODER = msgspec.json.Decoder()
 _LABEL_FIELDS = ("state", "emailType", "workTypeId", "workTypeName", "workHandlerId")
 _TEXT_FIELDS = ("workHandlerName", "queuedTime", "receivedTime", "startTime")
+# `items` may be omitted from an empty list, but an object with none of these (an error body
+# sent with status 200, say) must not read as an empty queue.
+_NOT_A_LIST = "response is not an email list (no items, totalItems or kind)"
 
 
 def decode_page(body: bytes, start: int = 0) -> Page:
@@ -66,6 +70,8 @@ def decode_page(body: bytes, start: int = 0) -> Page:
         return _decode_leniently(body, start)
     except msgspec.DecodeError as exc:
         raise DecodeError("response is not valid JSON") from exc
+    if decoded.items is None and decoded.total_items is None and decoded.kind is None:
+        return _decode_leniently(body, start)  # tells a missing key from a null one
     emails = decoded.items or []
     page = Page(start, len(emails), emails, decoded.total_items)
     # Well-typed items can still lack an id; drop them here as the slow path does.
@@ -84,6 +90,8 @@ def _decode_leniently(body: bytes, start: int) -> Page:
         raise DecodeError("response is not valid JSON") from exc
     if not isinstance(data, dict):
         raise DecodeError("response is not a JSON object")
+    if not {"items", "totalItems", "kind"} & data.keys():
+        raise DecodeError(_NOT_A_LIST)
     items = data.get("items")
     if items is None:
         items = []
