@@ -51,7 +51,7 @@ pytest: $(STAMP) system-deps
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(BIN)/alvaria-emailqueue-exporter --demo --listen-address :9654 --poll-interval 5s
+	$(BIN)/alvaria-emailqueue-exporter --demo --listen-address :9654 --poll-interval 5s --agent-metrics
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
