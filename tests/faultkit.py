@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -114,9 +115,11 @@ class Upstream:
 
 
 @asynccontextmanager
-async def serving(upstream: Upstream) -> AsyncIterator[Upstream]:
+async def serving(
+    upstream: Upstream, ssl_context: SSLContext | None = None
+) -> AsyncIterator[Upstream]:
     server = TestServer(upstream.app(), host="127.0.0.1", port=0)
-    await server.start_server()
+    await server.start_server(ssl=ssl_context)
     upstream.base_url = str(server.make_url("")).rstrip("/")
     try:
         yield upstream
@@ -200,9 +203,10 @@ async def rig(
     max_pages: int = 1000,
     max_response_bytes: int = 1024 * 1024,
     ssl: Any = True,
+    server_ssl: SSLContext | None = None,
 ) -> AsyncIterator[Rig]:
     """Serve `upstream` and build the pipeline against it (or against the given URLs)."""
-    async with serving(upstream), aiohttp.ClientSession(trust_env=True) as session:
+    async with serving(upstream, server_ssl), aiohttp.ClientSession(trust_env=True) as session:
         store = Store([ORG])
         state = store.orgs[ORG]
         clock = FakeClock()
