@@ -7,13 +7,16 @@ items is ever kept.
 
 from __future__ import annotations
 
+import math
+import weakref
 from array import array
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from exporter.models import AgentKey, Email, GroupKey, PairKey, Snapshot, WaitingAges
+from exporter.models import Flow as Flow  # re-exported: Flow used to live here
 from exporter.names import OTHER, STATES, UNKNOWN
 
 
@@ -39,15 +42,6 @@ def parse_timestamp(value: str | None) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
-
-
-def _age_origin(email: Email) -> float | None:
-    """An email's age counts from `queuedTime`, else `receivedTime`, else `startTime`."""
-    for raw in (email.queued_time, email.received_time, email.start_time):
-        ts = parse_timestamp(raw)
-        if ts is not None:
-            return ts
-    return None
 
 
 def _label(*candidates: str | int | None) -> str:
@@ -78,75 +72,157 @@ class _CappedLabel:
         return OTHER
 
 
+class _Group:
+    """Running totals of one (state, email_type, work_type) group within a poll."""
+
+    __slots__ = ("arrivals", "carried", "count", "key", "oldest", "stamps")
+
+    def __init__(self, key: GroupKey, stamps: array[float] | None) -> None:
+        self.key = key
+        # The waiting-age timestamps of the group's (email_type, work_type) pair, or None
+        # when the state is not a waiting one.
+        self.stamps = stamps
+        self.count = 0
+        self.oldest = math.inf
+        self.arrivals = 0
+        self.carried = 0  # emails that were in this same group in the previous snapshot
+
+
 class SnapshotBuilder:
-    """Accumulates one poll's emails page by page, then freezes them into a `Snapshot`."""
+    """Accumulates one poll's emails page by page, then freezes them into a `Snapshot`.
+
+    The flow since `previous` is counted on the way, so no second pass over the ids is needed.
+    """
 
     def __init__(self, options: AggregationOptions, previous: Snapshot | None = None) -> None:
         self._options = options
+        self._previous = previous
         self._previous_seen: dict[PairKey, float] = dict(previous.last_seen) if previous else {}
+        self._previous_members: Mapping[str, GroupKey] = previous.memberships if previous else {}
         # Work types that still have live series keep their place under the cap.
         self._work_types = _CappedLabel(
             options.max_work_types, (wt for _, wt in self._previous_seen)
         )
         self._agents = _CappedLabel(options.max_agents)
-        self._keys: dict[GroupKey, GroupKey] = {}
+        # The previous snapshot's key objects, so an unchanged email is matched by identity.
+        self._keys: dict[GroupKey, GroupKey] = {k: k for k in previous.counts} if previous else {}
+        self._groups: dict[GroupKey, _Group] = {}
+        # Raw label values of an item -> its group and whether its work type was folded.
+        self._resolved: dict[tuple[object, ...], tuple[_Group, bool]] = {}
         self._memberships: dict[str, GroupKey] = {}
-        self._counts: Counter[GroupKey] = Counter()
-        self._oldest: dict[GroupKey, float] = {}
-        self._waiting: dict[PairKey, list[float]] = {}
+        self._waiting: dict[PairKey, array[float]] = {}
         self._agent_counts: Counter[AgentKey] = Counter()
+        self._carried: Counter[GroupKey] = Counter()
+        self._transitions: Counter[tuple[str, str]] = Counter()
         self._invalid: Counter[str] = Counter()
         self._duplicates = 0
         self._undated = 0
 
+    def _resolve(
+        self, raw: tuple[str | None, str | None, str | None, str | int | None]
+    ) -> tuple[_Group, bool]:
+        """The group of an item with these raw labels (first sight of the combination)."""
+        state = raw[0] or UNKNOWN
+        email_type = raw[1] or UNKNOWN
+        capped = self._work_types
+        folded_before = capped.folded
+        work_type = capped(_label(raw[2], raw[3]))
+        folded = capped.folded > folded_before
+        capped.folded = folded_before  # `add` counts every folded item, this first one included
+        key = self._keys.setdefault((state, email_type, work_type), (state, email_type, work_type))
+        group = self._groups.get(key)
+        if group is None:
+            stamps = None
+            if state in self._options.waiting_states:
+                stamps = self._waiting.setdefault((email_type, work_type), array("d"))
+            group = self._groups[key] = _Group(key, stamps)
+        self._resolved[raw] = (group, folded)
+        return group, folded
+
     def add(self, emails: Iterable[Email]) -> None:
         """Count a page of emails; repeated ids are counted once and reported as duplicates."""
-        waiting_states = self._options.waiting_states
+        # Hot loop: one pass per email, everything it touches bound to locals.
+        memberships = self._memberships
+        previous_get = self._previous_members.get
+        resolved_get = self._resolved.get
+        work_types = self._work_types
+        agent_metrics = self._options.agent_metrics
+        parse = parse_timestamp
         for email in emails:
             email_id = email.id
             if email_id is None or email_id == "":
                 self._invalid["missing_id"] += 1
                 continue
-            email_id = str(email_id)
-            if email_id in self._memberships:
+            if type(email_id) is not str:
+                email_id = str(email_id)
+            if email_id in memberships:
                 self._duplicates += 1
                 continue
-            state = email.state or UNKNOWN
-            email_type = email.email_type or UNKNOWN
-            work_type = self._work_types(_label(email.work_type_name, email.work_type_id))
-            key = self._keys.setdefault(
-                (state, email_type, work_type), (state, email_type, work_type)
-            )
-            self._memberships[email_id] = key
-            self._counts[key] += 1
-            if self._options.agent_metrics:
+            raw = (email.state, email.email_type, email.work_type_name, email.work_type_id)
+            group, folded = resolved_get(raw) or self._resolve(raw)
+            if folded:
+                work_types.folded += 1
+            key = group.key
+            memberships[email_id] = key
+            group.count += 1
+            old = previous_get(email_id)
+            if old is key:
+                group.carried += 1
+            elif old is None:
+                group.arrivals += 1
+            else:
+                self._carried[old] += 1
+                if old[0] != key[0]:
+                    self._transitions[(old[0], key[0])] += 1
+            if agent_metrics:
                 agent = _label(email.work_handler_name, email.work_handler_id)
                 if agent != UNKNOWN:
-                    self._agent_counts[(self._agents(agent), state)] += 1
-            ts = _age_origin(email)
+                    self._agent_counts[(self._agents(agent), key[0])] += 1
+            # An email's age counts from queuedTime, else receivedTime, else startTime.
+            ts = parse(email.queued_time)
             if ts is None:
-                self._undated += 1
-                continue
-            if ts < self._oldest.get(key, float("inf")):
-                self._oldest[key] = ts
-            if state in waiting_states:
-                self._waiting.setdefault((email_type, work_type), []).append(ts)
+                ts = parse(email.received_time)
+                if ts is None:
+                    ts = parse(email.start_time)
+                    if ts is None:
+                        self._undated += 1
+                        continue
+            if ts < group.oldest:
+                group.oldest = ts
+            if group.stamps is not None:
+                group.stamps.append(ts)
 
     def add_invalid(self, reason: str, count: int = 1) -> None:
         """Record items the decoder had to skip (not an object, wrong field types...)."""
         self._invalid[reason] += count
 
+    def _flow(self) -> Flow:
+        """Arrivals, departures and transitions since the previous snapshot."""
+        arrivals: Counter[PairKey] = Counter()
+        carried = self._carried
+        for group in self._groups.values():
+            if group.arrivals:
+                arrivals[group.key[1:]] += group.arrivals
+            if group.carried:
+                carried[group.key] += group.carried
+        departures = Counter(self._previous_members.values())
+        departures.subtract(carried)
+        return Flow(arrivals, +departures, self._transitions)
+
     def finish(self, now: float, reported_items: int | None = None) -> Snapshot:
         """Freeze what was added into a snapshot taken at `now`."""
         ttl = self._options.series_ttl
+        groups = self._groups.values()
         last_seen = {pair: t for pair, t in self._previous_seen.items() if now - t <= ttl}
-        for _, email_type, work_type in self._counts:
-            last_seen[(email_type, work_type)] = now
+        for group in groups:
+            last_seen[group.key[1:]] = now
+        keys = self._keys
         counts: dict[GroupKey, int] = {}
         for email_type, work_type in last_seen:
             for state in STATES:
-                counts[(state, email_type, work_type)] = 0
-        counts.update(self._counts)
+                key = (state, email_type, work_type)
+                counts[keys.setdefault(key, key)] = 0
+        counts.update((group.key, group.count) for group in groups)
         waiting: dict[PairKey, WaitingAges] = {}
         for pair in last_seen:
             stamps = sorted(self._waiting.get(pair, ()))
@@ -156,10 +232,11 @@ class SnapshotBuilder:
             for label, capped in (("work_type", self._work_types), ("agent", self._agents))
             if capped.folded
         }
+        previous = self._previous
         return Snapshot(
             taken_at=now,
             counts=counts,
-            oldest=self._oldest,
+            oldest={g.key: g.oldest for g in groups if g.oldest != math.inf},
             waiting=waiting,
             agents=dict(self._agent_counts),
             memberships=self._memberships,
@@ -169,6 +246,8 @@ class SnapshotBuilder:
             invalid=dict(self._invalid),
             overflow=overflow,
             undated=self._undated,
+            flow=self._flow() if previous is not None else None,
+            flow_base=weakref.ref(previous) if previous is not None else None,
         )
 
 
@@ -186,17 +265,11 @@ def aggregate(
     return builder.finish(now, reported_items)
 
 
-@dataclass(frozen=True, slots=True)
-class Flow:
-    """What changed between two consecutive successful polls."""
-
-    arrivals: Counter[PairKey]
-    departures: Counter[GroupKey]
-    transitions: Counter[tuple[str, str]]
-
-
 def diff(previous: Snapshot, current: Snapshot) -> Flow:
     """Arrivals, departures (by last state) and state transitions, matched by email id."""
+    base = current.flow_base
+    if current.flow is not None and base is not None and base() is previous:
+        return current.flow  # counted while `current` was built on `previous`
     before, after = previous.memberships, current.memberships
     arrivals: Counter[PairKey] = Counter()
     departures: Counter[GroupKey] = Counter()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from array import array
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -59,6 +61,15 @@ class WaitingAges:
 
 
 @dataclass(frozen=True, slots=True)
+class Flow:
+    """What changed between two consecutive successful polls."""
+
+    arrivals: Counter[PairKey]
+    departures: Counter[GroupKey]
+    transitions: Counter[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Snapshot:
     """What one successful poll of one organisation found; replaced whole by the next one."""
 
@@ -74,6 +85,10 @@ class Snapshot:
     invalid: Mapping[str, int] = field(default_factory=dict)
     overflow: Mapping[str, int] = field(default_factory=dict)
     undated: int = 0
+    # The flow since the snapshot this one was built on, counted while aggregating; a weak
+    # reference, so a snapshot never keeps its predecessor (and its memberships) alive.
+    flow: Flow | None = None
+    flow_base: weakref.ref[Snapshot] | None = None
 
     @property
     def unique_items(self) -> int:
