@@ -1,0 +1,28 @@
+"""YAML of the effective settings for --check-config, every secret masked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, SecretStr
+
+from exporter.settings.models import Settings
+
+SECRET_MASK = "********"  # noqa: S105 - the mask, not a password
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return SECRET_MASK
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def masked_dump(settings: Settings) -> str:
+    """YAML of the effective settings with every secret shown as ``********``."""
+    return yaml.safe_dump(_plain(settings), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,208 @@
+"""The frozen pydantic settings models, the Invocation, and the listen-address syntax."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+Mode = Literal["run", "demo", "once", "check_config", "version"]
+Region = Literal["us", "eu", "uk", "ca"]
+
+TOKEN_URLS: dict[str, str] = {
+    region: f"https://myaspect.{host}.aspect-cloud.net/tokenservice/oauth2/access_token"
+    for region, host in {"us": "id", "eu": "eu", "uk": "uk", "ca": "ca"}.items()
+}
+_ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain credentials; use the credential settings")
+    return value
+
+
+def split_listen_address(address: str) -> tuple[str, int]:
+    """Split ``host:port``, ``:port`` or ``[v6]:port``; an empty host means all interfaces."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 host must be in brackets, like [::1]:9654")
+    if not sep or any(c.isspace() or c in "[]" for c in host):
+        raise ValueError("must be host:port, :port or [ipv6]:port")
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ValueError("port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+class TargetSettings(BaseModel):
+    """One organisation to poll."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    org_id: str
+    api_key: SecretStr
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    access_token: SecretStr | None = None
+    region: Region = "us"
+    token_url: str = ""  # "" is replaced by the region's token URL
+    token_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"  # noqa: S105 - a method name, not a password
+    scope: str = Field("emailqueueapi", min_length=1)
+    api_url: str = ""  # "" is replaced by https://{org_id}.via.aspect-cloud.net
+    extended_info: bool = True
+    email_type: str | None = None
+    work_type_ids: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if not data.get("token_url"):
+                data["token_url"] = TOKEN_URLS.get(str(data.get("region", "us")), "")
+            if not data.get("api_url") and isinstance(data.get("org_id"), str):
+                data["api_url"] = f"https://{data['org_id']}.via.aspect-cloud.net"
+        return data
+
+    @field_validator("org_id")
+    @classmethod
+    def _org_id(cls, value: str) -> str:
+        if not _ORG_ID.fullmatch(value):
+            raise ValueError(
+                "must be 1-128 letters, digits, '.', '_' or '-', not starting with . _ -"
+            )
+        return value
+
+    @field_validator("api_key", "client_secret", "access_token")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, value: str) -> str:
+        return _check_url(value)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        return _check_url(value).rstrip("/")
+
+    @field_validator("work_type_ids", "states")
+    @classmethod
+    def _filters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not item for item in value):
+            raise ValueError("items must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> TargetSettings:
+        if self.access_token is None and (self.client_id is None or self.client_secret is None):
+            raise ValueError("set client_id and client_secret, or access_token")
+        return self
+
+
+class Settings(BaseModel):
+    """Everything the exporter runs with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    targets: tuple[TargetSettings, ...] = ()
+    listen_address: str = ":9654"
+    poll_interval: float = Field(30.0, gt=0)
+    page_size: int = Field(500, ge=1, le=10000)
+    max_concurrency: int = Field(4, ge=1)
+    request_timeout: float = Field(10.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    stale_after: float = 0.0  # 0 is replaced by 5 * poll_interval
+    series_ttl: float = Field(3600.0, ge=0)
+    waiting_states: tuple[str, ...] = ("Queued", "Queued2", "Transferred", "Reassigned")
+    age_buckets: tuple[float, ...] = tuple(
+        float(b) for b in (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800)
+    )
+    max_work_types: int = Field(500, ge=1)
+    agent_metrics: bool = False
+    max_agents: int = Field(2000, ge=1)
+    max_pages: int = Field(1000, ge=1)
+    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    ca_file: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    config_file: Path | None = None
+    web_config_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("stale_after"):
+            poll = data.get("poll_interval", 30.0)
+            if isinstance(poll, int | float):
+                data = {**data, "stale_after": 5 * poll}
+        return data
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        split_listen_address(value)
+        return value
+
+    @field_validator("waiting_states")
+    @classmethod
+    def _waiting_states(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or any(not item for item in value):
+            raise ValueError("must list at least one state, with no empty items")
+        return value
+
+    @field_validator("age_buckets")
+    @classmethod
+    def _age_buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or value[0] <= 0 or not all(math.isfinite(v) for v in value):
+            raise ValueError("must be a non-empty list of finite positive seconds")
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("must be strictly increasing")
+        return value
+
+    @field_validator("ca_file", "web_config_file")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _stale_after(self) -> Settings:
+        if self.stale_after < self.poll_interval:
+            raise ValueError("stale_after must be at least poll_interval")
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        """Host part of listen_address; "" means all interfaces."""
+        return split_listen_address(self.listen_address)[0]
+
+    @property
+    def listen_port(self) -> int:
+        """Port part of listen_address."""
+        return split_listen_address(self.listen_address)[1]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What to do, and with which settings."""
+
+    mode: Mode
+    settings: Settings

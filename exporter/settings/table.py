@@ -1,0 +1,141 @@
+"""The settings table (each setting's flag --kebab-name and env var ALVARIA_NAME) and argparse."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NamedTuple
+
+from exporter import __version__
+from exporter.settings.models import Mode, Settings, TargetSettings
+from exporter.settings.values import UNIT_SECONDS
+
+_SECRETS = ("api_key", "client_secret", "access_token")
+FILE_KEYS = {f"{name}_file": name for name in _SECRETS}
+
+
+class Spec(NamedTuple):
+    """One setting: how its raw value is parsed and how --help shows it."""
+
+    name: str
+    kind: str  # how convert parses it
+    help: str
+    target: bool = False  # per organisation (inherited by targets: blocks)
+    default: str = ""  # help text when the model's default is derived or unreadable
+
+    @property
+    def env(self) -> str:
+        return f"ALVARIA_{self.name.upper()}"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SPECS = (
+    Spec("org_id", "str", "organisation id; also the org label", True, "required"),
+    Spec("api_key", "secret", "API key sent as x-api-key (prefer the file)", True, "required"),
+    Spec("client_id", "opt", "OAuth2 client-credentials id", True),
+    Spec("client_secret", "secret", "OAuth2 client secret (prefer the file)", True),
+    Spec("access_token", "secret", "static bearer token; no token requests are made", True),
+    Spec("region", "choice", "us, eu, uk or ca: picks the default token URL", True),
+    Spec("token_url", "str", "OAuth2 token endpoint", True, "by region"),
+    Spec("token_auth_method", "choice", "client_secret_basic or client_secret_post", True),
+    Spec("scope", "str", "requested OAuth2 scope", True),
+    Spec("api_url", "str", "API base URL", True, "https://{org_id}.via.aspect-cloud.net"),
+    Spec("extended_info", "bool", "ask for workTypeName and workHandlerName", True),
+    Spec("email_type", "opt", "server-side filter emailType", True),
+    Spec("work_type_ids", "strs", "server-side filter workTypeIds", True),
+    Spec("states", "strs", "server-side filter states", True),
+    Spec("listen_address", "str", "host:port, :port or [ipv6]:port to serve HTTP on"),
+    Spec("poll_interval", "duration", "time between poll starts, per organisation"),
+    Spec("page_size", "int", "maxResults asked for per page (1-10000)"),
+    Spec("max_concurrency", "int", "page requests in flight per organisation"),
+    Spec("request_timeout", "duration", "timeout of one HTTP request"),
+    Spec("max_retries", "int", "retries of a request after 429, 5xx, timeout or connection error"),
+    Spec(
+        "stale_after",
+        "duration",
+        "drop queue series after this long without success",
+        False,
+        "5 x poll_interval",
+    ),
+    Spec("series_ttl", "duration", "an emptied group keeps reporting zero this long"),
+    Spec("waiting_states", "strs", "states whose emails wait for an agent"),
+    Spec("age_buckets", "buckets", "waiting-age histogram buckets, in seconds"),
+    Spec("max_work_types", "int", "work_type values per organisation; more become 'other'"),
+    Spec("agent_metrics", "bool", "export the per-agent workload gauge"),
+    Spec("max_agents", "int", "agents per organisation in the per-agent gauge"),
+    Spec("max_pages", "int", "pages fetched per poll at most"),
+    Spec("max_response_bytes", "size", "largest response body accepted", False, "64MiB"),
+    Spec("ca_file", "path", "PEM bundle of a private CA for upstream TLS"),
+    Spec("log_level", "choice", "debug, info, warning or error"),
+    Spec("log_format", "choice", "auto (console on a TTY, else JSON), console or json"),
+    Spec("config_file", "path", "YAML file with any setting above, plus targets:"),
+    Spec("web_config_file", "path", "exporter-toolkit web config: TLS and basic auth"),
+)
+SPEC_OF = {spec.name: spec for spec in SPECS}
+TARGET_SPECS = tuple(spec for spec in SPECS if spec.target)
+GLOBAL_SPECS = tuple(spec for spec in SPECS if not spec.target)
+TOP_KEYS = {spec.name for spec in SPECS if spec.name != "config_file"} | {*FILE_KEYS, "targets"}
+BLOCK_KEYS = {spec.name for spec in TARGET_SPECS} | set(FILE_KEYS)
+_METAVARS = {"duration": "DURATION", "size": "SIZE", "int": "N", "bool": "BOOL", "path": "PATH"}
+_METAVARS |= {"strs": "A,B,...", "buckets": "S,S,..."}
+MODE_FLAGS: dict[str, Mode] = {"demo": "demo", "once": "once", "check_config": "check_config"}
+_EPILOG = """\
+Sources, highest first: flags > environment (ALVARIA_<NAME>) > config file > *_FILE secret
+files > defaults. In the config file, targets: lists one block per organisation; the
+per-organisation settings given elsewhere are defaults for every block. An empty environment
+variable counts as unset. Durations: 30, 2.5, 30s, 5m, 1h30m, 500ms. Lists: comma-separated.
+Booleans: true/false, 1/0, yes/no.
+"""
+
+
+def _default_text(spec: Spec) -> str:
+    if spec.default:
+        return spec.default
+    value = (TargetSettings if spec.target else Settings).model_fields[spec.name].default
+    if value is None or value == ():
+        return "unset"
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if spec.kind == "duration":
+        unit = next(u for u in ("h", "m", "s") if value % UNIT_SECONDS[u] == 0 or u == "s")
+        return f"{value / UNIT_SECONDS[unit]:g}{unit}"
+    return str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the mode flags, one flag per setting and one per secret file."""
+    parser = argparse.ArgumentParser(
+        prog="alvaria-emailqueue-exporter",
+        description=f"Prometheus exporter for the Alvaria Cloud EmailQueue API ({__version__}).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    modes = parser.add_argument_group("modes (at most one of --demo, --once, --check-config)")
+    modes.add_argument("--demo", action="store_true", help="poll the built-in simulator")
+    modes.add_argument("--once", action="store_true", help="poll once, print the metrics, exit")
+    modes.add_argument("--check-config", action="store_true", help="print the masked settings")
+    modes.add_argument("--version", action="store_true", help="print the version and exit")
+    groups = {
+        True: parser.add_argument_group("per organisation (defaults for every targets: block)"),
+        False: parser.add_argument_group("exporter-wide"),
+    }
+    for spec in SPECS:
+        group = groups[spec.target]
+        metavar = _METAVARS.get(spec.kind, spec.name.upper())
+        text = f"{spec.help} [env {spec.env}; default {_default_text(spec)}]"
+        if spec.kind == "bool":
+            group.add_argument(spec.flag, dest=spec.name, metavar=metavar, help=text, nargs="?",
+                               const="true")  # fmt: skip
+        else:
+            group.add_argument(spec.flag, dest=spec.name, metavar=metavar, help=text)
+    files = parser.add_argument_group("secret files (trailing newline stripped)")
+    for key, name in FILE_KEYS.items():
+        env = f"ALVARIA_{key.upper()}"
+        files.add_argument("--" + key.replace("_", "-"), dest=key, metavar="PATH",
+                           help=f"read {name} from this file [env {env}]")  # fmt: skip
+    return parser

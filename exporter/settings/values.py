@@ -1,0 +1,99 @@
+"""Parsing of raw values (env, flags, files) or YAML scalars and lists into Python values."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)"
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLS |= {"false": False, "0": False, "no": False, "off": False}
+
+
+def type_name(raw: Any) -> str:
+    """How the type of a YAML value reads in an error message."""
+    return {list: "a list", dict: "a mapping", bool: "a boolean"}.get(type(raw), type(raw).__name__)
+
+
+def parse_duration(raw: Any) -> float:
+    """Seconds from ``30``, ``2.5``, ``30s``, ``5m``, ``1h30m`` or ``500ms``."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        seconds = float(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            if not re.fullmatch(f"(?:{_DURATION_PART})+", text):
+                raise ValueError(
+                    f"{raw!r} is not a duration: use seconds (30, 2.5) or 30s, 5m, 1h30m, 500ms"
+                ) from None
+            parts = re.findall(_DURATION_PART, text)
+            seconds = sum(float(n) * UNIT_SECONDS[unit] for n, unit in parts)
+    else:
+        raise ValueError(f"must be a duration, not {type_name(raw)}")
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite number of seconds")
+    return seconds
+
+
+def parse_size(raw: Any) -> int:
+    """Bytes from ``1048576``, ``512KiB``, ``10MB`` or ``64MiB``."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    match = _SIZE.fullmatch(raw.strip()) if isinstance(raw, str) else None
+    if match is None:
+        raise ValueError(f"{raw!r} is not a size: use bytes or 512KiB, 10MB, 64MiB, 1GiB")
+    unit = (match[2] or "b").lower()
+    scale = 1 if unit == "b" else (1024 if "i" in unit else 1000) ** " kmgt".index(unit[0])
+    number = float(match[1]) if "." in match[1] else int(match[1])
+    return int(number * scale)
+
+
+def convert(kind: str, raw: Any) -> Any:
+    """Turn one raw value into the Python value of a setting of the given kind."""
+    if kind == "duration":
+        return parse_duration(raw)
+    if kind == "size":
+        return parse_size(raw)
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        key = str(raw).strip().lower() if isinstance(raw, str | int) else ""
+        if key not in _BOOLS:
+            raise ValueError("must be true/false, 1/0 or yes/no")
+        return _BOOLS[key]
+    if kind == "int":
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if not (isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw)):
+            raise ValueError(f"{raw!r} is not a whole number")
+        return int(raw)
+    if kind in ("strs", "buckets"):
+        if isinstance(raw, str):
+            items: list[Any] = [item.strip() for item in raw.split(",") if item.strip()]
+        elif isinstance(raw, list):
+            items = raw
+        else:
+            raise ValueError(f"must be a comma-separated string or a list, not {type_name(raw)}")
+        if kind == "buckets":
+            return tuple(parse_duration(item) for item in items)
+        return tuple(convert("str", item) for item in items)
+    if kind == "secret":
+        if not isinstance(raw, str):
+            raise ValueError(f"must be a string, not {type_name(raw)} (quote it in YAML)")
+        return SecretStr(raw)
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise ValueError(f"must be a string, not {type_name(raw)}")
+    text = str(raw).strip()
+    if not text:
+        if kind in ("opt", "path"):
+            return None
+        raise ValueError("must not be empty")
+    return {"choice": text.lower(), "path": Path(text)}.get(kind, text)
