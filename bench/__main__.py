@@ -1,0 +1,71 @@
+"""`python -m bench`: floor vs exporter polls, daemon memory, `/metrics` render and scrape latency."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import structlog
+
+from . import polls, report, scrape
+from .procs import simulator
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny queues: checks the suite runs")
+    parser.add_argument("--sizes", type=int, nargs="+", help="queue sizes (default 1k 10k 100k)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed polls per size")
+    parser.add_argument("--scrape-seconds", type=float, default=10.0, help="scrape load duration")
+    parser.add_argument(
+        "--update-readme", action="store_true", help="write the table into README.md"
+    )
+    return parser.parse_args()
+
+
+async def run(args: argparse.Namespace) -> report.Results:
+    sizes = args.sizes or ([500, 2000] if args.quick else [1000, 10_000, 100_000])
+    repeats = 2 if args.quick else args.repeats
+    results = report.Results(command=report.command_line())
+    for n in sizes:
+        print(f"… {n:,} emails", file=sys.stderr)
+        async with simulator(n) as sim:
+            floor, exporter, items = await polls.run_both(sim, repeats)
+            assert items == n, f"the simulator served {items} of {n} emails"
+            rss = await scrape.daemon_peak_rss(sim)
+            if n == sizes[-1]:
+                seconds = 1.0 if args.quick else args.scrape_seconds
+                results.scrapes = await scrape.scrape_under_polls(sim, seconds=seconds)
+        results.sizes.append(report.Size(n, floor, exporter, rss))
+    print("… /metrics render", file=sys.stderr)
+    if args.quick:
+        results.render = scrape.render(work_types=10, emails=2000, repeats=2)
+    else:
+        results.render = scrape.render()
+    return results
+
+
+def main() -> int:
+    args = _args()
+    # The in-process poller logs each poll; only problems matter here.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    results = asyncio.run(run(args))
+    text = report.table(results)
+    print(text)
+    print()
+    failed = 0
+    for name, ok in report.verdicts(results):
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+        failed += not ok
+    if args.update_readme:
+        report.update_readme(README, f"Produced by `{results.command}`:\n\n{text}")
+    return 1 if failed and not args.quick else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The results as a Markdown table, the targets they are held to, and the README record."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+from .polls import Timing
+from .scrape import Render, Scrapes
+
+MB = 1024 * 1024
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+
+
+@dataclass
+class Size:
+    """Everything measured at one queue size."""
+
+    emails: int
+    floor: Timing
+    exporter: Timing
+    daemon_rss: int
+
+
+@dataclass
+class Results:
+    """One run of the suite."""
+
+    sizes: list[Size] = field(default_factory=list)
+    render: Render | None = None
+    scrapes: Scrapes | None = None
+    command: str = "make bench"
+
+
+def machine() -> str:
+    """CPU model, cores and Python version, for reading the numbers in context."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    libs = ", ".join(
+        f"{name} {version(name)}" for name in ("aiohttp", "msgspec", "prometheus-client")
+    )
+    return (
+        f"{model}, {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()} on {platform.system()}; {libs}"
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
+
+
+def table(results: Results) -> str:
+    """The results in Markdown."""
+    out = [
+        f"Machine: {machine()}.",
+        "",
+        "Poll of the whole queue (median of the timed runs after a warm-up poll; page size 1000,",
+        "4 pages in flight). The floor fetches the same pages the same way and only runs",
+        "`json.loads` (stdlib) on each body. CPU is the benchmark process's CPU time; the",
+        "simulator serves from its own process.",
+        "",
+        "| emails | floor wall | exporter wall | wall xfloor | floor CPU | exporter CPU "
+        "| CPU xfloor | longest loop stall | daemon peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in results.sizes:
+        out.append(
+            f"| {s.emails:,} | {_ms(s.floor.wall)} | {_ms(s.exporter.wall)} "
+            f"| {s.exporter.wall / s.floor.wall:.2f} | {_ms(s.floor.cpu)} | {_ms(s.exporter.cpu)} "
+            f"| {s.exporter.cpu / s.floor.cpu:.2f} | {_ms(s.exporter.max_stall)} "
+            f"| {s.daemon_rss / MB:.0f} MB |"
+        )
+    if len(results.sizes) >= 2:
+        small, large = results.sizes[-2], results.sizes[-1]
+        growth = large.exporter.wall / small.exporter.wall
+        out += [
+            "",
+            f"Scaling {small.emails:,} → {large.emails:,} emails "
+            f"({large.emails / small.emails:.0f}x the items): poll wall time x{growth:.1f}, "
+            f"CPU x{large.exporter.cpu / small.exporter.cpu:.1f}.",
+        ]
+        per_10k = 10_000 / (large.emails - small.emails)
+        out.append(
+            f"Sizing, per 10,000 emails: {(large.daemon_rss - small.daemon_rss) * per_10k / MB:.1f} MB "
+            f"of RSS and {large.exporter.cpu * 10_000 / large.emails * 1000:.0f} ms of CPU per poll "
+            f"(on top of {small.daemon_rss / MB:.0f} MB for a daemon with "
+            f"{small.emails:,} emails)."
+        )
+    if results.render is not None:
+        r = results.render
+        out += [
+            "",
+            f"`/metrics` render with {r.work_types} work types (every state, 3 email types): "
+            f"{_ms(r.seconds)} per scrape, {r.size / 1024:.0f} KiB, {r.lines:,} samples.",
+        ]
+    if results.scrapes is not None:
+        c = results.scrapes
+        out.append(
+            f"20 concurrent scrapers against the daemon at {results.sizes[-1].emails:,} emails, "
+            f"polling every second ({c.polls} polls during {c.count:,} scrapes): "
+            f"p50 {_ms(c.p50)}, p90 {_ms(c.p90)}, p99 {_ms(c.p99)}."
+        )
+    return "\n".join(out)
+
+
+def verdicts(results: Results) -> list[tuple[str, bool]]:
+    """The targets of the largest size, each with whether it was met."""
+    large = results.sizes[-1]
+    checks = [
+        ("poll wall ≤ 1.5x floor", large.exporter.wall <= 1.5 * large.floor.wall),
+        ("poll CPU ≤ 1.5x floor", large.exporter.cpu <= 1.5 * large.floor.cpu),
+        ("longest loop stall ≤ 20 ms", large.exporter.max_stall <= 0.020),
+        ("daemon peak RSS ≤ 150 MB", large.daemon_rss <= 150 * MB),
+    ]
+    if len(results.sizes) >= 2:
+        small = results.sizes[-2]
+        allowed = 1.2 * large.emails / small.emails
+        checks.append(
+            (
+                f"linear: wall ≤ {allowed:.0f}x going from {small.emails:,} to {large.emails:,}",
+                large.exporter.wall <= allowed * small.exporter.wall,
+            )
+        )
+    if results.scrapes is not None:
+        checks.append(("/metrics p99 ≤ 250 ms under 20 scrapers", results.scrapes.p99 <= 0.250))
+    return checks
+
+
+def update_readme(path: Path, text: str) -> None:
+    """Replace the generated part of the README's Performance section (append it if absent)."""
+    readme = path.read_text()
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in readme and END in readme:
+        readme = re.sub(
+            re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S
+        )
+    else:
+        readme = readme.rstrip("\n") + f"\n\n## Performance\n\n{block}\n"
+    path.write_text(readme)
+
+
+def command_line() -> str:
+    """How this run was started, for the record."""
+    return " ".join(["python -m bench", *sys.argv[1:]])
