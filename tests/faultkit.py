@@ -11,7 +11,7 @@ import asyncio
 import base64
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from ssl import SSLContext
@@ -146,7 +146,7 @@ class Rig:
     registry: CollectorRegistry
     clock: FakeClock
     sleeps: list[float]
-    logs: list[dict[str, Any]]
+    logs: list[MutableMapping[str, Any]]
 
     @property
     def state(self) -> Any:
