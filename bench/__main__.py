@@ -29,7 +29,7 @@ def _args() -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> report.Results:
-    sizes = args.sizes or ([500, 2000] if args.quick else [1000, 10_000, 100_000])
+    sizes = args.sizes or ([200, 1000] if args.quick else [1000, 10_000, 100_000])
     repeats = 2 if args.quick else args.repeats
     results = report.Results(command=report.command_line())
     for n in sizes:
@@ -39,12 +39,12 @@ async def run(args: argparse.Namespace) -> report.Results:
             assert items == n, f"the simulator served {items} of {n} emails"
             rss = await scrape.daemon_peak_rss(sim)
             if n == sizes[-1]:
-                seconds = 1.0 if args.quick else args.scrape_seconds
+                seconds = 0.5 if args.quick else args.scrape_seconds
                 results.scrapes = await scrape.scrape_under_polls(sim, seconds=seconds)
         results.sizes.append(report.Size(n, floor, exporter, rss))
     print("… /metrics render", file=sys.stderr)
     if args.quick:
-        results.render = scrape.render(work_types=10, emails=2000, repeats=2)
+        results.render = scrape.render(work_types=10, emails=1000, repeats=2)
     else:
         results.render = scrape.render()
     return results

@@ -1,0 +1,26 @@
+"""`python -m bench --quick` runs end to end and prints its table (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_bench_prints_the_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "| emails | floor wall | exporter wall |" in out
+    assert "| 1,000 |" in out
+    assert "p99" in out
+    assert "PASS  poll CPU" in out or "FAIL  poll CPU" in out
