@@ -1,0 +1,310 @@
+"""Soak test: the daemon against the simulator's `api_faults` scenario, scraped concurrently.
+
+Run with ``python -m bench.soak [--duration 3600]`` (``make soak``). The simulator and the
+exporter run as child processes; this process scrapes and samples the exporter from outside
+(RSS, open file descriptors, threads, TCP connections), so a leak of tasks, sockets or memory
+shows without any debug endpoint. Prints a summary; exits 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+ORG = "soak"
+API_KEY = "soak-api-key-3e1f"
+CLIENT_SECRET = "soak-client-secret-9b2c"  # noqa: S105 -- the simulator's throwaway credential
+MIB = 1024 * 1024
+PATHS = ("/metrics", "/metrics", "/metrics", "/", "/readyz", "/healthz")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Sample:
+    at: float
+    rss: int
+    fds: int
+    threads: int
+    connections: int
+
+
+@dataclass
+class Run:
+    samples: list[Sample] = field(default_factory=list)
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    scrape_errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    up_seen: Counter[float] = field(default_factory=Counter)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+async def wait_http(url: str, proc: subprocess.Popen[bytes], within: float) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)):
+                    return
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {within} s")
+
+
+def summarise_metrics(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "alvaria_emailqueue_poll_errors_total":
+                out[f"errors[{s.labels['reason']}]"] = s.value
+            elif s.name in ("alvaria_emailqueue_up", "alvaria_emailqueue_polls_total"):
+                out[s.name.removeprefix("alvaria_emailqueue_")] = s.value
+    return out
+
+
+async def scraper(base: str, run: Run, stop: asyncio.Event, index: int) -> None:
+    """Scrapes without pause, in both formats, with and without gzip."""
+    accept = ("text/plain", "application/openmetrics-text; version=1.0.0")[index % 2]
+    headers = {"Accept": accept, "Accept-Encoding": "gzip" if index % 3 else "identity"}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+        i = index
+        while not stop.is_set():
+            path = PATHS[i % len(PATHS)]
+            i += 1
+            started = time.monotonic()
+            try:
+                async with session.get(base + path) as response:
+                    body = await response.text()
+                    run.statuses[(path, response.status)] += 1
+            except (aiohttp.ClientError, TimeoutError):
+                run.scrape_errors += 1
+                await asyncio.sleep(0.1)
+                continue
+            if path == "/metrics":
+                run.latencies.append(time.monotonic() - started)
+                if response.status == 200 and "openmetrics" not in accept:
+                    metrics = summarise_metrics(body)
+                    run.last_metrics = metrics
+                    run.up_seen[metrics.get("up", -1)] += 1
+
+
+async def sampler(pid: int, run: Run, stop: asyncio.Event, every: float) -> None:
+    proc = psutil.Process(pid)
+    while not stop.is_set():
+        with proc.oneshot():
+            run.samples.append(
+                Sample(
+                    at=time.monotonic(),
+                    rss=proc.memory_info().rss,
+                    fds=proc.num_fds(),
+                    threads=proc.num_threads(),
+                    connections=len(proc.net_connections(kind="tcp")),
+                )
+            )
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            pass
+
+
+def check_flat(run: Run) -> list[tuple[str, bool, str]]:
+    """Compare the first and the last third of the samples taken after warm-up."""
+    steady = run.samples[len(run.samples) // 5 :]
+    third = max(1, len(steady) // 3)
+    early, late = steady[:third], steady[-third:]
+    checks = []
+    rss_early = statistics.median(s.rss for s in early)
+    rss_late = statistics.median(s.rss for s in late)
+    rss_limit = rss_early + max(0.10 * rss_early, 16 * MIB)
+    checks.append(
+        (
+            "RSS flat",
+            rss_late <= rss_limit,
+            f"median {rss_early / MIB:.1f} MiB early, {rss_late / MIB:.1f} MiB late "
+            f"(limit {rss_limit / MIB:.1f})",
+        )
+    )
+    for name, attr, slack in (
+        ("open fds flat", "fds", 8),
+        ("threads flat", "threads", 2),
+        ("TCP connections flat", "connections", 8),
+    ):
+        first = max(getattr(s, attr) for s in early)
+        last = max(getattr(s, attr) for s in late)
+        checks.append((name, last <= first + slack, f"max {first} early, {last} late"))
+    return checks
+
+
+async def soak(args: argparse.Namespace) -> int:
+    sim_port, port = free_port(), free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    base = f"http://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    log_file = tempfile.NamedTemporaryFile(prefix="soak-", suffix=".log", delete=False)
+    # Blocking process calls are fine here: nothing else runs on the loop yet (or any more).
+    sim = subprocess.Popen(  # noqa: S603, ASYNC220 -- our own console script
+        [
+            str(bin_dir / "alvaria-emailqueue-simulator"),
+            *("--listen-address", f"127.0.0.1:{sim_port}", "--scenario", "api_faults"),
+            *("--seed", "1", "--speed", str(args.speed), "--page-cap", "100"),
+            *("--org-id", ORG, "--client-id", "soak", "--client-secret", CLIENT_SECRET),
+            *("--api-key", API_KEY, "--token-lifetime", "300"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
+    env |= {
+        "ALVARIA_ORG_ID": ORG,
+        "ALVARIA_API_KEY": API_KEY,
+        "ALVARIA_CLIENT_ID": "soak",
+        "ALVARIA_CLIENT_SECRET": CLIENT_SECRET,
+        "ALVARIA_API_URL": sim_url,
+        "ALVARIA_TOKEN_URL": sim_url + "/tokenservice/oauth2/access_token",
+        "ALVARIA_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "ALVARIA_POLL_INTERVAL": f"{args.poll_interval}s",
+        "ALVARIA_REQUEST_TIMEOUT": "5s",
+        "ALVARIA_PAGE_SIZE": "100",
+        "ALVARIA_LOG_FORMAT": "json",
+    }
+    run = Run()
+    exporter: subprocess.Popen[bytes] | None = None
+    try:
+        await wait_http(sim_url + "/", sim, 60)
+        exporter = subprocess.Popen(  # noqa: S603, ASYNC220 -- our own console script
+            [str(bin_dir / "alvaria-emailqueue-exporter")], env=env, stderr=log_file
+        )
+        await wait_http(base + "/healthz", exporter, 30)
+        print(f"soak: {args.duration:g} s, {args.scrapers} scrapers, exporter pid {exporter.pid}")
+        stop = asyncio.Event()
+        every = max(1.0, args.duration / 240)
+        tasks = [asyncio.create_task(scraper(base, run, stop, i)) for i in range(args.scrapers)]
+        tasks.append(asyncio.create_task(sampler(exporter.pid, run, stop, every)))
+        deadline = time.monotonic() + args.duration
+        while time.monotonic() < deadline and exporter.poll() is None:  # noqa: ASYNC110 -- a child process has no awaitable
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        stop.set()
+        await asyncio.gather(*tasks)
+        alive = exporter.poll() is None
+        started = time.monotonic()
+        exporter.send_signal(signal.SIGTERM)
+        try:
+            code = exporter.wait(10)
+        except subprocess.TimeoutExpired:
+            code = None
+        stop_seconds = time.monotonic() - started
+    finally:
+        for proc in (exporter, sim):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log_file.close()
+    logs = Path(log_file.name).read_text(errors="replace")  # noqa: ASYNC240 -- the run is over
+    return report(run, args, alive=alive, code=code, stop_seconds=stop_seconds, logs=logs)
+
+
+def report(
+    run: Run,
+    args: argparse.Namespace,
+    *,
+    alive: bool,
+    code: int | None,
+    stop_seconds: float,
+    logs: str,
+) -> int:
+    metrics_ok = sum(
+        n for (p, status), n in run.statuses.items() if p == "/metrics" and status == 200
+    )
+    metrics_bad = sum(
+        n for (p, status), n in run.statuses.items() if p == "/metrics" and status != 200
+    )
+    polls = run.last_metrics.get("polls_total", 0)
+    checks = [
+        ("exporter alive for the whole run", alive, ""),
+        (
+            "clean exit on SIGTERM",
+            code == 0 and stop_seconds < 2,
+            f"code {code} in {stop_seconds:.2f} s",
+        ),
+        (
+            "every /metrics scrape answered 200",
+            metrics_bad == 0 and run.scrape_errors == 0,
+            f"{metrics_ok} ok, {metrics_bad} not 200, {run.scrape_errors} failed",
+        ),
+        (
+            "polls kept running",
+            polls >= max(1, args.duration / args.poll_interval / 3),
+            f"{polls:g} polls",
+        ),
+        ("no secret in the logs", API_KEY not in logs and CLIENT_SECRET not in logs, ""),
+        ("no crash in the logs", "poll_crashed" not in logs and "Traceback" not in logs, ""),
+        ("enough samples", len(run.samples) >= 10, f"{len(run.samples)} samples"),
+    ]
+    if len(run.samples) >= 10:
+        checks += check_flat(run)
+    latencies = sorted(run.latencies) or [0.0]
+    print("\n== soak summary ==")
+    print(
+        f"duration {args.duration:g} s, scrapers {args.scrapers}, poll interval {args.poll_interval:g} s"
+    )
+    print(f"scrapes: {sum(run.statuses.values())} total; " + ", ".join(
+        f"{p} {s}: {n}" for (p, s), n in sorted(run.statuses.items())))  # fmt: skip
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"/metrics latency: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    print(
+        "exporter's own view: "
+        + ", ".join(f"{k}={v:g}" for k, v in sorted(run.last_metrics.items()))
+    )
+    print(f"up values seen by scrapers: {dict(run.up_seen)}")
+    if run.samples:
+        first, last = run.samples[0], run.samples[-1]
+        peak = max(s.rss for s in run.samples)
+        print(f"RSS {first.rss / MIB:.1f} -> {last.rss / MIB:.1f} MiB (peak {peak / MIB:.1f}); "
+              f"fds {first.fds} -> {last.fds}; threads {first.threads} -> {last.threads}; "
+              f"tcp {first.connections} -> {last.connections}")  # fmt: skip
+    failed = 0
+    for name, ok, detail in checks:
+        failed += not ok
+        print(f"[{'PASS' if ok else 'FAIL'}] {name}" + (f": {detail}" if detail else ""))
+    print("soak: " + ("FAILED" if failed else "passed"))
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--duration", type=float, default=3600.0, help="seconds (default 3600)")
+    parser.add_argument("--scrapers", type=int, default=4, help="concurrent scrapers (default 4)")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds (default 2)")
+    parser.add_argument("--speed", type=float, default=10.0, help="simulator time acceleration")
+    args = parser.parse_args(argv)
+    return asyncio.run(soak(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
