@@ -16,9 +16,9 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__
+from exporter.exposition import ExpositionCache
 from exporter.store import Store
 
 PollTask = Callable[[], Coroutine[Any, Any, None]]
@@ -47,7 +47,7 @@ def build_app(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     app.cleanup_ctx.append(run_pollers)
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", ExpositionCache(registry, store).handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", landing_page)

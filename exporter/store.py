@@ -46,6 +46,8 @@ class OrgState:
     snapshot: Snapshot | None = None
     up: bool = False
     polled: bool = False
+    # Bumped by every poll result, so cached renders of the store know they are outdated.
+    version: int = 0
     last_success: float | None = None
     last_duration: float | None = None
     last_error: str | None = None
@@ -72,6 +74,7 @@ class OrgState:
     ) -> None:
         """Swap in a new snapshot and add what changed since the previous one."""
         self.snapshot = snapshot
+        self.version += 1
         self.up = True
         self.polled = True
         self.polls += 1
@@ -98,6 +101,7 @@ class OrgState:
     ) -> None:
         """Mark the organisation down; the last snapshot stays until it goes stale."""
         self.up = False
+        self.version += 1
         self.polled = True
         self.polls += 1
         self.poll_errors[reason] += 1
@@ -119,6 +123,11 @@ class Store:
 
     def __init__(self, org_ids: list[str]) -> None:
         self.orgs: dict[str, OrgState] = {org: OrgState(org) for org in org_ids}
+
+    @property
+    def version(self) -> int:
+        """Changes whenever any organisation's poll finishes."""
+        return sum(state.version for state in self.orgs.values())
 
     @property
     def ready(self) -> bool:
