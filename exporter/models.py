@@ -17,6 +17,8 @@ GroupKey = tuple[str, str, str]
 PairKey = tuple[str, str]
 # (agent, state): the label set of the per-agent workload gauge.
 AgentKey = tuple[str, str]
+# An email id as the aggregation keeps it: canonical decimal ids as ints, others as strings.
+EmailId = str | int
 
 
 class Email(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -78,7 +80,8 @@ class Snapshot:
     oldest: Mapping[GroupKey, float]
     waiting: Mapping[PairKey, WaitingAges]
     agents: Mapping[AgentKey, int]
-    memberships: Mapping[str, GroupKey]
+    # email id -> its group; numeric ids are kept as ints (see SnapshotBuilder.add).
+    memberships: Mapping[EmailId, GroupKey]
     last_seen: Mapping[PairKey, float]
     reported_items: int | None = None
     duplicates: int = 0

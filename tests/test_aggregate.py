@@ -306,3 +306,19 @@ def test_flow_conserves_population(polls: list[list[Email]]) -> None:
         flow = diff(before, after)
         change = after.unique_items - before.unique_items
         assert sum(flow.arrivals.values()) - sum(flow.departures.values()) == change
+
+
+def test_numeric_ids_are_matched_by_value_without_merging_distinct_ids() -> None:
+    snap = aggregate(
+        [email("7"), Email(id=7, state="Queued"), email("007"), email("\u0667"), email("0")],
+        now=NOW,
+        options=OPTIONS,
+    )
+    assert snap.unique_items == 4  # "7" and 7 are one email; "007", Arabic-Indic seven and "0" are others
+    assert snap.duplicates == 1
+    later = aggregate(
+        [email("7", "Active"), email("007")], now=NOW + 30, options=OPTIONS, previous=snap
+    )
+    flow = diff(snap, later)
+    assert flow.transitions == {("Queued", "Active"): 1}
+    assert sum(flow.departures.values()) == 2
