@@ -7,7 +7,6 @@ import os
 import ssl
 import sys
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 
 import aiohttp
 import structlog
@@ -148,10 +147,9 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
     from exporter.simulator import SimulatorConfig, start_simulator
 
     logger = structlog.get_logger("exporter")
-    async with AsyncExitStack() as stack:
-        demo = SimulatorConfig()
-        sim = await start_simulator(demo)
-        stack.push_async_callback(sim.close)
+    demo = SimulatorConfig()
+    sim = await start_simulator(demo)
+    try:
         logger.info("demo simulator started", api_url=sim.base_url)
         target = TargetSettings(
             org_id=demo.org_id,
@@ -162,7 +160,8 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
             token_url=sim.token_url,
         )
         return await run(cfg.model_copy(update={"targets": (target,)}), web=web)
-    return 0  # pragma: no cover -- unreachable; keeps mypy's flow analysis simple
+    finally:
+        await sim.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
