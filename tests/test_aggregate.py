@@ -314,7 +314,8 @@ def test_numeric_ids_are_matched_by_value_without_merging_distinct_ids() -> None
         now=NOW,
         options=OPTIONS,
     )
-    assert snap.unique_items == 4  # "7" and 7 are one email; "007", Arabic-Indic seven and "0" are others
+    # "7" and 7 are one email; "007", Arabic-Indic seven and "0" are others
+    assert snap.unique_items == 4
     assert snap.duplicates == 1
     later = aggregate(
         [email("7", "Active"), email("007")], now=NOW + 30, options=OPTIONS, previous=snap
