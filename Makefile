@@ -39,11 +39,11 @@ system-deps:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff format --check exporter tests grafana bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy exporter
-	$(BIN)/mypy tests grafana
+	$(BIN)/mypy tests grafana bench
 
 pytest: $(STAMP) system-deps
 	$(BIN)/pytest -W error
