@@ -57,9 +57,10 @@ _LIST_DECODER = msgspec.json.Decoder(_EmailList)
 _ANY_DECODER = msgspec.json.Decoder()
 _LABEL_FIELDS = ("state", "emailType", "workTypeId", "workTypeName", "workHandlerId")
 _TEXT_FIELDS = ("workHandlerName", "queuedTime", "receivedTime", "startTime")
-# `items` may be omitted from an empty list, but an object with none of these (an error body
-# sent with status 200, say) must not read as an empty queue.
-_NOT_A_LIST = "response is not an email list (no items, totalItems or kind)"
+# `items` may be omitted from an empty list, but an object without items or totalItems (an
+# error body sent with status 200, say) must not read as an empty queue.
+_NOT_A_LIST = "response is not an email list (no items or totalItems)"
+LIST_KIND = "via#emailList"
 
 
 def decode_page(body: bytes, start: int = 0) -> Page:
@@ -70,8 +71,9 @@ def decode_page(body: bytes, start: int = 0) -> Page:
         return _decode_leniently(body, start)
     except msgspec.DecodeError as exc:
         raise DecodeError("response is not valid JSON") from exc
-    if decoded.items is None and decoded.total_items is None and decoded.kind is None:
-        return _decode_leniently(body, start)  # tells a missing key from a null one
+    if decoded.items is None and decoded.total_items is None:
+        if decoded.kind != LIST_KIND:
+            return _decode_leniently(body, start)  # tells a missing key from a null one
     emails = decoded.items or []
     page = Page(start, len(emails), emails, decoded.total_items)
     # Well-typed items can still lack an id; drop them here as the slow path does.
@@ -90,7 +92,7 @@ def _decode_leniently(body: bytes, start: int) -> Page:
         raise DecodeError("response is not valid JSON") from exc
     if not isinstance(data, dict):
         raise DecodeError("response is not a JSON object")
-    if not {"items", "totalItems", "kind"} & data.keys():
+    if not {"items", "totalItems"} & data.keys() and data.get("kind") != LIST_KIND:
         raise DecodeError(_NOT_A_LIST)
     items = data.get("items")
     if items is None:
@@ -154,6 +156,8 @@ class EmailQueueClient:
         """Every page of the list; after the first, the rest concurrently, in completion order."""
         opts = self._options
         first = await self._fetch(0)
+        if first.returned == 0 and first.total_items:
+            raise InconsistentError(f"first page is empty but totalItems is {first.total_items}")
         yield first
         step = first.returned
         if step == 0:
@@ -198,15 +202,29 @@ class EmailQueueClient:
             task = asyncio.create_task(fetch(start))
             task.add_done_callback(done.put_nowait)
             pending.add(task)
+        step = starts.step
+        first_short: int | None = None  # lowest start whose page came back short
+        last_filled = 0  # highest start whose page had items
         try:
             for _ in starts:
                 finished = await done.get()
                 pending.discard(finished)
-                yield finished.result()
+                page = finished.result()
+                if page.returned < step and (first_short is None or page.start < first_short):
+                    first_short = page.start
+                if page.returned:
+                    last_filled = max(last_filled, page.start)
+                yield page
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # A list that shrank while paged ends early: short or empty pages only at the end.
+        # A short page with items after it is a hole, and counting the rest would miss emails.
+        if first_short is not None and last_filled > first_short:
+            raise InconsistentError(
+                f"page at startIndex {first_short} came back short but later pages had items"
+            )
 
     def _params(self, start: int) -> list[tuple[str, str]]:
         opts = self._options

@@ -229,13 +229,44 @@ async def test_empty_list_takes_one_request(
     assert pages[0].total_items == (0 if with_total else None)
 
 
-async def test_empty_first_page_stops_even_if_total_items_says_more(
+async def test_empty_first_page_with_items_reported_is_inconsistent(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
     mocked.get(EMAILS, payload={"totalItems": 5, "items": []})
+    with pytest.raises(InconsistentError):
+        await collect(make_client(session, sleep))
+
+
+def serve_shaped(mocked: aioresponses, api: FakeApi, sizes: dict[int, int]) -> FakeApi:
+    """Like `serve`, but the page at each start in `sizes` returns only that many items."""
+
+    async def handle(url: URL, **kwargs: Any) -> CallbackResult:
+        result = await api.handle(url, **kwargs)
+        start = int(url.query["startIndex"])
+        if start in sizes:
+            body = {"kind": "via#emailList", "totalItems": len(api.items)}
+            body["items"] = api.items[start : start + sizes[start]]
+            return CallbackResult(status=200, payload=body)
+        return result
+
+    mocked.get(EMAILS, callback=handle, repeat=True)
+    return api
+
+
+async def test_a_list_that_shrank_while_paged_ends_early_without_error(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    serve_shaped(mocked, FakeApi(20, cap=5), {10: 2, 15: 0})
     pages = await collect(make_client(session, sleep))
-    assert len(pages) == 1
-    assert pages[0].total_items == 5
+    assert sum(p.returned for p in pages) == 12
+
+
+async def test_a_hole_in_the_middle_of_the_list_is_inconsistent(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    serve_shaped(mocked, FakeApi(20, cap=5), {5: 0})
+    with pytest.raises(InconsistentError, match="startIndex 5"):
+        await collect(make_client(session, sleep))
 
 
 async def test_too_many_pages_is_inconsistent(

@@ -61,18 +61,35 @@ async def test_total_items_larger_than_what_the_pages_deliver_is_reported_as_is(
         assert r.value("alvaria_emailqueue_up") == 1
 
 
-async def test_an_empty_page_before_the_end_does_not_end_the_listing() -> None:
+async def test_an_empty_page_before_the_end_is_an_inconsistent_poll() -> None:
+    # Counting around the hole would report 6 of 9 emails with up=1 and turn the 3 missing
+    # ones into departures; the poll fails instead and the last good snapshot stays.
     upstream = Upstream(items=[item(n) for n in range(9)], page_cap=3)
-
-    async def hole(request: web.Request) -> web.StreamResponse:
-        if request.query["startIndex"] == "3":
-            return web.json_response({"totalItems": 9, "items": []})
-        return await upstream.serve_page(request)
-
-    upstream.on_emails = hole
     async with rig(upstream) as r:
         assert (await r.poll())[0]
-        assert r.emails_total() == 6 and r.value("alvaria_emailqueue_api_reported_items") == 9
+
+        async def hole(request: web.Request) -> web.StreamResponse:
+            if request.query["startIndex"] == "3":
+                return web.json_response({"totalItems": 9, "items": []})
+            return await upstream.serve_page(request)
+
+        upstream.on_emails = hole
+        ok, _ = await r.poll()
+        assert not ok and r.state.last_error_reason == "inconsistent"
+        assert r.emails_total() == 9
+        assert r.value("alvaria_emailqueue_up") == 0
+
+
+async def test_an_empty_first_page_with_items_reported_is_an_inconsistent_poll() -> None:
+    upstream = Upstream(items=[item(n) for n in range(4)], page_cap=3)
+
+    async def empty(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"totalItems": 4, "items": []})
+
+    upstream.on_emails = empty
+    async with rig(upstream) as r:
+        ok, _ = await r.poll()
+        assert not ok and r.state.last_error_reason == "inconsistent"
 
 
 async def test_without_total_items_an_empty_page_ends_the_listing() -> None:
