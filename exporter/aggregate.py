@@ -8,15 +8,13 @@ items is ever kept.
 from __future__ import annotations
 
 import math
-import weakref
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from exporter.models import AgentKey, Email, EmailId, GroupKey, PairKey, Snapshot, WaitingAges
-from exporter.models import Flow as Flow  # re-exported: Flow used to live here
+from exporter.models import AgentKey, Email, EmailId, Flow, GroupKey, PairKey, Snapshot, WaitingAges
 from exporter.names import OTHER, STATES, UNKNOWN
 
 
@@ -253,7 +251,6 @@ class SnapshotBuilder:
             overflow=overflow,
             undated=self._undated,
             flow=self._flow() if previous is not None else None,
-            flow_base=weakref.ref(previous) if previous is not None else None,
         )
 
 
@@ -272,10 +269,11 @@ def aggregate(
 
 
 def diff(previous: Snapshot, current: Snapshot) -> Flow:
-    """Arrivals, departures (by last state) and state transitions, matched by email id."""
-    base = current.flow_base
-    if current.flow is not None and base is not None and base() is previous:
-        return current.flow  # counted while `current` was built on `previous`
+    """The flow between two snapshots, matched by email id, straight from the definition.
+
+    `SnapshotBuilder` counts the same while it aggregates; this is the reference it is tested
+    against, and works for any two snapshots.
+    """
     before, after = previous.memberships, current.memberships
     arrivals: Counter[PairKey] = Counter()
     departures: Counter[GroupKey] = Counter()

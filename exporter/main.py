@@ -52,7 +52,11 @@ def build_poller(
         session,
         request_timeout=cfg.request_timeout,
         max_response_bytes=cfg.max_response_bytes,
-        retry=RetryPolicy(max_retries=cfg.max_retries),
+        # A Retry-After longer than a poll interval is not waited out inside the poll: the poll
+        # fails as rate limited and the poller puts the next one off instead.
+        retry=RetryPolicy(
+            max_retries=cfg.max_retries, max_retry_after=min(60.0, cfg.poll_interval)
+        ),
         observer=state.observe_request,
         ssl=ssl_context,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
@@ -71,7 +70,7 @@ class Flow:
     transitions: Counter[tuple[str, str]]
 
 
-@dataclass(frozen=True, slots=True, weakref_slot=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """What one successful poll of one organisation found; replaced whole by the next one."""
 
@@ -88,10 +87,9 @@ class Snapshot:
     invalid: Mapping[str, int] = field(default_factory=dict)
     overflow: Mapping[str, int] = field(default_factory=dict)
     undated: int = 0
-    # The flow since the snapshot this one was built on, counted while aggregating; a weak
-    # reference, so a snapshot never keeps its predecessor (and its memberships) alive.
+    # The flow since the snapshot this one was built on (None for the first), counted while
+    # aggregating so that no second pass over the ids is needed.
     flow: Flow | None = None
-    flow_base: weakref.ref[Snapshot] | None = None
 
     @property
     def unique_items(self) -> int:

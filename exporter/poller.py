@@ -7,7 +7,6 @@ This is the one place where errors become status: a failed poll is turned into
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -16,7 +15,7 @@ from typing import Protocol
 
 import structlog
 
-from exporter.aggregate import AggregationOptions, SnapshotBuilder, diff
+from exporter.aggregate import AggregationOptions, SnapshotBuilder
 from exporter.auth import TokenProvider
 from exporter.client import Page
 from exporter.errors import PollError, RateLimitedError, RequestTimeoutError
@@ -24,6 +23,7 @@ from exporter.http import Sleep
 from exporter.store import OrgState
 
 INTERNAL_ERROR = "internal"
+MAX_RETRY_AFTER = 3600.0
 
 
 class PageSource(Protocol):
@@ -58,7 +58,6 @@ class Poller:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        rand: Callable[[], float] = random.random,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self.state = state
@@ -69,7 +68,6 @@ class Poller:
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
-        self._rand = rand
         self._log = logger or structlog.get_logger("exporter.poller")
         self._rate_limited_in_a_row = 0
         self._retry_after: float | None = None
@@ -77,6 +75,7 @@ class Poller:
     async def poll_once(self) -> bool:
         """Run one complete poll; True when it succeeded."""
         started = self._monotonic()
+        throttled_before = self._throttled()
         previous = self.state.snapshot
         builder = SnapshotBuilder(self._options, previous)
         pages = 0
@@ -94,9 +93,7 @@ class Poller:
                         for reason, count in page.invalid.items():
                             builder.add_invalid(reason, count)
         except (PollError, TimeoutError) as exc:
-            error = (
-                exc if isinstance(exc, PollError) else RequestTimeoutError("poll deadline exceeded")
-            )
+            error = exc if isinstance(exc, PollError) else self._deadline_error(throttled_before)
             self._fail(error.reason, str(error), started, pages, log)
             self._note_rate_limit(error)
             return False
@@ -108,8 +105,9 @@ class Poller:
         self._retry_after = None
         now = self._clock()
         snapshot = builder.finish(now, reported)
+        # After a gap longer than stale_after the change cannot be attributed: a new baseline.
         baseline = previous is not None and now - previous.taken_at <= self._timing.stale_after
-        flow = diff(previous, snapshot) if baseline and previous is not None else None
+        flow = snapshot.flow if baseline else None
         duration = self._monotonic() - started
         self.state.record_success(snapshot, duration, flow, self._auth.expires_at)
         log.info(
@@ -121,6 +119,7 @@ class Poller:
             reported_items=reported,
             duplicates=snapshot.duplicates,
             invalid=sum(snapshot.invalid.values()),
+            undated=snapshot.undated,
         )
         return True
 
@@ -143,6 +142,16 @@ class Poller:
             pages=pages,
         )
 
+    def _throttled(self) -> int:
+        """429 answers received so far, from any endpoint."""
+        return sum(n for (_, code), n in self.state.api_requests.items() if code == "429")
+
+    def _deadline_error(self, throttled_before: int) -> PollError:
+        """Why a poll ran out of time: waiting out 429s is rate limiting, anything else a timeout."""
+        if self._throttled() > throttled_before:
+            return RateLimitedError("rate limited (429) until the poll deadline", status=429)
+        return RequestTimeoutError("poll deadline exceeded")
+
     def _note_rate_limit(self, error: PollError) -> None:
         if isinstance(error, RateLimitedError):
             self._rate_limited_in_a_row += 1
@@ -156,9 +165,11 @@ class Poller:
         interval = self._timing.poll_interval
         delay = max(0.0, interval - elapsed)
         if self._rate_limited_in_a_row:
-            # Back off further on every rate-limited poll in a row, and never before Retry-After.
+            # Back off further on every rate-limited poll in a row, and honour Retry-After, but
+            # only up to an hour (or the backoff cap): a bogus far-future date must not stop polling.
+            cap = max(interval * self._timing.max_backoff_factor, MAX_RETRY_AFTER)
             factor = min(self._timing.max_backoff_factor, 2.0 ** (self._rate_limited_in_a_row - 1))
-            delay = max(delay, interval * factor, self._retry_after or 0.0)
+            delay = max(delay, interval * factor, min(self._retry_after or 0.0, cap))
         return delay
 
     async def run(self, start_delay: float = 0.0) -> None:

@@ -10,8 +10,7 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
-from exporter.aggregate import Flow
-from exporter.models import GroupKey, PairKey, Snapshot
+from exporter.models import Flow, GroupKey, PairKey, Snapshot
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -304,6 +304,10 @@ def test_flow_conserves_population(polls: list[list[Email]]) -> None:
         snapshots.append(previous)
     for before, after in itertools.pairwise(snapshots):
         flow = diff(before, after)
+        assert after.flow is not None
+        assert +after.flow.arrivals == +flow.arrivals
+        assert +after.flow.departures == +flow.departures
+        assert +after.flow.transitions == +flow.transitions
         change = after.unique_items - before.unique_items
         assert sum(flow.arrivals.values()) - sum(flow.departures.values()) == change
 

@@ -1,0 +1,86 @@
+"""The poll loop's own rules: error classification at the deadline and the next poll's delay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+from exporter.aggregate import AggregationOptions
+from exporter.client import Page
+from exporter.errors import RateLimitedError
+from exporter.poller import Poller, PollTiming
+from exporter.store import OrgState
+
+
+class NoAuth:
+    expires_at = None
+
+    async def token(self) -> str:
+        return "t"
+
+    def invalidate(self, rejected: str | None = None) -> None:
+        pass
+
+
+class Stalls:
+    """A page source that records `code` answers and then never finishes."""
+
+    def __init__(self, state: OrgState, code: str) -> None:
+        self.state, self.code = state, code
+
+    async def pages(self) -> AsyncGenerator[Page, None]:
+        self.state.observe_request("emails", self.code, 0.01)
+        await asyncio.Event().wait()
+        yield Page(0, 0, [])  # pragma: no cover
+
+
+class RateLimited:
+    def __init__(self, retry_after: float | None) -> None:
+        self.retry_after = retry_after
+
+    async def pages(self) -> AsyncGenerator[Page, None]:
+        error = RateLimitedError("429", status=429)
+        error.retry_after = self.retry_after
+        raise error
+        yield Page(0, 0, [])  # pragma: no cover
+
+
+def poller(source: object, state: OrgState, interval: float = 30.0) -> Poller:
+    timing = PollTiming(poll_interval=interval, stale_after=5 * interval, deadline_factor=3.0)
+    return Poller(state, source, NoAuth(), options=AggregationOptions(), timing=timing)  # type: ignore[arg-type]
+
+
+async def test_a_poll_that_runs_out_of_time_waiting_out_429s_is_rate_limited() -> None:
+    state = OrgState("acme")
+    p = poller(Stalls(state, "429"), state, interval=0.02)
+    assert not await p.poll_once()
+    assert state.last_error_reason == "rate_limited"
+    assert p.next_delay(0.06) >= 0.02
+
+
+async def test_a_poll_that_runs_out_of_time_otherwise_is_a_timeout() -> None:
+    state = OrgState("acme")
+    p = poller(Stalls(state, "200"), state, interval=0.02)
+    assert not await p.poll_once()
+    assert state.last_error_reason == "timeout"
+    assert p.next_delay(0.06) == 0.0
+
+
+async def test_retry_after_delays_the_next_poll_and_rate_limits_stretch_the_interval() -> None:
+    state = OrgState("acme")
+    p = poller(RateLimited(None), state)
+    delays = []
+    for _ in range(5):
+        assert not await p.poll_once()
+        delays.append(p.next_delay(1.0))
+    assert delays == [30.0, 60.0, 120.0, 240.0, 240.0]
+    p._client = RateLimited(500.0)
+    await p.poll_once()
+    assert p.next_delay(1.0) == 500.0
+
+
+async def test_a_far_future_retry_after_is_capped_at_an_hour() -> None:
+    state = OrgState("acme")
+    p = poller(RateLimited(86400.0 * 365 * 70), state)
+    await p.poll_once()
+    assert p.next_delay(1.0) == 3600.0
