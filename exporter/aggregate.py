@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from exporter.models import AgentKey, Email, EmailId, Flow, GroupKey, PairKey, Snapshot, WaitingAges
-from exporter.names import OTHER, STATES, UNKNOWN
+from exporter.names import EMAIL_TYPES, OTHER, STATES, UNKNOWN
+
+# Undocumented `state` and `emailType` values are passed through, up to this many per
+# organisation besides the documented ones; a feed of junk must not explode the series count.
+MAX_EXTRA_VALUES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,9 @@ class AggregationOptions:
     max_work_types: int = 500
     agent_metrics: bool = False
     max_agents: int = 2000
+    # States reported as zero for every seen group: the documented ones, or only those a
+    # server-side `states` filter asks for (the others are never fetched, so never known).
+    zero_fill_states: tuple[str, ...] = STATES
 
 
 def parse_timestamp(value: str | None) -> float | None:
@@ -51,23 +58,25 @@ def _label(*candidates: str | int | None) -> str:
 
 
 class _CappedLabel:
-    """Admits up to `limit` distinct values; later ones fold into `other`."""
+    """Admits up to `limit` distinct values besides `always`; later ones fold into `other`."""
 
-    __slots__ = ("admitted", "folded", "limit")
+    __slots__ = ("admitted", "always", "limit")
 
-    def __init__(self, limit: int, admitted: Iterable[str] = ()) -> None:
+    def __init__(
+        self, limit: int, admitted: Iterable[str] = (), always: Iterable[str] = ()
+    ) -> None:
         self.limit = limit
-        self.admitted = set(admitted)
-        self.folded = 0
+        self.always = frozenset(always)
+        self.admitted = {v for v in admitted if v != OTHER and v not in self.always}
 
-    def __call__(self, value: str) -> str:
-        if value in self.admitted:
-            return value
+    def admit(self, value: str) -> tuple[str, bool]:
+        """The label value to use, and whether `value` was folded into `other`."""
+        if value in self.always or value in self.admitted:
+            return value, False
         if len(self.admitted) < self.limit:
             self.admitted.add(value)
-            return value
-        self.folded += 1
-        return OTHER
+            return value, False
+        return OTHER, True
 
 
 class _Group:
@@ -99,16 +108,25 @@ class SnapshotBuilder:
         self._previous_members: Mapping[EmailId, GroupKey] = (
             previous.memberships if previous else {}
         )
-        # Work types that still have live series keep their place under the cap.
+        # Values that still have live series keep their place under each cap, so a label does
+        # not flip between its own series and `other` from one poll to the next.
+        live = previous.counts if previous else {}
+        self._states = _CappedLabel(MAX_EXTRA_VALUES, (k[0] for k in live), always=STATES)
+        self._email_types = _CappedLabel(
+            MAX_EXTRA_VALUES, (et for et, _ in self._previous_seen), always=EMAIL_TYPES
+        )
         self._work_types = _CappedLabel(
             options.max_work_types, (wt for _, wt in self._previous_seen)
         )
-        self._agents = _CappedLabel(options.max_agents)
+        self._agents = _CappedLabel(
+            options.max_agents, (agent for agent, _ in previous.agents) if previous else ()
+        )
+        self._overflow: Counter[str] = Counter()
         # The previous snapshot's key objects, so an unchanged email is matched by identity.
         self._keys: dict[GroupKey, GroupKey] = {k: k for k in previous.counts} if previous else {}
         self._groups: dict[GroupKey, _Group] = {}
-        # Raw label values of an item -> its group and whether its work type was folded.
-        self._resolved: dict[tuple[object, ...], tuple[_Group, bool]] = {}
+        # Raw label values of an item -> its group and the labels folded into `other`.
+        self._resolved: dict[tuple[object, ...], tuple[_Group, tuple[str, ...]]] = {}
         self._memberships: dict[EmailId, GroupKey] = {}
         self._waiting: dict[PairKey, array[float]] = {}
         self._agent_counts: Counter[AgentKey] = Counter()
@@ -120,15 +138,20 @@ class SnapshotBuilder:
 
     def _resolve(
         self, raw: tuple[str | None, str | None, str | None, str | int | None]
-    ) -> tuple[_Group, bool]:
+    ) -> tuple[_Group, tuple[str, ...]]:
         """The group of an item with these raw labels (first sight of the combination)."""
-        state = raw[0] or UNKNOWN
-        email_type = raw[1] or UNKNOWN
-        capped = self._work_types
-        folded_before = capped.folded
-        work_type = capped(_label(raw[2], raw[3]))
-        folded = capped.folded > folded_before
-        capped.folded = folded_before  # `add` counts every folded item, this first one included
+        state, state_folded = self._states.admit(raw[0] or UNKNOWN)
+        email_type, type_folded = self._email_types.admit(raw[1] or UNKNOWN)
+        work_type, work_folded = self._work_types.admit(_label(raw[2], raw[3]))
+        folded = tuple(
+            label
+            for label, was_folded in (
+                ("state", state_folded),
+                ("email_type", type_folded),
+                ("work_type", work_folded),
+            )
+            if was_folded
+        )
         key = self._keys.setdefault((state, email_type, work_type), (state, email_type, work_type))
         group = self._groups.get(key)
         if group is None:
@@ -145,7 +168,7 @@ class SnapshotBuilder:
         memberships = self._memberships
         previous_get = self._previous_members.get
         resolved_get = self._resolved.get
-        work_types = self._work_types
+        overflow = self._overflow
         agent_metrics = self._options.agent_metrics
         parse = parse_timestamp
         for email in emails:
@@ -164,8 +187,8 @@ class SnapshotBuilder:
                 continue
             raw = (email.state, email.email_type, email.work_type_name, email.work_type_id)
             group, folded = resolved_get(raw) or self._resolve(raw)
-            if folded:
-                work_types.folded += 1
+            for label in folded:
+                overflow[label] += 1
             key = group.key
             memberships[email_id] = key
             group.count += 1
@@ -181,7 +204,10 @@ class SnapshotBuilder:
             if agent_metrics:
                 agent = _label(email.work_handler_name, email.work_handler_id)
                 if agent != UNKNOWN:
-                    self._agent_counts[(self._agents(agent), key[0])] += 1
+                    agent, agent_folded = self._agents.admit(agent)
+                    if agent_folded:
+                        overflow["agent"] += 1
+                    self._agent_counts[(agent, key[0])] += 1
             # An email's age counts from queuedTime, else receivedTime, else startTime.
             ts = parse(email.queued_time)
             if ts is None:
@@ -223,7 +249,7 @@ class SnapshotBuilder:
         keys = self._keys
         counts: dict[GroupKey, int] = {}
         for email_type, work_type in last_seen:
-            for state in STATES:
+            for state in self._options.zero_fill_states:
                 key = (state, email_type, work_type)
                 counts[keys.setdefault(key, key)] = 0
         counts.update((group.key, group.count) for group in groups)
@@ -231,11 +257,6 @@ class SnapshotBuilder:
         for pair in last_seen:
             stamps = sorted(self._waiting.get(pair, ()))
             waiting[pair] = WaitingAges(array("d", stamps), sum(stamps))
-        overflow = {
-            label: capped.folded
-            for label, capped in (("work_type", self._work_types), ("agent", self._agents))
-            if capped.folded
-        }
         previous = self._previous
         return Snapshot(
             taken_at=now,
@@ -248,7 +269,7 @@ class SnapshotBuilder:
             reported_items=reported_items,
             duplicates=self._duplicates,
             invalid=dict(self._invalid),
-            overflow=overflow,
+            overflow=dict(self._overflow),
             undated=self._undated,
             flow=self._flow() if previous is not None else None,
         )

@@ -20,6 +20,7 @@ from exporter.client import ClientOptions, EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.errors import ConfigError
 from exporter.http import HttpTransport, RetryPolicy
+from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
@@ -29,14 +30,15 @@ from exporter.web_config import WebConfig
 PROG = "alvaria-emailqueue-exporter"
 
 
-def aggregation_options(cfg: Settings) -> AggregationOptions:
-    """The aggregation's view of the settings."""
+def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOptions:
+    """The aggregation's view of the settings for one organisation."""
     return AggregationOptions(
         waiting_states=frozenset(cfg.waiting_states),
         series_ttl=cfg.series_ttl,
         max_work_types=cfg.max_work_types,
         agent_metrics=cfg.agent_metrics,
         max_agents=cfg.max_agents,
+        zero_fill_states=target.states or STATES,
     )
 
 
@@ -95,7 +97,7 @@ def build_poller(
         ),
     )
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
-    return Poller(state, client, auth, options=aggregation_options(cfg), timing=timing)
+    return Poller(state, client, auth, options=aggregation_options(cfg, target), timing=timing)
 
 
 def build_registry(store: Store, cfg: Settings) -> CollectorRegistry:

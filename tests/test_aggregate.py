@@ -327,3 +327,56 @@ def test_numeric_ids_are_matched_by_value_without_merging_distinct_ids() -> None
     flow = diff(snap, later)
     assert flow.transitions == {("Queued", "Active"): 1}
     assert sum(flow.departures.values()) == 2
+
+
+def test_a_freed_work_type_slot_goes_to_the_folded_value_once_the_old_one_expires() -> None:
+    options = AggregationOptions(max_work_types=2, series_ttl=60)
+    abc = [
+        email("1", work_type_name="A"),
+        email("2", work_type_name="B"),
+        email("3", work_type_name="C"),
+    ]
+    first = aggregate(abc, now=NOW, options=options)
+    assert first.counts[("Queued", "InboundEmail", "other")] == 1
+    bc = abc[1:]
+    second = aggregate(bc, now=NOW + 30, options=options, previous=first)
+    assert second.counts[("Queued", "InboundEmail", "other")] == 1  # A still holds its slot
+    third = aggregate(bc, now=NOW + 100, options=options, previous=second)
+    fourth = aggregate(bc, now=NOW + 130, options=options, previous=third)
+    assert fourth.counts[("Queued", "InboundEmail", "C")] == 1
+    assert fourth.counts.get(("Queued", "InboundEmail", "other"), 0) == 0
+
+
+def test_undocumented_states_and_email_types_are_capped() -> None:
+    junk = [email(str(i), state=f"S{i}", email_type=f"T{i}") for i in range(100)]
+    snap = aggregate([email("x", "Active"), *junk], now=NOW, options=OPTIONS)
+    states = {k[0] for k, n in snap.counts.items() if n}
+    types = {k[1] for k, n in snap.counts.items() if n}
+    assert len(states - {"Active", "other"}) == 20 and "other" in states
+    assert len(types - {"InboundEmail", "other"}) == 20
+    assert snap.overflow == {"state": 80, "email_type": 80}
+    assert sum(snap.counts.values()) == 101
+
+
+def test_documented_values_are_never_folded_even_after_junk() -> None:
+    junk = [email(str(i), state=f"S{i}") for i in range(30)]
+    snap = aggregate([*junk, email("q", "Queued2")], now=NOW, options=OPTIONS)
+    assert snap.counts[("Queued2", "InboundEmail", "Billing")] == 1
+
+
+def test_agents_above_the_cap_keep_their_series_across_polls() -> None:
+    options = AggregationOptions(agent_metrics=True, max_agents=1)
+    first = aggregate([email("1", "Active", work_handler_id="a")], now=NOW, options=options)
+    second = aggregate(
+        [email("2", "Active", work_handler_id="b"), email("1", "Active", work_handler_id="a")],
+        now=NOW + 30,
+        options=options,
+        previous=first,
+    )
+    assert second.agents == {("a", "Active"): 1, ("other", "Active"): 1}
+
+
+def test_zero_fill_follows_a_server_side_states_filter() -> None:
+    options = AggregationOptions(zero_fill_states=("Queued", "Queued2"))
+    snap = aggregate([email("1")], now=NOW, options=options)
+    assert {k[0] for k in snap.counts} == {"Queued", "Queued2"}
