@@ -15,6 +15,8 @@ of the `reason` label of ``alvaria_emailqueue_poll_errors_total``::
         ├── DecodeError          reason="decode"        not JSON, wrong shape, body too large
         └── InconsistentError    reason="inconsistent"  paging that does not add up
 
+    (any other exception in a poll is a bug: reason="internal", logged with its traceback)
+
 Messages never contain secrets, tokens or personal data: they are logged and shown on the
 landing page.
 """
@@ -82,6 +84,9 @@ class InconsistentError(PollError):
     reason = "inconsistent"
 
 
+# A poll that failed on a bug rather than on the API: logged with its traceback.
+INTERNAL_REASON = "internal"
+
 POLL_ERROR_REASONS: tuple[str, ...] = (
     AuthError.reason,
     RateLimitedError.reason,
@@ -91,4 +96,5 @@ POLL_ERROR_REASONS: tuple[str, ...] = (
     ConnectionFailedError.reason,
     DecodeError.reason,
     InconsistentError.reason,
+    INTERNAL_REASON,
 )

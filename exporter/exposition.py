@@ -60,11 +60,24 @@ class ExpositionCache:
     async def handle(self, request: web.Request) -> web.Response:
         """The `/metrics` handler: Prometheus text or OpenMetrics by `Accept`, gzip by `Accept-Encoding`."""
         accept = ",".join(request.headers.getall("Accept", []))
-        encodings = request.headers.get("Accept-Encoding", "")
-        gzip_ok = any(part.split(";")[0].strip() == "gzip" for part in encodings.split(","))
+        gzip_ok = accepts_gzip(request.headers.get("Accept-Encoding", ""))
         body, content_type, gzipped = self.render(accept, gzip_ok)
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         if gzipped:
             response.headers["Content-Encoding"] = "gzip"
         return response
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an `Accept-Encoding` header allows gzip (`gzip;q=0` refuses it)."""
+    for part in accept_encoding.split(","):
+        name, _, params = part.partition(";")
+        if name.strip().lower() != "gzip":
+            continue
+        quality = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+        try:
+            return float(quality) > 0
+        except ValueError:
+            return False
+    return False

@@ -197,3 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
     except KeyboardInterrupt:
         return 0
+    except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1

@@ -18,11 +18,10 @@ import structlog
 from exporter.aggregate import AggregationOptions, SnapshotBuilder
 from exporter.auth import TokenProvider
 from exporter.client import Page
-from exporter.errors import PollError, RateLimitedError, RequestTimeoutError
+from exporter.errors import INTERNAL_REASON, PollError, RateLimitedError, RequestTimeoutError
 from exporter.http import Sleep
 from exporter.store import OrgState
 
-INTERNAL_ERROR = "internal"
 MAX_RETRY_AFTER = 3600.0
 
 
@@ -99,7 +98,9 @@ class Poller:
             return False
         except Exception as exc:  # a bug must not kill the loop; it is reported, not hidden
             log.exception("poll_crashed", error_type=type(exc).__name__)
-            self._fail(INTERNAL_ERROR, f"internal error: {type(exc).__name__}", started, pages, log)
+            self._fail(
+                INTERNAL_REASON, f"internal error: {type(exc).__name__}", started, pages, log
+            )
             return False
         self._rate_limited_in_a_row = 0
         self._retry_after = None

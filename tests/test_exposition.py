@@ -68,3 +68,13 @@ def test_formats_are_cached_separately_and_gzip_once() -> None:
     again, _, _ = cache.render("application/openmetrics-text; version=1.0.0", gzip_ok=True)
     assert again is om
     assert collector.renders == 2
+
+
+def test_accept_encoding_parsing() -> None:
+    from exporter.exposition import accepts_gzip
+
+    assert accepts_gzip("gzip")
+    assert accepts_gzip("deflate, GZIP;q=0.5")
+    assert not accepts_gzip("gzip;q=0")
+    assert not accepts_gzip("identity")
+    assert not accepts_gzip("")

@@ -68,3 +68,17 @@ async def test_once_exits_1_when_a_poll_fails() -> None:
     assert 'alvaria_emailqueue_up{org="acme"} 0.0' in out
     assert 'alvaria_emailqueue_poll_errors_total{org="acme",reason="auth"} 1.0' in out
     assert "wrong-secret" not in out + err
+
+
+async def test_a_taken_listen_address_is_one_line_and_exit_1() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = FakeApi(base_url="http://127.0.0.1:1").env(ALVARIA_LISTEN_ADDRESS=f"127.0.0.1:{port}")
+        code, _, err = await run_cli(env=env)
+    assert code == 1
+    assert "Traceback" not in err
+    assert "address already in use" in err.lower()
