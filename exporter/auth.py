@@ -17,7 +17,7 @@ from urllib.parse import quote_plus
 
 import msgspec
 
-from exporter.errors import AuthError, PollError
+from exporter.errors import AuthError, PollError, RateLimitedError
 from exporter.http import HttpTransport
 
 DEFAULT_TOKEN_LIFETIME = 3600.0
@@ -154,6 +154,8 @@ class ClientCredentials:
             response = await self._transport.request(
                 "token", "POST", cfg.token_url, data=form, headers=headers
             )
+        except RateLimitedError:
+            raise  # a throttled token endpoint is rate limiting: the poller backs off for it
         except PollError as exc:
             raise AuthError(f"token request failed: {exc}", status=exc.status) from exc
         if response.status != 200:

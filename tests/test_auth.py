@@ -23,7 +23,7 @@ from exporter.auth import (
     StaticToken,
     TokenState,
 )
-from exporter.errors import AuthError
+from exporter.errors import AuthError, RateLimitedError
 from exporter.http import HttpTransport, RetryPolicy
 
 TOKEN_URL = "http://id.test/tokenservice/oauth2/access_token"
@@ -430,6 +430,16 @@ async def test_a_failed_early_refresh_keeps_the_valid_token_and_holds_off(
     endpoint.status, endpoint.body = 200, None
     assert (await provider.token()).startswith("token-")
     assert provider.expires_at == T0 + 200
+
+
+async def test_a_throttled_token_endpoint_is_rate_limiting_not_auth(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    mocked.post(TOKEN_URL, status=429, headers={"Retry-After": "120"}, repeat=True)
+    provider = make_provider(session, clock, sleep)
+    with pytest.raises(RateLimitedError) as info:
+        await provider.token()
+    assert info.value.retry_after == 120
 
 
 # --- static token and pure expiry ------------------------------------------------------------
