@@ -32,10 +32,10 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager >/dev/null; \
+	    prometheus prometheus-alertmanager >/dev/null && \
+	  echo "the tests start their own instances; stopping the services the packages started" && \
+	  { $$SUDO service prometheus stop; $$SUDO service prometheus-alertmanager stop; } >/dev/null 2>&1 || true; \
 	fi
-	@# The Debian packages start services on install; the tests run their own instances.
-	@-pkill -x prometheus 2>/dev/null; pkill -x prometheus-alertmanager 2>/dev/null; true
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -51,7 +51,7 @@ pytest: $(STAMP) system-deps
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(BIN)/alvaria-emailqueue-exporter --demo --listen-address :9654 --poll-interval 5s --agent-metrics
+	$(BIN)/alvaria-emailqueue-exporter --demo --listen-address 127.0.0.1:9654 --poll-interval 5s --agent-metrics
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
