@@ -131,10 +131,10 @@ class QueueCollector(Collector):
             if s.snapshot is not None and s.snapshot.reported_items is not None:
                 reported.add_metric([s.org], s.snapshot.reported_items)
             duplicates.add_metric([s.org], s.duplicates)
-            for reason, count in sorted(s.invalid.items()):
-                invalid.add_metric([s.org, reason], count)
-            for label, count in sorted(s.overflow.items()):
-                overflow.add_metric([s.org, label], count)
+            for reason in sorted(set(names.INVALID_REASONS) | set(s.invalid)):
+                invalid.add_metric([s.org, reason], s.invalid[reason])
+            for label in sorted(set(names.OVERFLOW_LABELS) | set(s.overflow)):
+                overflow.add_metric([s.org, label], s.overflow[label])
             if s.token_expiry is not None:
                 expiry.add_metric([s.org], s.token_expiry)
         yield from (up, success, duration, polls, errors, requests, latency, reported)

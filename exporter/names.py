@@ -36,6 +36,9 @@ BUILD_INFO: Final = f"{PREFIX}_exporter_build_info"
 # Label values
 UNKNOWN: Final = "unknown"
 OTHER: Final = "other"
+# `reason` of invalid_items_total and `label` of label_overflow_total, reported from zero.
+INVALID_REASONS: Final[tuple[str, ...]] = ("missing_id", "not_object")
+OVERFLOW_LABELS: Final[tuple[str, ...]] = ("agent", "email_type", "state", "work_type")
 
 # The API's documented enumerations (alvaria-emailqueue-api.md, EmailItem).
 STATES: Final[tuple[str, ...]] = (

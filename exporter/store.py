@@ -89,8 +89,14 @@ class OrgState:
             self.arrivals.update(flow.arrivals)
             self.departures.update(flow.departures)
             self.transitions.update(flow.transitions)
-        # Pre-create the label sets of every live group so rate() sees the first increase.
-        for email_type, work_type in snapshot.last_seen:
+        # Pre-create the label sets of every live group so rate() sees the first increase, and
+        # drop those of groups gone for longer than series_ttl so they do not pile up forever.
+        live = snapshot.last_seen
+        for pair in [pair for pair in self.arrivals if pair not in live]:
+            del self.arrivals[pair]
+        for key in [key for key in self.departures if key[1:] not in live]:
+            del self.departures[key]
+        for email_type, work_type in live:
             self.arrivals[(email_type, work_type)] += 0
         for key in snapshot.counts:
             self.departures[key] += 0

@@ -110,3 +110,15 @@ def test_build_info_and_token_expiry() -> None:
     assert metrics["alvaria_emailqueue_token_expiry_timestamp_seconds"] == {
         (("org", "acme"),): T0 + 3600
     }
+
+
+def test_invalid_and_overflow_series_start_at_zero() -> None:
+    metrics = render(store_with([]), Clock())
+    invalid = {
+        dict(k)["reason"]: v for k, v in metrics["alvaria_emailqueue_invalid_items_total"].items()
+    }
+    overflow = {
+        dict(k)["label"]: v for k, v in metrics["alvaria_emailqueue_label_overflow_total"].items()
+    }
+    assert invalid == {"missing_id": 0, "not_object": 0}
+    assert overflow == {"agent": 0, "email_type": 0, "state": 0, "work_type": 0}

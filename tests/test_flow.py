@@ -198,3 +198,26 @@ async def test_counters_scraped_over_http_match_hand_computed_values() -> None:
         v for (n, _), v in samples.items() if n == "alvaria_emailqueue_departures_total"
     )
     assert total_arrivals - total_departures == len(script[-1]) - len(script[0])
+
+
+async def test_flow_label_sets_of_groups_gone_longer_than_series_ttl_are_dropped() -> None:
+    source, clock = ListSource(), FakeClock()
+    p = Poller(
+        OrgState("acme"),
+        source,
+        NoAuth(),
+        options=AggregationOptions(series_ttl=60),
+        timing=PollTiming(poll_interval=30, stale_after=150),
+        clock=clock,
+    )
+    source.emails = [e("1", wt="Campaign"), e("2")]
+    await p.poll_once()
+    clock.now += 30
+    source.emails = [e("2")]
+    await p.poll_once()
+    assert p.state.departures[("Queued", "InboundEmail", "Campaign")] == 1
+    clock.now += 61
+    await p.poll_once()
+    assert ("InboundEmail", "Campaign") not in p.state.arrivals
+    assert not any(key[2] == "Campaign" for key in p.state.departures)
+    assert p.state.arrivals == {("InboundEmail", "Billing"): 0}
