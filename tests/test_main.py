@@ -82,3 +82,15 @@ async def test_a_taken_listen_address_is_one_line_and_exit_1() -> None:
     assert code == 1
     assert "Traceback" not in err
     assert "address already in use" in err.lower()
+
+
+async def test_check_config_warns_about_suspicious_but_valid_settings() -> None:
+    env = FakeApi(base_url="http://127.0.0.1:1").env(
+        ALVARIA_WAITING_STATES="Queued,Queud",
+        ALVARIA_REQUEST_TIMEOUT="2m",
+        ALVARIA_POLL_INTERVAL="10s",
+    )
+    code, _, err = await run_cli("--check-config", env=env)
+    assert code == 0
+    assert "'Queud' is not a state the API documents" in err
+    assert "request_timeout (120s) is not below the poll deadline" in err

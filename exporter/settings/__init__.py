@@ -7,9 +7,11 @@ they inherit. The layering is done here rather than by pydantic-settings because
 
 Modules, each importing only those before it: ``values`` (raw value parsing), ``models`` (the
 frozen models), ``table`` (every setting's flag and env var, and the argparse parser),
-``sources`` (the layering: ``load``), ``dump`` (masked YAML for ``--check-config``).
+``sources`` (the layering: ``load``), ``dump`` (masked YAML for ``--check-config``), ``advice``
+(warnings about valid but suspicious settings).
 """
 
+from exporter.settings.advice import advice
 from exporter.settings.dump import SECRET_MASK, masked_dump
 from exporter.settings.models import (
     TOKEN_URLS,
@@ -31,6 +33,7 @@ __all__ = [
     "Region",
     "Settings",
     "TargetSettings",
+    "advice",
     "load",
     "masked_dump",
     "parse_duration",
