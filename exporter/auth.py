@@ -157,7 +157,8 @@ class ClientCredentials:
         except RateLimitedError:
             raise  # a throttled token endpoint is rate limiting: the poller backs off for it
         except PollError as exc:
-            raise AuthError(f"token request failed: {exc}", status=exc.status) from exc
+            message = str(exc) if str(exc).startswith("token ") else f"token request failed: {exc}"
+            raise AuthError(message, status=exc.status) from exc
         if response.status != 200:
             raise AuthError(f"token endpoint answered {response.status}", status=response.status)
         try:

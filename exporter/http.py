@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -153,6 +155,16 @@ class HttpTransport:
         except aiohttp.ClientPayloadError as exc:
             code = "error"
             raise ConnectionFailedError(f"{endpoint} response body incomplete") from exc
+        except aiohttp.ClientConnectorError as exc:
+            code = "error"
+            # Host, port and the OS reason say what to fix; the URL (with its query) is not shown.
+            errno = exc.os_error.errno or 0
+            # DNS and TLS failures carry no meaningful errno; their class names say what failed.
+            plain = errno > 0 and not isinstance(exc.os_error, ssl.SSLError)
+            reason = os.strerror(errno) if plain else type(exc).__name__
+            raise ConnectionFailedError(
+                f"{endpoint} request failed: cannot connect to {exc.host}:{exc.port}: {reason}"
+            ) from exc
         except aiohttp.ClientError as exc:
             code = "error"
             raise ConnectionFailedError(f"{endpoint} request failed: {type(exc).__name__}") from exc
