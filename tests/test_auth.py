@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -25,29 +24,10 @@ from exporter.auth import (
 )
 from exporter.errors import AuthError, RateLimitedError
 from exporter.http import HttpTransport, RetryPolicy
+from tests.fakes import Clock, FakeSleep
 
 TOKEN_URL = "http://id.test/tokenservice/oauth2/access_token"
 T0 = 1_700_000_000.0
-
-
-class Clock:
-    """A settable wall clock."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeSleep:
-    """Records every delay and returns at once."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 class TokenEndpoint:
@@ -74,25 +54,8 @@ class TokenEndpoint:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def mocked() -> Iterator[aioresponses]:
-    with aioresponses() as m:
-        yield m
-
-
-@pytest.fixture
 def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    return FakeSleep()
+    return Clock(T0)
 
 
 def make_config(

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -19,20 +18,11 @@ from exporter.client import ClientOptions, EmailQueueClient, Page, decode_page
 from exporter.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
 from exporter.http import HttpTransport
 from exporter.models import Email
+from tests.fakes import FakeSleep
 
 API = "http://api.test"
 EMAILS = re.compile(r"^http://api\.test/via/v2/organizations/org1/emailQueue/emails(\?.*)?$")
 TOKEN_URL = "http://id.test/token"
-
-
-class FakeSleep:
-    """Records every delay and returns at once."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 def item(n: int) -> dict[str, Any]:
@@ -107,23 +97,6 @@ class TokenEndpoint:
         return CallbackResult(
             payload={"access_token": f"token-{self.requests}", "expires_in": 3600}
         )
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def mocked() -> Iterator[aioresponses]:
-    with aioresponses() as m:
-        yield m
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    return FakeSleep()
 
 
 @pytest.fixture

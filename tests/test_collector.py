@@ -10,16 +10,9 @@ from exporter.collector import QueueCollector
 from exporter.errors import POLL_ERROR_REASONS
 from exporter.models import Email
 from exporter.store import Store
+from tests.fakes import Clock
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def render(
@@ -44,7 +37,7 @@ def store_with(emails: list[Email], at: float = T0) -> Store:
 
 
 def test_ages_grow_between_scrapes_and_are_never_negative() -> None:
-    clock = Clock()
+    clock = Clock(T0)
     store = store_with(
         [
             Email(id="1", state="Queued", queued_time="2027-01-15T07:59:00Z"),  # 60 s before T0
@@ -65,7 +58,7 @@ def test_ages_grow_between_scrapes_and_are_never_negative() -> None:
 
 
 def test_stale_snapshot_drops_queue_series_but_keeps_exporter_series() -> None:
-    clock = Clock()
+    clock = Clock(T0)
     store = store_with([Email(id="1", state="Queued")])
     store.orgs["acme"].record_failure("timeout", "timed out", 10.0, None)
     clock.now += 299
@@ -83,7 +76,7 @@ def test_stale_snapshot_drops_queue_series_but_keeps_exporter_series() -> None:
 
 
 def test_every_poll_error_reason_is_pre_created() -> None:
-    metrics = render(store_with([]), Clock())
+    metrics = render(store_with([]), Clock(T0))
     reasons = {dict(k)["reason"] for k in metrics["alvaria_emailqueue_poll_errors_total"]}
     assert reasons == set(POLL_ERROR_REASONS)
 
@@ -104,7 +97,7 @@ def test_help_says_values_come_from_the_last_poll() -> None:
 
 
 def test_build_info_and_token_expiry() -> None:
-    metrics = render(store_with([]), Clock())
+    metrics = render(store_with([]), Clock(T0))
     (labels,) = metrics["alvaria_emailqueue_exporter_build_info"]
     assert dict(labels).keys() == {"version", "python_version"}
     assert metrics["alvaria_emailqueue_token_expiry_timestamp_seconds"] == {
@@ -113,7 +106,7 @@ def test_build_info_and_token_expiry() -> None:
 
 
 def test_invalid_and_overflow_series_start_at_zero() -> None:
-    metrics = render(store_with([]), Clock())
+    metrics = render(store_with([]), Clock(T0))
     invalid = {
         dict(k)["reason"]: v for k, v in metrics["alvaria_emailqueue_invalid_items_total"].items()
     }

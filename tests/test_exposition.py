@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from exporter.aggregate import AggregationOptions, aggregate
 from exporter.exposition import ExpositionCache
 from exporter.store import Store
+from tests.fakes import Clock
 
 
 class CountingCollector:
@@ -24,16 +25,8 @@ class CountingCollector:
         )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def setup() -> tuple[ExpositionCache, CountingCollector, Store, Clock]:
-    store, clock, collector = Store(["acme"]), Clock(), CountingCollector()
+    store, clock, collector = Store(["acme"]), Clock(100.0), CountingCollector()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return ExpositionCache(registry, store, max_age=1.0, clock=clock), collector, store, clock

@@ -19,14 +19,7 @@ from exporter.poller import Poller, PollTiming
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
 from tests.fakeapi import TOKEN, FakeApi, serve_fake
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import Clock, NoAuth
 
 
 class ListSource:
@@ -39,17 +32,7 @@ class ListSource:
         yield Page(0, len(self.emails), list(self.emails), len(self.emails))
 
 
-class NoAuth:
-    expires_at = None
-
-    async def token(self) -> str:
-        return "t"
-
-    def invalidate(self, rejected: str | None = None) -> None:
-        pass
-
-
-def poller(source: Any, clock: FakeClock, stale_after: float = 150.0) -> Poller:
+def poller(source: Any, clock: Clock, stale_after: float = 150.0) -> Poller:
     auth: TokenProvider = NoAuth()
     return Poller(
         OrgState("acme"),
@@ -66,7 +49,7 @@ def e(id: str, state: str = "Queued", wt: str = "Billing", et: str = "InboundEma
 
 
 async def test_first_poll_is_the_baseline_and_counts_nothing() -> None:
-    source, clock = ListSource(), FakeClock()
+    source, clock = ListSource(), Clock(1_800_000_000.0)
     p = poller(source, clock)
     source.emails = [e("1"), e("2")]
     assert await p.poll_once()
@@ -76,7 +59,7 @@ async def test_first_poll_is_the_baseline_and_counts_nothing() -> None:
 
 
 async def test_scripted_changes_are_counted_exactly() -> None:
-    source, clock = ListSource(), FakeClock()
+    source, clock = ListSource(), Clock(1_800_000_000.0)
     p = poller(source, clock)
     source.emails = [e("1"), e("2"), e("3", "Active")]
     await p.poll_once()
@@ -102,7 +85,7 @@ async def test_scripted_changes_are_counted_exactly() -> None:
 
 
 async def test_failed_poll_keeps_the_baseline_but_a_stale_gap_resets_it() -> None:
-    source, clock = ListSource(), FakeClock()
+    source, clock = ListSource(), Clock(1_800_000_000.0)
     p = poller(source, clock, stale_after=90)
     source.emails = [e("1")]
     await p.poll_once()
@@ -201,7 +184,7 @@ async def test_counters_scraped_over_http_match_hand_computed_values() -> None:
 
 
 async def test_flow_label_sets_of_groups_gone_longer_than_series_ttl_are_dropped() -> None:
-    source, clock = ListSource(), FakeClock()
+    source, clock = ListSource(), Clock(1_800_000_000.0)
     p = Poller(
         OrgState("acme"),
         source,

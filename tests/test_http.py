@@ -22,19 +22,10 @@ from exporter.errors import (
     ServerHTTPError,
 )
 from exporter.http import HttpTransport, RetryPolicy, parse_retry_after
+from tests.fakes import FakeSleep
 
 URL_ = "http://api.test/emails"
 NOW = 1_700_000_000.0
-
-
-class FakeSleep:
-    """Records every delay and returns at once."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 class Observer:
@@ -50,23 +41,6 @@ class Observer:
     @property
     def codes(self) -> list[str]:
         return [code for _, code in self.calls]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def mocked() -> Iterator[aioresponses]:
-    with aioresponses() as m:
-        yield m
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    return FakeSleep()
 
 
 @pytest.fixture

@@ -10,16 +10,7 @@ from exporter.client import Page
 from exporter.errors import RateLimitedError
 from exporter.poller import Poller, PollTiming
 from exporter.store import OrgState
-
-
-class NoAuth:
-    expires_at = None
-
-    async def token(self) -> str:
-        return "t"
-
-    def invalidate(self, rejected: str | None = None) -> None:
-        pass
+from tests.fakes import NoAuth
 
 
 class Stalls:
