@@ -46,7 +46,7 @@ class Simulator:
         return self.base_url + f"/via/v2/organizations/{ORG}/emailQueue/emails"
 
 
-async def _wait_http(url: str, proc: subprocess.Popen[bytes], within: float) -> None:
+async def wait_http(url: str, proc: subprocess.Popen[bytes], within: float) -> None:
     """Until `url` answers at all (any status), or the process dies, or `within` seconds pass."""
     deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
@@ -85,7 +85,7 @@ async def simulator(emails: int) -> AsyncIterator[Simulator]:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603, ASYNC220
     try:
         sim = Simulator(f"http://127.0.0.1:{port}", proc)
-        await _wait_http(sim.base_url + "/", proc, within=120)
+        await wait_http(sim.base_url + "/", proc, within=120)
         yield sim
     finally:
         _stop(proc)
@@ -115,7 +115,7 @@ async def daemon(sim: Simulator, poll_interval: float) -> AsyncIterator[tuple[st
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        await _wait_http(base + "/healthz", proc, within=30)
+        await wait_http(base + "/healthz", proc, within=30)
         yield base + "/metrics", proc.pid
     finally:
         _stop(proc)

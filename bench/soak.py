@@ -27,6 +27,8 @@ import aiohttp
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procs import wait_http
+
 ORG = "soak"
 API_KEY = "soak-api-key-3e1f"
 CLIENT_SECRET = "soak-client-secret-9b2c"  # noqa: S105 -- the simulator's throwaway credential
@@ -57,20 +59,6 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     up_seen: Counter[float] = field(default_factory=Counter)
     last_metrics: dict[str, float] = field(default_factory=dict)
-
-
-async def wait_http(url: str, proc: subprocess.Popen[bytes], within: float) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-            try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)):
-                    return
-            except (aiohttp.ClientError, TimeoutError):
-                await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {within} s")
 
 
 def summarise_metrics(text: str) -> dict[str, float]:
