@@ -27,8 +27,8 @@ def _status_row(board: dash.Dashboard) -> None:
     board.with_panel(
         p.big_number(
             "Time since last successful poll",
-            "Per organisation. Queue metrics disappear once this exceeds stale_after; "
-            "AlvariaEmailQueueDataStale fires at 15 minutes.",
+            "Per organisation. Queue metrics disappear once this exceeds stale_after (150 s "
+            "by default); AlvariaEmailQueueDataStale pages 2 minutes after it passes 150 s.",
             "s",
             p.query(
                 f"time() - alvaria_emailqueue_last_poll_success_timestamp_seconds{{{X}}}",
@@ -84,7 +84,8 @@ def _polls_row(board: dash.Dashboard) -> None:
     board.with_panel(
         p.series(
             "Poll errors by reason",
-            "Failed polls per minute, by reason (auth, rate_limited, http_5xx, timeout, ...).",
+            "Failed polls per minute, by reason: auth, rate_limited, http_4xx (404: wrong "
+            "org_id), http_5xx, timeout, connection, decode, inconsistent, internal.",
             "cpm",
             p.query(
                 q.per_minute_or_zero("alvaria_emailqueue_poll_errors_total", X, "org, reason"),
@@ -158,9 +159,11 @@ def _data_row(board: dash.Dashboard) -> None:
             "totalItems as reported by the API against the emails the exporter counted; "
             "a lasting gap means pages were missed or items skipped.",
             "short",
-            p.query(f"alvaria_emailqueue_api_reported_items{{{X}}}", "{{org}} reported"),
             p.query(
-                f"sum by (org) (alvaria_emailqueue_emails{{{X}}})", "{{org}} counted", ref_id="B"
+                q.queue_max("alvaria_emailqueue_api_reported_items", "org", X), "{{org}} reported"
+            ),
+            p.query(
+                q.queue_sum("alvaria_emailqueue_emails", "org", X), "{{org}} counted", ref_id="B"
             ),
         )
     )
@@ -184,7 +187,9 @@ def _data_row(board: dash.Dashboard) -> None:
     board.with_panel(
         p.series(
             "Label overflow",
-            "Items per minute whose label value was folded into `other` because of max_work_types.",
+            "Items per minute whose label value was folded into `other`: work_type beyond "
+            "max_work_types, agent beyond max_agents, state or email_type beyond 20 "
+            "undocumented values each.",
             "cpm",
             p.query(
                 q.per_minute_or_zero("alvaria_emailqueue_label_overflow_total", X, "org, label"),

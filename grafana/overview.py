@@ -16,7 +16,7 @@ ARRIVALS = "alvaria_emailqueue_arrivals_total"
 DEPARTURES = "alvaria_emailqueue_departures_total"
 AGE_BUCKETS = "alvaria_emailqueue_waiting_email_age_seconds_bucket"
 OLDEST_AGE = "alvaria_emailqueue_oldest_email_age_seconds"
-SLA = "org_work_type:alvaria_emailqueue_oldest_waiting_email_age_seconds:sla"
+SLA = "org_work_type_email_type:alvaria_emailqueue_oldest_waiting_email_age_seconds:sla"
 
 
 def _now_row(board: dash.Dashboard) -> None:
@@ -34,7 +34,7 @@ def _now_row(board: dash.Dashboard) -> None:
             "Oldest waiting email",
             "How long the oldest email that waits for an agent has waited.",
             "s",
-            p.query(f"max(max by (org) ({OLDEST_AGE}{{{q.QUEUE}, {q.WAITING}}}))"),
+            p.query(f"max({q.queue_max(OLDEST_AGE, 'org', f'{q.QUEUE}, {q.WAITING}')})"),
         )
     )
     for title, metric, what in (
@@ -46,7 +46,7 @@ def _now_row(board: dash.Dashboard) -> None:
                 title,
                 f"{what}, per minute (seen by comparing consecutive polls).",
                 "cpm",
-                p.query(f"{q.PER_MINUTE}sum({q.rate_sum(metric, q.QUEUE, 'org')})"),
+                p.query(f"{q.PER_MINUTE}sum({q.queue_rate_sum(metric, 'org')})"),
             )
         )
 
@@ -66,7 +66,7 @@ def _backlog_row(board: dash.Dashboard) -> None:
             "Emails by state",
             "Every email in the queue, stacked by its state: waiting, being worked on, wrap-up.",
             "short",
-            p.query(f"sum by (state) (alvaria_emailqueue_emails{{{q.QUEUE}}})", "{{state}}"),
+            p.query(q.queue_sum("alvaria_emailqueue_emails", "state"), "{{state}}"),
         ).stacking(StackingConfig().mode(StackingMode.NORMAL))
     )
     board.with_panel(
@@ -88,7 +88,7 @@ def _age_row(board: dash.Dashboard) -> None:
             "level from the recording rules, which AlvariaEmailQueueOldestEmailTooOld uses.",
             "s",
             p.query(
-                f"max by (org, work_type) ({OLDEST_AGE}{{{q.QUEUE}, {q.WAITING}}})",
+                q.queue_max(OLDEST_AGE, "org, work_type", f"{q.QUEUE}, {q.WAITING}"),
                 "{{org}} / {{work_type}}",
             ),
             p.query(
@@ -101,9 +101,10 @@ def _age_row(board: dash.Dashboard) -> None:
     board.with_panel(
         p.age_heatmap(
             "Waiting-age distribution",
-            "How many waiting emails fall in each age bucket, over time (the exporter's "
-            "waiting-age gauge histogram).",
-            p.heatmap_query(f"sum by (le) ({AGE_BUCKETS}{{{q.QUEUE}}})"),
+            "How many waiting emails fall in each age bucket, over time. The buckets are a "
+            "gauge histogram (a snapshot of the queue at each poll, not events): read them as "
+            "they are and never put them into rate() or increase().",
+            p.heatmap_query(q.queue_sum(AGE_BUCKETS, "le")),
         )
     )
     board.with_panel(
@@ -112,13 +113,27 @@ def _age_row(board: dash.Dashboard) -> None:
             "Median and 90th percentile age of the waiting emails, interpolated within the "
             "exporter's age buckets.",
             "s",
-            p.query(f"histogram_quantile(0.5, sum by (le) ({AGE_BUCKETS}{{{q.QUEUE}}}))", "p50"),
+            p.query(f"histogram_quantile(0.5, {q.queue_sum(AGE_BUCKETS, 'le')})", "p50"),
             p.query(
-                f"histogram_quantile(0.9, sum by (le) ({AGE_BUCKETS}{{{q.QUEUE}}}))",
-                "p90",
-                ref_id="B",
+                f"histogram_quantile(0.9, {q.queue_sum(AGE_BUCKETS, 'le')})", "p90", ref_id="B"
             ),
         )
+    )
+    by_work_type = q.queue_sum(AGE_BUCKETS, "org, work_type, le")
+    board.with_panel(
+        p.series(
+            "Waiting age p50 / p90 by work type",
+            "Median (solid) and 90th percentile (dashed) age of the waiting emails per work "
+            "type, interpolated within the exporter's age buckets.",
+            "s",
+            p.query(f"histogram_quantile(0.5, {by_work_type})", "p50 {{org}} / {{work_type}}"),
+            p.query(
+                f"histogram_quantile(0.9, {by_work_type})",
+                "p90 {{org}} / {{work_type}}",
+                ref_id="B",
+            ),
+            width=24,
+        ).override_by_query(**p.dashed("B"))
     )
 
 
@@ -130,30 +145,35 @@ def _flow_row(board: dash.Dashboard) -> None:
             "Emails entering and leaving the queue per minute. Departures below arrivals "
             "for long means the backlog grows.",
             "cpm",
-            p.query(f"{q.PER_MINUTE}sum({q.rate_sum(ARRIVALS, q.QUEUE, 'org')})", "arrivals"),
+            p.query(f"{q.PER_MINUTE}sum({q.queue_rate_sum(ARRIVALS, 'org')})", "arrivals"),
             p.query(
-                f"{q.PER_MINUTE}sum({q.rate_sum(DEPARTURES, q.QUEUE, 'org')})",
+                f"{q.PER_MINUTE}sum({q.queue_rate_sum(DEPARTURES, 'org')})",
                 "departures",
                 ref_id="B",
             ),
         )
     )
     by = "org, work_type"
-    net = f"{q.flow_or_zero(ARRIVALS, by)} - {q.flow_or_zero(DEPARTURES, by)}"
+    window = q.FLOW_WINDOW
+    net = f"{q.flow_or_zero(ARRIVALS, by, window)} - {q.flow_or_zero(DEPARTURES, by, window)}"
     board.with_panel(
         p.series(
             "Net backlog change",
-            "Arrivals minus departures per minute, per work type: above zero the backlog grows.",
+            "Arrivals minus departures per minute, per work type: above zero the backlog grows. "
+            "Averaged over a fixed 15 minutes (not the panel's rate interval): the exporter sees "
+            "the flow once per poll, and shorter windows turn it into steps.",
             "cpm",
             p.query(f"{q.PER_MINUTE}({net})", "{{org}} / {{work_type}}"),
         )
     )
-    drain = f"{q.flow_or_zero(DEPARTURES, by)} - {q.flow_or_zero(ARRIVALS, by)}"
+    drain = f"{q.flow_or_zero(DEPARTURES, by, window)} - {q.flow_or_zero(ARRIVALS, by, window)}"
     board.with_panel(
         p.series(
             "Estimated time to drain",
-            "Waiting emails divided by how fast departures outpace arrivals. Shown as "
-            '"not draining" (a week or more) when they do not; empty when nothing waits.',
+            "Waiting emails divided by how fast departures outpace arrivals, both averaged "
+            "over a fixed 15 minutes (not the panel's rate interval, which makes it jump from "
+            'poll to poll). Shown as "not draining" (a week or more) when they do not; empty '
+            "when nothing waits.",
             "s",
             p.query(
                 f"clamp_max({q.waiting(by)} / clamp_min({drain}, 0), {p.NEVER_SECONDS})",
@@ -180,7 +200,7 @@ def _top_row(board: dash.Dashboard) -> None:
             "The ten work types whose oldest waiting email has waited longest, now.",
             "s",
             p.instant_table(
-                f"topk(10, max by (org, work_type) ({OLDEST_AGE}{{{q.QUEUE}, {q.WAITING}}}))"
+                f"topk(10, {q.queue_max(OLDEST_AGE, 'org, work_type', f'{q.QUEUE}, {q.WAITING}')})"
             ),
             "oldest waiting",
         )
@@ -192,11 +212,15 @@ def _agents_row(board: dash.Dashboard) -> None:
     board.with_panel(
         p.series(
             "Agent workload",
-            "Emails assigned to each agent (the 20 busiest), by workHandlerName. Needs the "
-            "exporter's agent_metrics setting; empty otherwise.",
+            "Emails assigned to each agent (the 20 busiest), by workHandlerName. Follows the "
+            "job and organisation filters only: the agent metric has no work_type or "
+            "email_type label, so those filters do not apply. Needs the exporter's "
+            "agent_metrics setting; empty otherwise.",
             "short",
             p.query(
-                f"topk(20, sum by (org, agent) (alvaria_emailqueue_agent_emails{{{q.EXPORTER}}}))",
+                "topk(20, "
+                + q.queue_sum("alvaria_emailqueue_agent_emails", "org, agent", q.EXPORTER)
+                + ")",
                 "{{org}} / {{agent}}",
             ),
             width=24,

@@ -8,18 +8,46 @@ WAITING = 'state=~"Queued|Queued2|Transferred|Reassigned"'
 # Every variable is multi-value with "All" = ".*", so `=~` works for one, several or all.
 EXPORTER = 'job=~"$job", org=~"$org"'
 QUEUE = f'{EXPORTER}, work_type=~"$work_type", email_type=~"$email_type"'
-# Recording rules aggregate email types away: they take every filter but that one.
-QUEUE_RULES = f'{EXPORTER}, work_type=~"$work_type"'
+# The queue recording rules keep every label the filters use.
+QUEUE_RULES = QUEUE
 
 RATE = "[$__rate_interval]"
+# Net backlog change and time to drain divide or subtract flows that the exporter sees once
+# per poll; over $__rate_interval (a few polls) they jump in steps. A fixed 15m window is
+# smooth enough to read and still recent, like the recording rules' fixed windows.
+FLOW_WINDOW = "[15m]"
 
 # Rates are shown per minute: a queue moves a few emails a minute, not per second.
 PER_MINUTE = "60 * "
 
+# Two HA replicas scraped under one job report the same queue; under Kubernetes `instance` is
+# the pod IP. Queue panels take the max across replicas before adding anything up.
+ONE_REPLICA = "max without (instance, pod)"
+
+
+def one_replica(expr: str) -> str:
+    """`expr` with the replicas of one exporter collapsed into one series each."""
+    return f"{ONE_REPLICA} ({expr})"
+
 
 def rate_sum(metric: str, selector: str, by: str) -> str:
-    """`sum by (by) (rate(metric{selector}[$__rate_interval]))`."""
+    """`sum by (by) (rate(metric{selector}[$__rate_interval]))`: per-process counters (API load)."""
     return f"sum by ({by}) (rate({metric}{{{selector}}}{RATE}))"
+
+
+def queue_rate_sum(metric: str, by: str, window: str = RATE) -> str:
+    """A queue counter's rate by `by`: the max of the replicas' rates, never their sum."""
+    return f"sum by ({by}) ({one_replica(f'rate({metric}{{{QUEUE}}}{window})')})"
+
+
+def queue_sum(metric: str, by: str, selector: str = QUEUE) -> str:
+    """A queue gauge added up by `by`, each replica counted once."""
+    return f"sum by ({by}) ({one_replica(f'{metric}{{{selector}}}')})"
+
+
+def queue_max(metric: str, by: str, selector: str) -> str:
+    """The largest value of a queue gauge by `by`."""
+    return f"max by ({by}) ({one_replica(f'{metric}{{{selector}}}')})"
 
 
 def zero_per_org() -> str:
@@ -34,9 +62,9 @@ def per_minute_or_zero(metric: str, selector: str, by: str) -> str:
 
 def waiting(by: str) -> str:
     """Emails waiting for an agent, summed by `by`."""
-    return f"sum by ({by}) (alvaria_emailqueue_emails{{{QUEUE}, {WAITING}}})"
+    return queue_sum("alvaria_emailqueue_emails", by, f"{QUEUE}, {WAITING}")
 
 
-def flow_or_zero(metric: str, by: str) -> str:
+def flow_or_zero(metric: str, by: str, window: str = RATE) -> str:
     """A flow rate by `by`, zero where the counter has no series yet but emails wait."""
-    return f"({rate_sum(metric, QUEUE, by)} or 0 * {waiting(by)})"
+    return f"({queue_rate_sum(metric, by, window)} or 0 * {waiting(by)})"

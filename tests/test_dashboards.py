@@ -26,6 +26,14 @@ EXPORTER = Path(sys.executable).parent / "alvaria-emailqueue-exporter"
 
 RANGE_FUNCTIONS = re.compile(r"\b(?:rate|irate|increase)\(([^()\[]*)\[([^\]]+)\]")
 METRIC_TOKEN = re.compile(r"[A-Za-z_:][\w:]*")
+# Panels that average over a fixed window instead of $__rate_interval, and say so.
+FIXED_WINDOWS = {"Net backlog change": "15m", "Estimated time to drain": "15m"}
+# Series that describe the queue: two HA replicas report the same values.
+QUEUE_METRIC = re.compile(
+    r"\balvaria_emailqueue_(?:emails|oldest_email_\w+|waiting_email_age_seconds\w*|agent_emails"
+    r"|arrivals_total|departures_total|state_transitions_total)\b"
+)
+ONE_REPLICA = "max without (instance, pod)"
 # Grafana variables and the values that select everything, for running queries outside Grafana.
 VARIABLES = {"$__rate_interval": "1m", "$job": ".*", "$org": ".*"}
 VARIABLES |= {"$work_type": ".*", "$email_type": ".*"}
@@ -163,9 +171,41 @@ def test_every_target_has_a_ref_id_and_uses_the_rate_interval(name: str) -> None
     for panel in panels(load_dashboards()[name]):
         ref_ids = [target.get("refId") for target in panel["targets"]]
         assert all(ref_ids) and len(set(ref_ids)) == len(ref_ids), panel["title"]
+        expected = FIXED_WINDOWS.get(panel["title"], "$__rate_interval")
         for target in panel["targets"]:
             for _selector, window in RANGE_FUNCTIONS.findall(target["expr"]):
-                assert window == "$__rate_interval", (panel["title"], target["expr"])
+                assert window == expected, (panel["title"], target["expr"])
+
+
+def test_fixed_windows_are_used_and_explained() -> None:
+    board = load_dashboards()["emailqueue-overview.json"]
+    for title, window in FIXED_WINDOWS.items():
+        (panel,) = [p for p in panels(board) if p["title"] == title]
+        assert f"[{window}]" in panel["targets"][0]["expr"], title
+        assert "fixed 15 minutes" in panel["description"], title
+
+
+@pytest.mark.parametrize("name", sorted(load_dashboards()))
+def test_queue_panels_count_each_replica_once(name: str) -> None:
+    """Every selector of a queue metric sits inside `max without (instance, pod)`."""
+    for panel in panels(load_dashboards()[name]):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for match in QUEUE_METRIC.finditer(expr):
+                before = expr[: match.start()]
+                # The innermost open `max without (instance, pod) (` before the metric, with at
+                # most a rate()/increase() call between it and the selector.
+                assert re.search(re.escape(ONE_REPLICA) + r" \((?:rate\(|increase\()?$", before), (
+                    panel["title"],
+                    expr,
+                )
+
+
+def test_queue_check_catches_a_sum_over_replicas() -> None:
+    assert QUEUE_METRIC.search('sum by (org) (rate(alvaria_emailqueue_arrivals_total{a="b"}[5m]))')
+    ok = f"sum by (org) ({ONE_REPLICA} (rate(alvaria_emailqueue_arrivals_total[5m])))"
+    match = QUEUE_METRIC.search(ok)
+    assert match and ok[: match.start()].endswith(f"{ONE_REPLICA} (rate(")
 
 
 def test_the_heatmap_reads_the_gauge_histogram_buckets() -> None:
@@ -173,7 +213,36 @@ def test_the_heatmap_reads_the_gauge_histogram_buckets() -> None:
     (heatmap,) = [panel for panel in panels(board) if panel["type"] == "heatmap"]
     (target,) = heatmap["targets"]
     assert target["format"] == "heatmap"
-    assert target["expr"].startswith("sum by (le) (alvaria_emailqueue_waiting_email_age_seconds")
+    assert target["expr"].startswith(
+        f"sum by (le) ({ONE_REPLICA} (alvaria_emailqueue_waiting_email_age_seconds_bucket"
+    )
+    assert "gauge histogram" in heatmap["description"]
+    assert "never put them into rate()" in heatmap["description"]
+
+
+def test_agent_workload_says_which_filters_do_not_apply() -> None:
+    board = load_dashboards()["emailqueue-overview.json"]
+    (panel,) = [p for p in panels(board) if p["title"] == "Agent workload"]
+    assert "no work_type or email_type label" in panel["description"]
+    assert "$work_type" not in panel["targets"][0]["expr"]
+
+
+def test_waiting_age_quantiles_per_work_type() -> None:
+    board = load_dashboards()["emailqueue-overview.json"]
+    (panel,) = [p for p in panels(board) if p["title"] == "Waiting age p50 / p90 by work type"]
+    exprs = [target["expr"] for target in panel["targets"]]
+    assert [e.split(",")[0] for e in exprs] == [
+        "histogram_quantile(0.5",
+        "histogram_quantile(0.9",
+    ]
+    assert all("sum by (org, work_type, le)" in e for e in exprs)
+
+
+def test_datasource_time_interval_matches_the_compose_scrape_interval() -> None:
+    provisioning = ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+    (source,) = yaml.safe_load(provisioning.read_text())["datasources"]
+    compose = yaml.safe_load((ROOT / "deploy" / "compose" / "prometheus.yml").read_text())
+    assert source["jsonData"]["timeInterval"] == compose["global"]["scrape_interval"]
 
 
 def test_range_pattern_catches_a_fixed_window() -> None:

@@ -137,7 +137,11 @@ def prometheus_config(tmp: Path, exporter: str, alertmanager: str) -> Path:
 def alertmanager_config(tmp: Path, webhook_port: int) -> Path:
     """The example alertmanager.yml, its webhooks sent to the test and its waits shortened."""
     config = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
-    config["route"] |= {"group_wait": "1s", "group_interval": "1s"}
+    routes = [config["route"]]
+    while routes:  # every route that sets its own waits, the sub-route of these alerts included
+        route = routes.pop()
+        route |= {"group_wait": "1s", "group_interval": "1s"}
+        routes += route.get("routes", [])
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"http://127.0.0.1:{webhook_port}/{receiver['name']}"

@@ -24,7 +24,15 @@ RUNBOOK_BASE_URL = (
 )
 SEVERITIES = {"critical", "warning"}
 # Labels that tell one firing instance of an alert from another, most specific first.
-IDENTITY_LABELS = ("work_type", "label", "org", "instance")
+IDENTITY_LABELS = ("work_type", "email_type", "label", "org", "instance")
+QUEUE_ALERTS = {
+    "AlvariaEmailQueueOldestEmailTooOld",
+    "AlvariaEmailQueueBacklogHigh",
+    "AlvariaEmailQueueBacklogGrowing",
+    "AlvariaEmailQueueNotDraining",
+}
+# The exporter's default stale_after (5 times the 30s poll_interval): queue series vanish then.
+DEFAULT_STALE_AFTER_SECONDS = 150
 
 
 def tool(name: str) -> str:
@@ -114,10 +122,33 @@ def test_alert_has_severity_annotations_and_runbook(rule: dict[str, Any]) -> Non
 
 def test_every_runbook_section_has_the_four_parts() -> None:
     sections = re.split(r"^## ", RUNBOOKS.read_text(), flags=re.MULTILINE)[1:]
-    assert len(sections) == len(alerting_rules())
-    for section in sections:
+    alert_sections = [s for s in sections if s.startswith("AlvariaEmailQueue")]
+    assert {s.splitlines()[0] for s in alert_sections} == {r["alert"] for r in alerting_rules()}
+    for section in alert_sections:
         for part in ("**Meaning.**", "**Impact.**", "**Diagnose.**", "**Mitigate.**"):
             assert part in section, (section.splitlines()[0], part)
+
+
+def test_runbooks_cover_every_poll_error_reason_and_the_timing() -> None:
+    text = RUNBOOKS.read_text()
+    polls_failing = text.split("## AlvariaEmailQueuePollsFailing", 1)[1].split("\n## ", 1)[0]
+    for reason in (
+        "auth",
+        "rate_limited",
+        "http_4xx",
+        "http_5xx",
+        "timeout",
+        "connection",
+        "decode",
+        "inconsistent",
+        "internal",
+    ):
+        assert f"`{reason}`" in polls_failing, reason
+    assert "404" in polls_failing and "org_id" in polls_failing
+    overflow = text.split("## AlvariaEmailQueueLabelOverflow", 1)[1].split("\n## ", 1)[0]
+    assert "max_agents" in overflow and "20" in overflow
+    assert "stale_after" in text and "poll_interval" in text and "keep_firing_for" in text
+    assert "runbook_url" in text and "sed " in text
 
 
 def test_github_anchor_follows_githubs_rules() -> None:
@@ -151,6 +182,64 @@ def test_alert_is_unit_tested_firing_and_quiet(rule: dict[str, Any]) -> None:
     assert quiet, f"no promtool case where {rule['alert']} must stay quiet"
 
 
+def seconds(duration: str) -> float:
+    """A Prometheus duration such as `10m` or `1h30m` in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def _rule(name: str) -> dict[str, Any]:
+    (rule,) = [r for r in alerting_rules() if r["alert"] == name]
+    return rule
+
+
+def test_queue_alerts_outlive_stale_after_until_the_exporter_alerts_take_over() -> None:
+    """A firing queue alert must not resolve when the series vanish before DataStale fires."""
+    data_stale = _rule("AlvariaEmailQueueDataStale")
+    threshold = float(re.search(r"> (\d+)", data_stale["expr"]).group(1))  # type: ignore[union-attr]
+    assert threshold <= DEFAULT_STALE_AFTER_SECONDS, "DataStale must page soon after stale_after"
+    stale_fires_after = threshold + seconds(data_stale["for"])
+    assert stale_fires_after <= 2 * DEFAULT_STALE_AFTER_SECONDS
+    polls_failing = _rule("AlvariaEmailQueuePollsFailing")
+    assert seconds(polls_failing["for"]) < stale_fires_after
+    for name in QUEUE_ALERTS:
+        rule = _rule(name)
+        kept_until = DEFAULT_STALE_AFTER_SECONDS + seconds(rule["keep_firing_for"])
+        # A minute for evaluation and Alertmanager's group_wait to see the inhibiting alert.
+        assert kept_until >= stale_fires_after + 60, name
+
+
+@pytest.mark.parametrize("name", sorted(QUEUE_ALERTS))
+def test_queue_alerts_judge_inbound_email_and_keep_no_instance(name: str) -> None:
+    rule = _rule(name)
+    assert 'email_type="InboundEmail"' in rule["expr"]
+    assert "instance" not in rule["expr"]
+    for test in rule_unit_tests():
+        for case in test.get("alert_rule_test", []):
+            if case["alertname"] == name:
+                for alert in case.get("exp_alerts") or []:
+                    assert "instance" not in alert["exp_labels"]
+                    assert alert["exp_labels"]["email_type"] == "InboundEmail"
+
+
+def test_queue_recording_rules_drop_the_replica() -> None:
+    """Queue aggregates of raw metrics take the max across replicas and keep no instance."""
+    path = PROMETHEUS_DIR / "rules" / "recording.rules.yml"
+    checked = 0
+    for group in yaml.safe_load(path.read_text())["groups"]:
+        for rule in group["rules"]:
+            name, expr = rule["record"], rule["expr"]
+            raw = re.findall(r"(?<![\w:])alvaria_emailqueue_\w+", expr)
+            if name.startswith("org_work_type") and raw:
+                assert "max without (instance, pod" in expr, name
+                checked += 1
+            if name.startswith("org_work_type"):
+                assert "instance" not in expr.replace("without (instance, pod", ""), name
+    assert checked >= 5
+
+
 def _identity(labels: dict[str, str], keys: set[str]) -> tuple[str, ...]:
     """The values of `keys` in `labels`, in a fixed order."""
     return tuple(labels[key] for key in sorted(keys))
@@ -166,6 +255,9 @@ def test_alertmanager_config_is_valid() -> None:
     [
         (["alertname=AlvariaEmailQueueOldestEmailTooOld", "severity=critical"], "pager"),
         (["alertname=AlvariaEmailQueueBacklogHigh", "severity=warning"], "chat"),
+        (["alertname=AlvariaEmailQueueNotDraining", "severity=warning"], "chat"),
+        (["alertname=AlvariaEmailQueueDataStale", "severity=critical"], "pager"),
+        (["alertname=Other", "severity=critical"], "null"),
         (["alertname=Other"], "null"),
     ],
 )
@@ -183,22 +275,78 @@ def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> No
     assert result.stdout.split() == [receiver]
 
 
+def _alertmanager_config() -> dict[str, Any]:
+    return dict(yaml.safe_load(ALERTMANAGER_CONFIG.read_text()))
+
+
+def _inhibited_by(source: str, equal: list[str]) -> set[str]:
+    """Alerts the example configuration inhibits while `source` fires, matching on `equal`."""
+    names = {rule["alert"] for rule in alerting_rules()}
+    inhibited = set()
+    for inhibit in _alertmanager_config()["inhibit_rules"]:
+        if _matches(inhibit["source_matchers"], source) and inhibit["equal"] == equal:
+            inhibited |= {a for a in names if _matches(inhibit["target_matchers"], a)}
+    return inhibited
+
+
 def test_alertmanager_inhibits_queue_alerts_while_the_exporter_fails() -> None:
-    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
-    queue_alerts = {
-        rule["alert"]
-        for rule in alerting_rules()
-        if "work_type" in rule["annotations"]["description"]
+    assert _inhibited_by("AlvariaEmailQueueExporterDown", ["job"]) == QUEUE_ALERTS
+    for source in ("AlvariaEmailQueuePollsFailing", "AlvariaEmailQueueDataStale"):
+        assert _inhibited_by(source, ["job", "org"]) == QUEUE_ALERTS, source
+
+
+def test_token_trouble_inhibits_polls_failing_but_never_the_page() -> None:
+    inhibited = _inhibited_by("AlvariaEmailQueueTokenRefreshFailing", ["job", "instance", "org"])
+    assert inhibited == {"AlvariaEmailQueuePollsFailing"}
+    for inhibit in _alertmanager_config()["inhibit_rules"]:
+        for target in (r["alert"] for r in alerting_rules()):
+            if _matches(inhibit["target_matchers"], target):
+                assert (
+                    not _matches(inhibit["source_matchers"], "AlvariaEmailQueueTokenRefreshFailing")
+                    or _rule(target)["labels"]["severity"] != "critical"
+                ), target
+
+
+def _fired_labels(name: str) -> list[set[str]]:
+    """The label names of every alert `name` the promtool tests expect to fire."""
+    return [
+        set(alert["exp_labels"])
+        for test in rule_unit_tests()
+        for case in test.get("alert_rule_test", [])
+        if case["alertname"] == name
+        for alert in case.get("exp_alerts") or []
+    ]
+
+
+def test_inhibitions_match_on_labels_both_alerts_carry() -> None:
+    """An `equal` label missing on the source or the target would make the inhibition a no-op."""
+    names = [rule["alert"] for rule in alerting_rules()]
+    for inhibit in _alertmanager_config()["inhibit_rules"]:
+        sources = [n for n in names if _matches(inhibit["source_matchers"], n)]
+        targets = [n for n in names if _matches(inhibit["target_matchers"], n)]
+        assert sources and targets, inhibit
+        for name in sources + targets:
+            carried = [labels for labels in _fired_labels(name) if set(inhibit["equal"]) <= labels]
+            assert carried, (name, inhibit["equal"])
+
+
+def test_alertmanager_groups_only_this_exporters_alerts() -> None:
+    route = _alertmanager_config()["route"]
+    assert "group_by" not in route, "the root route would group every other alert too"
+    (sub,) = route["routes"]
+    assert sub["matchers"] == ['alertname=~"AlvariaEmailQueue.*"']
+    assert sub["group_by"] == ["alertname", "org"]
+
+
+def test_business_hours_interval_is_defined_and_used() -> None:
+    config = _alertmanager_config()
+    defined = {interval["name"] for interval in config["time_intervals"]}
+    used = {
+        name
+        for route in config["route"]["routes"][0]["routes"]
+        for name in route.get("active_time_intervals", [])
     }
-    for source, equal in (
-        ("AlvariaEmailQueueExporterDown", ["instance"]),
-        ("AlvariaEmailQueuePollsFailing", ["org", "instance"]),
-    ):
-        inhibited = set()
-        for inhibit in config["inhibit_rules"]:
-            if _matches(inhibit["source_matchers"], source) and inhibit["equal"] == equal:
-                inhibited |= {a for a in queue_alerts if _matches(inhibit["target_matchers"], a)}
-        assert inhibited == queue_alerts, source
+    assert used == defined == {"business-hours"}
 
 
 def _matches(matchers: list[str], alertname: str) -> bool:
