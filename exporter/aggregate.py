@@ -43,7 +43,12 @@ def parse_timestamp(value: str | None) -> float | None:
     try:
         parsed = datetime.fromisoformat(value)
     except (ValueError, TypeError):
-        return None
+        # RFC 3339 also allows a lower-case `z` and `t`, and stray whitespace; rare, so only
+        # normalised when the fast path fails.
+        try:
+            parsed = datetime.fromisoformat(str(value).strip().upper())
+        except (ValueError, TypeError):
+            return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()

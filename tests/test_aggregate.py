@@ -36,6 +36,9 @@ def email(id: str, state: str = "Queued", **fields: object) -> Email:
         ("2026-11-26T11:00:00.123456789Z", NOW - 3600 + 0.123456),
         ("2026-11-26T11:00:00", NOW - 3600),
         ("2026-11-26T11:00:00+0000", NOW - 3600),
+        ("2026-11-26t11:00:00.000z", NOW - 3600),
+        (" 2026-11-26T11:00:00Z ", NOW - 3600),
+        ("2026-11-26 11:00:00Z", NOW - 3600),
     ],
 )
 def test_timestamps_in_every_iso_form(raw: str, expected: float) -> None:
