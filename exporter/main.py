@@ -189,11 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if invocation.mode == "check_config":
         print(settings.masked_dump(cfg), end="")
-        for note in settings.advice(cfg):
+        for note in (*invocation.notes, *settings.advice(cfg)):
             print(f"{PROG}: warning: {note}", file=sys.stderr)
         return 0
     log.configure(cfg.log_level, cfg.log_format)
-    for note in settings.advice(cfg):
+    for note in (*invocation.notes, *settings.advice(cfg)):
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
     try:
         if invocation.mode == "demo":

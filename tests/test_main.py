@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from tests.fakeapi import FakeApi, serve_fake
 
@@ -94,3 +95,20 @@ async def test_check_config_warns_about_suspicious_but_valid_settings() -> None:
     assert code == 0
     assert "'Queud' is not a state the API documents" in err
     assert "request_timeout (120s) is not below the poll deadline" in err
+
+
+async def test_a_secret_file_shadowed_by_the_config_file_is_reported(tmp_path: Path) -> None:
+    key_file = tmp_path / "api_key"
+    key_file.write_text("key-from-file\n")
+    config = tmp_path / "exporter.yml"
+    config.write_text("api_key: key-from-yaml\n")
+    env = FakeApi(base_url="http://127.0.0.1:1").env(
+        ALVARIA_CONFIG_FILE=str(config), ALVARIA_API_KEY_FILE=str(key_file)
+    )
+    del env["ALVARIA_API_KEY"]
+    code, out, err = await run_cli("--check-config", env=env)
+    assert code == 0
+    assert (
+        "warning: api_key from config file" in err and "overrides file ALVARIA_API_KEY_FILE" in err
+    )
+    assert "key-from" not in out + err

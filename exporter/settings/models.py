@@ -206,3 +206,5 @@ class Invocation:
 
     mode: Mode
     settings: Settings
+    # Valid but surprising layering, e.g. a secret file shadowed by a value from the YAML file.
+    notes: tuple[str, ...] = ()

@@ -47,15 +47,26 @@ def _read_secret(path: Path, setting: str, source: str) -> str:
 
 
 def _resolve(
-    specs: Sequence[Spec], layers: Sequence[_Layer], prefix: str
+    specs: Sequence[Spec], layers: Sequence[_Layer], prefix: str, notes: list[str] | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Convert each setting from the first layer that has it; returns values and their sources."""
+    """Convert each setting from the first layer that has it; returns values and their sources.
+
+    A secret file shadowed by a value from a higher source is reported in `notes`: the order is
+    the documented one, but a file that is silently ignored surprises.
+    """
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for spec in specs:
-        item = next((layer[spec.name] for layer in layers if spec.name in layer), None)
-        if item is None:
+        found = [layer[spec.name] for layer in layers if spec.name in layer]
+        if not found:
             continue
+        item = found[0]
+        if notes is not None and item.secret_file is None:
+            notes += [
+                f"{prefix}{spec.name} from {item.source} overrides {other.source}"
+                for other in found[1:]
+                if other.secret_file is not None
+            ]
         setting = prefix + spec.name
         raw = item.raw
         if item.secret_file is not None:
@@ -147,8 +158,10 @@ def _read_config(
     return top, top_files, blocks
 
 
-def _build_target(layers: Sequence[_Layer], prefix: str, demo: bool) -> TargetSettings:
-    values, sources = _resolve(TARGET_SPECS, layers, prefix)
+def _build_target(
+    layers: Sequence[_Layer], prefix: str, demo: bool, notes: list[str]
+) -> TargetSettings:
+    values, sources = _resolve(TARGET_SPECS, layers, prefix, notes)
     if "org_id" not in values:
         where = "in every targets: block" if prefix else "--org-id or ALVARIA_ORG_ID"
         raise ConfigError(f"{prefix}org_id", "default", f"required: set {where}")
@@ -212,9 +225,10 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
 
     inherited = [flag_layer, env_layer, top, flag_files, env_files, top_files]
     targets: list[TargetSettings] = []
+    notes: list[str] = []
     if blocks is None:
         if mode != "demo" or any("org_id" in layer for layer in inherited[:3]):
-            targets.append(_build_target(inherited, "", mode == "demo"))
+            targets.append(_build_target(inherited, "", mode == "demo", notes))
     else:
         for layer in inherited[:3]:
             if "org_id" in layer:
@@ -226,7 +240,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
         seen: dict[str, int] = {}
         for i, (block, block_files) in enumerate(blocks):
             prefix = f"targets[{i}]."
-            target = _build_target([block, block_files, *inherited], prefix, mode == "demo")
+            target = _build_target([block, block_files, *inherited], prefix, mode == "demo", notes)
             if target.org_id in seen:
                 where = f"config file {config_file} ({prefix}org_id)"
                 raise ConfigError(
@@ -243,4 +257,4 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     settings = _construct(
         Settings, {**global_values, "targets": tuple(targets)}, global_sources, ""
     )
-    return Invocation(mode, settings)
+    return Invocation(mode, settings, tuple(notes))
