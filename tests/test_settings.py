@@ -303,7 +303,8 @@ def test_masked_dump_hides_every_secret(tmp_path: Path) -> None:
     first, second = dumped["targets"]
     assert first["api_key"] == first["client_secret"] == first["access_token"] == SECRET_MASK
     assert second["client_secret"] is None and second["client_id"] is None
-    assert dumped["config_file"] == str(cfg) and dumped["poll_interval"] == 30.0
+    assert text.startswith(f"# config_file: {cfg}\n") and "config_file" not in dumped
+    assert dumped["poll_interval"] == 30.0
 
 
 @pytest.mark.parametrize(

@@ -24,5 +24,12 @@ def _plain(value: Any) -> Any:
 
 
 def masked_dump(settings: Settings) -> str:
-    """YAML of the effective settings with every secret shown as ``********``."""
-    return yaml.safe_dump(_plain(settings), sort_keys=False, allow_unicode=True)
+    """YAML of the effective settings with every secret shown as ``********``.
+
+    `config_file` is shown as a comment: a config file cannot name itself, and the dump should
+    read back as one.
+    """
+    data = _plain(settings)
+    config_file = data.pop("config_file", None)
+    header = f"# config_file: {config_file}\n" if config_file else ""
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
