@@ -6,7 +6,8 @@ import asyncio
 import os
 import ssl
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import aiohttp
 import structlog
@@ -19,7 +20,7 @@ from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToke
 from exporter.client import ClientOptions, EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.errors import ConfigError
-from exporter.http import HttpTransport, RetryPolicy
+from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
@@ -48,6 +49,9 @@ def build_poller(
     session: aiohttp.ClientSession,
     state: OrgState,
     ssl_context: ssl.SSLContext | bool,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Sleep = asyncio.sleep,
 ) -> Poller:
     """One organisation's transport, token provider, client and poller."""
     transport = HttpTransport(
@@ -60,6 +64,8 @@ def build_poller(
             max_retries=cfg.max_retries, max_retry_after=min(60.0, cfg.poll_interval)
         ),
         observer=state.observe_request,
+        sleep=sleep,
+        clock=clock,
         ssl=ssl_context,
     )
     api_key = target.api_key.get_secret_value()
@@ -79,6 +85,7 @@ def build_poller(
                 auth_method=target.token_auth_method,
             ),
             transport,
+            clock=clock,
         )
     client = EmailQueueClient(
         api_url=target.api_url,
@@ -97,14 +104,17 @@ def build_poller(
         ),
     )
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
-    return Poller(state, client, auth, options=aggregation_options(cfg, target), timing=timing)
+    options = aggregation_options(cfg, target)
+    return Poller(state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep)
 
 
-def build_registry(store: Store, cfg: Settings) -> CollectorRegistry:
+def build_registry(
+    store: Store, cfg: Settings, clock: Callable[[], float] = time.time
+) -> CollectorRegistry:
     """A registry of our own holding only the exporter's collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        QueueCollector(store, age_buckets=cfg.age_buckets, stale_after=cfg.stale_after)
+        QueueCollector(store, age_buckets=cfg.age_buckets, stale_after=cfg.stale_after, clock=clock)
     )
     return registry
 

@@ -23,15 +23,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer, make_mocked_request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
-from exporter.aggregate import AggregationOptions
-from exporter.auth import ClientCredentials, ClientCredentialsConfig
-from exporter.client import ClientOptions, EmailQueueClient
-from exporter.collector import QueueCollector
-from exporter.http import HttpTransport, RetryPolicy
-from exporter.poller import Poller, PollTiming
+from exporter.main import build_poller, build_registry
+from exporter.poller import Poller
 from exporter.server import build_app, landing_page
+from exporter.settings import Settings, TargetSettings
 from exporter.store import Store
+from tests.fakes import Clock
 
 ORG = "acme"
 API_KEY = "apikey-7f3c9e"
@@ -127,16 +126,6 @@ async def serving(
         await server.close()
 
 
-class FakeClock:
-    """Wall-clock time that tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Rig:
     """The production pipeline for one organisation, pointed at an `Upstream`."""
@@ -144,7 +133,7 @@ class Rig:
     poller: Poller
     store: Store
     registry: CollectorRegistry
-    clock: FakeClock
+    clock: Clock
     sleeps: list[float]
     logs: list[MutableMapping[str, Any]]
 
@@ -205,59 +194,35 @@ async def rig(
     ssl: Any = True,
     server_ssl: SSLContext | None = None,
 ) -> AsyncIterator[Rig]:
-    """Serve `upstream` and build the pipeline against it (or against the given URLs)."""
+    """Serve `upstream` and build the production pipeline against it (or the given URLs)."""
     async with serving(upstream, server_ssl), aiohttp.ClientSession(trust_env=True) as session:
         store = Store([ORG])
-        state = store.orgs[ORG]
-        clock = FakeClock()
+        clock = Clock()
         sleeps: list[float] = []
 
         async def sleep(seconds: float) -> None:
             sleeps.append(seconds)
             await asyncio.sleep(0)
 
-        transport = HttpTransport(
-            session,
-            request_timeout=request_timeout,
-            max_response_bytes=max_response_bytes,
-            retry=RetryPolicy(max_retries=max_retries),
-            observer=state.observe_request,
-            sleep=sleep,
-            clock=clock,
-            ssl=ssl,
-        )
-        auth = ClientCredentials(
-            ClientCredentialsConfig(
-                token_url=token_url or upstream.base_url + TOKEN_PATH,
-                client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET,
-                api_key=API_KEY,
-            ),
-            transport,
-            clock=clock,
-        )
-        client = EmailQueueClient(
-            api_url=api_url or upstream.base_url,
+        target = TargetSettings(
             org_id=ORG,
-            api_key=API_KEY,
-            auth=auth,
-            transport=transport,
-            options=ClientOptions(page_size=100, max_concurrency=2, max_pages=max_pages),
+            api_key=SecretStr(API_KEY),
+            client_id=CLIENT_ID,
+            client_secret=SecretStr(CLIENT_SECRET),
+            api_url=api_url or upstream.base_url,
+            token_url=token_url or upstream.base_url + TOKEN_PATH,
         )
-        timing = PollTiming(poll_interval=poll_interval, stale_after=5 * poll_interval)
-        poller = Poller(
-            state,
-            client,
-            auth,
-            options=AggregationOptions(),
-            timing=timing,
-            clock=clock,
-            sleep=sleep,
+        cfg = Settings(
+            targets=(target,),
+            poll_interval=poll_interval,
+            page_size=100,
+            max_concurrency=2,
+            request_timeout=request_timeout,
+            max_retries=max_retries,
+            max_pages=max_pages,
+            max_response_bytes=max_response_bytes,
+            age_buckets=(60.0, 3600.0),
         )
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(
-            QueueCollector(
-                store, age_buckets=(60.0, 3600.0), stale_after=timing.stale_after, clock=clock
-            )
-        )
+        poller = build_poller(target, cfg, session, store.orgs[ORG], ssl, clock=clock, sleep=sleep)
+        registry = build_registry(store, cfg, clock=clock)
         yield Rig(poller, store, registry, clock, sleeps, [])

@@ -92,13 +92,14 @@ async def test_retry_after_as_an_http_date_is_waited_out() -> None:
     upstream = Upstream()
     when = formatdate(time.time() + 20, usegmt=True)
     upstream.on_emails = first(1, status(429, {"Retry-After": when}), upstream)
-    r = await check(upstream, ok=True)
+    # Waited out inside the poll: 20 s fits in min(60 s, poll_interval).
+    r = await check(upstream, ok=True, poll_interval=30)
     assert any(15 <= s <= 21 for s in r.sleeps), r.sleeps
 
 
 async def test_a_429_storm_fails_the_poll_and_pushes_the_next_one_back() -> None:
     upstream = Upstream(on_emails=status(429, {"Retry-After": "30"}))
-    async with rig(upstream, max_retries=2, poll_interval=10) as r:
+    async with rig(upstream, max_retries=2, poll_interval=60) as r:
         ok, elapsed = await r.poll()
         assert not ok and elapsed < 3 and r.state.last_error_reason == "rate_limited"
         assert upstream.calls["emails"] == 3 and r.sleeps.count(30.0) == 2
@@ -106,11 +107,20 @@ async def test_a_429_storm_fails_the_poll_and_pushes_the_next_one_back() -> None
         assert first_delay >= 30
         await r.poll()
         # Backs off further on every rate-limited poll in a row.
-        assert r.poller.next_delay(0) >= 30 and r.poller.next_delay(0) >= 2 * 10
+        assert r.poller.next_delay(0) >= 2 * 60
         upstream.on_emails = None
         assert (await r.poll())[0]
-        assert r.poller.next_delay(0) == 10
+        assert r.poller.next_delay(0) == 60
         await r.assert_no_leak()
+
+
+async def test_a_retry_after_longer_than_the_interval_is_not_waited_inside_the_poll() -> None:
+    upstream = Upstream(on_emails=status(429, {"Retry-After": "30"}))
+    async with rig(upstream, poll_interval=10) as r:
+        ok, _ = await r.poll()
+        assert not ok and r.state.last_error_reason == "rate_limited"
+        assert upstream.calls["emails"] == 1 and r.sleeps == []
+        assert r.poller.next_delay(0) == 30
 
 
 async def test_a_retry_after_beyond_the_poll_is_not_waited_inside_it() -> None:
