@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,19 +26,13 @@ import aiohttp
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.procs import wait_http
+from bench.procs import free_port, wait_http
 
 ORG = "soak"
 API_KEY = "soak-api-key-3e1f"
 CLIENT_SECRET = "soak-client-secret-9b2c"  # noqa: S105 -- the simulator's throwaway credential
 MIB = 1024 * 1024
 PATHS = ("/metrics", "/metrics", "/metrics", "/", "/readyz", "/healthz")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

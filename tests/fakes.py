@@ -1,7 +1,8 @@
-"""Small fakes shared by the tests: a settable clock, a recording sleep, a token provider."""
+"""Small helpers shared by the tests: a settable clock, a recording sleep, a token provider, ports."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 
@@ -35,3 +36,10 @@ class NoAuth:
 
     def invalidate(self, rejected: str | None = None) -> None:
         """Nothing to forget."""
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

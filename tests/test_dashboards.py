@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from grafana import generate
+from tests.fakes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
@@ -99,13 +99,6 @@ def names_from_exposition(text: str) -> set[str]:
         elif line and not line.startswith("#"):
             names.add(METRIC_TOKEN.match(line).group(0))  # type: ignore[union-attr]
     return names
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def exposed_metric_names_from_demo_run(timeout: float = 20.0) -> set[str]:

@@ -12,7 +12,7 @@ import time
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.test_integration import free_port
+from tests.fakes import free_port
 
 
 async def queue_state(url: str) -> dict[tuple[tuple[str, str], ...], float]:

@@ -12,7 +12,6 @@ import functools
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +25,7 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 
+from tests.fakes import free_port
 from tests.test_dashboards import dashboard_queries, substitute
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -35,13 +35,6 @@ RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 BIN = Path(sys.executable).parent
 DEADLINE_SECONDS = 60.0
 SHORT_FOR = "2s"
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def binary(*names: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.fakes import free_port
 from tests.faultkit import (
     ADDRESS,
     API_KEY,
@@ -113,12 +113,6 @@ def test_check_config_masks_every_secret() -> None:
     assert result.returncode == 0, result.stderr
     for secret in (API_KEY, CLIENT_SECRET, "static-token-9z"):
         assert secret not in result.stdout + result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_until(probe: object, within: float) -> None:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakeapi import FakeApi, serve_fake
+from tests.fakes import free_port
 
 NOW = time.time()
 T = TypeVar("T")
@@ -84,36 +87,39 @@ TRICKY_ITEMS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass
+class Daemon:
+    """A running exporter process: where to scrape it and where its log goes."""
+
+    base: str
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text()
 
 
 @asynccontextmanager
-async def exporter(env: dict[str, str]) -> AsyncIterator[str]:
-    """Start the exporter process; yield its base URL once /readyz answers 200."""
+async def exporter(env: dict[str, str]) -> AsyncIterator[Daemon]:
+    """Start the exporter process; yield it once /readyz answers 200."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
     full_env |= {"ALVARIA_LISTEN_ADDRESS": f"127.0.0.1:{port}", "ALVARIA_LOG_FORMAT": "json", **env}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        env=full_env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_for(lambda: fetch_status(base + "/readyz"), lambda s: s == 200, within=20)
-        yield base
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 10)
-        logs = (await proc.stderr.read()).decode() if proc.stderr else ""
-        exporter.last_logs = logs  # type: ignore[attr-defined]
+    with tempfile.TemporaryDirectory() as tmp:
+        daemon = Daemon(f"http://127.0.0.1:{port}", Path(tmp) / "exporter.log")
+        # A file, not a pipe: a pipe nobody reads fills up and blocks the process.
+        with daemon.log.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "exporter", env=full_env, stdout=log, stderr=log
+            )
+        try:
+            await wait_for(
+                lambda: fetch_status(daemon.base + "/readyz"), lambda s: s == 200, within=20
+            )
+            yield daemon
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 10)
 
 
 async def fetch_status(url: str) -> int:
@@ -152,9 +158,9 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
 async def test_daemon_reports_every_count_and_oldest_timestamp_exactly() -> None:
     async with (
         serve_fake(FakeApi(items=TRICKY_ITEMS)) as api,
-        exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as base,
+        exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as daemon,
     ):
-        m = await scrape(base)
+        m = await scrape(daemon.base)
         org = "acme"
         billing = 'Billing "VIP" \u2013 Zürich'
         emails = "alvaria_emailqueue_emails"
@@ -218,7 +224,7 @@ async def test_daemon_reports_every_count_and_oldest_timestamp_exactly() -> None
         labels = {"org": org, "state": "Queued", "email_type": "InboundEmail", "work_type": billing}
         first_age = value(m, age, **labels)
         await asyncio.sleep(1.1)
-        second_age = value(await scrape(base), age, **labels)
+        second_age = value(await scrape(daemon.base), age, **labels)
         assert second_age > first_age >= 1200
 
         hist = "alvaria_emailqueue_waiting_email_age_seconds"
@@ -244,9 +250,9 @@ async def test_daemon_reports_every_count_and_oldest_timestamp_exactly() -> None
 
 async def test_retry_after_is_waited_out_and_one_token_serves_many_polls() -> None:
     api = FakeApi(items=TRICKY_ITEMS[:2], scripted=[(429, {"Retry-After": "1"})])
-    async with serve_fake(api), exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as base:
+    async with serve_fake(api), exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as daemon:
         m = await wait_for(
-            lambda: scrape(base),
+            lambda: scrape(daemon.base),
             lambda m: value(m, "alvaria_emailqueue_polls_total", org="acme") >= 3,
             within=15,
         )
@@ -271,19 +277,20 @@ async def test_retry_after_is_waited_out_and_one_token_serves_many_polls() -> No
             == 1
         )
         assert api.requests["token"] == 1
-    assert "s3cret-value" not in exporter.last_logs  # type: ignore[attr-defined]
-    assert "customer@example.com" not in exporter.last_logs  # type: ignore[attr-defined]
+        logs = daemon.logs()
+        assert "s3cret-value" not in logs and "customer@example.com" not in logs
+        assert '"event": "poll"' in logs  # the log really was captured
 
 
 async def test_failing_api_keeps_last_snapshot_with_up_zero() -> None:
     api = FakeApi(items=TRICKY_ITEMS)
     async with (
         serve_fake(api),
-        exporter(api.env(ALVARIA_POLL_INTERVAL="1s", ALVARIA_MAX_RETRIES="0")) as base,
+        exporter(api.env(ALVARIA_POLL_INTERVAL="1s", ALVARIA_MAX_RETRIES="0")) as daemon,
     ):
         api.scripted = [(503, {})] * 1000
         m = await wait_for(
-            lambda: scrape(base),
+            lambda: scrape(daemon.base),
             lambda m: value(m, "alvaria_emailqueue_up", org="acme") == 0,
             within=10,
         )
@@ -301,6 +308,6 @@ async def test_failing_api_keeps_last_snapshot_with_up_zero() -> None:
                 )
             ),
         ) in m
-        async with aiohttp.ClientSession() as s, s.get(base + "/") as r:
+        async with aiohttp.ClientSession() as s, s.get(daemon.base + "/") as r:
             page = await r.text()
         assert "acme" in page and "http_5xx" in page and "s3cret" not in page
