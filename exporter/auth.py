@@ -156,9 +156,8 @@ class ClientCredentials:
             )
         except RateLimitedError:
             raise  # a throttled token endpoint is rate limiting: the poller backs off for it
-        except PollError as exc:
-            message = str(exc) if str(exc).startswith("token ") else f"token request failed: {exc}"
-            raise AuthError(message, status=exc.status) from exc
+        except PollError as exc:  # its message already names the token endpoint
+            raise AuthError(str(exc), status=exc.status) from exc
         if response.status != 200:
             raise AuthError(f"token endpoint answered {response.status}", status=response.status)
         try:

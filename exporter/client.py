@@ -260,7 +260,7 @@ class EmailQueueClient:
             break
         status = response.status
         if status in (401, 403):
-            raise AuthError(f"API refused the credentials ({status})", status=status)
+            raise AuthError(f"emails endpoint refused the credentials ({status})", status=status)
         if status != 200:
-            raise ClientHTTPError(f"API answered {status}", status=status)
+            raise ClientHTTPError(f"emails endpoint answered {status}", status=status)
         return decode_page(response.body, start)

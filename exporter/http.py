@@ -123,7 +123,7 @@ class HttpTransport:
                 await self._sleep(retry.backoff(attempt, self._rand()))
                 attempt += 1
                 continue
-            error = _retryable_error(response)
+            error = _retryable_error(endpoint, response)
             if error is None:
                 return response
             delay = retry.backoff(attempt, self._rand())
@@ -147,7 +147,7 @@ class HttpTransport:
                 method, url, timeout=self._timeout, ssl=self._ssl, allow_redirects=False, **kwargs
             ) as resp:
                 code = str(resp.status)
-                body = await self._read_body(resp)
+                body = await self._read_body(endpoint, resp)
                 return HttpResponse(resp.status, dict(resp.headers), body)
         except TimeoutError as exc:
             code = "error"
@@ -171,24 +171,26 @@ class HttpTransport:
         finally:
             self._observer(endpoint, code, time.monotonic() - started)
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytes:
         limit = self._max_bytes
         if resp.content_length is not None and resp.content_length > limit:
-            raise DecodeError(f"response body of {resp.content_length} bytes exceeds {limit}")
+            size = resp.content_length
+            raise DecodeError(f"{endpoint} response body of {size} bytes exceeds {limit}")
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(256 * 1024):
             size += len(chunk)
             if size > limit:
-                raise DecodeError(f"response body exceeds {limit} bytes")
+                raise DecodeError(f"{endpoint} response body exceeds {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
 
-def _retryable_error(response: HttpResponse) -> PollError | None:
+def _retryable_error(endpoint: str, response: HttpResponse) -> PollError | None:
     """The error to raise if retries run out, or None when the response is final."""
     if response.status == 429:
-        return RateLimitedError("rate limited by the API (429)", status=429)
+        return RateLimitedError(f"{endpoint} endpoint rate limited the request (429)", status=429)
     if response.status >= 500:
-        return ServerHTTPError(f"API answered {response.status}", status=response.status)
+        status = response.status
+        return ServerHTTPError(f"{endpoint} endpoint answered {status}", status=status)
     return None
