@@ -561,3 +561,13 @@ def test_missing_and_invalid_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="UTF-8") as info:
         load(["--config-file", str(bad)], BASE_ENV)
     assert info.value.source == "flag --config-file"
+
+
+@pytest.mark.parametrize("name", ["api_key", "access_token"])
+def test_header_secrets_with_line_breaks_are_refused(name: str) -> None:
+    env = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}
+    env[f"ALVARIA_{name.upper()}"] = "abc\r\nX-Injected: 1"
+    with pytest.raises(ConfigError) as info:
+        load([], env)
+    assert info.value.setting == name
+    assert "line breaks" in info.value.problem and "abc" not in str(info.value)
