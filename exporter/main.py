@@ -115,7 +115,13 @@ def build_registry(
     """A registry of our own holding only the exporter's collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        QueueCollector(store, age_buckets=cfg.age_buckets, stale_after=cfg.stale_after, clock=clock)
+        QueueCollector(
+            store,
+            age_buckets=cfg.age_buckets,
+            stale_after=cfg.stale_after,
+            poll_interval=cfg.poll_interval,
+            clock=clock,
+        )
     )
     return registry
 

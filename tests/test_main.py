@@ -51,9 +51,12 @@ async def test_bad_setting_exits_2_naming_it_and_its_source() -> None:
 
 async def test_once_prints_the_exposition_and_exits_0() -> None:
     async with serve_fake(FakeApi(items=[{"id": "1", "state": "Queued"}])) as api:
-        code, out, _ = await run_cli("--once", env=api.env())
+        code, out, _ = await run_cli("--once", env=api.env(ALVARIA_POLL_INTERVAL="20s"))
     assert code == 0
     assert 'alvaria_emailqueue_up{org="acme"} 1.0' in out
+    # The configured timing, stale_after derived as 5 x poll_interval.
+    assert 'alvaria_emailqueue_poll_interval_seconds{org="acme"} 20.0' in out
+    assert 'alvaria_emailqueue_stale_after_seconds{org="acme"} 100.0' in out
     assert (
         'alvaria_emailqueue_emails{email_type="unknown",org="acme",state="Queued",work_type="unknown"} 1.0'
         in out
