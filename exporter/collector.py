@@ -44,12 +44,14 @@ class QueueCollector(Collector):
         *,
         age_buckets: tuple[float, ...],
         stale_after: float,
+        poll_interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._bounds = age_buckets
         self._le = [_format_le(b) for b in age_buckets] + ["+Inf"]
         self._stale_after = stale_after
+        self._poll_interval = poll_interval
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
@@ -63,6 +65,7 @@ class QueueCollector(Collector):
         yield build
         states = list(self._store.orgs.values())
         yield from self._exporter_families(states)
+        yield from self._timing_families(states)
         yield from self._flow_families(states)
         live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
         yield from self._queue_families(live, now)
@@ -139,6 +142,21 @@ class QueueCollector(Collector):
                 expiry.add_metric([s.org], s.token_expiry)
         yield from (up, success, duration, polls, errors, requests, latency, reported)
         yield from (duplicates, invalid, overflow, expiry)
+
+    def _timing_families(self, states: list[OrgState]) -> Iterator[Metric]:
+        """The configured timing, so alert rules can adapt their windows to it."""
+        interval = GaugeMetricFamily(
+            names.POLL_INTERVAL, "Configured time between poll starts, in seconds.", labels=["org"]
+        )
+        stale = GaugeMetricFamily(
+            names.STALE_AFTER,
+            "Configured time without a successful poll after which queue series are dropped.",
+            labels=["org"],
+        )
+        for s in states:
+            interval.add_metric([s.org], self._poll_interval)
+            stale.add_metric([s.org], self._stale_after)
+        yield from (interval, stale)
 
     def _flow_families(self, states: list[OrgState]) -> Iterator[Metric]:
         arrivals = CounterMetricFamily(
