@@ -578,4 +578,4 @@ def test_header_secrets_with_line_breaks_are_refused(name: str) -> None:
     with pytest.raises(ConfigError) as info:
         load([], env)
     assert info.value.setting == name
-    assert "line breaks" in info.value.problem and "abc" not in str(info.value)
+    assert "abc" not in str(info.value)

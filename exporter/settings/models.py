@@ -94,15 +94,6 @@ class TargetSettings(BaseModel):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("api_key", "access_token")
-    @classmethod
-    def _header_value(cls, value: SecretStr | None) -> SecretStr | None:
-        # Sent as a header as it is: a line break would end it (or smuggle another one).
-        text = value.get_secret_value() if value is not None else ""
-        if text and not (text.isascii() and text.isprintable()):
-            raise ValueError("must be printable ASCII (no line breaks or control characters)")
-        return value
-
     @field_validator("token_url")
     @classmethod
     def _token_url(cls, value: str) -> str:
