@@ -83,6 +83,7 @@ def build_poller(
                 api_key=api_key,
                 scope=target.scope,
                 auth_method=target.token_auth_method,
+                realm=target.token_realm or "",
             ),
             transport,
             clock=clock,

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from exporter import __version__
 from exporter.settings.models import Mode, Settings, TargetSettings
+from exporter.settings.regions import REGIONS
 from exporter.settings.values import UNIT_SECONDS
 
 _SECRETS = ("api_key", "client_secret", "access_token")
@@ -37,11 +38,12 @@ SPECS = (
     Spec("client_id", "opt", "OAuth2 client-credentials id", True),
     Spec("client_secret", "secret", "OAuth2 client secret (prefer the file)", True),
     Spec("access_token", "secret", "static bearer token; no token requests are made", True),
-    Spec("region", "choice", "us, eu, uk or ca: picks the default token URL", True),
+    Spec("region", "choice", f"{', '.join(REGIONS)}: picks the token and API hosts", True),
     Spec("token_url", "str", "OAuth2 token endpoint", True, "by region"),
+    Spec("token_realm", "text", "realm sent on token requests; empty: none", True, "org_id"),
     Spec("token_auth_method", "choice", "client_secret_basic or client_secret_post", True),
     Spec("scope", "str", "requested OAuth2 scope", True),
-    Spec("api_url", "str", "API base URL", True, "https://{org_id}.via.aspect-cloud.net"),
+    Spec("api_url", "str", "API base URL", True, "https://{org_id}.<API domain of the region>"),
     Spec("extended_info", "bool", "ask for workTypeName and workHandlerName", True),
     Spec("email_type", "opt", "server-side filter emailType", True),
     Spec("work_type_ids", "strs", "server-side filter workTypeIds", True),
