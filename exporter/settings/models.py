@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from exporter.settings import regions
 from exporter.settings.regions import Region
 
-Mode = Literal["run", "demo", "once", "check_config", "version"]
+Mode = Literal["run", "demo", "once", "check_config", "check_connection", "version"]
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 

@@ -194,7 +194,9 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     if len(chosen) > 1:
         flags = " ".join("--" + mode.replace("_", "-") for mode in chosen)
         raise ConfigError(
-            "mode", f"flag {flags}", "--demo, --once and --check-config exclude each other"
+            "mode",
+            f"flag {flags}",
+            "--demo, --once, --check-config and --check-connection exclude each other",
         )
     mode: Mode = chosen[0] if chosen else "run"
 

@@ -82,7 +82,12 @@ TOP_KEYS = {spec.name for spec in SPECS if spec.name != "config_file"} | {*FILE_
 BLOCK_KEYS = {spec.name for spec in TARGET_SPECS} | set(FILE_KEYS)
 _METAVARS = {"duration": "DURATION", "size": "SIZE", "int": "N", "bool": "BOOL", "path": "PATH"}
 _METAVARS |= {"strs": "A,B,...", "buckets": "S,S,..."}
-MODE_FLAGS: dict[str, Mode] = {"demo": "demo", "once": "once", "check_config": "check_config"}
+MODE_FLAGS: dict[str, Mode] = {
+    "demo": "demo",
+    "once": "once",
+    "check_config": "check_config",
+    "check_connection": "check_connection",
+}
 _EPILOG = """\
 Sources, highest first: flags > environment (ALVARIA_<NAME>) > config file > *_FILE secret
 files > defaults. In the config file, targets: lists one block per organisation; the
@@ -117,10 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    modes = parser.add_argument_group("modes (at most one of --demo, --once, --check-config)")
+    modes = parser.add_argument_group("modes (at most one)")
     modes.add_argument("--demo", action="store_true", help="poll the built-in simulator")
     modes.add_argument("--once", action="store_true", help="poll once, print the metrics, exit")
     modes.add_argument("--check-config", action="store_true", help="print the masked settings")
+    modes.add_argument("--check-connection", action="store_true",
+                       help="diagnose the way to Alvaria Cloud step by step, then exit")  # fmt: skip
     modes.add_argument("--version", action="store_true", help="print the version and exit")
     groups = {
         True: parser.add_argument_group("per organisation (defaults for every targets: block)"),
