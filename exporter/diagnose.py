@@ -33,9 +33,9 @@ from yarl import URL
 from exporter.auth import StaticToken, TokenResponse, check_token_response
 from exporter.client import EmailQueueClient, Page
 from exporter.errors import PollError
-from exporter.http import HttpTransport, RetryPolicy, transport_error, upstream_ssl
+from exporter.http import HttpTransport, RetryPolicy, transport_error
 from exporter.settings import Settings, TargetSettings
-from exporter.targets import client_options, credentials_config
+from exporter.targets import client_options, credentials_config, upstream_ssl
 
 Status = Literal["ok", "WARN", "FAIL", "skip"]
 REQUIRED_SCOPE = "emailqueueapi"
@@ -334,7 +334,7 @@ async def check_connection(cfg: Settings, write: Callable[[str], object]) -> int
         write(step.line() + "\n")
 
     async with aiohttp.ClientSession(trust_env=True) as session:
-        ssl_context = upstream_ssl(cfg.ca_file)
+        ssl_context = upstream_ssl(cfg)
         for target in cfg.targets:
             token_host = (
                 "none (access_token)" if target.access_token else URL(target.token_url).host

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -61,11 +60,6 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
-
-
-def upstream_ssl(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """TLS verification for upstream requests: the system store, or a private CA's bundle."""
-    return True if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

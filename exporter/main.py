@@ -20,13 +20,13 @@ from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
-from exporter.http import HttpTransport, RetryPolicy, Sleep, upstream_ssl
+from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
-from exporter.targets import client_options, token_provider
+from exporter.targets import client_options, token_provider, upstream_ssl
 from exporter.web_config import WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
@@ -112,7 +112,7 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
     logger = structlog.get_logger("exporter")
     store = Store([t.org_id for t in cfg.targets])
     registry = build_registry(store, cfg)
-    ssl_context = upstream_ssl(cfg.ca_file)
+    ssl_context = upstream_ssl(cfg)
     async with aiohttp.ClientSession(trust_env=True) as session:
         pollers = [
             build_poller(t, cfg, session, store.orgs[t.org_id], ssl_context) for t in cfg.targets
@@ -159,20 +159,27 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
         await sim.close()
 
 
+def _config_error(exc: ConfigError) -> int:
+    """Exit code 2, after one line per invalid setting."""
+    for error in exc.all:
+        print(f"{PROG}: {error}", file=sys.stderr)
+    for warning in getattr(exc, "warnings", ()):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     try:
         invocation = settings.load(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     cfg = invocation.settings
     try:
         # Read even for --check-config, so a bad web config file fails validation too.
         web = web_config.load(cfg.web_config_file) if cfg.web_config_file else WebConfig()
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     if invocation.mode == "version":
         print(f"{PROG} {__version__}")
         return 0
@@ -182,7 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: warning: {note}", file=sys.stderr)
         return 0
     if invocation.mode == "check_connection":
-        return asyncio.run(check_connection(cfg, sys.stdout.write))
+        try:
+            return asyncio.run(check_connection(cfg, sys.stdout.write))
+        except ConfigError as exc:  # a file changed between validation and use
+            return _config_error(exc)
     log.configure(cfg.log_level, cfg.log_format)
     for note in (*invocation.notes, *settings.advice(cfg)):
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
@@ -190,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if invocation.mode == "demo":
             return asyncio.run(run_demo(cfg, web))
         return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
+    except ConfigError as exc:  # a file changed between validation and use
+        return _config_error(exc)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback

@@ -6,6 +6,7 @@ to Alvaria Cloud exactly the same way.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 
@@ -14,6 +15,17 @@ from exporter.client import ClientOptions
 from exporter.errors import ConfigError
 from exporter.http import HttpTransport
 from exporter.settings import Settings, TargetSettings
+from exporter.settings.files import client_ssl_context
+
+
+def upstream_ssl(cfg: Settings) -> ssl.SSLContext | bool:
+    """TLS verification for upstream requests: the system store, or the `ca_file` bundle."""
+    if cfg.ca_file is None:
+        return True
+    try:
+        return client_ssl_context(cfg.ca_file)
+    except ValueError as exc:
+        raise ConfigError("ca_file", "settings", str(exc)) from None
 
 
 def credentials_config(target: TargetSettings) -> ClientCredentialsConfig:

@@ -90,14 +90,21 @@ async def test_a_taken_listen_address_is_one_line_and_exit_1() -> None:
 
 async def test_check_config_warns_about_suspicious_but_valid_settings() -> None:
     env = FakeApi(base_url="http://127.0.0.1:1").env(
-        ALVARIA_WAITING_STATES="Queued,Queud",
-        ALVARIA_REQUEST_TIMEOUT="2m",
-        ALVARIA_POLL_INTERVAL="10s",
+        ALVARIA_WAITING_STATES="Queued,Queud", ALVARIA_POLL_INTERVAL="10s"
     )
     code, _, err = await run_cli("--check-config", env=env)
     assert code == 0
     assert "'Queud' is not a state the API documents" in err
-    assert "request_timeout (120s) is not below the poll deadline" in err
+
+
+async def test_check_config_refuses_a_request_timeout_beyond_the_poll_deadline() -> None:
+    env = FakeApi(base_url="http://127.0.0.1:1").env(
+        ALVARIA_REQUEST_TIMEOUT="2m", ALVARIA_POLL_INTERVAL="10s"
+    )
+    code, _, err = await run_cli("--check-config", env=env)
+    assert code == 2
+    assert "invalid setting request_timeout (from env ALVARIA_REQUEST_TIMEOUT)" in err
+    assert "poll deadline (3 x poll_interval = 30s)" in err
 
 
 async def test_a_secret_file_shadowed_by_the_config_file_is_reported(tmp_path: Path) -> None:
