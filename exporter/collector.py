@@ -69,6 +69,14 @@ LABEL_OVERFLOW = Family.counter(
 TOKEN_EXPIRY = Family.gauge(
     names.TOKEN_EXPIRY, "Unix time at which the cached API token expires.", "org"
 )
+POLL_INTERVAL = Family.gauge(
+    names.POLL_INTERVAL, "Configured time between poll starts, in seconds.", "org"
+)
+STALE_AFTER = Family.gauge(
+    names.STALE_AFTER,
+    "Configured time without a successful poll after which queue series are dropped.",
+    "org",
+)
 ARRIVALS = Family.counter(
     names.ARRIVALS, "Emails seen for the first time, by comparing consecutive polls.", *PAIR
 )
@@ -118,11 +126,13 @@ class QueueCollector(Collector):
         *,
         age_buckets: tuple[float, ...],
         stale_after: float,
+        poll_interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._bounds = age_buckets
         self._stale_after = stale_after
+        self._poll_interval = poll_interval
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
@@ -138,6 +148,7 @@ class QueueCollector(Collector):
         yield build
         states = list(self._store.orgs.values())
         yield from self._exporter_blocks(states)
+        yield from self._timing_blocks(states)
         yield from self._flow_blocks(states)
         live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
         yield from self._queue_blocks(live, now)
@@ -177,6 +188,14 @@ class QueueCollector(Collector):
                 expiry.add((org,), s.token_expiry)
         yield from (up, success, duration, polls, errors, requests, latency, reported)
         yield from (duplicates, invalid, overflow, expiry)
+
+    def _timing_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+        """The configured timing, so alert rules can adapt their windows to it."""
+        interval, stale = POLL_INTERVAL.block(), STALE_AFTER.block()
+        for s in states:
+            interval.add((s.org,), self._poll_interval)
+            stale.add((s.org,), self._stale_after)
+        yield from (interval, stale)
 
     def _flow_blocks(self, states: list[OrgState]) -> Iterator[Block]:
         arrivals, departures = ARRIVALS.block(), DEPARTURES.block()

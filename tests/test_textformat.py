@@ -103,7 +103,9 @@ def queue_registry() -> Registry:
     store.orgs["acme"].observe_request("emails", "200", 0.3)
     store.orgs[ODD].record_failure("timeout", "timed out", 1.0, None)
     return registry_of(
-        QueueCollector(store, age_buckets=(60.0, 3600.0), stale_after=1e9, clock=clock)
+        QueueCollector(
+            store, age_buckets=(60.0, 3600.0), stale_after=1e9, poll_interval=30.0, clock=clock
+        )
     )
 
 
