@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
@@ -20,6 +19,7 @@ from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
+from exporter.families import Registry
 from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
@@ -27,6 +27,7 @@ from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
 from exporter.targets import client_options, token_provider, upstream_ssl
+from exporter.textformat import render
 from exporter.web_config import WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
@@ -83,11 +84,9 @@ def build_poller(
     return Poller(state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep)
 
 
-def build_registry(
-    store: Store, cfg: Settings, clock: Callable[[], float] = time.time
-) -> CollectorRegistry:
+def build_registry(store: Store, cfg: Settings, clock: Callable[[], float] = time.time) -> Registry:
     """A registry of our own holding only the exporter's collector."""
-    registry = CollectorRegistry(auto_describe=False)
+    registry = Registry()
     registry.register(
         QueueCollector(
             store,
@@ -119,7 +118,7 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
         ]
         if once:
             results = await asyncio.gather(*(p.poll_once() for p in pollers))
-            sys.stdout.write(generate_latest(registry).decode())
+            sys.stdout.write(render(registry).decode())
             return 0 if all(results) else 1
         delays = start_delays(len(pollers), cfg.poll_interval)
         loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
