@@ -93,7 +93,7 @@ class Poller:
         started = self._monotonic()
         throttled_before = self._throttled()
         previous = self.state.snapshot
-        builder = SnapshotBuilder(self._options, previous)
+        builder = SnapshotBuilder(self._options, previous, self.state.reserved_series())
         pages = 0
         reported: int | None = None
         log = self._log.bind(org=self.state.org)

@@ -7,13 +7,13 @@ import asyncio
 import gc
 import json
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 
-from tests.faultkit import TOKEN, Upstream, item, rig
+from tests.faultkit import TOKEN, Rig, Upstream, item, rig
 
 MiB = 1024 * 1024
 
@@ -29,7 +29,7 @@ def no_cyclic_gc() -> Iterator[None]:
         gc.enable()
 
 
-def only_failure(r: Any, reason: str) -> dict[str, Any]:
+def only_failure(r: Rig, reason: str) -> MutableMapping[str, Any]:
     """The one log event of a failed poll, checked to carry `reason` and no traceback."""
     events = [e for e in r.logs if e["event"] in ("poll", "poll_crashed")]
     assert len(events) == 1, events
@@ -99,7 +99,7 @@ def _page(text: bytes) -> Any:
     return handler
 
 
-async def poll_body(body: bytes, reason: str) -> dict[str, Any]:
+async def poll_body(body: bytes, reason: str) -> MutableMapping[str, Any]:
     upstream = Upstream()
     upstream.on_emails = _page(body)
     async with rig(upstream) as r:

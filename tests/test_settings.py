@@ -614,3 +614,13 @@ def test_header_secrets_with_line_breaks_are_refused(name: str) -> None:
         load([], env)
     assert info.value.setting == name
     assert "abc" not in str(info.value)
+
+
+def test_series_budget_and_label_length_settings() -> None:
+    env = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}
+    cfg = load(["--max-series", "5000"], {**env, "ALVARIA_MAX_LABEL_LENGTH": "64"}).settings
+    assert (cfg.max_series, cfg.max_label_length) == (5000, 64)
+    assert (Settings().max_series, Settings().max_label_length) == (20_000, 128)
+    with pytest.raises(ConfigError) as info:
+        load(["--max-series", "10"], env)
+    assert "max_series" in str(info.value)
