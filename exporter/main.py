@@ -12,24 +12,25 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
-from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
-from exporter.client import ClientOptions, EmailQueueClient
+from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.connections import ConnectionGuard, ConnectionLimits, ServerCollector, raise_fd_limit
+from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
+from exporter.families import Registry
 from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
-from exporter.settings.files import client_ssl_context
 from exporter.signals import Interrupted, cancel_on_signals
 from exporter.store import OrgState, Store
+from exporter.targets import client_options, token_provider, upstream_ssl
+from exporter.textformat import render
 from exporter.web_config import WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
@@ -72,51 +73,23 @@ def build_poller(
         clock=clock,
         ssl=ssl_context,
     )
-    api_key = target.api_key.get_secret_value()
-    auth: TokenProvider
-    if target.access_token is not None:
-        auth = StaticToken(target.access_token.get_secret_value())
-    elif target.client_id is None or target.client_secret is None:
-        raise ConfigError("client_id", "settings", "needed unless access_token is set")
-    else:
-        auth = ClientCredentials(
-            ClientCredentialsConfig(
-                token_url=target.token_url,
-                client_id=target.client_id,
-                client_secret=target.client_secret.get_secret_value(),
-                api_key=api_key,
-                scope=target.scope,
-                auth_method=target.token_auth_method,
-            ),
-            transport,
-            clock=clock,
-        )
+    auth = token_provider(target, transport, clock)
     client = EmailQueueClient(
         api_url=target.api_url,
         org_id=target.org_id,
-        api_key=api_key,
+        api_key=target.api_key.get_secret_value(),
         auth=auth,
         transport=transport,
-        options=ClientOptions(
-            page_size=cfg.page_size,
-            max_concurrency=cfg.max_concurrency,
-            max_pages=cfg.max_pages,
-            extended_info=target.extended_info,
-            email_type=target.email_type,
-            work_type_ids=target.work_type_ids,
-            states=target.states,
-        ),
+        options=client_options(cfg, target),
     )
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
     options = aggregation_options(cfg, target)
     return Poller(state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep)
 
 
-def build_registry(
-    store: Store, cfg: Settings, clock: Callable[[], float] = time.time
-) -> CollectorRegistry:
+def build_registry(store: Store, cfg: Settings, clock: Callable[[], float] = time.time) -> Registry:
     """A registry of our own holding only the exporter's collector."""
-    registry = CollectorRegistry(auto_describe=False)
+    registry = Registry()
     registry.register(
         QueueCollector(
             store,
@@ -141,12 +114,7 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
     logger = structlog.get_logger("exporter")
     store = Store([t.org_id for t in cfg.targets])
     registry = build_registry(store, cfg)
-    ssl_context: ssl.SSLContext | bool = True
-    if cfg.ca_file is not None:
-        try:
-            ssl_context = client_ssl_context(cfg.ca_file)
-        except ValueError as exc:
-            raise ConfigError("ca_file", "settings", str(exc)) from None
+    ssl_context = upstream_ssl(cfg)
     async with aiohttp.ClientSession(trust_env=True) as session:
         pollers = [
             build_poller(t, cfg, session, store.orgs[t.org_id], ssl_context) for t in cfg.targets
@@ -155,7 +123,7 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
             # Ctrl-C or SIGTERM: exit 130 / 143 with nothing printed; the write is never cut.
             with cancel_on_signals():
                 results = await asyncio.gather(*(p.poll_once() for p in pollers))
-                sys.stdout.write(generate_latest(registry).decode())
+                sys.stdout.write(render(registry).decode())
                 sys.stdout.flush()
             return 0 if all(results) else 1
         delays = start_delays(len(pollers), cfg.poll_interval)
@@ -257,6 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in (*invocation.notes, *settings.advice(cfg)):
             print(f"{PROG}: warning: {note}", file=sys.stderr)
         return 0
+    if invocation.mode == "check_connection":
+        try:
+            return asyncio.run(check_connection(cfg, sys.stdout.write))
+        except ConfigError as exc:  # a file changed between validation and use
+            return _config_error(exc)
+        except KeyboardInterrupt:
+            return 130
     log.configure(cfg.log_level, cfg.log_format)
     for note in (*invocation.notes, *settings.advice(cfg)):
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
