@@ -155,11 +155,16 @@ class HttpTransport:
         finally:
             self._observer(endpoint, code, time.monotonic() - started)
 
-    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytearray:
+    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytes | bytearray:
         limit = self._max_bytes
         if resp.content_length is not None and resp.content_length > limit:
             size = resp.content_length
             raise DecodeError(f"{endpoint} response body of {size} bytes exceeds {limit}")
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+        if resp.content_length is not None and not encoded:
+            # The length is known and within the limit, and aiohttp stops at it: read at once,
+            # the cheapest way (a compressed body's length says nothing of what it inflates to).
+            return await resp.read()
         # One growing buffer, handed on as it is: a list of chunks joined at the end would hold
         # the body twice at its peak.
         body = bytearray()
