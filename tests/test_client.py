@@ -452,7 +452,7 @@ def test_decode_valid_page() -> None:
         work_type_name="Service01",
         work_handler_id="agent-1",
         work_handler_name="doe, jane",
-        queued_time=datetime(2019, 4, 15, 18, 41, 40, 874000, tzinfo=UTC),  # type: ignore[arg-type]
+        queued_time=datetime(2019, 4, 15, 18, 41, 40, 874000, tzinfo=UTC),
     )
     assert isinstance(first, Email)
 
