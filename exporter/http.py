@@ -92,7 +92,7 @@ class HttpTransport:
         session: aiohttp.ClientSession,
         *,
         request_timeout: float = 10.0,
-        max_response_bytes: int = 64 * 1024 * 1024,
+        max_response_bytes: int = 32 * 1024 * 1024,
         retry: RetryPolicy | None = None,
         observer: RequestObserver = _ignore,
         sleep: Sleep = asyncio.sleep,
