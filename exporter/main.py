@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 import structlog
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
@@ -85,8 +86,13 @@ def build_poller(
 
 
 def build_registry(store: Store, cfg: Settings, clock: Callable[[], float] = time.time) -> Registry:
-    """A registry of our own holding only the exporter's collector."""
+    """A registry of our own: the exporter's collector, and the process and Python runtime ones."""
     registry = Registry()
+    # process_* (RSS, CPU, open files, start time), python_gc_*, python_info, as every
+    # prometheus_client exporter has them; each registers itself here, not in the global one.
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
     registry.register(
         QueueCollector(
             store,
