@@ -7,8 +7,8 @@ import platform
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.aggregate import AggregationOptions, aggregate
 from exporter import __version__, buildinfo
+from exporter.aggregate import AggregationOptions, aggregate
 from exporter.collector import QueueCollector
 from exporter.errors import POLL_ERROR_REASONS
 from exporter.models import Email
