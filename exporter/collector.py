@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from exporter import buildinfo, names
 from exporter.errors import POLL_ERROR_REASONS
-from exporter.families import Block, Family, to_metric_family
+from exporter.families import Block, Family, series_by_org, to_metric_family
 from exporter.models import Snapshot, WaitingAges
 from exporter.store import REQUEST_DURATION_BUCKETS, OrgState, Store
 
@@ -118,6 +118,11 @@ AGENT_EMAILS = Family.gauge(
     "agent",
     "state",
 )
+SERIES = Family.gauge(
+    names.SERIES,
+    "Series the organisation exports now, all families together (against max_series).",
+    "org",
+)
 
 
 class QueueCollector(Collector):
@@ -150,11 +155,20 @@ class QueueCollector(Collector):
         build.add(buildinfo.labels(), 1)
         yield build
         states = list(self._store.orgs.values())
-        yield from self._exporter_blocks(states)
-        yield from self._timing_blocks(states)
-        yield from self._flow_blocks(states)
         live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
-        yield from self._queue_blocks(live, now)
+        blocks = [
+            *self._exporter_blocks(states),
+            *self._timing_blocks(states),
+            *self._flow_blocks(states),
+            *self._queue_blocks(live, now),
+        ]
+        yield from blocks
+        # Counted from what is exported, not estimated: every family with an `org` label.
+        counted = series_by_org(blocks)
+        series = SERIES.block()
+        for s in states:
+            series.add((s.org,), counted[s.org] + 1)  # + this series itself
+        yield series
 
     def _exporter_blocks(self, states: list[OrgState]) -> Iterator[Block]:
         up, success, duration = UP.block(), LAST_POLL_SUCCESS.block(), LAST_POLL_DURATION.block()

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
+from exporter.budget import SeriesCost
 from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.connections import ConnectionGuard, ConnectionLimits, ServerCollector, raise_fd_limit
@@ -48,6 +49,9 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         agent_metrics=cfg.agent_metrics,
         max_agents=cfg.max_agents,
         zero_fill_states=target.states or STATES,
+        max_series=cfg.max_series,
+        max_label_length=cfg.max_label_length,
+        series_cost=SeriesCost.for_buckets(len(cfg.age_buckets)),
     )
 
 

@@ -10,6 +10,7 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
+from exporter.budget import OWN_SERIES
 from exporter.models import Flow, GroupKey, PairKey, Snapshot
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -65,6 +66,10 @@ class OrgState:
     arrivals: Counter[PairKey] = field(default_factory=Counter)
     departures: Counter[GroupKey] = field(default_factory=Counter)
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def reserved_series(self) -> int:
+        """Series this organisation exports that no label combination of the queue pays for."""
+        return OWN_SERIES + len(self.api_requests) + len(self.transitions)
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one upstream request (the transport's observer)."""
