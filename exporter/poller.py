@@ -157,7 +157,8 @@ class Poller:
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         duration = self._monotonic() - started
-        self.state.record_failure(reason, message, duration, self._auth.expires_at)
+        expiry = self._auth.expires_at
+        self.state.record_failure(reason, message, duration, expiry, at=self._clock())
         log.warning(
             "poll",
             outcome="failure",
