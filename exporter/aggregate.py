@@ -297,7 +297,9 @@ class SnapshotBuilder:
                 arrivals[group.key[1:]] += group.arrivals
             if group.carried:
                 carried[group.key] += group.carried
-        departures = Counter(self._previous_members.values())
+        # The previous snapshot's group counts are its memberships counted by key, already.
+        previous = self._previous.counts if self._previous else {}
+        departures = Counter({key: n for key, n in previous.items() if n})
         departures.subtract(carried)
         return Flow(arrivals, +departures, self._transitions)
 
