@@ -97,7 +97,9 @@ async def steady_state(
             try:
                 await wait_http(f"http://127.0.0.1:{port}/healthz", proc, within=30)
                 deadline = time.monotonic() + (polls + 4) * interval * 3 + 60
-                while len(poll_lines(log)) < polls + 2 and time.monotonic() < deadline:
+                for _ in range(int((deadline - time.monotonic()) / (interval / 2)) + 1):
+                    if len(poll_lines(log)) >= polls + 2:
+                        break
                     await asyncio.sleep(interval / 2)
             finally:
                 _stop(proc)
