@@ -29,6 +29,8 @@ from exporter.errors import (
     ServerHTTPError,
 )
 
+# Bodies up to this size (a page of 1000 emails is about 700 KB) are read in one step.
+READ_AT_ONCE = 2 * 1024 * 1024
 RequestObserver = Callable[[str, str, float], None]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -161,9 +163,10 @@ class HttpTransport:
             size = resp.content_length
             raise DecodeError(f"{endpoint} response body of {size} bytes exceeds {limit}")
         encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-        if resp.content_length is not None and not encoded:
-            # The length is known and within the limit, and aiohttp stops at it: read at once,
-            # the cheapest way (a compressed body's length says nothing of what it inflates to).
+        if resp.content_length is not None and resp.content_length <= READ_AT_ONCE and not encoded:
+            # Small, of known length (a compressed body's length says nothing of what it
+            # inflates to), and aiohttp stops at it: read at once, the cheapest way. A larger
+            # body is read chunk by chunk, so no single step copies or touches all of it.
             return await resp.read()
         # One growing buffer, handed on as it is: a list of chunks joined at the end would hold
         # the body twice at its peak.

@@ -16,7 +16,7 @@ import structlog
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from pydantic import SecretStr
 
-from exporter import __version__, log, settings, web_config
+from exporter import __version__, log, memory, settings, web_config
 from exporter.aggregate import AggregationOptions
 from exporter.budget import SeriesCost
 from exporter.client import EmailQueueClient
@@ -139,6 +139,7 @@ async def run(
     demo_url: str | None = None,
 ) -> int:
     """Poll forever and serve, or (`once`) poll every organisation once and print the metrics."""
+    memory.map_large_blocks()
     web = web or WebConfig()
     logger = structlog.get_logger("exporter")
     store = Store([t.org_id for t in cfg.targets])
