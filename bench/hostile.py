@@ -267,7 +267,7 @@ def serve(case: str, port: int) -> None:
     handler = CASES[case]()
     app = web.Application()
     app.router.add_get(PATH, handler)
-    app.router.add_get("/", lambda request: _json({"case": case}))
+    app.router.add_get("/", _static(json.dumps({"case": case}).encode()))
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
 
