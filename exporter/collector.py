@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from exporter import __version__, names
+from exporter import __version__, names, servicelevel_metrics
 from exporter.errors import POLL_ERROR_REASONS
 from exporter.models import Snapshot
 from exporter.store import OrgState, Store
@@ -66,6 +66,8 @@ class QueueCollector(Collector):
         yield from self._flow_families(states)
         live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
         yield from self._queue_families(live, now)
+        yield from servicelevel_metrics.queue_families(live, now)
+        yield from servicelevel_metrics.pickup_families(states, self._le)
 
     def _exporter_families(self, states: list[OrgState]) -> Iterator[Metric]:
         org = ["org"]

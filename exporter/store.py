@@ -38,6 +38,23 @@ class DurationHistogram:
 
 
 @dataclass(slots=True)
+class WaitHistogram:
+    """Pickup waits of one group: counts per bucket index (non-cumulative), sum and count."""
+
+    counts: Counter[int] = field(default_factory=Counter)
+    total: float = 0.0
+    count: int = 0
+
+    def cumulative(self, buckets: int) -> list[int]:
+        """Cumulative counts for bucket indexes 0 .. `buckets` (the last one is +Inf)."""
+        running, out = 0, []
+        for i in range(buckets + 1):
+            running += self.counts.get(i, 0)
+            out.append(running)
+        return out
+
+
+@dataclass(slots=True)
 class OrgState:
     """Everything the exporter knows about one organisation."""
 
@@ -62,6 +79,9 @@ class OrgState:
     arrivals: Counter[PairKey] = field(default_factory=Counter)
     departures: Counter[GroupKey] = field(default_factory=Counter)
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (email_type, work_type), "met" or "missed" -> pickups; and their waits.
+    pickups: Counter[tuple[PairKey, str]] = field(default_factory=Counter)
+    pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one upstream request (the transport's observer)."""
@@ -100,6 +120,27 @@ class OrgState:
             self.arrivals[(email_type, work_type)] += 0
         for key in snapshot.counts:
             self.departures[key] += 0
+        self._record_pickups(snapshot, gap=flow is None)
+
+    def _record_pickups(self, snapshot: Snapshot, *, gap: bool) -> None:
+        """Count the snapshot's pickups; after a stale gap only those timed by activeTime."""
+        for pickup in snapshot.pickups:
+            if gap and not pickup.exact:
+                continue  # picked up some time in the gap: cannot be judged against a target
+            self.pickups[(pickup.pair, "met" if pickup.met else "missed")] += 1
+            waits = self.pickup_waits.setdefault(pickup.pair, WaitHistogram())
+            waits.counts[pickup.bucket] += 1
+            waits.total += pickup.wait
+            waits.count += 1
+        live = snapshot.last_seen
+        for key in [key for key in self.pickups if key[0] not in live]:
+            del self.pickups[key]
+        for pair in [pair for pair in self.pickup_waits if pair not in live]:
+            del self.pickup_waits[pair]
+        for pair in live:
+            self.pickups[(pair, "met")] += 0
+            self.pickups[(pair, "missed")] += 0
+            self.pickup_waits.setdefault(pair, WaitHistogram())
 
     def record_failure(
         self, reason: str, message: str, duration: float, token_expiry: float | None
