@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import sys
 import time
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
 from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
+from exporter.businesshours import CONTINUOUS, WEEKDAYS, BusinessCalendar, Clock, parse_day_hours
 from exporter.client import ClientOptions, EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.errors import ConfigError
@@ -24,6 +26,7 @@ from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
+from exporter.servicelevel import ServiceLevel, ServiceLevelPolicy, ServiceLevelRule
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
 from exporter.web_config import WebConfig
@@ -40,7 +43,34 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         agent_metrics=cfg.agent_metrics,
         max_agents=cfg.max_agents,
         zero_fill_states=target.states or STATES,
+        service_levels=service_level_policy(cfg),
+        wait_buckets=cfg.age_buckets,
     )
+
+
+def service_level_policy(cfg: Settings) -> ServiceLevelPolicy:
+    """The validated service-level settings as compiled rules and business clocks."""
+    clocks: dict[str, Clock] = {
+        name: BusinessCalendar(
+            cal.timezone,
+            tuple(parse_day_hours(cal.hours.get(day, "")) for day in WEEKDAYS),
+            frozenset(cal.holidays),
+        )
+        for name, cal in cfg.calendars.items()
+    }
+    default = ServiceLevel(cfg.service_level_target, cfg.service_level_warning)
+    rules = []
+    for rule in cfg.service_levels:
+        level = ServiceLevel(
+            default.target if rule.target is None else rule.target,
+            default.warning if rule.warning is None else rule.warning,
+            clocks[rule.calendar] if rule.calendar else CONTINUOUS,
+            rule.calendar,
+        )
+        patterns = (rule.match.email_type, rule.match.work_type)
+        email_type, work_type = (None if p is None else re.compile(p) for p in patterns)
+        rules.append(ServiceLevelRule(level, email_type=email_type, work_type=work_type))
+    return ServiceLevelPolicy(default, tuple(rules))
 
 
 def build_poller(

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from exporter.settings.servicelevels import CalendarSettings, ServiceLevelRuleSettings
+
 Mode = Literal["run", "demo", "once", "check_config", "version"]
 Region = Literal["us", "eu", "uk", "ca"]
 
@@ -144,6 +146,10 @@ class Settings(BaseModel):
     log_format: Literal["auto", "console", "json"] = "auto"
     config_file: Path | None = None
     web_config_file: Path | None = None
+    service_level_target: float = Field(86400.0, gt=0)
+    service_level_warning: float = Field(3600.0, ge=0)
+    service_levels: tuple[ServiceLevelRuleSettings, ...] = ()  # YAML only
+    calendars: dict[str, CalendarSettings] = Field(default_factory=dict)  # YAML only
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from exporter.errors import ConfigError
 from exporter.settings.models import Invocation, Mode, Settings, TargetSettings
+from exporter.settings.servicelevels import parse_service_levels
 from exporter.settings.table import (
     BLOCK_KEYS,
     FILE_KEYS,
@@ -249,6 +250,16 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
             seen[target.org_id] = i
             targets.append(target)
 
+    if config_file is not None:
+        raw_rules, raw_calendars = (top.get(k) for k in ("service_levels", "calendars"))
+        rules, calendars, problems = parse_service_levels(
+            raw_rules and raw_rules.raw,
+            raw_calendars and raw_calendars.raw,
+            f"config file {config_file}",
+        )
+        if problems:
+            raise problems[0]
+        global_values |= {"service_levels": rules, "calendars": calendars}
     poll = global_values.get("poll_interval", Settings.model_fields["poll_interval"].default)
     stale = global_values.get("stale_after")
     if stale is not None and poll > 0 and stale < poll:
