@@ -100,7 +100,7 @@ def test_no_growth_while_closed(cal: BusinessCalendar, a: float, span: float) ->
 
 
 def _at(zone: str, *args: int, fold: int = 0) -> float:
-    return datetime(*args, tzinfo=ZoneInfo(zone), fold=fold).timestamp()  # type: ignore[misc]
+    return datetime(*args, tzinfo=ZoneInfo(zone), fold=fold).timestamp()  # type: ignore[arg-type,misc]
 
 
 ALL_DAY = tuple(((0, 1440),) for _ in range(7))
