@@ -12,16 +12,16 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
-from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
 from exporter.businesshours import CONTINUOUS, WEEKDAYS, BusinessCalendar, Clock, parse_day_hours
-from exporter.client import ClientOptions, EmailQueueClient
+from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
+from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
+from exporter.families import Registry
 from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
@@ -29,6 +29,8 @@ from exporter.server import build_app, serve
 from exporter.servicelevel import ServiceLevel, ServiceLevelPolicy, ServiceLevelRule
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
+from exporter.targets import client_options, token_provider, upstream_ssl
+from exporter.textformat import render
 from exporter.web_config import WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
@@ -98,53 +100,31 @@ def build_poller(
         clock=clock,
         ssl=ssl_context,
     )
-    api_key = target.api_key.get_secret_value()
-    auth: TokenProvider
-    if target.access_token is not None:
-        auth = StaticToken(target.access_token.get_secret_value())
-    elif target.client_id is None or target.client_secret is None:
-        raise ConfigError("client_id", "settings", "needed unless access_token is set")
-    else:
-        auth = ClientCredentials(
-            ClientCredentialsConfig(
-                token_url=target.token_url,
-                client_id=target.client_id,
-                client_secret=target.client_secret.get_secret_value(),
-                api_key=api_key,
-                scope=target.scope,
-                auth_method=target.token_auth_method,
-            ),
-            transport,
-            clock=clock,
-        )
+    auth = token_provider(target, transport, clock)
     client = EmailQueueClient(
         api_url=target.api_url,
         org_id=target.org_id,
-        api_key=api_key,
+        api_key=target.api_key.get_secret_value(),
         auth=auth,
         transport=transport,
-        options=ClientOptions(
-            page_size=cfg.page_size,
-            max_concurrency=cfg.max_concurrency,
-            max_pages=cfg.max_pages,
-            extended_info=target.extended_info,
-            email_type=target.email_type,
-            work_type_ids=target.work_type_ids,
-            states=target.states,
-        ),
+        options=client_options(cfg, target),
     )
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
     options = aggregation_options(cfg, target)
     return Poller(state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep)
 
 
-def build_registry(
-    store: Store, cfg: Settings, clock: Callable[[], float] = time.time
-) -> CollectorRegistry:
+def build_registry(store: Store, cfg: Settings, clock: Callable[[], float] = time.time) -> Registry:
     """A registry of our own holding only the exporter's collector."""
-    registry = CollectorRegistry(auto_describe=False)
+    registry = Registry()
     registry.register(
-        QueueCollector(store, age_buckets=cfg.age_buckets, stale_after=cfg.stale_after, clock=clock)
+        QueueCollector(
+            store,
+            age_buckets=cfg.age_buckets,
+            stale_after=cfg.stale_after,
+            poll_interval=cfg.poll_interval,
+            clock=clock,
+        )
     )
     return registry
 
@@ -161,16 +141,14 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
     logger = structlog.get_logger("exporter")
     store = Store([t.org_id for t in cfg.targets])
     registry = build_registry(store, cfg)
-    ssl_context: ssl.SSLContext | bool = True
-    if cfg.ca_file is not None:
-        ssl_context = ssl.create_default_context(cafile=str(cfg.ca_file))
+    ssl_context = upstream_ssl(cfg)
     async with aiohttp.ClientSession(trust_env=True) as session:
         pollers = [
             build_poller(t, cfg, session, store.orgs[t.org_id], ssl_context) for t in cfg.targets
         ]
         if once:
             results = await asyncio.gather(*(p.poll_once() for p in pollers))
-            sys.stdout.write(generate_latest(registry).decode())
+            sys.stdout.write(render(registry).decode())
             return 0 if all(results) else 1
         delays = start_delays(len(pollers), cfg.poll_interval)
         loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
@@ -210,20 +188,27 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
         await sim.close()
 
 
+def _config_error(exc: ConfigError) -> int:
+    """Exit code 2, after one line per invalid setting."""
+    for error in exc.all:
+        print(f"{PROG}: {error}", file=sys.stderr)
+    for warning in getattr(exc, "warnings", ()):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     try:
         invocation = settings.load(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     cfg = invocation.settings
     try:
         # Read even for --check-config, so a bad web config file fails validation too.
         web = web_config.load(cfg.web_config_file) if cfg.web_config_file else WebConfig()
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     if invocation.mode == "version":
         print(f"{PROG} {__version__}")
         return 0
@@ -232,6 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in (*invocation.notes, *settings.advice(cfg)):
             print(f"{PROG}: warning: {note}", file=sys.stderr)
         return 0
+    if invocation.mode == "check_connection":
+        try:
+            return asyncio.run(check_connection(cfg, sys.stdout.write))
+        except ConfigError as exc:  # a file changed between validation and use
+            return _config_error(exc)
     log.configure(cfg.log_level, cfg.log_format)
     for note in (*invocation.notes, *settings.advice(cfg)):
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
@@ -239,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if invocation.mode == "demo":
             return asyncio.run(run_demo(cfg, web))
         return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
+    except ConfigError as exc:  # a file changed between validation and use
+        return _config_error(exc)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from exporter.models import Flow, GroupKey, PairKey, Snapshot
+from exporter.names import SERVICE_LEVEL_OUTCOMES
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -79,8 +80,8 @@ class OrgState:
     arrivals: Counter[PairKey] = field(default_factory=Counter)
     departures: Counter[GroupKey] = field(default_factory=Counter)
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
-    # (email_type, work_type), "met" or "missed" -> pickups; and their waits.
-    pickups: Counter[tuple[PairKey, str]] = field(default_factory=Counter)
+    # (email_type, work_type, "met" or "missed") -> pickups; and their waits per group.
+    pickups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
@@ -124,23 +125,31 @@ class OrgState:
 
     def _record_pickups(self, snapshot: Snapshot, *, gap: bool) -> None:
         """Count the snapshot's pickups; after a stale gap only those timed by activeTime."""
+        changed: dict[PairKey, WaitHistogram] = {}
         for pickup in snapshot.pickups:
             if gap and not pickup.exact:
                 continue  # picked up some time in the gap: cannot be judged against a target
-            self.pickups[(pickup.pair, "met" if pickup.met else "missed")] += 1
-            waits = self.pickup_waits.setdefault(pickup.pair, WaitHistogram())
+            self.pickups[(*pickup.pair, "met" if pickup.met else "missed")] += 1
+            waits = changed.get(pickup.pair)
+            if waits is None:
+                # Copy on write: a scrape being rendered may hold the previous object.
+                old = self.pickup_waits.get(pickup.pair) or WaitHistogram()
+                waits = changed[pickup.pair] = WaitHistogram(
+                    Counter(old.counts), old.total, old.count
+                )
             waits.counts[pickup.bucket] += 1
             waits.total += pickup.wait
             waits.count += 1
+        self.pickup_waits.update(changed)
         live = snapshot.last_seen
-        for key in [key for key in self.pickups if key[0] not in live]:
+        for key in [key for key in self.pickups if key[:2] not in live]:
             del self.pickups[key]
         for pair in [pair for pair in self.pickup_waits if pair not in live]:
             del self.pickup_waits[pair]
-        for pair in live:
-            self.pickups[(pair, "met")] += 0
-            self.pickups[(pair, "missed")] += 0
-            self.pickup_waits.setdefault(pair, WaitHistogram())
+        for email_type, work_type in live:
+            for outcome in SERVICE_LEVEL_OUTCOMES:
+                self.pickups[(email_type, work_type, outcome)] += 0
+            self.pickup_waits.setdefault((email_type, work_type), WaitHistogram())
 
     def record_failure(
         self, reason: str, message: str, duration: float, token_expiry: float | None

@@ -6,11 +6,12 @@ import re
 from array import array
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 
 from exporter.aggregate import AggregationOptions, aggregate
 from exporter.businesshours import BusinessCalendar
 from exporter.collector import QueueCollector
+from exporter.families import Registry
 from exporter.models import Email, ServiceLevelGroup, Snapshot
 from exporter.servicelevel import (
     ServiceLevel,
@@ -19,6 +20,7 @@ from exporter.servicelevel import (
     breach_times,
 )
 from exporter.store import Store
+from exporter.textformat import render
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC).timestamp()  # a Thursday
 BILLING = ("InboundEmail", "Billing")
@@ -211,7 +213,7 @@ def test_after_a_stale_gap_only_pickups_timed_by_active_time_count() -> None:
     )
     assert len(second.pickups) == 2
     state.record_success(second, 0.1, None, None)  # flow None: the poller saw a stale gap
-    assert state.pickups[(BILLING, "met")] == 1 and state.pickups[(BILLING, "missed")] == 0
+    assert state.pickups[(*BILLING, "met")] == 1 and state.pickups[(*BILLING, "missed")] == 0
     assert state.pickup_waits[BILLING].count == 1
 
 
@@ -229,11 +231,13 @@ def test_exposition_of_the_six_families() -> None:
         previous=first,
     )
     state.record_success(second, 0.1, second.flow, None)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        QueueCollector(store, age_buckets=(60.0, 900.0), stale_after=300, clock=lambda: T0 + 40)
+    registry = Registry()
+    collector = QueueCollector(
+        store, age_buckets=(60.0, 900.0), stale_after=300, poll_interval=30, clock=lambda: T0 + 40
     )
-    text = generate_latest(registry).decode()
+    registry.register(collector)
+    text = render(registry).decode()  # the /metrics path
+    assert text.encode() == generate_latest(registry)  # ...and prometheus_client's, byte for byte
     labels = 'email_type="InboundEmail",org="acme",work_type="Billing"'
     met = 'email_type="InboundEmail",org="acme",service_level="met",work_type="Billing"'
 

@@ -10,6 +10,7 @@ from pydantic import SecretStr, ValidationError
 
 from exporter.errors import ConfigError
 from exporter.settings import (
+    REGIONS,
     SECRET_MASK,
     TOKEN_URLS,
     Settings,
@@ -19,6 +20,7 @@ from exporter.settings import (
     parse_duration,
     parse_size,
 )
+from exporter.settings.table import build_parser
 
 API_KEY = "sekrit-api-key-1"
 TOKEN = "sekrit-token-2"
@@ -145,10 +147,10 @@ def test_parse_size(text: str | int, size: int) -> None:
 
 def test_durations_and_sizes_through_every_source(tmp_path: Path) -> None:
     cfg = write(tmp_path, "c.yaml", "request_timeout: 2.5\nseries_ttl: 1h30m\nstale_after: 90\n")
-    argv = ["--config-file", str(cfg), "--max-response-bytes", "10MB", "--poll-interval", "500ms"]
+    argv = ["--config-file", str(cfg), "--max-response-bytes", "10MB", "--poll-interval", "1500ms"]
     s = settings(argv, ALVARIA_SERIES_TTL="2h")
     assert (s.request_timeout, s.series_ttl, s.stale_after) == (2.5, 7200.0, 90.0)
-    assert (s.max_response_bytes, s.poll_interval) == (10_000_000, 0.5)
+    assert (s.max_response_bytes, s.poll_interval) == (10_000_000, 1.5)
 
 
 def test_stale_after_default_follows_poll_interval() -> None:
@@ -195,12 +197,44 @@ def test_bare_boolean_flag_and_yaml_booleans(tmp_path: Path) -> None:
     assert (s.agent_metrics, s.targets[0].extended_info) == (True, False)
 
 
-@pytest.mark.parametrize("region", ["us", "eu", "uk", "ca"])
-def test_region_picks_token_url(region: str) -> None:
+# SPEC §9, copied from Alvaria's public documentation; written out so a typo cannot hide.
+REGION_HOSTS = [
+    ("us", "myaspect.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("eu", "myaspect.eu.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("uk", "myaspect.uk.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("ca", "myaspect.ca.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("azure-us", "myaspect.us-a.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("us-east-tri", "myaccount.tri1.wss.alvaria.cloud", "wos.alvaria.cloud"),
+    ("gcp", "myaccount.dsm.sre.alvaria.cloud", "apc.alvaria.cloud"),
+]
+
+
+@pytest.mark.parametrize(("region", "token_host", "api_domain"), REGION_HOSTS)
+def test_region_picks_token_url_and_api_url(region: str, token_host: str, api_domain: str) -> None:
     target = settings(ALVARIA_REGION=region.upper()).targets[0]
-    host = "id" if region == "us" else region
-    expected = f"https://myaspect.{host}.aspect-cloud.net/tokenservice/oauth2/access_token"
-    assert (target.region, target.token_url) == (region, expected)
+    assert target.region == region
+    assert target.token_url == f"https://{token_host}/tokenservice/oauth2/access_token"
+    assert target.api_url == f"https://{target.org_id}.{api_domain}"
+
+
+def test_every_region_is_tested_and_listed_in_help() -> None:
+    assert [r[0] for r in REGION_HOSTS] == list(REGIONS)
+    assert all(region in build_parser().format_help() for region in REGIONS)
+
+
+def test_an_unknown_region_names_the_choices() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(ALVARIA_REGION="mars")
+    assert info.value.setting == "region" and "azure-us" in str(info.value)
+
+
+def test_token_realm_defaults_to_org_id_and_empty_means_none(tmp_path: Path) -> None:
+    assert settings().targets[0].token_realm == settings().targets[0].org_id
+    assert settings(["--token-realm", "other"]).targets[0].token_realm == "other"
+    assert settings(["--token-realm="]).targets[0].token_realm == ""
+    cfg = write(tmp_path, "c.yaml", 'targets:\n  - {org_id: a}\n  - {org_id: b, token_realm: ""}\n')
+    a, b = load(["--config-file", str(cfg)], CREDS_ENV).settings.targets
+    assert (a.token_realm, b.token_realm) == ("a", "")
 
 
 def test_explicit_urls_win_and_api_url_loses_trailing_slash() -> None:
@@ -269,14 +303,14 @@ def test_block_value_beats_env_and_flags(tmp_path: Path) -> None:
 def test_secret_files_strip_trailing_newline(tmp_path: Path) -> None:
     env = {
         "ALVARIA_ORG_ID": "acme",
-        "ALVARIA_API_KEY_FILE": str(write(tmp_path, "k", "file key\n")),
+        "ALVARIA_API_KEY_FILE": str(write(tmp_path, "k", "file-key\n")),
         "ALVARIA_CLIENT_ID": "cid",
-        "ALVARIA_CLIENT_SECRET_FILE": str(write(tmp_path, "s", "file secret\r\n")),
+        "ALVARIA_CLIENT_SECRET_FILE": str(write(tmp_path, "s", "file-secret\r\n")),
     }
     target = load([], env).settings.targets[0]
-    assert target.api_key.get_secret_value() == "file key"
+    assert target.api_key.get_secret_value() == "file-key"
     assert target.client_secret is not None
-    assert target.client_secret.get_secret_value() == "file secret"
+    assert target.client_secret.get_secret_value() == "file-secret"
     argv = ["--access-token-file", str(write(tmp_path, "t", "tok"))]
     token = load(argv, env).settings.targets[0].access_token
     assert token is not None and token.get_secret_value() == "tok"
@@ -350,16 +384,25 @@ def test_help_lists_every_flag_with_env_var(capsys: pytest.CaptureFixture[str]) 
     assert "ALVARIA_API_KEY_FILE" in text and "default 30s" in text
 
 
-def test_unknown_flag_is_argparse_usage_error() -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        load(["--poll-intervall", "5"], {})
-    assert exit_info.value.code == 2
+def test_unknown_flags_are_config_errors_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(["--org-id"], {})
+    assert str(info.value) == "invalid setting org_id (from flag --org-id): expected one argument"
+    with pytest.raises(ConfigError) as info:
+        load(["--poll-intervall", "5", f"--api-keyy={API_KEY}"], {})
+    assert [(e.setting, e.source) for e in info.value.all] == [
+        ("poll_intervall", "flag --poll-intervall"),
+        ("api_keyy", "flag --api-keyy"),
+    ]
+    assert "did you mean --poll-interval?" in info.value.all[0].problem
+    assert API_KEY not in str(info.value)
 
 
 def test_models_are_frozen_and_fill_derived_defaults() -> None:
     target = TargetSettings(org_id="x", api_key=SecretStr("k"), access_token=SecretStr("t"))
     assert target.api_url == "https://x.via.aspect-cloud.net"
     assert target.token_url == TOKEN_URLS["us"]
+    assert target.token_realm == "x"
     with pytest.raises(ValidationError):
         target.org_id = "y"  # type: ignore[misc]
     with pytest.raises(ValidationError, match="client_id and client_secret"):
@@ -431,14 +474,14 @@ INVALID = [
         "host:port",
     ),
     (["--listen-address", ":70000"], {}, None, "listen_address", "flag --listen-address", "port"),
-    (["--ca-file", "/nonexistent/ca.pem"], {}, None, "ca_file", "flag --ca-file", "exist"),
+    (["--ca-file", "/nonexistent/ca.pem"], {}, None, "ca_file", "flag --ca-file", "No such"),
     (
         [],
         {},
         "web_config_file: web.yml\n",
         "web_config_file",
         f"config file {CFG} (web_config_file)",
-        "exist",
+        "No such file",
     ),
     (["--org-id", "bad org"], {}, None, "org_id", "flag --org-id", "letters"),
     (["--demo", "--once"], {}, None, "mode", "flag --demo --once", "exclude"),

@@ -12,15 +12,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from exporter.settings import regions
+from exporter.settings.files import CONFIG_FILE_LIMIT, check_regular, client_ssl_context
+from exporter.settings.regions import Region
 from exporter.settings.servicelevels import CalendarSettings, ServiceLevelRuleSettings
 
-Mode = Literal["run", "demo", "once", "check_config", "version"]
-Region = Literal["us", "eu", "uk", "ca"]
-
-TOKEN_URLS: dict[str, str] = {
-    region: f"https://myaspect.{host}.aspect-cloud.net/tokenservice/oauth2/access_token"
-    for region, host in {"us": "id", "eu": "eu", "uk": "uk", "ca": "ca"}.items()
-}
+Mode = Literal["run", "demo", "once", "check_config", "check_connection", "version"]
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -59,9 +56,10 @@ class TargetSettings(BaseModel):
     access_token: SecretStr | None = None
     region: Region = "us"
     token_url: str = ""  # "" is replaced by the region's token URL
+    token_realm: str | None = None  # None is replaced by org_id; "" sends no realm
     token_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"  # noqa: S105 - a method name, not a password
     scope: str = Field("emailqueueapi", min_length=1)
-    api_url: str = ""  # "" is replaced by https://{org_id}.via.aspect-cloud.net
+    api_url: str = ""  # "" is replaced by https://{org_id}.<the region's API domain>
     extended_info: bool = True
     email_type: str | None = None
     work_type_ids: tuple[str, ...] = ()
@@ -72,10 +70,14 @@ class TargetSettings(BaseModel):
     def _derived_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict):
             data = dict(data)
+            region = str(data.get("region", "us"))
+            org_id = data.get("org_id")
             if not data.get("token_url"):
-                data["token_url"] = TOKEN_URLS.get(str(data.get("region", "us")), "")
-            if not data.get("api_url") and isinstance(data.get("org_id"), str):
-                data["api_url"] = f"https://{data['org_id']}.via.aspect-cloud.net"
+                data["token_url"] = regions.token_url(region)
+            if not data.get("api_url") and isinstance(org_id, str):
+                data["api_url"] = regions.api_url(region, org_id)
+            if data.get("token_realm") is None and isinstance(org_id, str):
+                data["token_realm"] = org_id
         return data
 
     @field_validator("org_id")
@@ -146,6 +148,9 @@ class Settings(BaseModel):
     log_format: Literal["auto", "console", "json"] = "auto"
     config_file: Path | None = None
     web_config_file: Path | None = None
+    max_connections: int = Field(512, ge=1, le=1_000_000)
+    header_timeout: float = Field(10.0, gt=0, le=3600)
+    strict_env: bool = False
     service_level_target: float = Field(86400.0, gt=0)
     service_level_warning: float = Field(3600.0, ge=0)
     service_levels: tuple[ServiceLevelRuleSettings, ...] = ()  # YAML only
@@ -182,11 +187,18 @@ class Settings(BaseModel):
             raise ValueError("must be strictly increasing")
         return value
 
-    @field_validator("ca_file", "web_config_file")
+    @field_validator("web_config_file")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {value} does not exist")
+        if value is not None:
+            check_regular(value, CONFIG_FILE_LIMIT)
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            client_ssl_context(value)  # loaded now, so a bad bundle fails --check-config too
         return value
 
     @model_validator(mode="after")
