@@ -101,7 +101,8 @@ Sources, highest first: flags > environment (ALVARIA_<NAME>) > config file > *_F
 files > defaults. In the config file, targets: lists one block per organisation; the
 per-organisation settings given elsewhere are defaults for every block. An empty environment
 variable counts as unset. Durations: 30, 2.5, 30s, 5m, 1h30m, 500ms. Lists: comma-separated.
-Booleans: true/false, 1/0, yes/no.
+Booleans: true/false, 1/0, yes/no. Service-level rules (service_levels:) and business-hours
+calendars (calendars:) are set in the config file only.
 """
 
 
