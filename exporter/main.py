@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
+import signal
 import ssl
 import sys
 import time
@@ -16,9 +16,9 @@ from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
-from exporter.businesshours import CONTINUOUS, WEEKDAYS, BusinessCalendar, Clock, parse_day_hours
 from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
+from exporter.connections import ConnectionGuard, ConnectionLimits, ServerCollector, raise_fd_limit
 from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
 from exporter.families import Registry
@@ -26,8 +26,9 @@ from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
-from exporter.servicelevel import ServiceLevel, ServiceLevelPolicy, ServiceLevelRule
+from exporter.servicelevel_settings import service_level_policy
 from exporter.settings import Settings, TargetSettings
+from exporter.signals import Interrupted, cancel_on_signals
 from exporter.store import OrgState, Store
 from exporter.targets import client_options, token_provider, upstream_ssl
 from exporter.textformat import render
@@ -48,31 +49,6 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         service_levels=service_level_policy(cfg),
         wait_buckets=cfg.age_buckets,
     )
-
-
-def service_level_policy(cfg: Settings) -> ServiceLevelPolicy:
-    """The validated service-level settings as compiled rules and business clocks."""
-    clocks: dict[str, Clock] = {
-        name: BusinessCalendar(
-            cal.timezone,
-            tuple(parse_day_hours(cal.hours.get(day, "")) for day in WEEKDAYS),
-            frozenset(cal.holidays),
-        )
-        for name, cal in cfg.calendars.items()
-    }
-    default = ServiceLevel(cfg.service_level_target, cfg.service_level_warning)
-    rules = []
-    for rule in cfg.service_levels:
-        level = ServiceLevel(
-            default.target if rule.target is None else rule.target,
-            default.warning if rule.warning is None else rule.warning,
-            clocks[rule.calendar] if rule.calendar else CONTINUOUS,
-            rule.calendar,
-        )
-        patterns = (rule.match.email_type, rule.match.work_type)
-        email_type, work_type = (None if p is None else re.compile(p) for p in patterns)
-        rules.append(ServiceLevelRule(level, email_type=email_type, work_type=work_type))
-    return ServiceLevelPolicy(default, tuple(rules))
 
 
 def build_poller(
@@ -147,12 +123,21 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
             build_poller(t, cfg, session, store.orgs[t.org_id], ssl_context) for t in cfg.targets
         ]
         if once:
-            results = await asyncio.gather(*(p.poll_once() for p in pollers))
-            sys.stdout.write(render(registry).decode())
+            # Ctrl-C or SIGTERM: exit 130 / 143 with nothing printed; the write is never cut.
+            with cancel_on_signals():
+                results = await asyncio.gather(*(p.poll_once() for p in pollers))
+                sys.stdout.write(render(registry).decode())
+                sys.stdout.flush()
             return 0 if all(results) else 1
         delays = start_delays(len(pollers), cfg.poll_interval)
         loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
         app = build_app(store, registry, loops, middlewares=[web.middleware])
+        guard = ConnectionGuard(
+            ConnectionLimits(max_connections=cfg.max_connections, header_timeout=cfg.header_timeout)
+        )
+        registry.register(ServerCollector(guard, lambda: web.auth.busy if web.auth else 0))
+        if warning := raise_fd_limit(cfg.max_connections):
+            logger.warning("file descriptor limit", problem=warning)
         await serve(
             app,
             cfg.listen_host,
@@ -161,9 +146,35 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
             on_started=lambda url: logger.info(
                 "listening", url=url, organisations=len(pollers), version=__version__
             ),
+            guard=guard,
+            signals={
+                signal.SIGHUP: lambda: on_reload(logger),
+                signal.SIGUSR1: lambda: log_status(logger, store, guard),
+            },
         )
     logger.info("stopped")
     return 0
+
+
+def on_reload(logger: structlog.typing.FilteringBoundLogger) -> None:
+    """SIGHUP: the configuration reload of SPEC section 8 belongs here; until then, say so."""
+    logger.warning("reload requested (SIGHUP); reloading is not supported yet, nothing changed")
+
+
+def log_status(
+    logger: structlog.typing.FilteringBoundLogger, store: Store, guard: ConnectionGuard
+) -> None:
+    """SIGUSR1: one line per organisation, and the server's connections, in the log."""
+    for state in store.orgs.values():
+        logger.info(
+            "status",
+            org=state.org,
+            up=state.up,
+            last_success=state.last_success,
+            last_error_reason=state.last_error_reason,
+            last_error=state.last_error,
+        )
+    logger.info("status", http_connections=guard.stats.open, **guard.stats.rejections())
 
 
 async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
@@ -222,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(check_connection(cfg, sys.stdout.write))
         except ConfigError as exc:  # a file changed between validation and use
             return _config_error(exc)
+        except KeyboardInterrupt:
+            return 130
     log.configure(cfg.log_level, cfg.log_format)
     for note in (*invocation.notes, *settings.advice(cfg)):
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
@@ -231,8 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
     except ConfigError as exc:  # a file changed between validation and use
         return _config_error(exc)
-    except KeyboardInterrupt:
-        return 0
+    except Interrupted as exc:  # --once stopped by Ctrl-C or SIGTERM: a script must not see 0
+        print(f"{PROG}: {exc}; nothing printed", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # before the event loop took the signal over
+        return 130
     except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

@@ -6,11 +6,11 @@ Poll tasks live in a `cleanup_ctx`, so stopping the app cancels and awaits them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
+import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter.connections import ConnectionGuard
 from exporter.exposition import ExpositionCache
+from exporter.signals import STOP_SIGNALS, handle_signals
 from exporter.store import Store
 
 PollTask = Callable[[], Coroutine[Any, Any, None]]
@@ -109,27 +111,54 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     on_started: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    guard: ConnectionGuard | None = None,
+    signals: Mapping[signal.Signals, Callable[[], None]] | None = None,
 ) -> None:
-    """Serve `app` until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
+    """Serve `app` until SIGTERM/SIGINT/SIGQUIT (or `stop` is set), then shut down cleanly.
+
+    Every connection passes through `guard` (max_connections, header_timeout, keep-alive);
+    `signals` adds handlers for other signals (SIGHUP, SIGUSR1) while serving.
+    """
     stop = stop or asyncio.Event()
+    guard = guard or ConnectionGuard()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    handlers = {sig: stop.set for sig in STOP_SIGNALS} | dict(signals or {})
+    app.middlewares.insert(0, guard.middleware)  # outermost, before setup freezes the list
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=0.5,
+        keepalive_timeout=guard.limits.keepalive_timeout,
+    )  # fmt: skip
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.addFilter(guard.filter_server_log)
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(guard.handle_loop_exception)
+    listener: asyncio.Server | None = None
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
-        await site.start()
-        if on_started is not None:
-            scheme = "https" if ssl_context else "http"
-            shown = host if host and host not in ("0.0.0.0", "::") else "localhost"  # noqa: S104 -- compared, not bound
-            shown = f"[{shown}]" if ":" in shown else shown
-            bound = runner.addresses[0][1] if runner.addresses else port
-            on_started(f"{scheme}://{shown}:{bound}/metrics")
-        await stop.wait()
+        with handle_signals(handlers):
+            assert runner.server is not None  # noqa: S101 - set by setup()
+            listener = await loop.create_server(
+                guard.protocol_factory(runner.server),
+                host or None,
+                port,
+                ssl=ssl_context,
+                # A TLS handshake comes before the header timer starts: bound it the same way.
+                ssl_handshake_timeout=guard.limits.header_timeout if ssl_context else None,
+                backlog=128,
+            )
+            if on_started is not None:
+                on_started(_url(host, listener, port, ssl_context is not None))
+            await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
+        loop.set_exception_handler(previous_handler)
+        server_log.removeFilter(guard.filter_server_log)
+
+
+def _url(host: str, listener: asyncio.Server, port: int, tls: bool) -> str:
+    shown = host if host and host not in ("0.0.0.0", "::") else "localhost"  # noqa: S104 -- compared, not bound
+    shown = f"[{shown}]" if ":" in shown else shown
+    bound = listener.sockets[0].getsockname()[1] if listener.sockets else port
+    return f"{'https' if tls else 'http'}://{shown}:{bound}/metrics"

@@ -9,7 +9,8 @@ import pytest
 
 from exporter.businesshours import BusinessCalendar
 from exporter.errors import ConfigError
-from exporter.main import main, service_level_policy
+from exporter.main import main
+from exporter.servicelevel_settings import service_level_policy
 from exporter.settings import load, masked_dump
 from exporter.settings.servicelevels import parse_service_levels
 
