@@ -102,7 +102,7 @@ def breach_times(stamps: array[float], level: ServiceLevel, now: float) -> array
 
 @dataclass(frozen=True, slots=True)
 class _Candidate:
-    pair: PairKey
+    email_id: EmailId
     email: Email
 
 
@@ -139,7 +139,7 @@ class PickupDetector:
         else:
             self.seen_waiting.add(email_id)
 
-    def not_waiting(self, email_id: EmailId, email: Email, pair: PairKey, new: bool) -> None:
+    def not_waiting(self, email_id: EmailId, email: Email, new: bool) -> None:
         """An email outside the waiting states; `new` when the previous poll did not have it."""
         if email_id in self.previous_picked:
             self.picked.add(email_id)
@@ -151,7 +151,7 @@ class PickupDetector:
             return
         if was_waiting or (new and not self.first_poll and self._active_after_queued(email)):
             self.picked.add(email_id)
-            self._candidates.append(_Candidate(pair, email))
+            self._candidates.append(_Candidate(email_id, email))
 
     def _active_after_queued(self, email: Email) -> bool:
         """Whether the item says it was picked up after it was queued."""
@@ -160,11 +160,16 @@ class PickupDetector:
         return active is not None and queued is not None and active > queued
 
     def pickups(
-        self, now: float, level: Callable[[PairKey], ServiceLevel], bounds: Sequence[float]
+        self,
+        now: float,
+        level: Callable[[PairKey], ServiceLevel],
+        bounds: Sequence[float],
+        pair_of: Callable[[EmailId], PairKey],
     ) -> list[Pickup]:
         """The pickups found, judged at `now` (the poll's time) on each group's clock.
 
         `bounds` are the wait histogram's bucket bounds; each pickup carries its bucket.
+        `pair_of` gives an email's final group, after any folding into `other`.
         """
         parse = self._parse
         out = []
@@ -180,8 +185,9 @@ class PickupDetector:
             active = parse(email.active_time)
             exact = active is not None and queued <= active
             picked_at = min(active, now) if exact and active is not None else now
-            lvl = level(candidate.pair)
+            pair = pair_of(candidate.email_id)
+            lvl = level(pair)
             met = lvl.clock.elapsed(queued, picked_at) < lvl.target
             wait = max(0.0, picked_at - queued)
-            out.append(Pickup(candidate.pair, wait, bisect_left(bounds, wait), met, exact))
+            out.append(Pickup(pair, wait, bisect_left(bounds, wait), met, exact))
         return out

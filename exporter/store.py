@@ -10,6 +10,7 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
+from exporter.budget import OWN_SERIES
 from exporter.models import Flow, GroupKey, PairKey, Snapshot
 from exporter.names import SERVICE_LEVEL_OUTCOMES
 
@@ -67,8 +68,11 @@ class OrgState:
     version: int = 0
     last_success: float | None = None
     last_duration: float | None = None
+    # The last failure stays after a recovery, with its time: "failed at 09:10, fine since".
     last_error: str | None = None
     last_error_reason: str | None = None
+    last_error_at: float | None = None
+    failures_in_a_row: int = 0
     polls: int = 0
     poll_errors: Counter[str] = field(default_factory=Counter)
     api_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -83,6 +87,10 @@ class OrgState:
     # (email_type, work_type, "met" or "missed") -> pickups; and their waits per group.
     pickups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
+
+    def reserved_series(self) -> int:
+        """Series this organisation exports that no label combination of the queue pays for."""
+        return OWN_SERIES + len(self.api_requests) + len(self.transitions)
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one upstream request (the transport's observer)."""
@@ -100,8 +108,7 @@ class OrgState:
         self.polls += 1
         self.last_success = snapshot.taken_at
         self.last_duration = duration
-        self.last_error = None
-        self.last_error_reason = None
+        self.failures_in_a_row = 0
         self.token_expiry = token_expiry
         self.duplicates += snapshot.duplicates
         self.invalid.update(snapshot.invalid)
@@ -152,7 +159,12 @@ class OrgState:
             self.pickup_waits.setdefault((email_type, work_type), WaitHistogram())
 
     def record_failure(
-        self, reason: str, message: str, duration: float, token_expiry: float | None
+        self,
+        reason: str,
+        message: str,
+        duration: float,
+        token_expiry: float | None,
+        at: float | None = None,
     ) -> None:
         """Mark the organisation down; the last snapshot stays until it goes stale."""
         self.up = False
@@ -163,6 +175,8 @@ class OrgState:
         self.last_duration = duration
         self.last_error = message
         self.last_error_reason = reason
+        self.last_error_at = at
+        self.failures_in_a_row += 1
         self.token_expiry = token_expiry
 
     def live_snapshot(self, now: float, stale_after: float) -> Snapshot | None:
