@@ -147,8 +147,8 @@ def test_configured_timing_is_exported_per_org_whatever_the_poll_outcome() -> No
 
 
 def test_flow_counters_follow_each_poll_and_removed_organisations() -> None:
-    from exporter.families import Registry
-    from exporter.textformat import Renderer, gather
+    from exporter.families import Registry, gather
+    from exporter.textformat import Renderer
 
     store = store_with([Email(id="1", state="Queued", work_type_name="Billing")])
     collector = QueueCollector(store, age_buckets=(60.0,), stale_after=1e9, poll_interval=60)
