@@ -115,6 +115,16 @@ class QueueCollector(Collector):
         expiry = GaugeMetricFamily(
             names.TOKEN_EXPIRY, "Unix time at which the cached API token expires.", labels=org
         )
+        budget_wait = CounterMetricFamily(
+            names.RATE_LIMIT_WAIT,
+            "Seconds requests waited for the max_requests_per_second budget of their API key.",
+            labels=org,
+        )
+        overruns = CounterMetricFamily(
+            names.RATE_LIMIT_OVERRUNS,
+            "Polls that took longer than poll_interval while waiting for the request budget.",
+            labels=org,
+        )
         for s in states:
             up.add_metric([s.org], 1 if s.up else 0)
             if s.last_success is not None:
@@ -137,8 +147,10 @@ class QueueCollector(Collector):
                 overflow.add_metric([s.org, label], s.overflow[label])
             if s.token_expiry is not None:
                 expiry.add_metric([s.org], s.token_expiry)
+            budget_wait.add_metric([s.org], s.rate_limit_wait)
+            overruns.add_metric([s.org], s.budget_overruns)
         yield from (up, success, duration, polls, errors, requests, latency, reported)
-        yield from (duplicates, invalid, overflow, expiry)
+        yield from (duplicates, invalid, overflow, expiry, budget_wait, overruns)
 
     def _flow_families(self, states: list[OrgState]) -> Iterator[Metric]:
         arrivals = CounterMetricFamily(

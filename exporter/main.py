@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 import structlog
@@ -17,16 +18,20 @@ from pydantic import SecretStr
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
 from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
+from exporter.budget import Limiter
 from exporter.client import ClientOptions, EmailQueueClient
 from exporter.collector import QueueCollector
+from exporter.collector_fleet import FleetCollector
 from exporter.errors import ConfigError
+from exporter.fleet import Fleet, client_ssl_context
 from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
+from exporter.reload import Hooks, LoadConfig, Reloader
 from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
-from exporter.web_config import WebConfig
+from exporter.web_config import LiveWebConfig, WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
 
@@ -52,10 +57,12 @@ def build_poller(
     *,
     clock: Callable[[], float] = time.time,
     sleep: Sleep = asyncio.sleep,
+    limiter: Limiter | None = None,
 ) -> Poller:
     """One organisation's transport, token provider, client and poller."""
     transport = HttpTransport(
         session,
+        limiter=limiter,
         request_timeout=cfg.request_timeout,
         max_response_bytes=cfg.max_response_bytes,
         # A Retry-After longer than a poll interval is not waited out inside the poll: the poll
@@ -108,57 +115,139 @@ def build_poller(
     return Poller(state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep)
 
 
-def build_registry(
+def queue_collector(
     store: Store, cfg: Settings, clock: Callable[[], float] = time.time
-) -> CollectorRegistry:
-    """A registry of our own holding only the exporter's collector."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        QueueCollector(store, age_buckets=cfg.age_buckets, stale_after=cfg.stale_after, clock=clock)
+) -> QueueCollector:
+    """The collector rendering the store with `cfg`'s buckets and staleness."""
+    return QueueCollector(
+        store, age_buckets=cfg.age_buckets, stale_after=cfg.stale_after, clock=clock
     )
+
+
+def build_registry(
+    store: Store,
+    cfg: Settings,
+    clock: Callable[[], float] = time.time,
+    collector: QueueCollector | None = None,
+) -> CollectorRegistry:
+    """A registry of our own holding only the exporter's collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector or queue_collector(store, cfg, clock))
+    registry.register(FleetCollector(store))
     return registry
 
 
-def start_delays(count: int, poll_interval: float) -> list[float]:
-    """Spread the first polls of many organisations evenly over (at most) ten seconds."""
-    window = min(poll_interval, 10.0)
-    return [window * i / count for i in range(count)]
+def config_loader(
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    targets: tuple[TargetSettings, ...] | None = None,
+) -> LoadConfig:
+    """Re-reads the config, secret and web config files with the flags and env of the start."""
+    argv, environ = list(argv), dict(environ)
+
+    def load() -> tuple[Settings, WebConfig]:
+        cfg = settings.load(argv, environ).settings
+        if targets is not None:  # --demo polls its own simulator whatever the file says
+            cfg = cfg.model_copy(update={"targets": targets})
+        web = web_config.load(cfg.web_config_file) if cfg.web_config_file else WebConfig()
+        return cfg, web
+
+    return load
 
 
-async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None) -> int:
-    """Poll forever and serve, or (`once`) poll every organisation once and print the metrics."""
-    web = web or WebConfig()
+async def run(
+    cfg: Settings,
+    *,
+    once: bool = False,
+    web: WebConfig | None = None,
+    load: LoadConfig | None = None,
+) -> int:
+    """Poll forever and serve, or (`once`) poll every organisation once and print the metrics.
+
+    With `load`, SIGHUP and `POST /-/reload` reload the configuration through it.
+    """
+    live = LiveWebConfig(web or WebConfig())
     logger = structlog.get_logger("exporter")
-    store = Store([t.org_id for t in cfg.targets])
-    registry = build_registry(store, cfg)
-    ssl_context: ssl.SSLContext | bool = True
-    if cfg.ca_file is not None:
-        ssl_context = ssl.create_default_context(cafile=str(cfg.ca_file))
+    store = Store([])
+    collector = queue_collector(store, cfg)
+    registry = build_registry(store, cfg, collector=collector)
     async with aiohttp.ClientSession(trust_env=True) as session:
-        pollers = [
-            build_poller(t, cfg, session, store.orgs[t.org_id], ssl_context) for t in cfg.targets
-        ]
+
+        def build(
+            target: TargetSettings, c: Settings, state: OrgState, limiter: Limiter | None
+        ) -> Poller:
+            ssl_context = client_ssl_context(c)
+            return build_poller(target, c, session, state, ssl_context, limiter=limiter)
+
+        fleet = Fleet(store, build)
+        fleet.apply(fleet.plan(cfg))
+        store.fleet.last_reload_success = time.time()
         if once:
-            results = await asyncio.gather(*(p.poll_once() for p in pollers))
+            results = await asyncio.gather(*(p.poll_once() for p in fleet.pollers))
             sys.stdout.write(generate_latest(registry).decode())
             return 0 if all(results) else 1
-        delays = start_delays(len(pollers), cfg.poll_interval)
-        loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
-        app = build_app(store, registry, loops, middlewares=[web.middleware])
+
+        def prepare(new: Settings) -> Callable[[], None]:
+            fresh = queue_collector(store, new)
+
+            def finish() -> None:
+                nonlocal collector
+                registry.unregister(collector)
+                registry.register(fresh)
+                collector = fresh
+                log.configure(new.log_level, new.log_format)
+
+            return finish
+
+        reloader = Reloader(load, fleet, live, cfg, hooks=Hooks(prepare)) if load else None
+        reloads: set[asyncio.Task[None]] = set()
+
+        def hangup() -> None:
+            if reloader is None:
+                logger.warning("reload_unavailable", trigger="SIGHUP")
+                return
+            task = asyncio.create_task(_reload_quietly(reloader, "SIGHUP"))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        app = build_app(
+            store,
+            registry,
+            [fleet.run],
+            middlewares=[live.middleware],
+            reload=reloader.reload if reloader else None,
+        )
         await serve(
             app,
             cfg.listen_host,
             cfg.listen_port,
-            ssl_context=web.ssl_context,
+            ssl_context=live.server_context,
             on_started=lambda url: logger.info(
-                "listening", url=url, organisations=len(pollers), version=__version__
+                "listening",
+                url=url,
+                organisations=len(store.orgs),
+                shard=cfg.shard,
+                total_shards=cfg.total_shards,
+                version=__version__,
             ),
+            on_hangup=hangup,
         )
     logger.info("stopped")
     return 0
 
 
-async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
+async def _reload_quietly(reloader: Reloader, trigger: str) -> None:
+    """A reload whose refusal is only logged (SIGHUP has no one to answer to)."""
+    with contextlib.suppress(ConfigError):
+        await reloader.reload(trigger)
+
+
+async def run_demo(
+    cfg: Settings,
+    web: WebConfig | None = None,
+    argv: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> int:
     """Start the built-in simulator on a free loopback port and poll it."""
     from exporter.simulator import SimulatorConfig, start_simulator
 
@@ -175,15 +264,17 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
             api_url=sim.base_url,
             token_url=sim.token_url,
         )
-        return await run(cfg.model_copy(update={"targets": (target,)}), web=web)
+        load = config_loader(argv, environ, (target,)) if environ is not None else None
+        return await run(cfg.model_copy(update={"targets": (target,)}), web=web, load=load)
     finally:
         await sim.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        invocation = settings.load(sys.argv[1:] if argv is None else argv, os.environ)
+        invocation = settings.load(argv, os.environ)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
@@ -207,10 +298,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
     try:
         if invocation.mode == "demo":
-            return asyncio.run(run_demo(cfg, web))
-        return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
+            return asyncio.run(run_demo(cfg, web, argv, os.environ))
+        load = config_loader(argv, os.environ)
+        return asyncio.run(run(cfg, once=invocation.mode == "once", web=web, load=load))
     except KeyboardInterrupt:
         return 0
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

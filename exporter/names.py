@@ -33,6 +33,17 @@ LABEL_OVERFLOW: Final = f"{PREFIX}_label_overflow"
 TOKEN_EXPIRY: Final = f"{PREFIX}_token_expiry_timestamp_seconds"
 BUILD_INFO: Final = f"{PREFIX}_exporter_build_info"
 
+# Fleet: shards, reload and the per-key request budget (SPEC §8)
+SHARD_ORDINAL: Final = f"{PREFIX}_shard_ordinal"
+TOTAL_SHARDS: Final = f"{PREFIX}_total_shards"
+TARGETS: Final = f"{PREFIX}_targets"
+CONFIG_LAST_RELOAD_SUCCESSFUL: Final = f"{PREFIX}_config_last_reload_successful"
+CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: Final = (
+    f"{PREFIX}_config_last_reload_success_timestamp_seconds"
+)
+RATE_LIMIT_WAIT: Final = f"{PREFIX}_rate_limit_wait_seconds"
+RATE_LIMIT_OVERRUNS: Final = f"{PREFIX}_rate_limit_overrun_polls"
+
 # Label values
 UNKNOWN: Final = "unknown"
 OTHER: Final = "other"

@@ -10,7 +10,7 @@ import contextlib
 import html
 import signal
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +18,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter.errors import ConfigError
 from exporter.exposition import ExpositionCache
 from exporter.store import Store
 
 PollTask = Callable[[], Coroutine[Any, Any, None]]
+# Reloads the configuration; raises ConfigError (one line) when it is refused.
+Reload = Callable[[str], Awaitable[None]]
 
 STORE = web.AppKey("store", Store)
 POLL_TASKS = web.AppKey("poll_tasks", list[asyncio.Task[None]])
+RELOAD: web.AppKey[Reload] = web.AppKey("reload")
 
 
 def build_app(
@@ -32,11 +36,16 @@ def build_app(
     registry: CollectorRegistry,
     poll_loops: Sequence[PollTask] = (),
     middlewares: Iterable[Any] = (),
+    reload: Reload | None = None,
 ) -> web.Application:
     """The exporter's aiohttp application; `poll_loops` run for as long as the app does."""
     app = web.Application(middlewares=list(middlewares))
     app[STORE] = store
     app[POLL_TASKS] = []
+    if reload is not None:
+        app[RELOAD] = reload
+        # POST only (aiohttp answers 405 to other methods); behind the same middlewares as all.
+        app.router.add_post("/-/reload", reload_config)
 
     async def run_pollers(app: web.Application) -> AsyncIterator[None]:
         tasks = app[POLL_TASKS]
@@ -67,6 +76,15 @@ async def readyz(request: web.Request) -> web.Response:
     if request.app[STORE].ready:
         return web.Response(text="ready\n")
     return web.Response(status=503, text="waiting for the first poll of every organisation\n")
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """Reload the configuration (SPEC §8): 200, or 500 with the one-line reason."""
+    try:
+        await request.app[RELOAD]("http")
+    except ConfigError as exc:
+        return web.Response(status=500, text=f"{exc}\n")
+    return web.Response(text="configuration reloaded\n")
 
 
 def _when(ts: float | None) -> str:
@@ -107,13 +125,20 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     on_started: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    on_hangup: Callable[[], None] | None = None,
 ) -> None:
-    """Serve `app` until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
+    """Serve `app` until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly.
+
+    SIGHUP calls `on_hangup` (a reload) and never stops the server.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if on_hangup is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     try:
@@ -127,7 +152,7 @@ async def serve(
             on_started(f"{scheme}://{shown}:{bound}/metrics")
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         await runner.cleanup()
