@@ -28,6 +28,7 @@ class RequestBudget:
 
     def __init__(self, rate: float | None) -> None:
         self._interval = 0.0
+        self._last = -1e9  # loop time of the last turn given
         self._next = 0.0  # loop time before which no further turn may start
         self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
@@ -43,6 +44,7 @@ class RequestBudget:
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive")
         self._interval = 1.0 / rate if rate else 0.0
+        self._next = self._last + self._interval
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -60,7 +62,7 @@ class RequestBudget:
         if not self._interval:
             return 0.0
         if not self._waiting and now >= self._next:
-            self._next = now + self._interval
+            self._last, self._next = now, now + self._interval
             return 0.0
         future: asyncio.Future[None] = loop.create_future()
         self._waiting.setdefault(org, deque()).append(future)
@@ -100,7 +102,7 @@ class RequestBudget:
                 del self._waiting[org]
             if not future.done():
                 future.set_result(None)
-                self._next = now + self._interval
+                self._last, self._next = now, now + self._interval
                 break
         self._schedule(loop)
 
