@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import ssl
 import time
+from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web as aiohttp_web
+from prometheus_client import CollectorRegistry
 
+from exporter import web_config
 from exporter.errors import ConfigError
 from exporter.fleet import Fleet
 from exporter.reload import Hooks, Reloader
+from exporter.server import build_app
 from exporter.settings import Settings
 from exporter.store import Store
 from exporter.web_config import LiveWebConfig, WebConfig
+from tests.certs import Certs, make_certs
+from tests.fakes import free_port
 from tests.test_fleet import Builder, settings, target
 
 
@@ -88,3 +96,43 @@ async def test_an_unexpected_error_is_one_line_and_changes_nothing() -> None:
     with pytest.raises(ConfigError, match="internal error: RuntimeError"):
         await r.reload("test")
     assert list(r._fleet.store.orgs) == ["a"]
+
+
+async def test_a_renewed_certificate_serves_the_next_handshake(tmp_path: Path) -> None:
+    first, second = make_certs(_dir(tmp_path, "a")), make_certs(_dir(tmp_path, "b"))
+    web = tmp_path / "web.yml"
+
+    def use(certs: Certs) -> WebConfig:
+        web.write_text(
+            f"tls_server_config:\n  cert_file: {certs.server_cert}\n"
+            f"  key_file: {certs.server_key}\n"
+        )
+        return web_config.load(web)
+
+    live = LiveWebConfig(use(first))
+    app = build_app(Store([]), CollectorRegistry(), middlewares=[live.middleware])
+    runner = aiohttp_web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await aiohttp_web.TCPSite(runner, "127.0.0.1", port, ssl_context=live.server_context).start()
+    url = f"https://127.0.0.1:{port}/healthz"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, ssl=first.client_context()) as resp:
+                assert resp.status == 200
+            renewed = use(second)
+            assert live.check(renewed) is None
+            live.swap(renewed)
+            async with session.get(url, ssl=second.client_context()) as resp:
+                assert resp.status == 200
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                async with session.get(url, ssl=first.client_context()):
+                    pass
+    finally:
+        await runner.cleanup()
+
+
+def _dir(parent: Path, name: str) -> Path:
+    path = parent / name
+    path.mkdir()
+    return path
