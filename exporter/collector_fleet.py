@@ -13,11 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import names
+from exporter.families import Block, Family, to_metric_family
 from exporter.store import Store
+
+SHARD_ORDINAL = Family.gauge(names.SHARD_ORDINAL, "This replica's shard.")
+TOTAL_SHARDS = Family.gauge(names.TOTAL_SHARDS, "The configured number of shards.")
+TARGETS = Family.gauge(names.TARGETS, "Organisations this replica polls.")
+RELOAD_OK = Family.gauge(
+    names.CONFIG_LAST_RELOAD_SUCCESSFUL,
+    "1 when the last configuration reload (or the start) succeeded.",
+)
+RELOAD_TIME = Family.gauge(
+    names.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
+    "Unix time of the last successful configuration load.",
+)
 
 
 class FleetCollector(Collector):
@@ -26,23 +39,22 @@ class FleetCollector(Collector):
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's view of `blocks()`."""
+        for block in self.blocks():
+            yield to_metric_family(block)
+
+    def blocks(self) -> Iterator[Block]:
         fleet = self._store.fleet
-        yield GaugeMetricFamily(names.SHARD_ORDINAL, "This replica's shard.", value=fleet.shard)
-        yield GaugeMetricFamily(
-            names.TOTAL_SHARDS, "The configured number of shards.", value=fleet.total_shards
+        values = (
+            (SHARD_ORDINAL, fleet.shard),
+            (TOTAL_SHARDS, fleet.total_shards),
+            (TARGETS, len(self._store.orgs)),
+            (RELOAD_OK, 1 if fleet.last_reload_successful else 0),
+            (RELOAD_TIME, fleet.last_reload_success),
         )
-        yield GaugeMetricFamily(
-            names.TARGETS, "Organisations this replica polls.", value=len(self._store.orgs)
-        )
-        yield GaugeMetricFamily(
-            names.CONFIG_LAST_RELOAD_SUCCESSFUL,
-            "1 when the last configuration reload (or the start) succeeded.",
-            value=1 if fleet.last_reload_successful else 0,
-        )
-        if fleet.last_reload_success is not None:
-            yield GaugeMetricFamily(
-                names.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
-                "Unix time of the last successful configuration load.",
-                value=fleet.last_reload_success,
-            )
+        for family, value in values:
+            block = family.block()
+            if value is not None:
+                block.add((), value)
+            yield block

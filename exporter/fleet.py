@@ -11,7 +11,6 @@ query or aggregation changed starts afresh; removed ones disappear; new ones sta
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -178,10 +177,3 @@ class Fleet:
             await asyncio.gather(*tasks, return_exceptions=True)
             for runner in self._runners.values():
                 runner.task = None
-
-
-def client_ssl_context(cfg: Settings) -> ssl.SSLContext | bool:
-    """The upstream TLS context: the system trust store, or `ca_file`'s bundle."""
-    if cfg.ca_file is None:
-        return True
-    return ssl.create_default_context(cafile=str(cfg.ca_file))

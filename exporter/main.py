@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
@@ -23,14 +22,17 @@ from exporter.client import ClientOptions, EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.collector_fleet import FleetCollector
 from exporter.errors import ConfigError
-from exporter.fleet import Fleet, client_ssl_context
+from exporter.families import Registry
+from exporter.fleet import Fleet
 from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.reload import Hooks, LoadConfig, Reloader
 from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
+from exporter.settings.files import client_ssl_context
 from exporter.store import OrgState, Store
+from exporter.textformat import render
 from exporter.web_config import LiveWebConfig, WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
@@ -118,9 +120,13 @@ def build_poller(
 def queue_collector(
     store: Store, cfg: Settings, clock: Callable[[], float] = time.time
 ) -> QueueCollector:
-    """The collector rendering the store with `cfg`'s buckets and staleness."""
+    """The collector rendering the store with `cfg`'s buckets, staleness and interval."""
     return QueueCollector(
-        store, age_buckets=cfg.age_buckets, stale_after=cfg.stale_after, clock=clock
+        store,
+        age_buckets=cfg.age_buckets,
+        stale_after=cfg.stale_after,
+        poll_interval=cfg.poll_interval,
+        clock=clock,
     )
 
 
@@ -129,9 +135,9 @@ def build_registry(
     cfg: Settings,
     clock: Callable[[], float] = time.time,
     collector: QueueCollector | None = None,
-) -> CollectorRegistry:
+) -> Registry:
     """A registry of our own holding only the exporter's collectors."""
-    registry = CollectorRegistry(auto_describe=False)
+    registry = Registry()
     registry.register(collector or queue_collector(store, cfg, clock))
     registry.register(FleetCollector(store))
     return registry
@@ -176,7 +182,12 @@ async def run(
         def build(
             target: TargetSettings, c: Settings, state: OrgState, limiter: Limiter | None
         ) -> Poller:
-            ssl_context = client_ssl_context(c)
+            ssl_context: ssl.SSLContext | bool = True
+            if c.ca_file is not None:
+                try:
+                    ssl_context = client_ssl_context(c.ca_file)
+                except ValueError as exc:
+                    raise ConfigError("ca_file", "settings", str(exc)) from None
             return build_poller(target, c, session, state, ssl_context, limiter=limiter)
 
         fleet = Fleet(store, build)
@@ -184,7 +195,7 @@ async def run(
         store.fleet.last_reload_success = time.time()
         if once:
             results = await asyncio.gather(*(p.poll_once() for p in fleet.pollers))
-            sys.stdout.write(generate_latest(registry).decode())
+            sys.stdout.write(render(registry).decode())
             return 0 if all(results) else 1
 
         def prepare(new: Settings) -> Callable[[], None]:
@@ -270,21 +281,28 @@ async def run_demo(
         await sim.close()
 
 
+def _config_error(exc: ConfigError) -> int:
+    """Exit code 2, after one line per invalid setting."""
+    for error in exc.all:
+        print(f"{PROG}: {error}", file=sys.stderr)
+    for warning in getattr(exc, "warnings", ()):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = settings.load(argv, os.environ)
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     cfg = invocation.settings
     try:
         # Read even for --check-config, so a bad web config file fails validation too.
         web = web_config.load(cfg.web_config_file) if cfg.web_config_file else WebConfig()
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     if invocation.mode == "version":
         print(f"{PROG} {__version__}")
         return 0
@@ -301,11 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_demo(cfg, web, argv, os.environ))
         load = config_loader(argv, os.environ)
         return asyncio.run(run(cfg, once=invocation.mode == "once", web=web, load=load))
+    except ConfigError as exc:  # a file changed between validation and use
+        return _config_error(exc)
     except KeyboardInterrupt:
         return 0
-    except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
     except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

@@ -77,7 +77,8 @@ class Reloader:
                 raise error from None
             except ConfigError as exc:
                 status.last_reload_successful = False
-                self._log.error("reload_failed", trigger=trigger, error=str(exc))
+                errors = [str(e) for e in exc.all]
+                self._log.error("reload_failed", trigger=trigger, error="; ".join(errors))
                 raise
             except Exception as exc:  # a bug must not kill the server; nothing was applied
                 status.last_reload_successful = False

@@ -56,7 +56,9 @@ def build_app(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     app.cleanup_ctx.append(run_pollers)
-    app.router.add_get("/metrics", ExpositionCache(registry, store).handle)
+    exposition = ExpositionCache(registry, store)
+    app.on_cleanup.append(exposition.close)
+    app.router.add_get("/metrics", exposition.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", landing_page)
@@ -83,7 +85,8 @@ async def reload_config(request: web.Request) -> web.Response:
     try:
         await request.app[RELOAD]("http")
     except ConfigError as exc:
-        return web.Response(status=500, text=f"{exc}\n")
+        # One line, even when several settings are wrong.
+        return web.Response(status=500, text="; ".join(map(str, exc.all)) + "\n")
     return web.Response(text="configuration reloaded\n")
 
 
