@@ -226,6 +226,10 @@ class EmailQueueClient:
                 f"page at startIndex {first_short} came back short but later pages had items"
             )
 
+    async def page(self, start: int = 0) -> Page:
+        """One page on its own (what `--check-connection` looks at)."""
+        return await self._fetch(start)
+
     def _params(self, start: int) -> list[tuple[str, str]]:
         opts = self._options
         params = [

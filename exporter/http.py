@@ -156,25 +156,9 @@ class HttpTransport:
                 code = str(resp.status)
                 body = await self._read_body(endpoint, resp)
                 return HttpResponse(resp.status, dict(resp.headers), body)
-        except TimeoutError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             code = "error"
-            raise RequestTimeoutError(f"{endpoint} request timed out") from exc
-        except aiohttp.ClientPayloadError as exc:
-            code = "error"
-            raise ConnectionFailedError(f"{endpoint} response body incomplete") from exc
-        except aiohttp.ClientConnectorError as exc:
-            code = "error"
-            # Host, port and the OS reason say what to fix; the URL (with its query) is not shown.
-            errno = exc.os_error.errno or 0
-            # DNS and TLS failures carry no meaningful errno; their class names say what failed.
-            plain = errno > 0 and not isinstance(exc.os_error, ssl.SSLError)
-            reason = os.strerror(errno) if plain else type(exc).__name__
-            raise ConnectionFailedError(
-                f"{endpoint} request failed: cannot connect to {exc.host}:{exc.port}: {reason}"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            code = "error"
-            raise ConnectionFailedError(f"{endpoint} request failed: {type(exc).__name__}") from exc
+            raise transport_error(endpoint, exc) from exc
         finally:
             self._observer(endpoint, code, time.monotonic() - started)
 
@@ -191,6 +175,24 @@ class HttpTransport:
                 raise DecodeError(f"{endpoint} response body exceeds {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def transport_error(endpoint: str, exc: TimeoutError | aiohttp.ClientError) -> PollError:
+    """The poll error for a request that got no response: `timeout` or `connection`."""
+    if isinstance(exc, TimeoutError):
+        return RequestTimeoutError(f"{endpoint} request timed out")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ConnectionFailedError(f"{endpoint} response body incomplete")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # Host, port and the OS reason say what to fix; the URL (with its query) is not shown.
+        errno = exc.os_error.errno or 0
+        # DNS and TLS failures carry no meaningful errno; their class names say what failed.
+        plain = errno > 0 and not isinstance(exc.os_error, ssl.SSLError)
+        reason = os.strerror(errno) if plain else type(exc).__name__
+        return ConnectionFailedError(
+            f"{endpoint} request failed: cannot connect to {exc.host}:{exc.port}: {reason}"
+        )
+    return ConnectionFailedError(f"{endpoint} request failed: {type(exc).__name__}")
 
 
 def _retryable_error(endpoint: str, response: HttpResponse) -> PollError | None:

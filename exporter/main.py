@@ -16,11 +16,11 @@ from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
-from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
 from exporter.budget import Limiter
-from exporter.client import ClientOptions, EmailQueueClient
+from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.collector_fleet import FleetCollector
+from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
 from exporter.families import Registry
 from exporter.fleet import Fleet
@@ -30,8 +30,8 @@ from exporter.poller import Poller, PollTiming
 from exporter.reload import Hooks, LoadConfig, Reloader
 from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
-from exporter.settings.files import client_ssl_context
 from exporter.store import OrgState, Store
+from exporter.targets import client_options, token_provider, upstream_ssl
 from exporter.textformat import render
 from exporter.web_config import LiveWebConfig, WebConfig
 
@@ -77,40 +77,14 @@ def build_poller(
         clock=clock,
         ssl=ssl_context,
     )
-    api_key = target.api_key.get_secret_value()
-    auth: TokenProvider
-    if target.access_token is not None:
-        auth = StaticToken(target.access_token.get_secret_value())
-    elif target.client_id is None or target.client_secret is None:
-        raise ConfigError("client_id", "settings", "needed unless access_token is set")
-    else:
-        auth = ClientCredentials(
-            ClientCredentialsConfig(
-                token_url=target.token_url,
-                client_id=target.client_id,
-                client_secret=target.client_secret.get_secret_value(),
-                api_key=api_key,
-                scope=target.scope,
-                auth_method=target.token_auth_method,
-            ),
-            transport,
-            clock=clock,
-        )
+    auth = token_provider(target, transport, clock)
     client = EmailQueueClient(
         api_url=target.api_url,
         org_id=target.org_id,
-        api_key=api_key,
+        api_key=target.api_key.get_secret_value(),
         auth=auth,
         transport=transport,
-        options=ClientOptions(
-            page_size=cfg.page_size,
-            max_concurrency=cfg.max_concurrency,
-            max_pages=cfg.max_pages,
-            extended_info=target.extended_info,
-            email_type=target.email_type,
-            work_type_ids=target.work_type_ids,
-            states=target.states,
-        ),
+        options=client_options(cfg, target),
     )
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
     options = aggregation_options(cfg, target)
@@ -182,12 +156,7 @@ async def run(
         def build(
             target: TargetSettings, c: Settings, state: OrgState, limiter: Limiter | None
         ) -> Poller:
-            ssl_context: ssl.SSLContext | bool = True
-            if c.ca_file is not None:
-                try:
-                    ssl_context = client_ssl_context(c.ca_file)
-                except ValueError as exc:
-                    raise ConfigError("ca_file", "settings", str(exc)) from None
+            ssl_context = upstream_ssl(c)
             return build_poller(target, c, session, state, ssl_context, limiter=limiter)
 
         fleet = Fleet(store, build)
@@ -311,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in (*invocation.notes, *settings.advice(cfg)):
             print(f"{PROG}: warning: {note}", file=sys.stderr)
         return 0
+    if invocation.mode == "check_connection":
+        try:
+            return asyncio.run(check_connection(cfg, sys.stdout.write))
+        except ConfigError as exc:  # a file changed between validation and use
+            return _config_error(exc)
     log.configure(cfg.log_level, cfg.log_format)
     for note in (*invocation.notes, *settings.advice(cfg)):
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)

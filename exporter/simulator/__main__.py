@@ -26,11 +26,14 @@ def _listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _boolean(value: str) -> bool:
-    text = value.strip().lower()
-    if text not in ("true", "1", "yes", "false", "0", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-    return text in ("true", "1", "yes")
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.strip().lower() in ("false", "0", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -70,11 +73,13 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("client-secret", defaults.client_secret, str, "OAuth2 client secret accepted", True)
     flag("api-key", defaults.api_key, str, "x-api-key accepted", True)
     flag("token-lifetime", defaults.token_lifetime, float, "access token lifetime, seconds")
+    flag("strict-realm", defaults.strict_realm, _bool, "refuse tokens without realm=<org-id>",
+         nargs="?", const=True)  # fmt: skip
     flag("orgs", defaults.orgs, int, "serve this many organisations org-0001 ... (0: --org-id)")
     flag(
         "api-key-per-org",
         defaults.api_key_per_org,
-        _boolean,
+        _bool,
         "with --orgs: each organisation its own x-api-key, key-org-0001 ...",
         nargs="?",
         const=True,
@@ -105,15 +110,12 @@ def parse_args(
             client_secret=str(args.client_secret),
             api_key=str(args.api_key),
             token_lifetime=float(args.token_lifetime),
+            strict_realm=_bool(args.strict_realm),
             orgs=int(args.orgs),
             orgs_per_key=int(args.orgs_per_key),
-            api_key_per_org=(
-                _boolean(args.api_key_per_org)
-                if isinstance(args.api_key_per_org, str)
-                else bool(args.api_key_per_org)
-            ),
+            api_key_per_org=_bool(args.api_key_per_org),
         )
-    except ValueError as exc:
+    except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc))
     if config.scenario not in SCENARIOS:
         parser.error(f"--scenario must be one of {', '.join(SCENARIOS)}")

@@ -19,6 +19,8 @@ class SimulatorConfig:
     client_secret: str = "demo"  # noqa: S105 - the simulator's documented demo credential
     api_key: str = "demo"
     token_lifetime: float = 3600.0
+    # Like Alvaria Cloud: a token request must name the organisation as `realm` (query or form).
+    strict_realm: bool = False
     # Several organisations org-0001 ... in one process (0 = just `org_id`), each its own queue.
     orgs: int = 0
     api_key_per_org: bool = False  # keys key-org-0001 ... instead of the one `api_key`
