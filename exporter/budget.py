@@ -1,122 +1,173 @@
-"""A request budget per API key (`max_requests_per_second`), shared by its organisations.
+"""The series budget: what each label combination costs, and which ones fold into `other`.
 
-Every HTTP attempt to the API (token and emails requests, retries included) takes a turn from
-the budget of its key before it is sent. Turns are spaced at least ``1 / rate`` seconds apart,
-so no one-second window ever holds more than ``rate`` requests (plus the one on its edge), and
-waiting organisations are served round-robin: an organisation paging with four requests in
-flight does not starve one that needs a single request. Waiters sleep on futures woken by one
-timer (as aiolimiter does), not by polling.
+`max_series` bounds the series one organisation exports, all families together. The families
+that grow with the queue's label values are priced here, per unit of what they are keyed by:
+
+- a *pair* (email_type, work_type): the families keyed by the pair;
+- a *group* (state, email_type, work_type): every zero-filled state of a pair, and any other
+  state the pair holds;
+- a *dated group*: a group with a dated email, which also has an oldest-email timestamp and age;
+- an *agent* (agent, state) of the per-agent gauge.
+
+A family added later that is keyed by one of these declares its cost in the matching table
+below (a histogram costs its buckets, +Inf, `_count` and `_sum`: `histogram(buckets)`), and the
+budget accounts for it from then on. Series that do not grow with label values (the exporter's
+own families, state transitions) are reserved before any pair is placed.
+
+Placing is deterministic and stable: pairs that had series in the previous snapshot keep them
+first, then new pairs by size (most emails first, then by name). A pair that does not fit folds
+into (email_type, `other`), and if that does not fit either, into (`other`, `other`), whose
+place is reserved whenever anything folds.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections import OrderedDict, deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from exporter import names
+from exporter.models import PairKey
+from exporter.names import OTHER
+
+CATCH_ALL: PairKey = (OTHER, OTHER)
+# The exporter's own series per organisation besides its request counters and transitions (up,
+# polls, errors by reason, two request-duration histograms, invalid and overflow counters...),
+# reserved before any pair is placed; tests hold the exported count under it.
+OWN_SERIES = 80
 
 
-class Limiter(Protocol):
-    """What the HTTP transport asks before each attempt: wait for a turn, return the seconds waited."""
+def histogram(buckets: int) -> int:
+    """Series of one histogram: a bucket per bound, +Inf, and the count and sum."""
+    return buckets + 3
 
-    async def take(self) -> float: ...
+
+def _one(buckets: int) -> int:
+    return 1
 
 
-class RequestBudget:
-    """Round-robin turns between organisations, at most `rate` per second; None = no limit."""
+# Series per pair, by family, as a function of the number of age buckets.
+PER_PAIR: dict[str, Callable[[int], int]] = {
+    names.ARRIVALS: _one,
+    names.WAITING_EMAIL_AGE: histogram,
+}
+# Series per group (every zero-filled state of a pair is a group).
+PER_GROUP: dict[str, int] = {names.EMAILS: 1, names.DEPARTURES: 1}
+# Series per group holding a dated email.
+PER_DATED_GROUP: dict[str, int] = {names.OLDEST_EMAIL_TIMESTAMP: 1, names.OLDEST_EMAIL_AGE: 1}
+# Series per (agent, state).
+PER_AGENT: dict[str, int] = {names.AGENT_EMAILS: 1}
 
-    def __init__(self, rate: float | None) -> None:
-        self._interval = 0.0
-        self._last = -1e9  # loop time of the last turn given
-        self._next = 0.0  # loop time before which no further turn may start
-        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
-        self._timer: asyncio.TimerHandle | None = None
-        self.set_rate(rate)
 
-    @property
-    def rate(self) -> float | None:
-        """Turns per second, or None when unlimited."""
-        return 1.0 / self._interval if self._interval else None
+@dataclass(frozen=True, slots=True)
+class SeriesCost:
+    """What one unit of each kind costs, in series."""
 
-    def set_rate(self, rate: float | None) -> None:
-        """Change the budget live (on reload); waiters keep their places."""
-        if rate is not None and rate <= 0:
-            raise ValueError("rate must be positive")
-        self._interval = 1.0 / rate if rate else 0.0
-        self._next = self._last + self._interval
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._waiting:
-            self._schedule(asyncio.get_running_loop())
+    pair: int
+    group: int
+    dated_group: int
+    agent: int
 
-    def waiting(self) -> int:
-        """Requests waiting for a turn right now."""
-        return sum(1 for queue in self._waiting.values() for f in queue if not f.done())
+    @classmethod
+    def for_buckets(cls, buckets: int) -> SeriesCost:
+        """The costs with `buckets` age-histogram bounds."""
+        return cls(
+            pair=sum(cost(buckets) for cost in PER_PAIR.values()),
+            group=sum(PER_GROUP.values()),
+            dated_group=sum(PER_DATED_GROUP.values()),
+            agent=sum(PER_AGENT.values()),
+        )
 
-    async def take(self, org: str) -> float:
-        """Wait for `org`'s next turn; the seconds waited."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if not self._interval:
-            return 0.0
-        if not self._waiting and now >= self._next:
-            self._last, self._next = now, now + self._interval
-            return 0.0
-        future: asyncio.Future[None] = loop.create_future()
-        self._waiting.setdefault(org, deque()).append(future)
-        self._schedule(loop)
-        try:
-            await future
-        except asyncio.CancelledError:
-            queue = self._waiting.get(org)
-            if queue is not None:
-                with contextlib.suppress(ValueError):
-                    queue.remove(future)
-                if not queue:
-                    del self._waiting[org]
-            raise
-        return loop.time() - now
 
-    def lane(self, org: str, on_wait: Callable[[float], None]) -> OrgLane:
-        """The limiter one organisation's transport uses; `on_wait` records the time waited."""
-        return OrgLane(self, org, on_wait)
+@dataclass(slots=True)
+class PairUse:
+    """What a pair holds in one poll: its emails, and its states with and without dates."""
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is None and self._waiting:
-            self._timer = loop.call_at(self._next, self._release, loop)
+    emails: int = 0
+    states: set[str] = field(default_factory=set)
+    dated: set[str] = field(default_factory=set)
 
-    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        now = loop.time()
-        if now < self._next:  # the rate was lowered since this timer was set
-            self._schedule(loop)
-            return
-        while self._waiting:
-            org, queue = next(iter(self._waiting.items()))
-            future = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(org)  # round-robin: this organisation goes last
+    def merge(self, other: PairUse) -> None:
+        self.emails += other.emails
+        self.states |= other.states
+        self.dated |= other.dated
+
+
+class SeriesBudget:
+    """Places pairs and agents within `limit` series, folding the rest (pure, no I/O)."""
+
+    def __init__(self, limit: int, cost: SeriesCost, zero_fill: Iterable[str]) -> None:
+        self.limit = limit
+        self.cost = cost
+        self._zero_fill = frozenset(zero_fill)
+
+    def pair_cost(self, use: PairUse) -> int:
+        cost = self.cost
+        groups = len(self._zero_fill | use.states)
+        return cost.pair + cost.group * groups + cost.dated_group * len(use.dated)
+
+    def plan_pairs(
+        self, uses: Mapping[PairKey, PairUse], keep: Iterable[PairKey], reserved: int
+    ) -> tuple[dict[PairKey, PairKey], int]:
+        """Where each pair that must fold goes, and the series the placed pairs cost.
+
+        `keep` are the pairs that had series before (they are placed first); `reserved` is
+        spent before anything. Pairs missing from the returned mapping keep their own series.
+        """
+        total = reserved + sum(self.pair_cost(use) for use in uses.values())
+        if total <= self.limit:
+            return {}, total - reserved
+        every_state: set[str] = set()
+        for use in uses.values():
+            every_state |= use.states
+        catch_all = PairUse(states=set(every_state), dated=set(every_state))
+        remaining = self.limit - reserved - self.pair_cost(catch_all)
+        placed: dict[PairKey, PairUse] = {}
+        folds: dict[PairKey, PairKey] = {}
+        kept = [pair for pair in keep if pair in uses]
+        kept.sort(key=lambda p: (-uses[p].emails, p))
+        kept_set = set(kept)
+        new = sorted((p for p in uses if p not in kept_set), key=lambda p: (-uses[p].emails, p))
+        for pair in (*kept, *new):
+            if pair == CATCH_ALL:
+                continue
+            use = uses[pair]
+            for target in (pair, (pair[0], OTHER)):
+                before = placed.get(target)
+                merged = PairUse()
+                if before is not None:
+                    merged.merge(before)
+                merged.merge(use)
+                delta = self.pair_cost(merged) - (self.pair_cost(before) if before else 0)
+                if delta <= remaining:
+                    remaining -= delta
+                    placed[target] = merged
+                    if target != pair:
+                        folds[pair] = target
+                    break
             else:
-                del self._waiting[org]
-            if not future.done():
-                future.set_result(None)
-                self._last, self._next = now, now + self._interval
-                break
-        self._schedule(loop)
+                folds[pair] = CATCH_ALL
+                placed.setdefault(CATCH_ALL, PairUse()).merge(use)
+        if CATCH_ALL in uses:
+            placed.setdefault(CATCH_ALL, PairUse()).merge(uses[CATCH_ALL])
+        return folds, sum(self.pair_cost(use) for use in placed.values())
 
-
-class OrgLane:
-    """One organisation's view of its key's budget: a `Limiter` for its HTTP transport."""
-
-    def __init__(self, budget: RequestBudget, org: str, on_wait: Callable[[float], None]) -> None:
-        self._budget = budget
-        self._org = org
-        self._on_wait = on_wait
-
-    async def take(self) -> float:
-        waited = await self._budget.take(self._org)
-        if waited > 0:
-            self._on_wait(waited)
-        return waited
+    def plan_agents(
+        self, counts: Mapping[tuple[str, str], int], keep: Iterable[tuple[str, str]], room: int
+    ) -> dict[tuple[str, str], tuple[str, str]]:
+        """Which (agent, state) keys fold into (`other`, state) within `room` series."""
+        per = self.cost.agent
+        if per * len(counts) <= room:
+            return {}
+        kept = {key for key in keep if key in counts}
+        order = sorted(counts, key=lambda k: (k not in kept, -counts[k], k))
+        # The (other, state) keys any fold may need are paid for first.
+        room -= per * len({key[1] for key in counts})
+        folds: dict[tuple[str, str], tuple[str, str]] = {}
+        for key in order:
+            if key[0] == OTHER:
+                continue
+            if per <= room:
+                room -= per
+            else:
+                folds[key] = (OTHER, key[1])
+        return folds

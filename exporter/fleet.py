@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from exporter import shards
-from exporter.budget import Limiter, RequestBudget
 from exporter.poller import Poller
+from exporter.ratelimit import Limiter, RequestBudget
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
 

@@ -5,31 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
-from exporter.budget import Limiter
+from exporter.budget import SeriesCost
 from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.collector_fleet import FleetCollector
+from exporter.connections import ConnectionGuard, ConnectionLimits, ServerCollector, raise_fd_limit
 from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
 from exporter.families import Registry
 from exporter.fleet import Fleet
 from exporter.http import HttpTransport, RetryPolicy, Sleep
+from exporter.landing import PageInfo
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
+from exporter.ratelimit import Limiter
 from exporter.reload import Hooks, LoadConfig, Reloader
-from exporter.server import build_app, serve
+from exporter.server import PAGE_INFO_SOURCE, build_app, serve
 from exporter.settings import Settings, TargetSettings
+from exporter.signals import Interrupted, cancel_on_signals
 from exporter.store import OrgState, Store
 from exporter.targets import client_options, token_provider, upstream_ssl
 from exporter.textformat import render
@@ -47,6 +54,9 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         agent_metrics=cfg.agent_metrics,
         max_agents=cfg.max_agents,
         zero_fill_states=target.states or STATES,
+        max_series=cfg.max_series,
+        max_label_length=cfg.max_label_length,
+        series_cost=SeriesCost.for_buckets(len(cfg.age_buckets)),
     )
 
 
@@ -110,8 +120,13 @@ def build_registry(
     clock: Callable[[], float] = time.time,
     collector: QueueCollector | None = None,
 ) -> Registry:
-    """A registry of our own holding only the exporter's collectors."""
+    """A registry of our own: the exporter's collectors, and the process and Python runtime ones."""
     registry = Registry()
+    # process_* (RSS, CPU, open files, start time), python_gc_*, python_info, as every
+    # prometheus_client exporter has them; each registers itself here, not in the global one.
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
     registry.register(collector or queue_collector(store, cfg, clock))
     registry.register(FleetCollector(store))
     return registry
@@ -135,12 +150,25 @@ def config_loader(
     return load
 
 
+def page_info(cfg: Settings, demo_url: str | None = None) -> PageInfo:
+    """What the landing page shows beyond the store."""
+    return PageInfo(
+        poll_interval=cfg.poll_interval,
+        stale_after=cfg.stale_after,
+        waiting_states=frozenset(cfg.waiting_states),
+        api_hosts={t.org_id: urlsplit(t.api_url).hostname or "" for t in cfg.targets},
+        demo_url=demo_url,
+        shard=f"{cfg.shard} of {cfg.total_shards}",
+    )
+
+
 async def run(
     cfg: Settings,
     *,
     once: bool = False,
     web: WebConfig | None = None,
     load: LoadConfig | None = None,
+    demo_url: str | None = None,
 ) -> int:
     """Poll forever and serve, or (`once`) poll every organisation once and print the metrics.
 
@@ -163,18 +191,23 @@ async def run(
         fleet.apply(fleet.plan(cfg))
         store.fleet.last_reload_success = time.time()
         if once:
-            results = await asyncio.gather(*(p.poll_once() for p in fleet.pollers))
-            sys.stdout.write(render(registry).decode())
+            # Ctrl-C or SIGTERM: exit 130 / 143 with nothing printed; the write is never cut.
+            with cancel_on_signals():
+                results = await asyncio.gather(*(p.poll_once() for p in fleet.pollers))
+                sys.stdout.write(render(registry).decode())
+                sys.stdout.flush()
             return 0 if all(results) else 1
+        info = page_info(cfg, demo_url)
 
         def prepare(new: Settings) -> Callable[[], None]:
             fresh = queue_collector(store, new)
+            fresh_info = page_info(new, demo_url)
 
             def finish() -> None:
-                nonlocal collector
+                nonlocal collector, info
                 registry.unregister(collector)
                 registry.register(fresh)
-                collector = fresh
+                collector, info = fresh, fresh_info
                 log.configure(new.log_level, new.log_format)
 
             return finish
@@ -197,6 +230,15 @@ async def run(
             middlewares=[live.middleware],
             reload=reloader.reload if reloader else None,
         )
+        app[PAGE_INFO_SOURCE] = lambda: info
+        guard = ConnectionGuard(
+            ConnectionLimits(max_connections=cfg.max_connections, header_timeout=cfg.header_timeout)
+        )
+        registry.register(
+            ServerCollector(guard, lambda: live.config.auth.busy if live.config.auth else 0)
+        )
+        if warning := raise_fd_limit(cfg.max_connections):
+            logger.warning("file descriptor limit", problem=warning)
         await serve(
             app,
             cfg.listen_host,
@@ -210,7 +252,11 @@ async def run(
                 total_shards=cfg.total_shards,
                 version=__version__,
             ),
-            on_hangup=hangup,
+            guard=guard,
+            signals={
+                signal.SIGHUP: hangup,
+                signal.SIGUSR1: lambda: log_status(logger, store, guard),
+            },
         )
     logger.info("stopped")
     return 0
@@ -220,6 +266,22 @@ async def _reload_quietly(reloader: Reloader, trigger: str) -> None:
     """A reload whose refusal is only logged (SIGHUP has no one to answer to)."""
     with contextlib.suppress(ConfigError):
         await reloader.reload(trigger)
+
+
+def log_status(
+    logger: structlog.typing.FilteringBoundLogger, store: Store, guard: ConnectionGuard
+) -> None:
+    """SIGUSR1: one line per organisation, and the server's connections, in the log."""
+    for state in store.orgs.values():
+        logger.info(
+            "status",
+            org=state.org,
+            up=state.up,
+            last_success=state.last_success,
+            last_error_reason=state.last_error_reason,
+            last_error=state.last_error,
+        )
+    logger.info("status", http_connections=guard.stats.open, **guard.stats.rejections())
 
 
 async def run_demo(
@@ -245,7 +307,8 @@ async def run_demo(
             token_url=sim.token_url,
         )
         load = config_loader(argv, environ, (target,)) if environ is not None else None
-        return await run(cfg.model_copy(update={"targets": (target,)}), web=web, load=load)
+        demo_cfg = cfg.model_copy(update={"targets": (target,)})
+        return await run(demo_cfg, web=web, load=load, demo_url=sim.base_url)
     finally:
         await sim.close()
 
@@ -285,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(check_connection(cfg, sys.stdout.write))
         except ConfigError as exc:  # a file changed between validation and use
             return _config_error(exc)
+        except KeyboardInterrupt:
+            return 130
     log.configure(cfg.log_level, cfg.log_format)
     for note in (*invocation.notes, *settings.advice(cfg)):
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
@@ -295,8 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(cfg, once=invocation.mode == "once", web=web, load=load))
     except ConfigError as exc:  # a file changed between validation and use
         return _config_error(exc)
-    except KeyboardInterrupt:
-        return 0
+    except Interrupted as exc:  # --once stopped by Ctrl-C or SIGTERM: a script must not see 0
+        print(f"{PROG}: {exc}; nothing printed", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # before the event loop took the signal over
+        return 130
     except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

@@ -8,12 +8,12 @@ from collections.abc import AsyncGenerator
 import pytest
 from pydantic import SecretStr
 
-from exporter.budget import Limiter
 from exporter.client import Page
 from exporter.errors import ConfigError
 from exporter.fleet import Fleet
 from exporter.main import aggregation_options
 from exporter.poller import Poller, PollTiming
+from exporter.ratelimit import Limiter
 from exporter.settings import Settings, TargetSettings
 from exporter.store import OrgState, Store
 from tests.fakes import NoAuth
