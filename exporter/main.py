@@ -216,6 +216,7 @@ async def run(
         reloads: set[asyncio.Task[None]] = set()
 
         def hangup() -> None:
+            logger.info("reload requested (SIGHUP)")
             if reloader is None:
                 logger.warning("reload_unavailable", trigger="SIGHUP")
                 return
