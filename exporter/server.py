@@ -24,11 +24,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter import landing
 from exporter.connections import ConnectionGuard
 from exporter.errors import ConfigError
 from exporter.exposition import ExpositionCache
-from exporter.landing import PageInfo
+from exporter.landing import PageCache, PageInfo
 from exporter.signals import STOP_SIGNALS, handle_signals
 from exporter.store import Store
 
@@ -41,6 +40,8 @@ STORE = web.AppKey("store", Store)
 PAGE_INFO = web.AppKey("page_info", PageInfo)
 # Where a reloading daemon keeps its current PageInfo (the app's state is frozen once started).
 PAGE_INFO_SOURCE: web.AppKey[Callable[[], PageInfo]] = web.AppKey("page_info_source")
+PAGE_CACHE = web.AppKey("page_cache", PageCache)
+DEFAULT_PAGE_INFO = PageInfo()
 POLL_TASKS = web.AppKey("poll_tasks", list[asyncio.Task[None]])
 RELOAD: web.AppKey[Reload] = web.AppKey("reload")
 
@@ -55,6 +56,7 @@ def build_app(
     """The exporter's aiohttp application; `poll_loops` run for as long as the app does."""
     app = web.Application(middlewares=list(middlewares))
     app[STORE] = store
+    app[PAGE_CACHE] = PageCache()
     app[POLL_TASKS] = []
     if reload is not None:
         app[RELOAD] = reload
@@ -107,8 +109,8 @@ async def reload_config(request: web.Request) -> web.Response:
 async def landing_page(request: web.Request) -> web.Response:
     """Version, links and per-organisation status; shows nothing secret."""
     source = request.app.get(PAGE_INFO_SOURCE)
-    info = source() if source else request.app.get(PAGE_INFO) or PageInfo()
-    body = landing.render(info, request.app[STORE].orgs.values(), time.time())
+    info = source() if source else request.app.get(PAGE_INFO) or DEFAULT_PAGE_INFO
+    body = request.app[PAGE_CACHE].get(info, request.app[STORE], time.time())
     return web.Response(text=body, content_type="text/html")
 
 
