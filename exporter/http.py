@@ -28,6 +28,7 @@ from exporter.errors import (
     RequestTimeoutError,
     ServerHTTPError,
 )
+from exporter.ratelimit import Limiter
 
 # Bodies up to this size (a page of 1000 emails is about 700 KB) are read in one step.
 READ_AT_ONCE = 2 * 1024 * 1024
@@ -101,8 +102,12 @@ class HttpTransport:
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
         ssl: Any = True,
+        limiter: Limiter | None = None,
     ) -> None:
         self._session = session
+        # The request budget of the API key (max_requests_per_second), shared with the other
+        # organisations of the key; every attempt, retries included, waits for its turn.
+        self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._max_bytes = max_response_bytes
         self._retry = retry or RetryPolicy()
@@ -142,6 +147,8 @@ class HttpTransport:
             attempt += 1
 
     async def _attempt(self, endpoint: str, method: str, url: str, **kwargs: Any) -> HttpResponse:
+        if self._limiter is not None:
+            await self._limiter.take()
         started = time.monotonic()
         code = "error"
         try:
