@@ -85,6 +85,7 @@ async def scraper(base: str, run: Run, stop: asyncio.Event, index: int) -> None:
     auth = aiohttp.BasicAuth("soak", SCRAPE_PASSWORD)
     async with aiohttp.ClientSession(timeout=timeout, headers=headers, auth=auth) as session:
         i = index
+        parsed = 0
         while not stop.is_set():
             path = PATHS[i % len(PATHS)]
             i += 1
@@ -99,7 +100,9 @@ async def scraper(base: str, run: Run, stop: asyncio.Event, index: int) -> None:
                 continue
             if path == "/metrics":
                 run.latencies.append((started, time.monotonic() - started))
-                if response.status == 200 and "openmetrics" not in accept:
+                parsed += 1
+                # Parsing is the client's CPU, which delays the other scrapers' timings: one in 10.
+                if response.status == 200 and "openmetrics" not in accept and parsed % 10 == 1:
                     metrics = summarise_metrics(body)
                     run.last_metrics = metrics
                     run.up_seen[metrics.get("up", -1)] += 1
