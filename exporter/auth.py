@@ -40,6 +40,15 @@ class TokenProvider(Protocol):
     def invalidate(self, rejected: str | None = None) -> None: ...
 
 
+def header_safe(value: str) -> bool:
+    """Whether `value` can be sent as a header value as it is: printable ASCII.
+
+    A CR or LF would end the header (and let a hostile token endpoint inject others); aiohttp
+    refuses such values with an exception that is not an API error.
+    """
+    return value.isascii() and value.isprintable()
+
+
 class StaticToken:
     """A token configured by the user: never refreshed, never expires as far as we know."""
 
@@ -49,6 +58,8 @@ class StaticToken:
         self._token = token
 
     async def token(self) -> str:
+        if not header_safe(self._token):
+            raise AuthError("access_token has characters not allowed in a header")
         return self._token
 
     def invalidate(self, rejected: str | None = None) -> None:
@@ -122,11 +133,11 @@ def with_realm(url: str, realm: str) -> str:
     return parts._replace(query=f"{query}realm={quote(realm, safe='')}").geturl()
 
 
-def refusal_code(body: bytes) -> str:
+def refusal_code(body: bytes | bytearray) -> str:
     """The OAuth2 `error` code of a refusal body, or "" (only a short lowercase code is kept)."""
     try:
         code = msgspec.json.decode(body, type=_OAuthError, strict=False).error
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
         return ""
     return code if _ERROR_CODE.fullmatch(code) else ""
 
@@ -147,10 +158,14 @@ def check_token_response(response: HttpResponse) -> TokenResponse:
     try:
         # Lax: some gateways (Apigee among them) send expires_in as a string.
         decoded = msgspec.json.decode(response.body, type=TokenResponse, strict=False)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
         raise AuthError("token endpoint returned no usable access_token") from exc
     if not decoded.access_token:
         raise AuthError("token endpoint returned an empty access_token")
+    if not header_safe(decoded.access_token):
+        raise AuthError(
+            "token endpoint returned an access_token with characters not allowed in a header"
+        )
     return decoded
 
 

@@ -59,7 +59,7 @@ class HttpResponse:
 
     status: int
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes | bytearray
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -155,19 +155,21 @@ class HttpTransport:
         finally:
             self._observer(endpoint, code, time.monotonic() - started)
 
-    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytearray:
         limit = self._max_bytes
         if resp.content_length is not None and resp.content_length > limit:
             size = resp.content_length
             raise DecodeError(f"{endpoint} response body of {size} bytes exceeds {limit}")
-        chunks: list[bytes] = []
-        size = 0
+        # One growing buffer, handed on as it is: a list of chunks joined at the end would hold
+        # the body twice at its peak.
+        body = bytearray()
         async for chunk in resp.content.iter_chunked(256 * 1024):
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
+                # Freed now, not when the traceback that still sees this frame is collected.
+                del body
                 raise DecodeError(f"{endpoint} response body exceeds {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body += chunk
+        return body
 
 
 def transport_error(endpoint: str, exc: TimeoutError | aiohttp.ClientError) -> PollError:

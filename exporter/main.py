@@ -9,13 +9,16 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
+from exporter.budget import SeriesCost
 from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.connections import ConnectionGuard, ConnectionLimits, ServerCollector, raise_fd_limit
@@ -23,9 +26,10 @@ from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
 from exporter.families import Registry
 from exporter.http import HttpTransport, RetryPolicy, Sleep
+from exporter.landing import PageInfo
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
-from exporter.server import build_app, serve
+from exporter.server import PAGE_INFO, build_app, serve
 from exporter.settings import Settings, TargetSettings
 from exporter.signals import Interrupted, cancel_on_signals
 from exporter.store import OrgState, Store
@@ -45,6 +49,9 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         agent_metrics=cfg.agent_metrics,
         max_agents=cfg.max_agents,
         zero_fill_states=target.states or STATES,
+        max_series=cfg.max_series,
+        max_label_length=cfg.max_label_length,
+        series_cost=SeriesCost.for_buckets(len(cfg.age_buckets)),
     )
 
 
@@ -88,8 +95,13 @@ def build_poller(
 
 
 def build_registry(store: Store, cfg: Settings, clock: Callable[[], float] = time.time) -> Registry:
-    """A registry of our own holding only the exporter's collector."""
+    """A registry of our own: the exporter's collector, and the process and Python runtime ones."""
     registry = Registry()
+    # process_* (RSS, CPU, open files, start time), python_gc_*, python_info, as every
+    # prometheus_client exporter has them; each registers itself here, not in the global one.
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
     registry.register(
         QueueCollector(
             store,
@@ -108,7 +120,24 @@ def start_delays(count: int, poll_interval: float) -> list[float]:
     return [window * i / count for i in range(count)]
 
 
-async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None) -> int:
+def page_info(cfg: Settings, demo_url: str | None = None) -> PageInfo:
+    """What the landing page shows beyond the store."""
+    return PageInfo(
+        poll_interval=cfg.poll_interval,
+        stale_after=cfg.stale_after,
+        waiting_states=frozenset(cfg.waiting_states),
+        api_hosts={t.org_id: urlsplit(t.api_url).hostname or "" for t in cfg.targets},
+        demo_url=demo_url,
+    )
+
+
+async def run(
+    cfg: Settings,
+    *,
+    once: bool = False,
+    web: WebConfig | None = None,
+    demo_url: str | None = None,
+) -> int:
     """Poll forever and serve, or (`once`) poll every organisation once and print the metrics."""
     web = web or WebConfig()
     logger = structlog.get_logger("exporter")
@@ -129,6 +158,7 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
         delays = start_delays(len(pollers), cfg.poll_interval)
         loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
         app = build_app(store, registry, loops, middlewares=[web.middleware])
+        app[PAGE_INFO] = page_info(cfg, demo_url)
         guard = ConnectionGuard(
             ConnectionLimits(max_connections=cfg.max_connections, header_timeout=cfg.header_timeout)
         )
@@ -191,7 +221,8 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
             api_url=sim.base_url,
             token_url=sim.token_url,
         )
-        return await run(cfg.model_copy(update={"targets": (target,)}), web=web)
+        demo_cfg = cfg.model_copy(update={"targets": (target,)})
+        return await run(demo_cfg, web=web, demo_url=sim.base_url)
     finally:
         await sim.close()
 

@@ -34,6 +34,7 @@ TOKEN_EXPIRY: Final = f"{PREFIX}_token_expiry_timestamp_seconds"
 BUILD_INFO: Final = f"{PREFIX}_exporter_build_info"
 POLL_INTERVAL: Final = f"{PREFIX}_poll_interval_seconds"
 STALE_AFTER: Final = f"{PREFIX}_stale_after_seconds"
+SERIES: Final = f"{PREFIX}_series"
 
 # The exporter's own HTTP server (exporter/connections.py)
 HTTP_CONNECTIONS: Final = f"{PREFIX}_http_connections"

@@ -6,26 +6,28 @@ Poll tasks live in a `cleanup_ctx`, so stopping the app cancels and awaits them.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import signal
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter import __version__
+from exporter import landing
 from exporter.connections import ConnectionGuard
 from exporter.exposition import ExpositionCache
+from exporter.landing import PageInfo
 from exporter.signals import STOP_SIGNALS, handle_signals
 from exporter.store import Store
 
 PollTask = Callable[[], Coroutine[Any, Any, None]]
 
 STORE = web.AppKey("store", Store)
+# Settings the landing page shows (poll interval, API hosts, demo); optional, main sets it.
+PAGE_INFO = web.AppKey("page_info", PageInfo)
 POLL_TASKS = web.AppKey("poll_tasks", list[asyncio.Task[None]])
 
 
@@ -73,33 +75,10 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="waiting for the first poll of every organisation\n")
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 async def landing_page(request: web.Request) -> web.Response:
     """Version, links and per-organisation status; shows nothing secret."""
-    rows = []
-    for state in request.app[STORE].orgs.values():
-        status = "up" if state.up else ("down" if state.polled else "pending")
-        error = f"{state.last_error_reason}: {state.last_error}" if state.last_error else ""
-        rows.append(
-            f"<tr><td>{html.escape(state.org)}</td><td class={status}>{status}</td>"
-            f"<td>{_when(state.last_success)}</td><td>{html.escape(error)}</td></tr>"
-        )
-    body = f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>Alvaria EmailQueue exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left}}
-.up{{color:#1a7f37}}.down{{color:#cf222e}}.pending{{color:#9a6700}}</style></head>
-<body><h1>Alvaria EmailQueue exporter</h1><p>Version {__version__}</p>
-<ul><li><a href="metrics">Metrics</a></li><li><a href="healthz">Health</a></li>
-<li><a href="readyz">Readiness</a></li></ul>
-<table><tr><th>Organisation</th><th>Status</th><th>Last success</th><th>Last error</th></tr>
-{"".join(rows)}
-</table></body></html>
-"""
+    info = request.app.get(PAGE_INFO) or PageInfo()
+    body = landing.render(info, request.app[STORE].orgs.values(), time.time())
     return web.Response(text=body, content_type="text/html")
 
 

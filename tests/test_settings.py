@@ -604,3 +604,23 @@ def test_missing_and_invalid_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="UTF-8") as info:
         load(["--config-file", str(bad)], BASE_ENV)
     assert info.value.source == "flag --config-file"
+
+
+@pytest.mark.parametrize("name", ["api_key", "access_token"])
+def test_header_secrets_with_line_breaks_are_refused(name: str) -> None:
+    env = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}
+    env[f"ALVARIA_{name.upper()}"] = "abc\r\nX-Injected: 1"
+    with pytest.raises(ConfigError) as info:
+        load([], env)
+    assert info.value.setting == name
+    assert "abc" not in str(info.value)
+
+
+def test_series_budget_and_label_length_settings() -> None:
+    env = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}
+    cfg = load(["--max-series", "5000"], {**env, "ALVARIA_MAX_LABEL_LENGTH": "64"}).settings
+    assert (cfg.max_series, cfg.max_label_length) == (5000, 64)
+    assert (Settings().max_series, Settings().max_label_length) == (20_000, 128)
+    with pytest.raises(ConfigError) as info:
+        load(["--max-series", "10"], env)
+    assert "max_series" in str(info.value)

@@ -140,6 +140,9 @@ class Settings(BaseModel):
     max_work_types: int = Field(500, ge=1)
     agent_metrics: bool = False
     max_agents: int = Field(2000, ge=1)
+    # The exporter's own series and a catch-all pair must fit (see exporter.budget).
+    max_series: int = Field(20_000, ge=1000)
+    max_label_length: int = Field(128, ge=16, le=4096)
     max_pages: int = Field(1000, ge=1)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1)
     ca_file: Path | None = None

@@ -67,6 +67,8 @@ SPECS = (
     Spec("max_work_types", "int", "work_type values per organisation; more become 'other'"),
     Spec("agent_metrics", "bool", "export the per-agent workload gauge"),
     Spec("max_agents", "int", "agents per organisation in the per-agent gauge"),
+    Spec("max_series", "int", "series per organisation, all families; the rest fold into 'other'"),
+    Spec("max_label_length", "int", "longer label values are cut and end in ~ and a 6-hex hash"),
     Spec("max_pages", "int", "pages fetched per poll at most"),
     Spec("max_response_bytes", "size", "largest response body accepted", False, "64MiB"),
     Spec("ca_file", "path", "PEM bundle of a private CA for upstream TLS"),
