@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from exporter import buildinfo, names
+from exporter import buildinfo, names, servicelevel_metrics
 from exporter.errors import POLL_ERROR_REASONS
 from exporter.families import Block, Family, series_by_org, to_metric_family
 from exporter.models import Snapshot, WaitingAges
@@ -164,6 +164,8 @@ class QueueCollector(Collector):
             *self._timing_blocks(states),
             *self._flow_blocks(states),
             *self._queue_blocks(live, now),
+            *servicelevel_metrics.queue_blocks(live, now),
+            *servicelevel_metrics.pickup_blocks(states, self._bounds),
         ]
         yield from blocks
         # Counted from what is exported, not estimated: every family with an `org` label.
@@ -226,7 +228,11 @@ class QueueCollector(Collector):
             # them; taken once per poll result, so between polls their lines are reused.
             kept = copies.get(s.org)
             if kept is None or kept[0] is not s or kept[1] != s.version:
-                flows = (dict(s.arrivals), dict(s.departures), dict(s.transitions))
+                flows: tuple[dict[Any, int], ...] = (
+                    dict(s.arrivals),
+                    dict(s.departures),
+                    dict(s.transitions),
+                )
                 kept = copies[s.org] = (s, s.version, flows)
             for block, counts in zip((arrivals, departures, transitions), kept[2], strict=True):
                 block.add_all((s.org,), counts)
