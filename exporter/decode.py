@@ -123,7 +123,9 @@ def _too_many(exc: msgspec.ValidationError, max_items: int) -> InconsistentError
     return None
 
 
-def decode_page(body: bytes | bytearray, start: int = 0, max_items: int = MAX_PAGE_ITEMS) -> Page:
+def decode_page(
+    body: bytes | bytearray | memoryview, start: int = 0, max_items: int = MAX_PAGE_ITEMS
+) -> Page:
     """Decode an `EmailList` body; items of the wrong shape are counted, not fatal."""
     typed, _ = _decoders(max_items)
     try:
@@ -163,7 +165,7 @@ def _check_total(total: int | None) -> None:
         )
 
 
-def _decode_leniently(body: bytes | bytearray, start: int, max_items: int) -> Page:
+def _decode_leniently(body: bytes | bytearray | memoryview, start: int, max_items: int) -> Page:
     """Slow path for a body that is JSON but not quite an `EmailList`; still never unbounded."""
     try:
         envelope = _decoders(max_items)[1].decode(body)
