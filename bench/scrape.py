@@ -114,7 +114,7 @@ async def _wait_polls(session: aiohttp.ClientSession, url: str, count: int) -> i
 
 async def daemon_peak_rss(sim: Simulator, polls: int = 3) -> int:
     """Peak RSS of a daemon that polled `sim` `polls` times back to back, unscraped."""
-    async with daemon(sim, 0.5) as (url, pid), aiohttp.ClientSession() as session:
+    async with daemon(sim, 1.0) as (url, pid), aiohttp.ClientSession() as session:
         await _wait_polls(session, url, polls)
         return _peak_rss(pid) or psutil.Process(pid).memory_info().rss
 

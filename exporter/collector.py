@@ -1,6 +1,8 @@
-"""Renders the store as Prometheus metric families at scrape time; only reads memory.
+"""Renders the store as metric families at scrape time; only reads memory.
 
-Sample of what it produces (Prometheus text format, abridged)::
+Every family is declared once below (see `exporter.families` for the API) and filled in
+`QueueCollector.blocks()`, which runs on the event loop and hands whole snapshot mappings to the
+render thread. Sample of what it produces (Prometheus text format, abridged)::
 
     alvaria_emailqueue_up{org="acme"} 1.0
     alvaria_emailqueue_emails{email_type="InboundEmail",org="acme",state="Queued",work_type="Billing"} 42.0
@@ -14,25 +16,105 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeHistogramMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__, names
 from exporter.errors import POLL_ERROR_REASONS
-from exporter.models import Snapshot
-from exporter.store import OrgState, Store
+from exporter.families import Block, Family, to_metric_family
+from exporter.models import Snapshot, WaitingAges
+from exporter.store import REQUEST_DURATION_BUCKETS, OrgState, Store
 
-Metric = (
-    GaugeMetricFamily | CounterMetricFamily | GaugeHistogramMetricFamily | HistogramMetricFamily
-)
 FROM_LAST_POLL = " (from the last successful poll)"
-GROUP_LABELS = ["org", "state", "email_type", "work_type"]
-PAIR_LABELS = ["org", "email_type", "work_type"]
+GROUP = ("org", "state", "email_type", "work_type")
+PAIR = ("org", "email_type", "work_type")
+
+BUILD_INFO = Family.gauge(
+    names.BUILD_INFO, "Exporter version and Python version; always 1.", "version", "python_version"
+)
+UP = Family.gauge(names.UP, "1 when the last poll of the organisation succeeded.", "org")
+LAST_POLL_SUCCESS = Family.gauge(
+    names.LAST_POLL_SUCCESS, "Unix time of the last successful poll.", "org"
+)
+LAST_POLL_DURATION = Family.gauge(
+    names.LAST_POLL_DURATION, "Duration of the last poll in seconds.", "org"
+)
+POLLS = Family.counter(names.POLLS, "Polls attempted.", "org")
+POLL_ERRORS = Family.counter(names.POLL_ERRORS, "Failed polls by reason.", "org", "reason")
+API_REQUESTS = Family.counter(
+    names.API_REQUESTS,
+    "Requests to the API by endpoint and HTTP status (`error` when no response).",
+    "org",
+    "endpoint",
+    "code",
+)
+API_REQUEST_DURATION = Family.histogram(
+    names.API_REQUEST_DURATION, "Duration of API requests in seconds.", "org", "endpoint"
+)
+API_REPORTED_ITEMS = Family.gauge(
+    names.API_REPORTED_ITEMS, "totalItems reported by the API" + FROM_LAST_POLL + ".", "org"
+)
+DUPLICATE_ITEMS = Family.counter(
+    names.DUPLICATE_ITEMS, "Items seen twice within one poll (the list moved while paged).", "org"
+)
+INVALID_ITEMS = Family.counter(
+    names.INVALID_ITEMS, "Items skipped because they were unusable, by reason.", "org", "reason"
+)
+LABEL_OVERFLOW = Family.counter(
+    names.LABEL_OVERFLOW,
+    "Items whose label value was folded into `other` by a cardinality cap.",
+    "org",
+    "label",
+)
+TOKEN_EXPIRY = Family.gauge(
+    names.TOKEN_EXPIRY, "Unix time at which the cached API token expires.", "org"
+)
+POLL_INTERVAL = Family.gauge(
+    names.POLL_INTERVAL, "Configured time between poll starts, in seconds.", "org"
+)
+STALE_AFTER = Family.gauge(
+    names.STALE_AFTER,
+    "Configured time without a successful poll after which queue series are dropped.",
+    "org",
+)
+ARRIVALS = Family.counter(
+    names.ARRIVALS, "Emails seen for the first time, by comparing consecutive polls.", *PAIR
+)
+DEPARTURES = Family.counter(
+    names.DEPARTURES,
+    "Emails gone from the list between consecutive polls, by their last state.",
+    *GROUP,
+)
+STATE_TRANSITIONS = Family.counter(
+    names.STATE_TRANSITIONS,
+    "State changes seen between consecutive polls.",
+    "org",
+    "from_state",
+    "to_state",
+)
+EMAILS = Family.gauge(names.EMAILS, "Emails in the queue" + FROM_LAST_POLL + ".", *GROUP)
+OLDEST_EMAIL_TIMESTAMP = Family.gauge(
+    names.OLDEST_EMAIL_TIMESTAMP,
+    "Unix time of the oldest email in the group" + FROM_LAST_POLL + ".",
+    *GROUP,
+)
+OLDEST_EMAIL_AGE = Family.gauge(
+    names.OLDEST_EMAIL_AGE,
+    "Age at scrape time of the oldest email in the group" + FROM_LAST_POLL + ".",
+    *GROUP,
+)
+WAITING_EMAIL_AGE = Family.gaugehistogram(
+    names.WAITING_EMAIL_AGE,
+    "Ages at scrape time of the emails waiting for an agent" + FROM_LAST_POLL + ".",
+    *PAIR,
+)
+AGENT_EMAILS = Family.gauge(
+    names.AGENT_EMAILS,
+    "Emails held by each agent, by state" + FROM_LAST_POLL + ".",
+    "org",
+    "agent",
+    "state",
+)
 
 
 class QueueCollector(Collector):
@@ -44,173 +126,108 @@ class QueueCollector(Collector):
         *,
         age_buckets: tuple[float, ...],
         stale_after: float,
+        poll_interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._bounds = age_buckets
-        self._le = [_format_le(b) for b in age_buckets] + ["+Inf"]
         self._stale_after = stale_after
+        self._poll_interval = poll_interval
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
+        """prometheus_client's view of `blocks()` (for `generate_latest`; the server uses blocks)."""
+        for block in self.blocks():
+            yield to_metric_family(block)
+
+    def blocks(self) -> Iterator[Block]:
+        """Every family's series at this moment; cheap: whole mappings, rendered later."""
         now = self._clock()
-        build = GaugeMetricFamily(
-            names.BUILD_INFO,
-            "Exporter version and Python version; always 1.",
-            labels=["version", "python_version"],
-        )
-        build.add_metric([__version__, platform.python_version()], 1)
+        build = BUILD_INFO.block()
+        build.add((__version__, platform.python_version()), 1)
         yield build
         states = list(self._store.orgs.values())
-        yield from self._exporter_families(states)
-        yield from self._flow_families(states)
+        yield from self._exporter_blocks(states)
+        yield from self._timing_blocks(states)
+        yield from self._flow_blocks(states)
         live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
-        yield from self._queue_families(live, now)
+        yield from self._queue_blocks(live, now)
 
-    def _exporter_families(self, states: list[OrgState]) -> Iterator[Metric]:
-        org = ["org"]
-        up = GaugeMetricFamily(
-            names.UP, "1 when the last poll of the organisation succeeded.", labels=org
-        )
-        success = GaugeMetricFamily(
-            names.LAST_POLL_SUCCESS, "Unix time of the last successful poll.", labels=org
-        )
-        duration = GaugeMetricFamily(
-            names.LAST_POLL_DURATION, "Duration of the last poll in seconds.", labels=org
-        )
-        polls = CounterMetricFamily(names.POLLS, "Polls attempted.", labels=org)
-        errors = CounterMetricFamily(
-            names.POLL_ERRORS, "Failed polls by reason.", labels=["org", "reason"]
-        )
-        requests = CounterMetricFamily(
-            names.API_REQUESTS,
-            "Requests to the API by endpoint and HTTP status (`error` when no response).",
-            labels=["org", "endpoint", "code"],
-        )
-        latency = HistogramMetricFamily(
-            names.API_REQUEST_DURATION,
-            "Duration of API requests in seconds.",
-            labels=["org", "endpoint"],
-        )
-        reported = GaugeMetricFamily(
-            names.API_REPORTED_ITEMS,
-            "totalItems reported by the API" + FROM_LAST_POLL + ".",
-            labels=org,
-        )
-        duplicates = CounterMetricFamily(
-            names.DUPLICATE_ITEMS,
-            "Items seen twice within one poll (the list moved while paged).",
-            labels=org,
-        )
-        invalid = CounterMetricFamily(
-            names.INVALID_ITEMS,
-            "Items skipped because they were unusable, by reason.",
-            labels=["org", "reason"],
-        )
-        overflow = CounterMetricFamily(
-            names.LABEL_OVERFLOW,
-            "Items whose label value was folded into `other` by a cardinality cap.",
-            labels=["org", "label"],
-        )
-        expiry = GaugeMetricFamily(
-            names.TOKEN_EXPIRY, "Unix time at which the cached API token expires.", labels=org
+    def _exporter_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+        up, success, duration = UP.block(), LAST_POLL_SUCCESS.block(), LAST_POLL_DURATION.block()
+        polls, errors, requests = POLLS.block(), POLL_ERRORS.block(), API_REQUESTS.block()
+        latency = API_REQUEST_DURATION.block(buckets=REQUEST_DURATION_BUCKETS)
+        reported, duplicates = API_REPORTED_ITEMS.block(), DUPLICATE_ITEMS.block()
+        invalid, overflow, expiry = (
+            INVALID_ITEMS.block(),
+            LABEL_OVERFLOW.block(),
+            TOKEN_EXPIRY.block(),
         )
         for s in states:
-            up.add_metric([s.org], 1 if s.up else 0)
+            org = s.org
+            up.add((org,), 1 if s.up else 0)
             if s.last_success is not None:
-                success.add_metric([s.org], s.last_success)
+                success.add((org,), s.last_success)
             if s.last_duration is not None:
-                duration.add_metric([s.org], s.last_duration)
-            polls.add_metric([s.org], s.polls)
+                duration.add((org,), s.last_duration)
+            polls.add((org,), s.polls)
             for reason in sorted(set(POLL_ERROR_REASONS) | set(s.poll_errors)):
-                errors.add_metric([s.org, reason], s.poll_errors[reason])
+                errors.add((org, reason), s.poll_errors[reason])
             for (endpoint, code), count in sorted(s.api_requests.items()):
-                requests.add_metric([s.org, endpoint, code], count)
+                requests.add((org, endpoint, code), count)
             for endpoint, hist in sorted(s.api_durations.items()):
-                latency.add_metric([s.org, endpoint], hist.cumulative(), hist.total)
+                latency.add((org, endpoint), ([c for _, c in hist.cumulative()], hist.total))
             if s.snapshot is not None and s.snapshot.reported_items is not None:
-                reported.add_metric([s.org], s.snapshot.reported_items)
-            duplicates.add_metric([s.org], s.duplicates)
+                reported.add((org,), s.snapshot.reported_items)
+            duplicates.add((org,), s.duplicates)
             for reason in sorted(set(names.INVALID_REASONS) | set(s.invalid)):
-                invalid.add_metric([s.org, reason], s.invalid[reason])
+                invalid.add((org, reason), s.invalid[reason])
             for label in sorted(set(names.OVERFLOW_LABELS) | set(s.overflow)):
-                overflow.add_metric([s.org, label], s.overflow[label])
+                overflow.add((org, label), s.overflow[label])
             if s.token_expiry is not None:
-                expiry.add_metric([s.org], s.token_expiry)
+                expiry.add((org,), s.token_expiry)
         yield from (up, success, duration, polls, errors, requests, latency, reported)
         yield from (duplicates, invalid, overflow, expiry)
 
-    def _flow_families(self, states: list[OrgState]) -> Iterator[Metric]:
-        arrivals = CounterMetricFamily(
-            names.ARRIVALS,
-            "Emails seen for the first time, by comparing consecutive polls.",
-            labels=PAIR_LABELS,
-        )
-        departures = CounterMetricFamily(
-            names.DEPARTURES,
-            "Emails gone from the list between consecutive polls, by their last state.",
-            labels=["org", "email_type", "work_type", "state"],
-        )
-        transitions = CounterMetricFamily(
-            names.STATE_TRANSITIONS,
-            "State changes seen between consecutive polls.",
-            labels=["org", "from_state", "to_state"],
-        )
+    def _timing_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+        """The configured timing, so alert rules can adapt their windows to it."""
+        interval, stale = POLL_INTERVAL.block(), STALE_AFTER.block()
         for s in states:
-            for (email_type, work_type), count in s.arrivals.items():
-                arrivals.add_metric([s.org, email_type, work_type], count)
-            for (state, email_type, work_type), count in s.departures.items():
-                departures.add_metric([s.org, email_type, work_type, state], count)
-            for (old, new), count in s.transitions.items():
-                transitions.add_metric([s.org, old, new], count)
+            interval.add((s.org,), self._poll_interval)
+            stale.add((s.org,), self._stale_after)
+        yield from (interval, stale)
+
+    def _flow_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+        arrivals, departures = ARRIVALS.block(), DEPARTURES.block()
+        transitions = STATE_TRANSITIONS.block()
+        for s in states:
+            # Copies: the poller updates these counters while the render thread reads them.
+            arrivals.add_all((s.org,), dict(s.arrivals))
+            departures.add_all((s.org,), dict(s.departures))
+            transitions.add_all((s.org,), dict(s.transitions))
         yield from (arrivals, departures, transitions)
 
-    def _queue_families(self, live: list[tuple[str, Snapshot]], now: float) -> Iterator[Metric]:
-        emails = GaugeMetricFamily(
-            names.EMAILS, "Emails in the queue" + FROM_LAST_POLL + ".", labels=GROUP_LABELS
-        )
-        oldest_ts = GaugeMetricFamily(
-            names.OLDEST_EMAIL_TIMESTAMP,
-            "Unix time of the oldest email in the group" + FROM_LAST_POLL + ".",
-            labels=GROUP_LABELS,
-        )
-        oldest_age = GaugeMetricFamily(
-            names.OLDEST_EMAIL_AGE,
-            "Age at scrape time of the oldest email in the group" + FROM_LAST_POLL + ".",
-            labels=GROUP_LABELS,
-        )
-        waiting = GaugeHistogramMetricFamily(
-            names.WAITING_EMAIL_AGE,
-            "Ages at scrape time of the emails waiting for an agent" + FROM_LAST_POLL + ".",
-            labels=PAIR_LABELS,
-        )
-        agents = GaugeMetricFamily(
-            names.AGENT_EMAILS,
-            "Emails held by each agent, by state" + FROM_LAST_POLL + ".",
-            labels=["org", "agent", "state"],
-        )
+    def _queue_blocks(self, live: list[tuple[str, Snapshot]], now: float) -> Iterator[Block]:
+        emails, oldest_ts = EMAILS.block(), OLDEST_EMAIL_TIMESTAMP.block()
+        oldest_age = OLDEST_EMAIL_AGE.block()
+        waiting = WAITING_EMAIL_AGE.block(buckets=self._bounds)
+        agents = AGENT_EMAILS.block()
+        bounds = self._bounds
+
+        def age(ts: float) -> float:
+            return max(0.0, now - ts)
+
+        def waiting_ages(ages: WaitingAges) -> tuple[list[int], float]:
+            counts = ages.bucket_counts(now, bounds)
+            counts.append(len(ages.timestamps))
+            return counts, ages.age_sum(now)
+
         for org, snap in live:
-            for (state, email_type, work_type), count in snap.counts.items():
-                emails.add_metric([org, state, email_type, work_type], count)
-            for (state, email_type, work_type), ts in snap.oldest.items():
-                labels = [org, state, email_type, work_type]
-                oldest_ts.add_metric(labels, ts)
-                oldest_age.add_metric(labels, max(0.0, now - ts))
-            for (email_type, work_type), ages in snap.waiting.items():
-                counts = ages.bucket_counts(now, self._bounds)
-                counts.append(len(ages.timestamps))
-                waiting.add_metric(
-                    [org, email_type, work_type],
-                    list(zip(self._le, counts, strict=True)),
-                    ages.age_sum(now),
-                )
-            for (agent, state), count in snap.agents.items():
-                agents.add_metric([org, agent, state], count)
+            emails.add_all((org,), snap.counts)
+            oldest_ts.add_all((org,), snap.oldest)
+            oldest_age.add_all((org,), snap.oldest, age)
+            waiting.add_all((org,), snap.waiting, waiting_ages)
+            agents.add_all((org,), snap.agents)
         yield from (emails, oldest_ts, oldest_age, waiting)
         if any(snap.agents for _, snap in live):
             yield agents
-
-
-def _format_le(bound: float) -> str:
-    """`le` label values as Prometheus clients write them (`60.0`, `2.5`)."""
-    return repr(float(bound))

@@ -5,6 +5,7 @@ of the `reason` label of ``alvaria_emailqueue_poll_errors_total``::
 
     ExporterError
     ├── ConfigError              exit code 2, names the setting and where it came from
+    │   └── ConfigErrors         several of them, reported together (one line each)
     └── PollError                one failed poll of one organisation
         ├── AuthError            reason="auth"          token refused, 401 after refresh, 403
         ├── RateLimitedError     reason="rate_limited"  429 after every retry
@@ -23,6 +24,7 @@ landing page.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 
@@ -38,6 +40,31 @@ class ConfigError(ExporterError):
         self.source = source
         self.problem = problem
         super().__init__(f"invalid setting {setting} (from {source}): {problem}")
+
+    @property
+    def all(self) -> tuple[ConfigError, ...]:
+        """Every error this one stands for, in the order found."""
+        return (self,)
+
+
+class ConfigErrors(ConfigError):
+    """Every invalid setting found in one pass; reads as the first one where one is expected."""
+
+    def __init__(self, errors: Sequence[ConfigError], warnings: Sequence[str] = ()) -> None:
+        flat = tuple(e for error in errors for e in error.all)
+        if not flat:
+            raise ValueError("ConfigErrors needs at least one error")
+        super().__init__(flat[0].setting, flat[0].source, flat[0].problem)
+        self.errors = flat
+        # Warnings found on the way (an unknown variable may explain a missing setting).
+        self.warnings = tuple(warnings)
+
+    @property
+    def all(self) -> tuple[ConfigError, ...]:
+        return self.errors
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
 
 
 class PollError(ExporterError):

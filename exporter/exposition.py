@@ -1,30 +1,47 @@
-"""Rendered `/metrics` bodies, shared by the scrapes that arrive within the same second.
+"""`/metrics`: content negotiation, and one render at a time, off the event loop, shared by scrapes.
 
-Rendering a large snapshot costs milliseconds per thousand samples and runs on the event loop,
-so twenty scrapers arriving together would each pay for it in turn. Each format is rendered at
-most once per `max_age` and again as soon as a poll finishes; gzip is applied once per render.
+A scrape takes the collectors' blocks on the event loop (cheap: whole snapshot mappings, see
+`exporter.families`) and hands them to one worker thread, which formats them
+(`exporter.textformat`) and gzips the result. Scrapes that arrive while a render is running wait
+for that render instead of starting their own (client_golang's CoalesceGather), and a finished
+render serves every scrape for up to `max_age` or until the next poll finishes. Renders are kept
+per format and encoding, never per header value, so at most four bodies exist whatever the
+scrapers send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
+from exporter.families import gather
 from exporter.store import Store
+from exporter.textformat import CONTENT_TYPES, Format, Renderer
+
+VARY = "Accept, Accept-Encoding"
+# (format, how specific the media range was): exact type 2, `type/*` 1, `*/*` 0.
+_RANGES: dict[str, tuple[tuple[Format, int], ...]] = {
+    "application/openmetrics-text": (("openmetrics", 2),),
+    "text/plain": (("text", 2),),
+    "application/*": (("openmetrics", 1),),
+    "text/*": (("text", 1),),
+    "*/*": (("text", 0), ("openmetrics", 0)),
+}
 
 
 @dataclass(slots=True)
 class _Render:
-    rendered_at: float
+    started_at: float
     version: int
-    body: bytes
-    gzipped: bytes | None = None
+    body: asyncio.Future[bytes]
+    gzipped: asyncio.Future[bytes] | None = None
 
 
 class ExpositionCache:
@@ -37,47 +54,129 @@ class ExpositionCache:
         *,
         max_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        executor: Executor | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._max_age = max_age
         self._clock = clock
-        self._renders: dict[str, _Render] = {}
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="metrics-render")
+        self._renderer = Renderer()
+        self._renders: dict[Format, _Render] = {}
+        self.renders = 0  # renders started, for tests and curiosity
 
-    def render(self, accept: str, gzip_ok: bool) -> tuple[bytes, str, bool]:
-        """(body, content type, whether the body is gzipped) for a request's headers."""
-        encoder, content_type = choose_encoder(accept)
+    async def body(self, fmt: Format, gzipped: bool) -> bytes:
+        """The current body in `fmt`, gzipped or not; renders at most once for many callers."""
+        entry = self._entry(fmt)
+        body = await asyncio.shield(entry.body)
+        if not gzipped:
+            return body
+        if entry.gzipped is None:
+            loop = asyncio.get_running_loop()
+            entry.gzipped = loop.run_in_executor(self._executor, gzip.compress, body, 6)
+        return await asyncio.shield(entry.gzipped)
+
+    def _entry(self, fmt: Format) -> _Render:
         now, version = self._clock(), self._store.version
-        cached = self._renders.get(content_type)
-        if cached is None or cached.version != version or now - cached.rendered_at >= self._max_age:
-            cached = self._renders[content_type] = _Render(now, version, encoder(self._registry))
-        if not gzip_ok:
-            return cached.body, content_type, False
-        if cached.gzipped is None:
-            cached.gzipped = gzip.compress(cached.body, compresslevel=6)
-        return cached.gzipped, content_type, True
+        entry = self._renders.get(fmt)
+        if entry is not None and (
+            not entry.body.done()  # in flight: share it, however old
+            or (
+                entry.version == version
+                and now - entry.started_at < self._max_age
+                and not entry.body.cancelled()
+                and entry.body.exception() is None
+            )
+        ):
+            return entry
+        parts = gather(self._registry)  # on the loop: reads the store between two polls
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._renderer.render, parts, fmt)
+        self.renders += 1
+        entry = self._renders[fmt] = _Render(now, version, future)
+        return entry
+
+    def bodies_kept(self) -> int:
+        """Rendered bodies held (at most one per format and encoding)."""
+        futures = [f for e in self._renders.values() for f in (e.body, e.gzipped) if f is not None]
+        return sum(1 for f in futures if f.done())
 
     async def handle(self, request: web.Request) -> web.Response:
         """The `/metrics` handler: Prometheus text or OpenMetrics by `Accept`, gzip by `Accept-Encoding`."""
-        accept = ",".join(request.headers.getall("Accept", []))
-        gzip_ok = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-        body, content_type, gzipped = self.render(accept, gzip_ok)
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = content_type
+        fmt = negotiate(",".join(request.headers.getall("Accept", [])))
+        if fmt is None:
+            return web.Response(
+                status=406,
+                text="acceptable: text/plain; version=0.0.4, application/openmetrics-text; version=1.0.0\n",
+                headers={"Vary": VARY},
+            )
+        gzipped = accepts_gzip(",".join(request.headers.getall("Accept-Encoding", [])))
+        body = await self.body(fmt, gzipped)
+        response = web.Response(body=body, headers={"Vary": VARY})
+        response.headers["Content-Type"] = CONTENT_TYPES[fmt]
         if gzipped:
             response.headers["Content-Encoding"] = "gzip"
         return response
 
+    async def close(self, _app: web.Application | None = None) -> None:
+        """Stop the render thread (an app `on_cleanup` hook); a render under way finishes."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _parameters(item: str) -> tuple[str, float, str | None] | None:
+    """(media range, q, version) of one `Accept` element; None when its q is not a number."""
+    media, *params = item.split(";")
+    quality, version = 1.0, None
+    for param in params:
+        key, _, value = param.partition("=")
+        key, value = key.strip().lower(), value.strip().strip('"')
+        if key == "q":
+            try:
+                quality = min(1.0, max(0.0, float(value)))
+            except ValueError:
+                return None
+        elif key == "version":
+            version = value
+    return media.strip().lower(), quality, version
+
+
+def negotiate(accept: str) -> Format | None:
+    """The format an `Accept` header asks for (RFC 9110: the most specific range decides each
+    format's q, `q=0` refuses it, the highest q wins, then the earliest); text 0.0.4 when the
+    header names neither format, None when it refuses both."""
+    # format -> (specificity, q, position) of the most specific range matching it
+    chosen: dict[Format, tuple[int, float, int]] = {}
+    for position, item in enumerate(accept.split(",")):
+        parsed = _parameters(item)
+        if parsed is None:
+            continue
+        media, quality, version = parsed
+        if media == "application/openmetrics-text" and version and not version.startswith("1."):
+            continue  # OpenMetrics 0.0.1 or 2.x: not what we write
+        for fmt, specificity in _RANGES.get(media, ()):
+            if fmt not in chosen or specificity > chosen[fmt][0]:
+                chosen[fmt] = (specificity, quality, position)
+    wanted = [
+        (q, -position, fmt == "text", fmt) for fmt, (_, q, position) in chosen.items() if q > 0
+    ]
+    if wanted:
+        return max(wanted)[3]
+    for fmt in ("text", "openmetrics"):
+        if fmt not in chosen:
+            return fmt
+    return None
+
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an `Accept-Encoding` header allows gzip (`gzip;q=0` refuses it)."""
+    """Whether an `Accept-Encoding` header allows gzip (`gzip;q=0` refuses it; `*` allows it)."""
+    wildcard = False
     for part in accept_encoding.split(","):
-        name, _, params = part.partition(";")
-        if name.strip().lower() != "gzip":
+        parsed = _parameters(part)
+        if parsed is None:
             continue
-        quality = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
-        try:
-            return float(quality) > 0
-        except ValueError:
-            return False
-    return False
+        name, quality, _ = parsed
+        if name in ("gzip", "x-gzip"):
+            return quality > 0
+        if name == "*":
+            wildcard = quality > 0
+    return wildcard

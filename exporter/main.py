@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
@@ -20,12 +19,15 @@ from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToke
 from exporter.client import ClientOptions, EmailQueueClient
 from exporter.collector import QueueCollector
 from exporter.errors import ConfigError
+from exporter.families import Registry
 from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
 from exporter.settings import Settings, TargetSettings
+from exporter.settings.files import client_ssl_context
 from exporter.store import OrgState, Store
+from exporter.textformat import render
 from exporter.web_config import WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
@@ -108,13 +110,17 @@ def build_poller(
     return Poller(state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep)
 
 
-def build_registry(
-    store: Store, cfg: Settings, clock: Callable[[], float] = time.time
-) -> CollectorRegistry:
+def build_registry(store: Store, cfg: Settings, clock: Callable[[], float] = time.time) -> Registry:
     """A registry of our own holding only the exporter's collector."""
-    registry = CollectorRegistry(auto_describe=False)
+    registry = Registry()
     registry.register(
-        QueueCollector(store, age_buckets=cfg.age_buckets, stale_after=cfg.stale_after, clock=clock)
+        QueueCollector(
+            store,
+            age_buckets=cfg.age_buckets,
+            stale_after=cfg.stale_after,
+            poll_interval=cfg.poll_interval,
+            clock=clock,
+        )
     )
     return registry
 
@@ -133,14 +139,17 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
     registry = build_registry(store, cfg)
     ssl_context: ssl.SSLContext | bool = True
     if cfg.ca_file is not None:
-        ssl_context = ssl.create_default_context(cafile=str(cfg.ca_file))
+        try:
+            ssl_context = client_ssl_context(cfg.ca_file)
+        except ValueError as exc:
+            raise ConfigError("ca_file", "settings", str(exc)) from None
     async with aiohttp.ClientSession(trust_env=True) as session:
         pollers = [
             build_poller(t, cfg, session, store.orgs[t.org_id], ssl_context) for t in cfg.targets
         ]
         if once:
             results = await asyncio.gather(*(p.poll_once() for p in pollers))
-            sys.stdout.write(generate_latest(registry).decode())
+            sys.stdout.write(render(registry).decode())
             return 0 if all(results) else 1
         delays = start_delays(len(pollers), cfg.poll_interval)
         loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
@@ -180,20 +189,27 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
         await sim.close()
 
 
+def _config_error(exc: ConfigError) -> int:
+    """Exit code 2, after one line per invalid setting."""
+    for error in exc.all:
+        print(f"{PROG}: {error}", file=sys.stderr)
+    for warning in getattr(exc, "warnings", ()):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     try:
         invocation = settings.load(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     cfg = invocation.settings
     try:
         # Read even for --check-config, so a bad web config file fails validation too.
         web = web_config.load(cfg.web_config_file) if cfg.web_config_file else WebConfig()
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     if invocation.mode == "version":
         print(f"{PROG} {__version__}")
         return 0
@@ -209,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if invocation.mode == "demo":
             return asyncio.run(run_demo(cfg, web))
         return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
+    except ConfigError as exc:  # a file changed between validation and use
+        return _config_error(exc)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback

@@ -32,6 +32,8 @@ INVALID_ITEMS: Final = f"{PREFIX}_invalid_items"
 LABEL_OVERFLOW: Final = f"{PREFIX}_label_overflow"
 TOKEN_EXPIRY: Final = f"{PREFIX}_token_expiry_timestamp_seconds"
 BUILD_INFO: Final = f"{PREFIX}_exporter_build_info"
+POLL_INTERVAL: Final = f"{PREFIX}_poll_interval_seconds"
+STALE_AFTER: Final = f"{PREFIX}_stale_after_seconds"
 
 # Label values
 UNKNOWN: Final = "unknown"

@@ -47,7 +47,9 @@ def build_app(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     app.cleanup_ctx.append(run_pollers)
-    app.router.add_get("/metrics", ExpositionCache(registry, store).handle)
+    exposition = ExpositionCache(registry, store)
+    app.on_cleanup.append(exposition.close)
+    app.router.add_get("/metrics", exposition.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", landing_page)

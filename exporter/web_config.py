@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
 from aiohttp import web
 
 from exporter.errors import ConfigError
+from exporter.settings.files import PEM_FILE_LIMIT, check_regular, read_yaml
 
 SETTING = "web_config_file"
 TLS_VERSIONS = {
@@ -98,10 +98,16 @@ def _string(value: Any, name: str, path: Path) -> str:
 
 
 def _file(value: Any, name: str, path: Path) -> Path:
-    """A file named relative to the web config file, as exporter-toolkit resolves it."""
+    """A file named relative to the web config file, as exporter-toolkit resolves it.
+
+    OpenSSL opens it by name, so it is checked to be a bounded regular file first (a FIFO
+    would block the start-up forever).
+    """
     file = path.parent / _string(value, name, path)
-    if not file.is_file():
-        raise _fail(f"{name}: file {file} does not exist", path)
+    try:
+        check_regular(file, PEM_FILE_LIMIT)
+    except ValueError as exc:
+        raise _fail(f"{name}: {exc}", path) from None
     return file
 
 
@@ -310,16 +316,10 @@ class WebConfig:
 def load(path: Path) -> WebConfig:
     """Read and validate the web-config file; raises ConfigError naming the offending key."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise _fail(f"cannot read the file: {exc.strerror}", path) from None
-    except UnicodeDecodeError:
-        raise _fail("the file is not UTF-8 text", path) from None
-    except yaml.YAMLError as exc:
-        # Position only: the offending line may hold a password hash.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise _fail(f"invalid YAML{where}", path) from None
+        # Errors name the position only: the offending line may hold a password hash.
+        data = read_yaml(path)
+    except ValueError as exc:
+        raise _fail(str(exc), path) from None
     top = _mapping(data, "", _TOP, path)
     tls = _mapping(top.get("tls_server_config"), "tls_server_config", _TLS, path)
     users = _users(top.get("basic_auth_users"), path)

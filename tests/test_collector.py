@@ -16,11 +16,17 @@ T0 = 1_800_000_000.0
 
 
 def render(
-    store: Store, clock: Clock, stale_after: float = 300.0
+    store: Store, clock: Clock, stale_after: float = 300.0, poll_interval: float = 60.0
 ) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     registry = CollectorRegistry()
     registry.register(
-        QueueCollector(store, age_buckets=(60.0, 600.0), stale_after=stale_after, clock=clock)
+        QueueCollector(
+            store,
+            age_buckets=(60.0, 600.0),
+            stale_after=stale_after,
+            poll_interval=poll_interval,
+            clock=clock,
+        )
     )
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
@@ -84,7 +90,9 @@ def test_every_poll_error_reason_is_pre_created() -> None:
 def test_help_says_values_come_from_the_last_poll() -> None:
     registry = CollectorRegistry()
     registry.register(
-        QueueCollector(store_with([Email(id="1")]), age_buckets=(60.0,), stale_after=300)
+        QueueCollector(
+            store_with([Email(id="1")]), age_buckets=(60.0,), stale_after=300, poll_interval=60
+        )
     )
     text = generate_latest(registry).decode()
     for name in ("emails", "oldest_email_timestamp_seconds", "oldest_email_age_seconds"):
@@ -115,3 +123,17 @@ def test_invalid_and_overflow_series_start_at_zero() -> None:
     }
     assert invalid == {"missing_id": 0, "not_object": 0}
     assert overflow == {"agent": 0, "email_type": 0, "state": 0, "work_type": 0}
+
+
+def test_configured_timing_is_exported_per_org_whatever_the_poll_outcome() -> None:
+    store = Store(["acme", "globex"])
+    store.orgs["acme"].record_failure("timeout", "timed out", 10.0, None)
+    metrics = render(store, Clock(T0), stale_after=450.0, poll_interval=90.0)
+    assert metrics["alvaria_emailqueue_poll_interval_seconds"] == {
+        (("org", "acme"),): 90.0,
+        (("org", "globex"),): 90.0,
+    }
+    assert metrics["alvaria_emailqueue_stale_after_seconds"] == {
+        (("org", "acme"),): 450.0,
+        (("org", "globex"),): 450.0,
+    }

@@ -51,9 +51,12 @@ async def test_bad_setting_exits_2_naming_it_and_its_source() -> None:
 
 async def test_once_prints_the_exposition_and_exits_0() -> None:
     async with serve_fake(FakeApi(items=[{"id": "1", "state": "Queued"}])) as api:
-        code, out, _ = await run_cli("--once", env=api.env())
+        code, out, _ = await run_cli("--once", env=api.env(ALVARIA_POLL_INTERVAL="20s"))
     assert code == 0
     assert 'alvaria_emailqueue_up{org="acme"} 1.0' in out
+    # The configured timing, stale_after derived as 5 x poll_interval.
+    assert 'alvaria_emailqueue_poll_interval_seconds{org="acme"} 20.0' in out
+    assert 'alvaria_emailqueue_stale_after_seconds{org="acme"} 100.0' in out
     assert (
         'alvaria_emailqueue_emails{email_type="unknown",org="acme",state="Queued",work_type="unknown"} 1.0'
         in out
@@ -87,14 +90,21 @@ async def test_a_taken_listen_address_is_one_line_and_exit_1() -> None:
 
 async def test_check_config_warns_about_suspicious_but_valid_settings() -> None:
     env = FakeApi(base_url="http://127.0.0.1:1").env(
-        ALVARIA_WAITING_STATES="Queued,Queud",
-        ALVARIA_REQUEST_TIMEOUT="2m",
-        ALVARIA_POLL_INTERVAL="10s",
+        ALVARIA_WAITING_STATES="Queued,Queud", ALVARIA_POLL_INTERVAL="10s"
     )
     code, _, err = await run_cli("--check-config", env=env)
     assert code == 0
     assert "'Queud' is not a state the API documents" in err
-    assert "request_timeout (120s) is not below the poll deadline" in err
+
+
+async def test_check_config_refuses_a_request_timeout_beyond_the_poll_deadline() -> None:
+    env = FakeApi(base_url="http://127.0.0.1:1").env(
+        ALVARIA_REQUEST_TIMEOUT="2m", ALVARIA_POLL_INTERVAL="10s"
+    )
+    code, _, err = await run_cli("--check-config", env=env)
+    assert code == 2
+    assert "invalid setting request_timeout (from env ALVARIA_REQUEST_TIMEOUT)" in err
+    assert "poll deadline (3 x poll_interval = 30s)" in err
 
 
 async def test_a_secret_file_shadowed_by_the_config_file_is_reported(tmp_path: Path) -> None:

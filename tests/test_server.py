@@ -17,7 +17,9 @@ from exporter.store import Store
 
 def make_app(store: Store, loops=()):
     registry = CollectorRegistry()
-    registry.register(QueueCollector(store, age_buckets=(60.0,), stale_after=1e9))
+    registry.register(
+        QueueCollector(store, age_buckets=(60.0,), stale_after=1e9, poll_interval=30.0)
+    )
     return build_app(store, registry, loops)
 
 

@@ -145,10 +145,10 @@ def test_parse_size(text: str | int, size: int) -> None:
 
 def test_durations_and_sizes_through_every_source(tmp_path: Path) -> None:
     cfg = write(tmp_path, "c.yaml", "request_timeout: 2.5\nseries_ttl: 1h30m\nstale_after: 90\n")
-    argv = ["--config-file", str(cfg), "--max-response-bytes", "10MB", "--poll-interval", "500ms"]
+    argv = ["--config-file", str(cfg), "--max-response-bytes", "10MB", "--poll-interval", "1500ms"]
     s = settings(argv, ALVARIA_SERIES_TTL="2h")
     assert (s.request_timeout, s.series_ttl, s.stale_after) == (2.5, 7200.0, 90.0)
-    assert (s.max_response_bytes, s.poll_interval) == (10_000_000, 0.5)
+    assert (s.max_response_bytes, s.poll_interval) == (10_000_000, 1.5)
 
 
 def test_stale_after_default_follows_poll_interval() -> None:
@@ -269,14 +269,14 @@ def test_block_value_beats_env_and_flags(tmp_path: Path) -> None:
 def test_secret_files_strip_trailing_newline(tmp_path: Path) -> None:
     env = {
         "ALVARIA_ORG_ID": "acme",
-        "ALVARIA_API_KEY_FILE": str(write(tmp_path, "k", "file key\n")),
+        "ALVARIA_API_KEY_FILE": str(write(tmp_path, "k", "file-key\n")),
         "ALVARIA_CLIENT_ID": "cid",
-        "ALVARIA_CLIENT_SECRET_FILE": str(write(tmp_path, "s", "file secret\r\n")),
+        "ALVARIA_CLIENT_SECRET_FILE": str(write(tmp_path, "s", "file-secret\r\n")),
     }
     target = load([], env).settings.targets[0]
-    assert target.api_key.get_secret_value() == "file key"
+    assert target.api_key.get_secret_value() == "file-key"
     assert target.client_secret is not None
-    assert target.client_secret.get_secret_value() == "file secret"
+    assert target.client_secret.get_secret_value() == "file-secret"
     argv = ["--access-token-file", str(write(tmp_path, "t", "tok"))]
     token = load(argv, env).settings.targets[0].access_token
     assert token is not None and token.get_secret_value() == "tok"
@@ -350,10 +350,18 @@ def test_help_lists_every_flag_with_env_var(capsys: pytest.CaptureFixture[str]) 
     assert "ALVARIA_API_KEY_FILE" in text and "default 30s" in text
 
 
-def test_unknown_flag_is_argparse_usage_error() -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        load(["--poll-intervall", "5"], {})
-    assert exit_info.value.code == 2
+def test_unknown_flags_are_config_errors_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(["--org-id"], {})
+    assert str(info.value) == "invalid setting org_id (from flag --org-id): expected one argument"
+    with pytest.raises(ConfigError) as info:
+        load(["--poll-intervall", "5", f"--api-keyy={API_KEY}"], {})
+    assert [(e.setting, e.source) for e in info.value.all] == [
+        ("poll_intervall", "flag --poll-intervall"),
+        ("api_keyy", "flag --api-keyy"),
+    ]
+    assert "did you mean --poll-interval?" in info.value.all[0].problem
+    assert API_KEY not in str(info.value)
 
 
 def test_models_are_frozen_and_fill_derived_defaults() -> None:
@@ -431,14 +439,14 @@ INVALID = [
         "host:port",
     ),
     (["--listen-address", ":70000"], {}, None, "listen_address", "flag --listen-address", "port"),
-    (["--ca-file", "/nonexistent/ca.pem"], {}, None, "ca_file", "flag --ca-file", "exist"),
+    (["--ca-file", "/nonexistent/ca.pem"], {}, None, "ca_file", "flag --ca-file", "No such"),
     (
         [],
         {},
         "web_config_file: web.yml\n",
         "web_config_file",
         f"config file {CFG} (web_config_file)",
-        "exist",
+        "No such file",
     ),
     (["--org-id", "bad org"], {}, None, "org_id", "flag --org-id", "letters"),
     (["--demo", "--once"], {}, None, "mode", "flag --demo --once", "exclude"),

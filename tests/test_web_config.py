@@ -67,7 +67,7 @@ BAD_FILES = {
     "key_file missing": ("tls_server_config:\n  cert_file: server.pem\n", "key_file: required"),
     "cert file absent": (
         "tls_server_config:\n  cert_file: nope.pem\n  key_file: nope.key\n",
-        "cert_file: file",
+        "cert_file: cannot read",
     ),
     "yaml error": (f"basic_auth_users:\n  alice: {HASH}\n   bob: [\n", "invalid YAML at line"),
     "not a mapping": ("- a\n- b\n", "must be a mapping"),

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from exporter.settings.files import CONFIG_FILE_LIMIT, check_regular, client_ssl_context
+
 Mode = Literal["run", "demo", "once", "check_config", "version"]
 Region = Literal["us", "eu", "uk", "ca"]
 
@@ -144,6 +146,9 @@ class Settings(BaseModel):
     log_format: Literal["auto", "console", "json"] = "auto"
     config_file: Path | None = None
     web_config_file: Path | None = None
+    max_connections: int = Field(512, ge=1, le=1_000_000)
+    header_timeout: float = Field(10.0, gt=0, le=3600)
+    strict_env: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -176,11 +181,18 @@ class Settings(BaseModel):
             raise ValueError("must be strictly increasing")
         return value
 
-    @field_validator("ca_file", "web_config_file")
+    @field_validator("web_config_file")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {value} does not exist")
+        if value is not None:
+            check_regular(value, CONFIG_FILE_LIMIT)
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            client_ssl_context(value)  # loaded now, so a bad bundle fails --check-config too
         return value
 
     @model_validator(mode="after")

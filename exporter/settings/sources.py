@@ -1,4 +1,9 @@
-"""Layering of flags > env > YAML > *_FILE > defaults into Settings, with targets: inheritance."""
+"""Layering of flags > env > YAML > *_FILE > defaults into Settings, with targets: inheritance.
+
+Every problem is collected in a `Problems` list rather than raised where it is found, so one run
+reports every invalid or missing setting, one line each (`ConfigErrors`). A value that failed is
+left out of what is built next, so it is reported once and never again as "missing".
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ConfigErrors
+from exporter.settings.argv import parse_argv
+from exporter.settings.checks import check_limits, unknown_env
+from exporter.settings.files import SECRET_FILE_LIMIT, read_text, read_yaml
 from exporter.settings.models import Invocation, Mode, Settings, TargetSettings
 from exporter.settings.table import (
     BLOCK_KEYS,
@@ -22,9 +29,8 @@ from exporter.settings.table import (
     TARGET_SPECS,
     TOP_KEYS,
     Spec,
-    build_parser,
 )
-from exporter.settings.values import convert, type_name
+from exporter.settings.values import convert, shown, type_name
 
 
 class _Value(NamedTuple):
@@ -37,17 +43,40 @@ _Layer = dict[str, _Value]
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _read_secret(path: Path, setting: str, source: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(setting, source, f"cannot read the file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(setting, source, "the file is not UTF-8 text") from None
+class Problems:
+    """Every ConfigError found while loading, in the order found."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+        self.warnings: list[str] = []
+
+    def add(self, setting: str, source: str, problem: str) -> None:
+        self.errors.append(ConfigError(setting, source, problem))
+
+    def about(self, setting: str) -> bool:
+        """True when `setting` has failed."""
+        return any(e.setting == setting for e in self.errors)
+
+    def under(self, prefix: str) -> bool:
+        """True when a setting whose name starts with `prefix` (``targets[0].``) has failed."""
+        return any(e.setting.startswith(prefix) for e in self.errors)
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise ConfigErrors(self.errors, self.warnings)
+
+
+def _read_secret(path: Path) -> str:
+    # Only the line ending an editor adds is stripped; other whitespace is an error later.
+    return read_text(path, SECRET_FILE_LIMIT).rstrip("\r\n")
 
 
 def _resolve(
-    specs: Sequence[Spec], layers: Sequence[_Layer], prefix: str, notes: list[str] | None = None
+    specs: Sequence[Spec],
+    layers: Sequence[_Layer],
+    prefix: str,
+    problems: Problems,
+    notes: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Convert each setting from the first layer that has it; returns values and their sources.
 
@@ -67,27 +96,35 @@ def _resolve(
                 for other in found[1:]
                 if other.secret_file is not None
             ]
-        setting = prefix + spec.name
-        raw = item.raw
-        if item.secret_file is not None:
-            raw = _read_secret(item.secret_file, setting, item.source)
+        sources[spec.name] = item.source
         try:
+            raw = item.raw if item.secret_file is None else _read_secret(item.secret_file)
             values[spec.name] = convert(spec.kind, raw)
         except ValueError as exc:
-            raise ConfigError(setting, item.source, str(exc)) from None
-        sources[spec.name] = item.source
+            problems.add(prefix + spec.name, item.source, str(exc))
     return values, sources
 
 
-def _construct(model: type[_M], values: dict[str, Any], sources: dict[str, str], prefix: str) -> _M:
+def _construct(
+    model: type[_M],
+    values: dict[str, Any],
+    sources: dict[str, str],
+    prefix: str,
+    problems: Problems,
+) -> _M | None:
+    """The model, or None after adding each of its validation errors to `problems`."""
     try:
         return model(**values)
     except ValidationError as exc:
-        error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    for error in errors:
         name = str(error["loc"][0]) if error["loc"] else ""
         setting = prefix + name if name else prefix.rstrip(".") or "settings"
+        if error["type"] == "missing" or (not name and problems.about(setting)):
+            continue  # already reported as missing or invalid, with a better message
         problem = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(setting, sources.get(name, "default"), problem) from None
+        problems.add(setting, sources.get(name, "default"), problem)
+    return None
 
 
 def _unknown(key: str, allowed: set[str]) -> str:
@@ -100,20 +137,22 @@ def _unknown(key: str, allowed: set[str]) -> str:
 
 
 def _yaml_layers(
-    data: dict[Any, Any], where: str, cfg: Path, allowed: set[str]
+    data: dict[Any, Any], where: str, cfg: Path, allowed: set[str], problems: Problems
 ) -> tuple[_Layer, _Layer]:
     """Split one YAML mapping into its values and its secret files; paths are relative to cfg."""
     values: _Layer = {}
     files: _Layer = {}
     for key, raw in ((str(k), v) for k, v in data.items()):
-        label = where + key
+        label = where + (key if len(key) <= 40 else shown(key))
         if key not in allowed:
-            raise ConfigError(label, f"config file {cfg} ({label})", _unknown(key, allowed))
+            problems.add(label, f"config file {cfg} ({label})", _unknown(key, allowed))
+            continue
         if raw is None or key == "targets":
             continue
         if key in FILE_KEYS:
             if not isinstance(raw, str) or not raw.strip():
-                raise ConfigError(label, f"config file {cfg} ({label})", "must be a file path")
+                problems.add(label, f"config file {cfg} ({label})", "must be a file path")
+                continue
             path = cfg.parent / raw.strip()
             files[FILE_KEYS[key]] = _Value(None, f"file {label}={path} (config file {cfg})", path)
             continue
@@ -124,79 +163,92 @@ def _yaml_layers(
 
 
 def _read_config(
-    path: Path, source: str
+    path: Path, source: str, problems: Problems
 ) -> tuple[_Layer, _Layer, list[tuple[_Layer, _Layer]] | None]:
     """Top-level values and secret files of the YAML file, and its targets: blocks if any."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError("config_file", source, f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("config_file", source, f"{path} is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        # Only the problem and position: str(exc) quotes the offending line, maybe a secret.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError("config_file", source, f"invalid YAML{where}: {problem}") from None
+        data = read_yaml(path)
+    except ValueError as exc:
+        # Nothing after this can be judged fairly without the file: report it alone.
+        raise ConfigErrors(
+            [*problems.errors, ConfigError("config_file", source, str(exc))]
+        ) from None
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError("config_file", source, "must be a YAML mapping of settings")
-    top, top_files = _yaml_layers(data, "", path, TOP_KEYS)
+        problems.add("config_file", source, "must be a YAML mapping of settings")
+        problems.raise_any()
+    top, top_files = _yaml_layers(data, "", path, TOP_KEYS, problems)
     targets = data.get("targets")
     if targets is None:
         return top, top_files, None
     if not isinstance(targets, list):
         problem = f"must be a list of organisation blocks, not {type_name(targets)}"
-        raise ConfigError("targets", f"config file {path} (targets)", problem)
+        problems.add("targets", f"config file {path} (targets)", problem)
+        return top, top_files, []
     blocks = []
     for i, block in enumerate(targets):
         if not isinstance(block, dict):
             where = f"targets[{i}]"
-            raise ConfigError(where, f"config file {path} ({where})", "must be a mapping")
-        blocks.append(_yaml_layers(block, f"targets[{i}].", path, BLOCK_KEYS))
+            problems.add(where, f"config file {path} ({where})", "must be a mapping")
+            continue
+        blocks.append(_yaml_layers(block, f"targets[{i}].", path, BLOCK_KEYS, problems))
     return top, top_files, blocks
 
 
 def _build_target(
-    layers: Sequence[_Layer], prefix: str, demo: bool, notes: list[str]
-) -> TargetSettings:
-    values, sources = _resolve(TARGET_SPECS, layers, prefix, notes)
-    if "org_id" not in values:
+    layers: Sequence[_Layer], prefix: str, demo: bool, notes: list[str], problems: Problems
+) -> TargetSettings | None:
+    values, sources = _resolve(TARGET_SPECS, layers, prefix, problems, notes)
+    failed = problems.about
+    if "org_id" not in sources:
         where = "in every targets: block" if prefix else "--org-id or ALVARIA_ORG_ID"
-        raise ConfigError(f"{prefix}org_id", "default", f"required: set {where}")
+        problems.add(f"{prefix}org_id", "default", f"required: set {where}")
     if demo:  # the simulator accepts any credentials
         values.setdefault("api_key", SecretStr("demo"))
         if not values.get("access_token") and not values.get("client_secret"):
             values["access_token"] = SecretStr("demo")
-    if "api_key" not in values:
+    if "api_key" not in values and not failed(f"{prefix}api_key"):
         problem = "required: set ALVARIA_API_KEY or ALVARIA_API_KEY_FILE (or api_key_file: in YAML)"
-        raise ConfigError(f"{prefix}api_key", "default", problem)
-    client_id, client_secret = values.get("client_id"), values.get("client_secret")
-    if values.get("access_token") is None and (client_id is None or client_secret is None):
+        problems.add(f"{prefix}api_key", "default", problem)
+
+    def given(name: str) -> bool:  # set, possibly invalid (then already reported)
+        return name in values or failed(prefix + name)
+
+    client_id, client_secret = sources.get("client_id"), sources.get("client_secret")
+    if not given("access_token") and not (given("client_id") and given("client_secret")):
         if client_id is not None:
-            problem = f"required with client_id (from {sources['client_id']}) without access_token"
-            raise ConfigError(f"{prefix}client_secret", "default", problem)
-        if client_secret is not None:
-            problem = f"required with client_secret (from {sources['client_secret']})"
-            raise ConfigError(f"{prefix}client_id", "default", problem)
-        problem = "set client_id and client_secret (OAuth2 client credentials), or access_token"
-        raise ConfigError(f"{prefix}client_id", "default", problem)
-    return _construct(TargetSettings, values, sources, prefix)
+            problem = f"required with client_id (from {client_id}) without access_token"
+            problems.add(f"{prefix}client_secret", "default", problem)
+        elif client_secret is not None:
+            problem = f"required with client_secret (from {client_secret})"
+            problems.add(f"{prefix}client_id", "default", problem)
+        else:
+            problem = "set client_id and client_secret (OAuth2 client credentials), or access_token"
+            problems.add(f"{prefix}client_id", "default", problem)
+    if problems.under(prefix) if prefix else any(failed(s.name) for s in TARGET_SPECS):
+        return None
+    return _construct(TargetSettings, values, sources, prefix, problems)
 
 
-def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
-    """Parse argv, environ and the files they name; raises ConfigError for any invalid value."""
-    args = vars(build_parser().parse_args(list(argv)))
+def _command_line(argv: Sequence[str], problems: Problems) -> tuple[dict[str, Any], Mode]:
+    args = parse_argv(argv)
     if args["version"]:
-        return Invocation("version", Settings())
+        return args, "version"
     chosen = [mode for flag, mode in MODE_FLAGS.items() if args[flag]]
     if len(chosen) > 1:
         flags = " ".join("--" + mode.replace("_", "-") for mode in chosen)
-        raise ConfigError(
+        problems.add(
             "mode", f"flag {flags}", "--demo, --once and --check-config exclude each other"
         )
-    mode: Mode = chosen[0] if chosen else "run"
+    return args, chosen[0] if chosen else "run"
+
+
+def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
+    """Parse argv, environ and the files they name; raises ConfigErrors naming every problem."""
+    problems = Problems()
+    args, mode = _command_line(argv, problems)
+    if mode == "version":
+        return Invocation("version", Settings())
 
     flag_layer: _Layer = {}
     env_layer: _Layer = {}
@@ -217,44 +269,54 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     top: _Layer = {}
     top_files: _Layer = {}
     blocks = None
-    global_values, global_sources = _resolve(GLOBAL_SPECS, [flag_layer, env_layer], "")
+    global_values, global_sources = _resolve(GLOBAL_SPECS, [flag_layer, env_layer], "", Problems())
     config_file = global_values.get("config_file")
     if config_file is not None:
-        top, top_files, blocks = _read_config(config_file, global_sources["config_file"])
-        global_values, global_sources = _resolve(GLOBAL_SPECS, [flag_layer, env_layer, top], "")
+        top, top_files, blocks = _read_config(config_file, global_sources["config_file"], problems)
+    global_values, global_sources = _resolve(
+        GLOBAL_SPECS, [flag_layer, env_layer, top], "", problems
+    )
+    notes = problems.warnings  # the same list: shown with the errors, if any
+    for line in unknown_env(environ):
+        if global_values.get("strict_env"):
+            problems.add(line.setting, line.source, line.problem)
+        else:
+            notes.append(f"{line.source}: {line.problem} (ignored; --strict-env refuses it)")
 
     inherited = [flag_layer, env_layer, top, flag_files, env_files, top_files]
     targets: list[TargetSettings] = []
-    notes: list[str] = []
     if blocks is None:
         if mode != "demo" or any("org_id" in layer for layer in inherited[:3]):
-            targets.append(_build_target(inherited, "", mode == "demo", notes))
+            target = _build_target(inherited, "", mode == "demo", notes, problems)
+            targets += [target] if target else []
     else:
         for layer in inherited[:3]:
             if "org_id" in layer:
                 problem = f"ambiguous with targets: in {config_file}; set org_id in each block"
-                raise ConfigError("org_id", layer["org_id"].source, problem)
-        if not blocks and mode != "demo":
+                problems.add("org_id", layer["org_id"].source, problem)
+        if not blocks and mode != "demo" and not problems.under("targets"):
             where = f"config file {config_file} (targets)"
-            raise ConfigError("targets", where, "must list at least one organisation")
+            problems.add("targets", where, "must list at least one organisation")
         seen: dict[str, int] = {}
         for i, (block, block_files) in enumerate(blocks):
             prefix = f"targets[{i}]."
-            target = _build_target([block, block_files, *inherited], prefix, mode == "demo", notes)
+            target = _build_target(
+                [block, block_files, *inherited], prefix, mode == "demo", notes, problems
+            )
+            if target is None:
+                continue
             if target.org_id in seen:
                 where = f"config file {config_file} ({prefix}org_id)"
-                raise ConfigError(
-                    f"{prefix}org_id", where, f"duplicates targets[{seen[target.org_id]}]"
-                )
+                problems.add(f"{prefix}org_id", where, f"duplicates targets[{seen[target.org_id]}]")
             seen[target.org_id] = i
             targets.append(target)
 
-    poll = global_values.get("poll_interval", Settings.model_fields["poll_interval"].default)
-    stale = global_values.get("stale_after")
-    if stale is not None and poll > 0 and stale < poll:
-        problem = f"must be at least poll_interval ({poll:g}s)"
-        raise ConfigError("stale_after", global_sources["stale_after"], problem)
+    check_limits(global_values, global_sources, problems.add)
+    failed = [spec.name for spec in GLOBAL_SPECS if problems.about(spec.name)]
+    good = {k: v for k, v in global_values.items() if k not in failed}
     settings = _construct(
-        Settings, {**global_values, "targets": tuple(targets)}, global_sources, ""
+        Settings, {**good, "targets": tuple(targets)}, global_sources, "", problems
     )
+    problems.raise_any()
+    assert settings is not None  # noqa: S101 - _construct reported why otherwise
     return Invocation(mode, settings, tuple(notes))

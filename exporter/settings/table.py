@@ -50,7 +50,7 @@ SPECS = (
     Spec("poll_interval", "duration", "time between poll starts, per organisation"),
     Spec("page_size", "int", "maxResults asked for per page (1-10000)"),
     Spec("max_concurrency", "int", "page requests in flight per organisation"),
-    Spec("request_timeout", "duration", "timeout of one HTTP request"),
+    Spec("request_timeout", "duration", "timeout of one HTTP request", False, "10s, <= poll"),
     Spec("max_retries", "int", "retries of a request after 429, 5xx, timeout or connection error"),
     Spec(
         "stale_after",
@@ -72,6 +72,9 @@ SPECS = (
     Spec("log_format", "choice", "auto (console on a TTY, else JSON), console or json"),
     Spec("config_file", "path", "YAML file with any setting above, plus targets:"),
     Spec("web_config_file", "path", "exporter-toolkit web config: TLS and basic auth"),
+    Spec("max_connections", "int", "open connections to the HTTP server; more are closed at once"),
+    Spec("header_timeout", "duration", "time a client has to send a request's headers"),
+    Spec("strict_env", "bool", "unknown ALVARIA_* environment variables are errors, not warnings"),
 )
 SPEC_OF = {spec.name: spec for spec in SPECS}
 TARGET_SPECS = tuple(spec for spec in SPECS if spec.target)
@@ -106,9 +109,11 @@ def _default_text(spec: Spec) -> str:
     return str(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
     """The command line: the mode flags, one flag per setting and one per secret file."""
-    parser = argparse.ArgumentParser(
+    parser = parser_class(
         prog="alvaria-emailqueue-exporter",
         description=f"Prometheus exporter for the Alvaria Cloud EmailQueue API ({__version__}).",
         epilog=_EPILOG,

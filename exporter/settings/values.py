@@ -16,6 +16,25 @@ _BOOLS = {"true": True, "1": True, "yes": True, "on": True}
 _BOOLS |= {"false": False, "0": False, "no": False, "off": False}
 
 
+_SHOWN = 40  # characters of a non-secret value quoted in an error: a pasted secret stays hidden
+
+
+def shown(raw: Any) -> str:
+    """`raw` as quoted in an error message, cut to about 40 characters."""
+    text = repr(raw)
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 4]}...{text[-1]}"
+
+
+def check_secret(value: str) -> None:
+    """Raise ValueError when a secret holds what no key or token does; never quotes it."""
+    if value.startswith("\ufeff"):
+        raise ValueError("starts with a byte-order mark (save the file as UTF-8 without BOM)")
+    if any(c.isspace() for c in value):
+        raise ValueError("contains whitespace (the value is not shown)")
+    if not value.isprintable():
+        raise ValueError("contains a control or invisible character (the value is not shown)")
+
+
 def type_name(raw: Any) -> str:
     """How the type of a YAML value reads in an error message."""
     return {list: "a list", dict: "a mapping", bool: "a boolean"}.get(type(raw), type(raw).__name__)
@@ -32,7 +51,7 @@ def parse_duration(raw: Any) -> float:
         except ValueError:
             if not re.fullmatch(f"(?:{_DURATION_PART})+", text):
                 raise ValueError(
-                    f"{raw!r} is not a duration: use seconds (30, 2.5) or 30s, 5m, 1h30m, 500ms"
+                    f"{shown(raw)} is not a duration: use seconds (30, 2.5) or 30s, 5m, 1h30m, 500ms"
                 ) from None
             parts = re.findall(_DURATION_PART, text)
             seconds = sum(float(n) * UNIT_SECONDS[unit] for n, unit in parts)
@@ -49,7 +68,7 @@ def parse_size(raw: Any) -> int:
         return raw
     match = _SIZE.fullmatch(raw.strip()) if isinstance(raw, str) else None
     if match is None:
-        raise ValueError(f"{raw!r} is not a size: use bytes or 512KiB, 10MB, 64MiB, 1GiB")
+        raise ValueError(f"{shown(raw)} is not a size: use bytes or 512KiB, 10MB, 64MiB, 1GiB")
     unit = (match[2] or "b").lower()
     scale = 1 if unit == "b" else (1024 if "i" in unit else 1000) ** " kmgt".index(unit[0])
     number = float(match[1]) if "." in match[1] else int(match[1])
@@ -73,7 +92,7 @@ def convert(kind: str, raw: Any) -> Any:
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
         if not (isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw)):
-            raise ValueError(f"{raw!r} is not a whole number")
+            raise ValueError(f"{shown(raw)} is not a whole number")
         return int(raw)
     if kind in ("strs", "buckets"):
         if isinstance(raw, str):
@@ -88,6 +107,7 @@ def convert(kind: str, raw: Any) -> Any:
     if kind == "secret":
         if not isinstance(raw, str):
             raise ValueError(f"must be a string, not {type_name(raw)} (quote it in YAML)")
+        check_secret(raw)
         return SecretStr(raw)
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ValueError(f"must be a string, not {type_name(raw)}")
