@@ -152,9 +152,10 @@ def _service_level_row(board: dash.Dashboard, config: Config) -> None:
     board.with_panel(
         p.series(
             "Service level by work type",
-            "Share of the emails picked up in the last hour that were picked up within their "
-            "target (pickups_total met / (met + missed)), per work type. Empty while nothing "
-            "was picked up.",
+            "Share of the emails picked up within their target (pickups_total met / (met + "
+            "missed)), per work type, over a fixed hour ending at each point (not the panel's "
+            "rate interval, which holds too few pickups for a share). Empty while nothing was "
+            "picked up.",
             "percentunit",
             p.query(f"{met} / {total}", "{{org}} / {{work_type}}"),
         ).min(0).max(1)

@@ -74,16 +74,24 @@ def _exporter_down(config: Config) -> Rule:
 
 def _auth_failing(config: Config) -> Rule:
     errors = q.raw(config, "poll_errors_total", 'reason="auth"')
+    up = q.raw(config, "up")
+    # Refused again recently; or refused at all by an organisation that never succeeded (one
+    # scraped sample suffices, so this fires before PollsFailing can).
+    expr = (
+        f"(\nsum without (reason) (increase({errors}[{config.reason_window}])) > 0\n"
+        f"or {ON}\n"
+        + _never_succeeded(config, f"sum without (reason) ({errors}) > 0")
+        + f"\n)\nand {ON}\n{up} == 0"
+    )
     return alert(
         config,
         "AuthFailing",
-        f"sum without (reason) (increase({errors}[{config.reason_window}])) > 0\n"
-        f"and {ON}\n{q.raw(config, 'up')} == 0",
+        expr,
         "The Alvaria API refuses the exporter's credentials",
         f"""The credentials of organisation {{{{ $labels.org }}}} ({{{{ $labels.instance }}}})
-        are refused: {{{{ printf "%.0f" $value }}}} polls failed with reason `auth` in the last
-        {config.reason_window} (401/403 from the token endpoint or the API). Polls keep failing
-        until client_id, client_secret, api_key or access_token is fixed;
+        are refused: {{{{ printf "%.0f" $value }}}} polls failed with reason `auth` (401/403
+        from the token endpoint or the API). Polls keep failing until client_id,
+        client_secret, api_key or access_token is fixed;
         {t.if_succeeded_before("the queue metrics go stale after stale_after (" + t.setting("stale_after_seconds", config.fallback_stale_after_seconds) + ")",
                                "no poll has succeeded since the exporter started")}.""",
         config.health_uid,

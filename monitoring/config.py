@@ -130,7 +130,8 @@ class Config:
             # Rides out a rolling restart or a single slow scrape.
             "ExporterDown": AlertSettings("5m", "critical"),
             # Credentials refused: they do not fix themselves; the cause of everything else.
-            "AuthFailing": AlertSettings("1m", "critical"),
+            # Shorter than PollsFailing's, so the cause is notified first.
+            "AuthFailing": AlertSettings("30s", "critical"),
             # After polls_failing_intervals failed polls; names the reason. A warning:
             # DataStale pages a minute later if it goes on.
             "PollsFailing": AlertSettings("1m", "warning"),

@@ -58,7 +58,7 @@ def if_succeeded_before(then: str, otherwise: str) -> str:
 
 def setting(name: str, fallback: float) -> str:
     """The exporter's own setting series `name` (seconds) as a duration, or the assumed default."""
-    missing = f"not reported, {duration(fallback)} assumed"
+    missing = f"{duration(fallback)} assumed: not reported by this exporter"
     return value_of(target_query(f"alvaria_emailqueue_{name}{{}}"), "humanizeDuration", missing)
 
 

@@ -179,7 +179,8 @@ def test_fixed_windows_are_used_and_explained() -> None:
     for title, window in FIXED_WINDOWS.items():
         (panel,) = [p for p in panels(board) if p["title"] == title]
         assert f"[{window}]" in panel["targets"][0]["expr"], title
-        assert "fixed 15 minutes" in panel["description"], title
+        spelled = {"15m": "fixed 15 minutes", "1h": "fixed hour"}[window]
+        assert spelled in panel["description"], title
 
 
 @pytest.mark.parametrize("name", sorted(load_dashboards()))
