@@ -41,7 +41,9 @@ def _now_row(board: dash.Dashboard, config: Config) -> None:
             "Oldest waiting email",
             "How long the oldest email that waits for an agent has waited.",
             "s",
-            p.query(f"max({q.queue_max(OLDEST_AGE, 'org', f'{q.QUEUE}, {q.waiting_matcher(config)}', config)})"),
+            p.query(
+                f"max({q.queue_max(OLDEST_AGE, 'org', f'{q.QUEUE}, {q.waiting_matcher(config)}', config)})"
+            ),
         )
     )
     for title, metric, what in (
@@ -95,7 +97,9 @@ def _age_row(board: dash.Dashboard, config: Config) -> None:
             "type's service-level target as the exporter reports it (service_level_target_seconds).",
             "s",
             p.query(
-                q.queue_max(OLDEST_AGE, "org, work_type", f"{q.QUEUE}, {q.waiting_matcher(config)}", config),
+                q.queue_max(
+                    OLDEST_AGE, "org, work_type", f"{q.QUEUE}, {q.waiting_matcher(config)}", config
+                ),
                 "{{org}} / {{work_type}}",
             ),
             p.query(
@@ -120,9 +124,13 @@ def _age_row(board: dash.Dashboard, config: Config) -> None:
             "Median and 90th percentile age of the waiting emails, interpolated within the "
             "exporter's age buckets.",
             "s",
-            p.query(f"histogram_quantile(0.5, {q.queue_sum(AGE_BUCKETS, 'le', config=config)})", "p50"),
             p.query(
-                f"histogram_quantile(0.9, {q.queue_sum(AGE_BUCKETS, 'le', config=config)})", "p90", ref_id="B"
+                f"histogram_quantile(0.5, {q.queue_sum(AGE_BUCKETS, 'le', config=config)})", "p50"
+            ),
+            p.query(
+                f"histogram_quantile(0.9, {q.queue_sum(AGE_BUCKETS, 'le', config=config)})",
+                "p90",
+                ref_id="B",
             ),
         )
     )
@@ -158,7 +166,9 @@ def _service_level_row(board: dash.Dashboard, config: Config) -> None:
             "picked up.",
             "percentunit",
             p.query(f"{met} / {total}", "{{org}} / {{work_type}}"),
-        ).min(0).max(1)
+        )
+        .min(0)
+        .max(1)
     )
     wait = q.queue_rate_sum(PICKUP_WAIT, "le", config=config)
     board.with_panel(
@@ -218,7 +228,9 @@ def _flow_row(board: dash.Dashboard, config: Config) -> None:
             "Emails entering and leaving the queue per minute. Departures below arrivals "
             "for long means the backlog grows.",
             "cpm",
-            p.query(f"{q.PER_MINUTE}sum({q.queue_rate_sum(ARRIVALS, 'org', config=config)})", "arrivals"),
+            p.query(
+                f"{q.PER_MINUTE}sum({q.queue_rate_sum(ARRIVALS, 'org', config=config)})", "arrivals"
+            ),
             p.query(
                 f"{q.PER_MINUTE}sum({q.queue_rate_sum(DEPARTURES, 'org', config=config)})",
                 "departures",

@@ -31,7 +31,6 @@ FLOW_WINDOW = "[15m]"
 PER_MINUTE = "60 * "
 
 
-
 def one_replica(expr: str, config: Config = CONFIG) -> str:
     """`expr` with the replicas of one exporter collapsed into one series each.
 

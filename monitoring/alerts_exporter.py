@@ -46,13 +46,12 @@ def _never_succeeded(config: Config, value: str) -> str:
 
 
 def _failing_for(config: Config, polls: str) -> str:
-    """Seconds since the last success; for a target that never succeeded, polls × interval."""
+    """Seconds since the last success; for a target that never succeeded, polls x interval."""
     success = q.raw(config, "last_poll_success_timestamp_seconds")
     up = q.raw(config, "up")
     interval = q.poll_interval(config)
-    return (
-        f"time() - {success}\n> {ON} {polls}\nand {ON} {up} == 0\nor\n"
-        + _never_succeeded(config, f"{q.raw(config, 'polls_total')} * {ON} {interval}\n> {ON} {polls}")
+    return f"time() - {success}\n> {ON} {polls}\nand {ON} {up} == 0\nor\n" + _never_succeeded(
+        config, f"{q.raw(config, 'polls_total')} * {ON} {interval}\n> {ON} {polls}"
     )
 
 

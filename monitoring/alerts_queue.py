@@ -129,7 +129,9 @@ def _burn(config: Config, window: BurnWindow) -> Any:
     volume = f"{r.pickups(window.long)} >= {q.number(config.burn_min_pickups)}"
     # From the raw series: the recording rule may not have been evaluated yet at this instant.
     total = q.metric("pickups_total") + "{}"
-    pickups = q.one_replica(config, f"sum without (service_level) (increase({total}[{window.long}]))")
+    pickups = q.one_replica(
+        config, f"sum without (service_level) (increase({total}[{window.long}]))"
+    )
     expr = (
         f"{r.missed_ratio(window.long)}{types}\n> {q.number(window.factor)} * {budget}\n"
         f"and\n{r.missed_ratio(window.short)}\n> {q.number(window.factor)} * {budget}\n"

@@ -45,8 +45,8 @@ class BurnWindow:
     """One multi-window burn-rate condition (SRE workbook, "Alerting on SLOs").
 
     Fires when the share of picked-up emails that missed their target, over both `long` and
-    `short`, exceeds `factor` × the error budget (1 − objective). The short window makes the
-    alert resolve soon after the burn stops. `factor` × budget must stay below 1, or the alert
+    `short`, exceeds `factor` x the error budget (1 - objective). The short window makes the
+    alert resolve soon after the burn stops. `factor` x budget must stay below 1, or the alert
     could never fire (the generator refuses such a window).
     """
 
@@ -85,7 +85,7 @@ class Config:
     # AlvariaEmailQueuePollsFailing: failing for longer than this many poll intervals (then `for`).
     polls_failing_intervals: int = 3
     # Window in which poll errors are counted to name the reason of a failure, and to judge
-    # AlvariaEmailQueueAuthFailing. Keep it above 2 × the longest poll_interval you use.
+    # AlvariaEmailQueueAuthFailing. Keep it above 2 x the longest poll_interval you use.
     reason_window: str = "5m"
 
     # Waiting emails per work type considered a high backlog (AlvariaEmailQueueBacklogHigh).

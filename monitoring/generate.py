@@ -35,7 +35,8 @@ HEADER = (
 def _prometheusrule_module() -> ModuleType:
     path = ROOT / "deploy" / "kubernetes" / "generate_prometheusrule.py"
     spec = importlib.util.spec_from_file_location("generate_prometheusrule", path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

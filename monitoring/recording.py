@@ -65,9 +65,7 @@ def _queue(config: Config) -> list[Rule]:
             )
         )
     rules += [
-        _rule(
-            window_name("arrivals:rate", "5m"), q.one_replica(config, f"rate({arrivals}[5m])")
-        ),
+        _rule(window_name("arrivals:rate", "5m"), q.one_replica(config, f"rate({arrivals}[5m])")),
         _rule(
             window_name("departures:rate", "5m"),
             q.one_replica(config, f"sum without (state) (rate({departures}[5m]))"),
@@ -125,7 +123,9 @@ def _service_level(config: Config) -> list[Rule]:
             return q.one_replica(config, inner)
 
         rules.append(
-            _rule(missed_ratio(window), f"{per_group(missed, 'rate')}\n/\n{per_group(total, 'rate')}")
+            _rule(
+                missed_ratio(window), f"{per_group(missed, 'rate')}\n/\n{per_group(total, 'rate')}"
+            )
         )
         rules.append(_rule(pickups(window), per_group(total, "increase")))
     return rules

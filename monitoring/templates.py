@@ -41,7 +41,9 @@ def value_of(query: str, format_: str, missing: str) -> str:
 def reason(config: Config) -> str:
     """The poll error reason with the most failures in the reason window, and how many."""
     window = config.reason_window
-    query = target_query(f"topk(1, increase(alvaria_emailqueue_poll_errors_total{{}}[{window}]) > 0)")
+    query = target_query(
+        f"topk(1, increase(alvaria_emailqueue_poll_errors_total{{}}[{window}]) > 0)"
+    )
     return (
         f"{{{{ with {query} }}}}{{{{ with first . }}}}reason `{{{{ .Labels.reason }}}}` "
         f'({{{{ printf "%.0f" .Value }}}} failed polls in the last {window}){{{{ end }}}}'

@@ -354,7 +354,7 @@ async def _arrival(stack: Stack, job: str, alertname: str) -> tuple[float, dict[
 
 async def test_refused_credentials_page_their_cause_first(stack: Stack) -> None:
     at, alert = await _arrival(stack, "badcreds", "AlvariaEmailQueueAuthFailing")
-    first_at, first = stack.webhook.firing("badcreds")[0]
+    _, first = stack.webhook.firing("badcreds")[0]
     assert first["labels"]["alertname"] == "AlvariaEmailQueueAuthFailing", first
     assert alert["labels"]["severity"] == "critical"
     assert "failed with reason `auth`" in alert["annotations"]["description"]
@@ -374,7 +374,9 @@ async def test_refused_credentials_page_their_cause_first(stack: Stack) -> None:
 
 
 async def test_an_unreachable_api_is_named_as_the_cause(stack: Stack) -> None:
-    success = 'alvaria_emailqueue_last_poll_success_timestamp_seconds{job="alvaria-emailqueue-killed"}'
+    success = (
+        'alvaria_emailqueue_last_poll_success_timestamp_seconds{job="alvaria-emailqueue-killed"}'
+    )
     await eventually(functools.partial(_query, stack, success), "a successful poll of `killed`")
     await _stop(stack.procs["sim-steady"])
     killed_at = time.time()
@@ -476,7 +478,9 @@ async def test_a_15s_poll_interval_is_never_taken_for_stale(stack: Stack) -> Non
     assert end - start > 45, "long enough for three 15s polls"
     polls = await _query(stack, f"alvaria_emailqueue_polls_total{{{job}}}")
     assert float(polls[0]["value"][1]) >= 3
-    exporter_alerts = f'ALERTS{{{job}, alertname=~"AlvariaEmailQueue(PollsFailing|DataStale|AuthFailing)"}}'
+    exporter_alerts = (
+        f'ALERTS{{{job}, alertname=~"AlvariaEmailQueue(PollsFailing|DataStale|AuthFailing)"}}'
+    )
     assert await _range(stack, exporter_alerts, start, end) == []
     assert not stack.webhook.firing("fast15", "AlvariaEmailQueueDataStale")
 

@@ -103,17 +103,21 @@ def test_example_prometheus_config_is_valid() -> None:
 
 def test_the_alerts_the_issue_asks_for_exist() -> None:
     names = {rule["alert"] for rule in alerting_rules()}
-    assert names == {
-        "AlvariaEmailQueueExporterDown",
-        "AlvariaEmailQueuePollsFailing",
-        "AlvariaEmailQueueDataStale",
-        "AlvariaEmailQueueAuthFailing",
-        "AlvariaEmailQueueApiRateLimited",
-        "AlvariaEmailQueueTokenRefreshFailing",
-        "AlvariaEmailQueueLabelOverflow",
-        "AlvariaEmailQueueShardingMismatch",
-        "AlvariaEmailQueueShardMissing",
-    } | QUEUE_ALERTS
+    assert (
+        names
+        == {
+            "AlvariaEmailQueueExporterDown",
+            "AlvariaEmailQueuePollsFailing",
+            "AlvariaEmailQueueDataStale",
+            "AlvariaEmailQueueAuthFailing",
+            "AlvariaEmailQueueApiRateLimited",
+            "AlvariaEmailQueueTokenRefreshFailing",
+            "AlvariaEmailQueueLabelOverflow",
+            "AlvariaEmailQueueShardingMismatch",
+            "AlvariaEmailQueueShardMissing",
+        }
+        | QUEUE_ALERTS
+    )
 
 
 @pytest.mark.parametrize("rule", alerting_rules(), ids=lambda r: r["alert"])
@@ -231,7 +235,9 @@ def test_queue_alerts_outlive_stale_after_until_the_exporter_alerts_take_over() 
     """
     data_stale = _rule("AlvariaEmailQueueDataStale")
     assert "alvaria_emailqueue_stale_after_seconds" in data_stale["expr"]
-    assert "alvaria_emailqueue_poll_interval_seconds" in _rule("AlvariaEmailQueuePollsFailing")["expr"]
+    assert (
+        "alvaria_emailqueue_poll_interval_seconds" in _rule("AlvariaEmailQueuePollsFailing")["expr"]
+    )
     for name in QUEUE_ALERTS - {"AlvariaEmailQueueServiceLevelBelowObjective"}:
         assert seconds(_rule(name)["keep_firing_for"]) >= seconds(data_stale["for"]) + 60, name
 
