@@ -11,11 +11,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# The source revision: written into the package as plain text, so build_info{revision} and the
+# landing page show it (exporter/buildinfo.py); anything but a plain revision reads as unknown.
+ARG REVISION=unknown
+
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
-# Every dependency ships manylinux wheels, so no compiler is needed in this stage.
-RUN pip wheel --wheel-dir /wheels .
+# Every dependency ships manylinux wheels, so no compiler is needed in this stage. The wheel
+# carries LICENSE in its metadata.
+RUN printf '%s\n' "${REVISION}" > exporter/REVISION \
+    && pip wheel --wheel-dir /wheels .
 
 # --- runtime: only the installed package ------------------------------------------------------
 FROM python:3.11.14-slim-bookworm
@@ -50,6 +56,9 @@ RUN groupadd --system --gid 10001 exporter \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/*.whl \
     && alvaria-emailqueue-exporter --version
+
+# The licence, where people and scanners look for it in an image.
+COPY LICENSE /usr/share/doc/alvaria-emailqueue-exporter/LICENSE
 
 USER 10001:10001
 EXPOSE 9654

@@ -7,6 +7,7 @@ items is ever kept.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from array import array
 from collections import Counter
@@ -14,12 +15,32 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from exporter.models import AgentKey, Email, EmailId, Flow, GroupKey, PairKey, Snapshot, WaitingAges
+from exporter.budget import CATCH_ALL, PairUse, SeriesBudget, SeriesCost
+from exporter.labels import bound_label, fold_key
+from exporter.models import (
+    AgentKey,
+    Email,
+    EmailId,
+    Flow,
+    FoldMemory,
+    GroupKey,
+    PairKey,
+    Snapshot,
+    WaitingAges,
+)
 from exporter.names import EMAIL_TYPES, OTHER, STATES, UNKNOWN
 
 # Undocumented `state` and `emailType` values are passed through, up to this many per
 # organisation besides the documented ones; a feed of junk must not explode the series count.
 MAX_EXTRA_VALUES = 20
+# Raw label combinations remembered within a poll to skip resolving them again (a speed-up
+# only, so bounded: cleared when full; combinations with over-long values are never kept).
+RESOLVED_LIMIT = 16_384
+# Longer ids are kept as a 16-byte digest: an id only has to be told apart from the others.
+MAX_ID_LENGTH = 64
+
+
+DEFAULT_COST = SeriesCost.for_buckets(10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +55,10 @@ class AggregationOptions:
     # States reported as zero for every seen group: the documented ones, or only those a
     # server-side `states` filter asks for (the others are never fetched, so never known).
     zero_fill_states: tuple[str, ...] = STATES
+    # Series one organisation may export, all families together (see exporter.budget).
+    max_series: int = 20_000
+    max_label_length: int = 128
+    series_cost: SeriesCost = DEFAULT_COST
 
 
 def parse_timestamp(value: str | None) -> float | None:
@@ -52,6 +77,11 @@ def parse_timestamp(value: str | None) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def _digest(email_id: str) -> bytes:
+    """A long id's stand-in: as distinct as the id, bounded in size."""
+    return hashlib.blake2b(email_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _label(*candidates: str | int | None) -> str:
@@ -106,9 +136,18 @@ class SnapshotBuilder:
     The flow since `previous` is counted on the way, so no second pass over the ids is needed.
     """
 
-    def __init__(self, options: AggregationOptions, previous: Snapshot | None = None) -> None:
+    def __init__(
+        self, options: AggregationOptions, previous: Snapshot | None = None, reserved: int = 0
+    ) -> None:
         self._options = options
         self._previous = previous
+        # Series spent before any pair is placed: the exporter's own, state transitions.
+        self._reserved = reserved
+        self._budget = SeriesBudget(
+            options.max_series, options.series_cost, options.zero_fill_states
+        )
+        self._fold_memory = previous.fold_memory if previous else FoldMemory()
+        self._new_folds: set[int] = set()
         self._previous_seen: dict[PairKey, float] = dict(previous.last_seen) if previous else {}
         self._previous_members: Mapping[EmailId, GroupKey] = (
             previous.memberships if previous else {}
@@ -130,8 +169,8 @@ class SnapshotBuilder:
         # The previous snapshot's key objects, so an unchanged email is matched by identity.
         self._keys: dict[GroupKey, GroupKey] = {k: k for k in previous.counts} if previous else {}
         self._groups: dict[GroupKey, _Group] = {}
-        # Raw label values of an item -> its group and the labels folded into `other`.
-        self._resolved: dict[tuple[object, ...], tuple[_Group, tuple[str, ...]]] = {}
+        # Raw label values of an item -> its group.
+        self._resolved: dict[tuple[object, ...], _Group] = {}
         self._memberships: dict[EmailId, GroupKey] = {}
         self._waiting: dict[PairKey, array[float]] = {}
         self._agent_counts: Counter[AgentKey] = Counter()
@@ -141,22 +180,27 @@ class SnapshotBuilder:
         self._duplicates = 0
         self._undated = 0
 
-    def _resolve(
-        self, raw: tuple[str | None, str | None, str | None, str | int | None]
-    ) -> tuple[_Group, tuple[str, ...]]:
+    def _fold(self, label: str, value: str) -> None:
+        """Count `value` as folded into `other`, once per organisation (see FoldMemory)."""
+        key = fold_key(label, value)
+        new = self._new_folds
+        if key not in new and key not in self._fold_memory and len(new) < self._fold_memory.limit:
+            new.add(key)
+            self._overflow[label] += 1
+
+    def _admit(self, cap: _CappedLabel, label: str, value: str) -> str:
+        """The label value for `value` from upstream: bounded, and within its cap."""
+        value = bound_label(value, self._options.max_label_length)
+        admitted, folded = cap.admit(value)
+        if folded:
+            self._fold(label, value)
+        return admitted
+
+    def _resolve(self, raw: tuple[str | None, str | None, str | None, str | int | None]) -> _Group:
         """The group of an item with these raw labels (first sight of the combination)."""
-        state, state_folded = self._states.admit(raw[0] or UNKNOWN)
-        email_type, type_folded = self._email_types.admit(raw[1] or UNKNOWN)
-        work_type, work_folded = self._work_types.admit(_label(raw[2], raw[3]))
-        folded = tuple(
-            label
-            for label, was_folded in (
-                ("state", state_folded),
-                ("email_type", type_folded),
-                ("work_type", work_folded),
-            )
-            if was_folded
-        )
+        state = self._admit(self._states, "state", raw[0] or UNKNOWN)
+        email_type = self._admit(self._email_types, "email_type", raw[1] or UNKNOWN)
+        work_type = self._admit(self._work_types, "work_type", _label(raw[2], raw[3]))
         key = self._keys.setdefault((state, email_type, work_type), (state, email_type, work_type))
         group = self._groups.get(key)
         if group is None:
@@ -164,8 +208,12 @@ class SnapshotBuilder:
             if state in self._options.waiting_states:
                 stamps = self._waiting.setdefault((email_type, work_type), array("d"))
             group = self._groups[key] = _Group(key, stamps)
-        self._resolved[raw] = (group, folded)
-        return group, folded
+        limit = self._options.max_label_length
+        if all(type(v) is not str or len(v) <= limit for v in raw):
+            if len(self._resolved) >= RESOLVED_LIMIT:
+                self._resolved.clear()
+            self._resolved[raw] = group
+        return group
 
     def add(self, emails: Iterable[Email]) -> None:
         """Count a page of emails; repeated ids are counted once and reported as duplicates."""
@@ -173,27 +221,27 @@ class SnapshotBuilder:
         memberships = self._memberships
         previous_get = self._previous_members.get
         resolved_get = self._resolved.get
-        overflow = self._overflow
         agent_metrics = self._options.agent_metrics
         parse = parse_timestamp
         for email in emails:
-            email_id = email.id
+            email_id: EmailId | None = email.id
             if email_id is None or email_id == "":
                 self._invalid["missing_id"] += 1
                 continue
-            if type(email_id) is str and email_id.isascii() and email_id.isdigit():
-                # Ids are int32 strings: as ints they hash and compare faster and take less
-                # memory, which keeps a 100k-id poll linear. "007" stays a string, so no two
-                # distinct ids become one.
-                if email_id[0] != "0" or email_id == "0":
-                    email_id = int(email_id)
+            if type(email_id) is str:
+                if len(email_id) < 19 and email_id.isascii() and email_id.isdigit():
+                    # Ids are int32 strings: as ints they hash and compare faster and take less
+                    # memory, which keeps a 100k-id poll linear. "007" stays a string, so no two
+                    # distinct ids become one.
+                    if email_id[0] != "0" or email_id == "0":
+                        email_id = int(email_id)
+                elif len(email_id) > MAX_ID_LENGTH:
+                    email_id = _digest(email_id)
             if email_id in memberships:
                 self._duplicates += 1
                 continue
             raw = (email.state, email.email_type, email.work_type_name, email.work_type_id)
-            group, folded = resolved_get(raw) or self._resolve(raw)
-            for label in folded:
-                overflow[label] += 1
+            group = resolved_get(raw) or self._resolve(raw)
             key = group.key
             memberships[email_id] = key
             group.count += 1
@@ -209,9 +257,7 @@ class SnapshotBuilder:
             if agent_metrics:
                 agent = _label(email.work_handler_name, email.work_handler_id)
                 if agent != UNKNOWN:
-                    agent, agent_folded = self._agents.admit(agent)
-                    if agent_folded:
-                        overflow["agent"] += 1
+                    agent = self._admit(self._agents, "agent", agent)
                     self._agent_counts[(agent, key[0])] += 1
             # An email's age counts from queuedTime, else receivedTime, else startTime.
             ts = parse(email.queued_time)
@@ -244,11 +290,66 @@ class SnapshotBuilder:
         departures.subtract(carried)
         return Flow(arrivals, +departures, self._transitions)
 
+    def _apply_budget(self, live: dict[PairKey, float]) -> None:
+        """Fold the pairs and agents past `max_series` into `other` (see exporter.budget)."""
+        uses = {pair: PairUse() for pair in live}
+        for group in self._groups.values():
+            use = uses.setdefault(group.key[1:], PairUse())
+            use.emails += group.count
+            use.states.add(group.key[0])
+            if group.oldest != math.inf:
+                use.dated.add(group.key[0])
+        folds, spent = self._budget.plan_pairs(uses, live, self._reserved)
+        if folds:
+            self._fold_pairs(folds, live)
+        room = self._budget.limit - self._reserved - spent
+        previous_agents = self._previous.agents if self._previous else {}
+        agent_folds = self._budget.plan_agents(self._agent_counts, previous_agents, room)
+        for key, target in agent_folds.items():
+            self._agent_counts[target] += self._agent_counts.pop(key)
+            self._fold("agent", key[0])
+
+    def _fold_pairs(self, folds: dict[PairKey, PairKey], live: dict[PairKey, float]) -> None:
+        """Move the groups, waiting ages and memberships of folded pairs to their targets."""
+        rekey: dict[GroupKey, GroupKey] = {}
+        for key, group in list(self._groups.items()):
+            target = folds.get(key[1:])
+            if target is None:
+                continue
+            # Carried emails stay counted against the key they had, for the departures.
+            self._carried[key] += group.carried
+            group.carried = 0
+            new_key = (key[0], *target)
+            new_key = rekey[key] = self._keys.setdefault(new_key, new_key)
+            del self._groups[key]
+            into = self._groups.get(new_key)
+            if into is None:
+                group.key = new_key
+                self._groups[new_key] = group
+            else:
+                into.count += group.count
+                into.arrivals += group.arrivals
+                into.oldest = min(into.oldest, group.oldest)
+        for pair, target in folds.items():
+            stamps = self._waiting.pop(pair, None)
+            if stamps is not None:
+                self._waiting.setdefault(target, array("d")).extend(stamps)
+            live.pop(pair, None)
+            if pair[1] != OTHER:
+                self._fold("work_type", pair[1])
+            if target == CATCH_ALL and pair[0] != OTHER:
+                self._fold("email_type", pair[0])
+        memberships = self._memberships
+        for email_id, key in memberships.items():
+            if key in rekey:
+                memberships[email_id] = rekey[key]
+
     def finish(self, now: float, reported_items: int | None = None) -> Snapshot:
         """Freeze what was added into a snapshot taken at `now`."""
         ttl = self._options.series_ttl
-        groups = self._groups.values()
         last_seen = {pair: t for pair, t in self._previous_seen.items() if now - t <= ttl}
+        self._apply_budget(last_seen)
+        groups = self._groups.values()
         for group in groups:
             last_seen[group.key[1:]] = now
         keys = self._keys
@@ -263,6 +364,7 @@ class SnapshotBuilder:
             stamps = sorted(self._waiting.get(pair, ()))
             waiting[pair] = WaitingAges(array("d", stamps), sum(stamps))
         previous = self._previous
+        self._fold_memory.remember(self._new_folds)
         return Snapshot(
             taken_at=now,
             counts=counts,
@@ -277,6 +379,7 @@ class SnapshotBuilder:
             overflow=dict(self._overflow),
             undated=self._undated,
             flow=self._flow() if previous is not None else None,
+            fold_memory=self._fold_memory,
         )
 
 

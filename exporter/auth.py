@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import msgspec
 
-from exporter.errors import AuthError, PollError, RateLimitedError
-from exporter.http import HttpTransport
+from exporter.errors import AuthError, ClientHTTPError, PollError
+from exporter.http import HttpResponse, HttpTransport
 
 DEFAULT_TOKEN_LIFETIME = 3600.0
+# RFC 6749 section 5.2 error codes that mean "these credentials get no token here".
+REFUSALS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope"})
+_ERROR_CODE = re.compile(r"[a-z_]{1,40}")
 # After a failed early refresh, the still-valid token is used this long before trying again.
 EARLY_REFRESH_HOLDOFF = 10.0
 
@@ -36,6 +40,15 @@ class TokenProvider(Protocol):
     def invalidate(self, rejected: str | None = None) -> None: ...
 
 
+def header_safe(value: str) -> bool:
+    """Whether `value` can be sent as a header value as it is: printable ASCII.
+
+    A CR or LF would end the header (and let a hostile token endpoint inject others); aiohttp
+    refuses such values with an exception that is not an API error.
+    """
+    return value.isascii() and value.isprintable()
+
+
 class StaticToken:
     """A token configured by the user: never refreshed, never expires as far as we know."""
 
@@ -45,6 +58,8 @@ class StaticToken:
         self._token = token
 
     async def token(self) -> str:
+        if not header_safe(self._token):
+            raise AuthError("access_token has characters not allowed in a header")
         return self._token
 
     def invalidate(self, rejected: str | None = None) -> None:
@@ -64,10 +79,17 @@ class TokenState:
         return now >= self.expires_at - min(60.0, self.lifetime * 0.1)
 
 
-class _TokenResponse(msgspec.Struct):
+class TokenResponse(msgspec.Struct):
+    """The fields of a token response the exporter uses (`scope` only for diagnosis)."""
+
     access_token: str
     token_type: str = "Bearer"  # noqa: S105 -- the OAuth2 token type, not a secret
     expires_in: float | None = None
+    scope: str | None = None
+
+
+class _OAuthError(msgspec.Struct):
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +103,70 @@ class ClientCredentialsConfig:
     api_key: str = field(repr=False)
     scope: str = "emailqueueapi"
     auth_method: str = "client_secret_basic"
+    # Alvaria's token service wants the organisation as `realm`; "" sends none.
+    realm: str = ""
+
+    @property
+    def url(self) -> str:
+        """The token URL with `realm` added as a query parameter, unless it already has one."""
+        return with_realm(self.token_url, self.realm)
+
+    def request_parts(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The form and headers of a token request."""
+        form = {"grant_type": "client_credentials", "scope": self.scope}
+        if self.realm:
+            form["realm"] = self.realm
+        headers = {"x-api-key": self.api_key, "Accept": "application/json"}
+        if self.auth_method == "client_secret_post":
+            form |= {"client_id": self.client_id, "client_secret": self.client_secret}
+        else:
+            headers["Authorization"] = _basic_auth(self.client_id, self.client_secret)
+        return form, headers
+
+
+def with_realm(url: str, realm: str) -> str:
+    """`url` with ``realm=<realm>`` appended to its query, unless empty or already there."""
+    parts = urlsplit(url)
+    if not realm or any(key == "realm" for key, _ in parse_qsl(parts.query, True)):
+        return url
+    query = f"{parts.query}&" if parts.query else ""
+    return parts._replace(query=f"{query}realm={quote(realm, safe='')}").geturl()
+
+
+def refusal_code(body: bytes | bytearray) -> str:
+    """The OAuth2 `error` code of a refusal body, or "" (only a short lowercase code is kept)."""
+    try:
+        code = msgspec.json.decode(body, type=_OAuthError, strict=False).error
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        return ""
+    return code if _ERROR_CODE.fullmatch(code) else ""
+
+
+def check_token_response(response: HttpResponse) -> TokenResponse:
+    """The decoded token of a token-endpoint answer; raises with the reason it is unusable.
+
+    Refused credentials (401, 403, an OAuth2 refusal code in a 4xx, no usable token in a 200)
+    are `auth`; any other 4xx is `http_4xx`, e.g. a wrong token URL that answers 404.
+    """
+    status = response.status
+    if status != 200:
+        code = refusal_code(response.body)
+        detail = f"{status} {code}" if code else str(status)
+        if status in (401, 403) or code in REFUSALS:
+            raise AuthError(f"token endpoint refused the credentials ({detail})", status=status)
+        raise ClientHTTPError(f"token endpoint answered {detail}", status=status)
+    try:
+        # Lax: some gateways (Apigee among them) send expires_in as a string.
+        decoded = msgspec.json.decode(response.body, type=TokenResponse, strict=False)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise AuthError("token endpoint returned no usable access_token") from exc
+    if not decoded.access_token:
+        raise AuthError("token endpoint returned an empty access_token")
+    if not header_safe(decoded.access_token):
+        raise AuthError(
+            "token endpoint returned an access_token with characters not allowed in a header"
+        )
+    return decoded
 
 
 def _basic_auth(client_id: str, client_secret: str) -> str:
@@ -102,6 +188,7 @@ class ClientCredentials:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
+        self._url = config.url
         self._transport = transport
         self._clock = clock
         self._state: TokenState | None = None
@@ -128,7 +215,7 @@ class ClientCredentials:
             if state is None or self._wants_refresh(state):
                 try:
                     state = self._state = await self._request()
-                except AuthError:
+                except PollError:
                     # An early refresh failed but the cached token still works: keep using it
                     # and try again a little later rather than on every page.
                     if state is None or self._clock() >= state.expires_at:
@@ -144,29 +231,13 @@ class ClientCredentials:
 
     async def _request(self) -> TokenState:
         cfg = self._config
-        form = {"grant_type": "client_credentials", "scope": cfg.scope}
-        headers = {"x-api-key": cfg.api_key, "Accept": "application/json"}
-        if cfg.auth_method == "client_secret_post":
-            form |= {"client_id": cfg.client_id, "client_secret": cfg.client_secret}
-        else:
-            headers["Authorization"] = _basic_auth(cfg.client_id, cfg.client_secret)
-        try:
-            response = await self._transport.request(
-                "token", "POST", cfg.token_url, data=form, headers=headers
-            )
-        except RateLimitedError:
-            raise  # a throttled token endpoint is rate limiting: the poller backs off for it
-        except PollError as exc:  # its message already names the token endpoint
-            raise AuthError(str(exc), status=exc.status) from exc
-        if response.status != 200:
-            raise AuthError(f"token endpoint answered {response.status}", status=response.status)
-        try:
-            # Lax: some gateways (Apigee among them) send expires_in as a string.
-            decoded = msgspec.json.decode(response.body, type=_TokenResponse, strict=False)
-        except msgspec.DecodeError as exc:
-            raise AuthError("token endpoint returned no usable access_token") from exc
-        if not decoded.access_token:
-            raise AuthError("token endpoint returned an empty access_token")
+        form, headers = cfg.request_parts()
+        # Transport failures keep their own reason (connection, timeout, http_5xx, rate_limited,
+        # decode): the credentials were never judged, so they are not `auth`.
+        response = await self._transport.request(
+            "token", "POST", self._url, data=form, headers=headers
+        )
+        decoded = check_token_response(response)
         lifetime = decoded.expires_in
         if lifetime is None or not 0 < lifetime < math.inf:
             lifetime = DEFAULT_TOKEN_LIFETIME

@@ -7,18 +7,16 @@ all items is ever held here.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any
-
-import msgspec
+from dataclasses import dataclass
 
 from exporter.auth import TokenProvider
-from exporter.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
+from exporter.decode import Page, decode_page
+from exporter.errors import AuthError, ClientHTTPError, InconsistentError
 from exporter.http import HttpTransport
-from exporter.models import Email
+
+__all__ = ["ClientOptions", "EmailQueueClient", "Page", "decode_page"]
 
 EMAILS_PATH = "/via/v2/organizations/{org_id}/emailQueue/emails"
 
@@ -34,103 +32,6 @@ class ClientOptions:
     email_type: str | None = None
     work_type_ids: tuple[str, ...] = ()
     states: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class Page:
-    """One decoded page: usable emails, skipped items by reason, and the API's totals."""
-
-    start: int
-    returned: int
-    emails: list[Email]
-    total_items: int | None = None
-    invalid: Counter[str] = field(default_factory=Counter)
-
-
-class _EmailList(msgspec.Struct, rename="camel"):
-    kind: str | None = None
-    total_items: int | None = None
-    items: list[Email] | None = None
-
-
-_LIST_DECODER = msgspec.json.Decoder(_EmailList)
-_ANY_DECODER = msgspec.json.Decoder()
-_LABEL_FIELDS = ("state", "emailType", "workTypeId", "workTypeName", "workHandlerId")
-_TEXT_FIELDS = ("workHandlerName", "queuedTime", "receivedTime", "startTime")
-# `items` may be omitted from an empty list, but an object without items or totalItems (an
-# error body sent with status 200, say) must not read as an empty queue.
-_NOT_A_LIST = "response is not an email list (no items or totalItems)"
-LIST_KIND = "via#emailList"
-
-
-def decode_page(body: bytes, start: int = 0) -> Page:
-    """Decode an `EmailList` body; items of the wrong shape are counted, not fatal."""
-    try:
-        decoded = _LIST_DECODER.decode(body)
-    except msgspec.ValidationError:
-        return _decode_leniently(body, start)
-    except msgspec.DecodeError as exc:
-        raise DecodeError("response is not valid JSON") from exc
-    if decoded.items is None and decoded.total_items is None:
-        if decoded.kind != LIST_KIND:
-            return _decode_leniently(body, start)  # tells a missing key from a null one
-    emails = decoded.items or []
-    page = Page(start, len(emails), emails, decoded.total_items)
-    # Well-typed items can still lack an id; drop them here as the slow path does.
-    if any(email.id is None or email.id == "" for email in emails):
-        page.emails = [email for email in emails if email.id is not None and email.id != ""]
-        page.invalid["missing_id"] = len(emails) - len(page.emails)
-    return page
-
-
-def _decode_leniently(body: bytes, start: int) -> Page:
-    """Slow path for a body that is JSON but not quite an `EmailList`."""
-    try:
-        data = _ANY_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        # The typed decoder can stop at a wrong type before it reaches broken JSON.
-        raise DecodeError("response is not valid JSON") from exc
-    if not isinstance(data, dict):
-        raise DecodeError("response is not a JSON object")
-    if not {"items", "totalItems"} & data.keys() and data.get("kind") != LIST_KIND:
-        raise DecodeError(_NOT_A_LIST)
-    items = data.get("items")
-    if items is None:
-        items = []
-    if not isinstance(items, list):
-        raise DecodeError("response field items is not a list")
-    total = data.get("totalItems")
-    if isinstance(total, bool) or not isinstance(total, int):
-        total = None
-    page = Page(start, len(items), [], total)
-    for item in items:
-        if not isinstance(item, dict):
-            page.invalid["not_object"] += 1
-            continue
-        email = _coerce(item)
-        if email is None:
-            page.invalid["missing_id"] += 1
-        else:
-            page.emails.append(email)
-    return page
-
-
-def _coerce(item: Mapping[str, Any]) -> Email | None:
-    """An `Email` from a loosely typed item; fields of the wrong type count as missing."""
-    email_id = _scalar(item.get("id"))
-    if email_id is None:
-        return None
-    fields = {name: _scalar(item.get(name)) for name in _LABEL_FIELDS}
-    texts = {name: v if isinstance(v := item.get(name), str) else None for name in _TEXT_FIELDS}
-    return msgspec.convert({"id": email_id, **fields, **texts}, Email)
-
-
-def _scalar(value: Any) -> str | None:
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 class EmailQueueClient:
@@ -226,6 +127,10 @@ class EmailQueueClient:
                 f"page at startIndex {first_short} came back short but later pages had items"
             )
 
+    async def page(self, start: int = 0) -> Page:
+        """One page on its own (what `--check-connection` looks at)."""
+        return await self._fetch(start)
+
     def _params(self, start: int) -> list[tuple[str, str]]:
         opts = self._options
         params = [
@@ -263,4 +168,4 @@ class EmailQueueClient:
             raise AuthError(f"emails endpoint refused the credentials ({status})", status=status)
         if status != 200:
             raise ClientHTTPError(f"emails endpoint answered {status}", status=status)
-        return decode_page(response.body, start)
+        return decode_page(response.body, start, self._options.page_size)

@@ -12,16 +12,15 @@ render thread. Sample of what it produces (Prometheus text format, abridged)::
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__, names
+from exporter import buildinfo, names
 from exporter.errors import POLL_ERROR_REASONS
-from exporter.families import Block, Family, to_metric_family
+from exporter.families import Block, Family, series_by_org, to_metric_family
 from exporter.models import Snapshot, WaitingAges
 from exporter.store import REQUEST_DURATION_BUCKETS, OrgState, Store
 
@@ -30,7 +29,11 @@ GROUP = ("org", "state", "email_type", "work_type")
 PAIR = ("org", "email_type", "work_type")
 
 BUILD_INFO = Family.gauge(
-    names.BUILD_INFO, "Exporter version and Python version; always 1.", "version", "python_version"
+    names.BUILD_INFO,
+    "Exporter version, source revision and Python version; always 1.",
+    "version",
+    "revision",
+    "python_version",
 )
 UP = Family.gauge(names.UP, "1 when the last poll of the organisation succeeded.", "org")
 LAST_POLL_SUCCESS = Family.gauge(
@@ -115,6 +118,11 @@ AGENT_EMAILS = Family.gauge(
     "agent",
     "state",
 )
+SERIES = Family.gauge(
+    names.SERIES,
+    "Series the organisation exports now, all families together (against max_series).",
+    "org",
+)
 
 
 class QueueCollector(Collector):
@@ -144,14 +152,23 @@ class QueueCollector(Collector):
         """Every family's series at this moment; cheap: whole mappings, rendered later."""
         now = self._clock()
         build = BUILD_INFO.block()
-        build.add((__version__, platform.python_version()), 1)
+        build.add(buildinfo.labels(), 1)
         yield build
         states = list(self._store.orgs.values())
-        yield from self._exporter_blocks(states)
-        yield from self._timing_blocks(states)
-        yield from self._flow_blocks(states)
         live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
-        yield from self._queue_blocks(live, now)
+        blocks = [
+            *self._exporter_blocks(states),
+            *self._timing_blocks(states),
+            *self._flow_blocks(states),
+            *self._queue_blocks(live, now),
+        ]
+        yield from blocks
+        # Counted from what is exported, not estimated: every family with an `org` label.
+        counted = series_by_org(blocks)
+        series = SERIES.block()
+        for s in states:
+            series.add((s.org,), counted[s.org] + 1)  # + this series itself
+        yield series
 
     def _exporter_blocks(self, states: list[OrgState]) -> Iterator[Block]:
         up, success, duration = UP.block(), LAST_POLL_SUCCESS.block(), LAST_POLL_DURATION.block()

@@ -7,12 +7,16 @@ of the `reason` label of ``alvaria_emailqueue_poll_errors_total``::
     ├── ConfigError              exit code 2, names the setting and where it came from
     │   └── ConfigErrors         several of them, reported together (one line each)
     └── PollError                one failed poll of one organisation
-        ├── AuthError            reason="auth"          token refused, 401 after refresh, 403
+        ├── AuthError            reason="auth"          credentials refused: token endpoint 401/403
+        │                                               or OAuth2 refusal, no usable token in a 200,
+        │                                               emails 401 after refresh, 403
         ├── RateLimitedError     reason="rate_limited"  429 after every retry
         ├── ClientHTTPError      reason="http_4xx"      other 4xx (404 unknown org, 400 ...)
         ├── ServerHTTPError      reason="http_5xx"      5xx after every retry
         ├── RequestTimeoutError  reason="timeout"       request timeout or poll deadline
         ├── ConnectionFailedError reason="connection"   refused, reset, DNS, TLS
+        │                                               (failures of the token endpoint keep
+        │                                               these reasons too: they are not `auth`)
         ├── DecodeError          reason="decode"        not JSON, wrong shape, body too large
         └── InconsistentError    reason="inconsistent"  paging that does not add up
 

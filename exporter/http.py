@@ -59,7 +59,7 @@ class HttpResponse:
 
     status: int
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes | bytearray
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -149,41 +149,45 @@ class HttpTransport:
                 code = str(resp.status)
                 body = await self._read_body(endpoint, resp)
                 return HttpResponse(resp.status, dict(resp.headers), body)
-        except TimeoutError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             code = "error"
-            raise RequestTimeoutError(f"{endpoint} request timed out") from exc
-        except aiohttp.ClientPayloadError as exc:
-            code = "error"
-            raise ConnectionFailedError(f"{endpoint} response body incomplete") from exc
-        except aiohttp.ClientConnectorError as exc:
-            code = "error"
-            # Host, port and the OS reason say what to fix; the URL (with its query) is not shown.
-            errno = exc.os_error.errno or 0
-            # DNS and TLS failures carry no meaningful errno; their class names say what failed.
-            plain = errno > 0 and not isinstance(exc.os_error, ssl.SSLError)
-            reason = os.strerror(errno) if plain else type(exc).__name__
-            raise ConnectionFailedError(
-                f"{endpoint} request failed: cannot connect to {exc.host}:{exc.port}: {reason}"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            code = "error"
-            raise ConnectionFailedError(f"{endpoint} request failed: {type(exc).__name__}") from exc
+            raise transport_error(endpoint, exc) from exc
         finally:
             self._observer(endpoint, code, time.monotonic() - started)
 
-    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytearray:
         limit = self._max_bytes
         if resp.content_length is not None and resp.content_length > limit:
             size = resp.content_length
             raise DecodeError(f"{endpoint} response body of {size} bytes exceeds {limit}")
-        chunks: list[bytes] = []
-        size = 0
+        # One growing buffer, handed on as it is: a list of chunks joined at the end would hold
+        # the body twice at its peak.
+        body = bytearray()
         async for chunk in resp.content.iter_chunked(256 * 1024):
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
+                # Freed now, not when the traceback that still sees this frame is collected.
+                del body
                 raise DecodeError(f"{endpoint} response body exceeds {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body += chunk
+        return body
+
+
+def transport_error(endpoint: str, exc: TimeoutError | aiohttp.ClientError) -> PollError:
+    """The poll error for a request that got no response: `timeout` or `connection`."""
+    if isinstance(exc, TimeoutError):
+        return RequestTimeoutError(f"{endpoint} request timed out")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ConnectionFailedError(f"{endpoint} response body incomplete")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # Host, port and the OS reason say what to fix; the URL (with its query) is not shown.
+        errno = exc.os_error.errno or 0
+        # DNS and TLS failures carry no meaningful errno; their class names say what failed.
+        plain = errno > 0 and not isinstance(exc.os_error, ssl.SSLError)
+        reason = os.strerror(errno) if plain else type(exc).__name__
+        return ConnectionFailedError(
+            f"{endpoint} request failed: cannot connect to {exc.host}:{exc.port}: {reason}"
+        )
+    return ConnectionFailedError(f"{endpoint} request failed: {type(exc).__name__}")
 
 
 def _retryable_error(endpoint: str, response: HttpResponse) -> PollError | None:

@@ -4,29 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from pydantic import SecretStr
 
 from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
-from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
-from exporter.client import ClientOptions, EmailQueueClient
+from exporter.budget import SeriesCost
+from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
+from exporter.connections import ConnectionGuard, ConnectionLimits, ServerCollector, raise_fd_limit
+from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
 from exporter.families import Registry
 from exporter.http import HttpTransport, RetryPolicy, Sleep
+from exporter.landing import PageInfo
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
-from exporter.server import build_app, serve
+from exporter.server import PAGE_INFO, build_app, serve
 from exporter.settings import Settings, TargetSettings
-from exporter.settings.files import client_ssl_context
+from exporter.signals import Interrupted, cancel_on_signals
 from exporter.store import OrgState, Store
+from exporter.targets import client_options, token_provider, upstream_ssl
 from exporter.textformat import render
 from exporter.web_config import WebConfig
 
@@ -42,6 +49,9 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         agent_metrics=cfg.agent_metrics,
         max_agents=cfg.max_agents,
         zero_fill_states=target.states or STATES,
+        max_series=cfg.max_series,
+        max_label_length=cfg.max_label_length,
+        series_cost=SeriesCost.for_buckets(len(cfg.age_buckets)),
     )
 
 
@@ -70,40 +80,14 @@ def build_poller(
         clock=clock,
         ssl=ssl_context,
     )
-    api_key = target.api_key.get_secret_value()
-    auth: TokenProvider
-    if target.access_token is not None:
-        auth = StaticToken(target.access_token.get_secret_value())
-    elif target.client_id is None or target.client_secret is None:
-        raise ConfigError("client_id", "settings", "needed unless access_token is set")
-    else:
-        auth = ClientCredentials(
-            ClientCredentialsConfig(
-                token_url=target.token_url,
-                client_id=target.client_id,
-                client_secret=target.client_secret.get_secret_value(),
-                api_key=api_key,
-                scope=target.scope,
-                auth_method=target.token_auth_method,
-            ),
-            transport,
-            clock=clock,
-        )
+    auth = token_provider(target, transport, clock)
     client = EmailQueueClient(
         api_url=target.api_url,
         org_id=target.org_id,
-        api_key=api_key,
+        api_key=target.api_key.get_secret_value(),
         auth=auth,
         transport=transport,
-        options=ClientOptions(
-            page_size=cfg.page_size,
-            max_concurrency=cfg.max_concurrency,
-            max_pages=cfg.max_pages,
-            extended_info=target.extended_info,
-            email_type=target.email_type,
-            work_type_ids=target.work_type_ids,
-            states=target.states,
-        ),
+        options=client_options(cfg, target),
     )
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
     options = aggregation_options(cfg, target)
@@ -111,8 +95,13 @@ def build_poller(
 
 
 def build_registry(store: Store, cfg: Settings, clock: Callable[[], float] = time.time) -> Registry:
-    """A registry of our own holding only the exporter's collector."""
+    """A registry of our own: the exporter's collector, and the process and Python runtime ones."""
     registry = Registry()
+    # process_* (RSS, CPU, open files, start time), python_gc_*, python_info, as every
+    # prometheus_client exporter has them; each registers itself here, not in the global one.
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
     registry.register(
         QueueCollector(
             store,
@@ -131,29 +120,51 @@ def start_delays(count: int, poll_interval: float) -> list[float]:
     return [window * i / count for i in range(count)]
 
 
-async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None) -> int:
+def page_info(cfg: Settings, demo_url: str | None = None) -> PageInfo:
+    """What the landing page shows beyond the store."""
+    return PageInfo(
+        poll_interval=cfg.poll_interval,
+        stale_after=cfg.stale_after,
+        waiting_states=frozenset(cfg.waiting_states),
+        api_hosts={t.org_id: urlsplit(t.api_url).hostname or "" for t in cfg.targets},
+        demo_url=demo_url,
+    )
+
+
+async def run(
+    cfg: Settings,
+    *,
+    once: bool = False,
+    web: WebConfig | None = None,
+    demo_url: str | None = None,
+) -> int:
     """Poll forever and serve, or (`once`) poll every organisation once and print the metrics."""
     web = web or WebConfig()
     logger = structlog.get_logger("exporter")
     store = Store([t.org_id for t in cfg.targets])
     registry = build_registry(store, cfg)
-    ssl_context: ssl.SSLContext | bool = True
-    if cfg.ca_file is not None:
-        try:
-            ssl_context = client_ssl_context(cfg.ca_file)
-        except ValueError as exc:
-            raise ConfigError("ca_file", "settings", str(exc)) from None
+    ssl_context = upstream_ssl(cfg)
     async with aiohttp.ClientSession(trust_env=True) as session:
         pollers = [
             build_poller(t, cfg, session, store.orgs[t.org_id], ssl_context) for t in cfg.targets
         ]
         if once:
-            results = await asyncio.gather(*(p.poll_once() for p in pollers))
-            sys.stdout.write(render(registry).decode())
+            # Ctrl-C or SIGTERM: exit 130 / 143 with nothing printed; the write is never cut.
+            with cancel_on_signals():
+                results = await asyncio.gather(*(p.poll_once() for p in pollers))
+                sys.stdout.write(render(registry).decode())
+                sys.stdout.flush()
             return 0 if all(results) else 1
         delays = start_delays(len(pollers), cfg.poll_interval)
         loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
         app = build_app(store, registry, loops, middlewares=[web.middleware])
+        app[PAGE_INFO] = page_info(cfg, demo_url)
+        guard = ConnectionGuard(
+            ConnectionLimits(max_connections=cfg.max_connections, header_timeout=cfg.header_timeout)
+        )
+        registry.register(ServerCollector(guard, lambda: web.auth.busy if web.auth else 0))
+        if warning := raise_fd_limit(cfg.max_connections):
+            logger.warning("file descriptor limit", problem=warning)
         await serve(
             app,
             cfg.listen_host,
@@ -162,9 +173,35 @@ async def run(cfg: Settings, *, once: bool = False, web: WebConfig | None = None
             on_started=lambda url: logger.info(
                 "listening", url=url, organisations=len(pollers), version=__version__
             ),
+            guard=guard,
+            signals={
+                signal.SIGHUP: lambda: on_reload(logger),
+                signal.SIGUSR1: lambda: log_status(logger, store, guard),
+            },
         )
     logger.info("stopped")
     return 0
+
+
+def on_reload(logger: structlog.typing.FilteringBoundLogger) -> None:
+    """SIGHUP: the configuration reload of SPEC section 8 belongs here; until then, say so."""
+    logger.warning("reload requested (SIGHUP); reloading is not supported yet, nothing changed")
+
+
+def log_status(
+    logger: structlog.typing.FilteringBoundLogger, store: Store, guard: ConnectionGuard
+) -> None:
+    """SIGUSR1: one line per organisation, and the server's connections, in the log."""
+    for state in store.orgs.values():
+        logger.info(
+            "status",
+            org=state.org,
+            up=state.up,
+            last_success=state.last_success,
+            last_error_reason=state.last_error_reason,
+            last_error=state.last_error,
+        )
+    logger.info("status", http_connections=guard.stats.open, **guard.stats.rejections())
 
 
 async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
@@ -184,7 +221,8 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
             api_url=sim.base_url,
             token_url=sim.token_url,
         )
-        return await run(cfg.model_copy(update={"targets": (target,)}), web=web)
+        demo_cfg = cfg.model_copy(update={"targets": (target,)})
+        return await run(demo_cfg, web=web, demo_url=sim.base_url)
     finally:
         await sim.close()
 
@@ -218,6 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in (*invocation.notes, *settings.advice(cfg)):
             print(f"{PROG}: warning: {note}", file=sys.stderr)
         return 0
+    if invocation.mode == "check_connection":
+        try:
+            return asyncio.run(check_connection(cfg, sys.stdout.write))
+        except ConfigError as exc:  # a file changed between validation and use
+            return _config_error(exc)
+        except KeyboardInterrupt:
+            return 130
     log.configure(cfg.log_level, cfg.log_format)
     for note in (*invocation.notes, *settings.advice(cfg)):
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
@@ -227,8 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
     except ConfigError as exc:  # a file changed between validation and use
         return _config_error(exc)
-    except KeyboardInterrupt:
-        return 0
+    except Interrupted as exc:  # --once stopped by Ctrl-C or SIGTERM: a script must not see 0
+        print(f"{PROG}: {exc}; nothing printed", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # before the event loop took the signal over
+        return 130
     except OSError as exc:  # e.g. the listen address is taken: one line, not a traceback
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

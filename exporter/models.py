@@ -16,8 +16,9 @@ GroupKey = tuple[str, str, str]
 PairKey = tuple[str, str]
 # (agent, state): the label set of the per-agent workload gauge.
 AgentKey = tuple[str, str]
-# An email id as the aggregation keeps it: canonical decimal ids as ints, others as strings.
-EmailId = str | int
+# An email id as the aggregation keeps it: canonical decimal ids as ints, others as strings,
+# over-long ones as a digest.
+EmailId = str | int | bytes
 
 
 class Email(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -61,6 +62,40 @@ class WaitingAges:
         return len(past) * now - sum(past)
 
 
+# Folded values remembered per organisation, so each is counted once (see FoldMemory).
+FOLD_MEMORY = 32_768
+
+
+class FoldMemory:
+    """Which (label, value) pairs were already counted as folded into `other`.
+
+    Only a 64-bit hash of each pair is kept, at most `limit` of them in insertion order (about
+    100 bytes each: 3.2 MB at the default); past that the oldest are forgotten, and a value
+    forgotten and folded again is counted again. Updated only when a poll succeeds, so a
+    failed poll never marks a value as counted.
+    """
+
+    __slots__ = ("_seen", "limit")
+
+    def __init__(self, limit: int = FOLD_MEMORY) -> None:
+        self.limit = limit
+        self._seen: dict[int, None] = {}
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def remember(self, keys: set[int]) -> None:
+        """Add newly counted keys, forgetting the oldest beyond the limit."""
+        seen = self._seen
+        for key in keys:
+            seen[key] = None
+        if len(seen) > self.limit:  # once per poll at most: rebuilt, not popped one by one
+            self._seen = dict.fromkeys(list(seen)[-self.limit :])
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
     """What changed between two consecutive successful polls."""
@@ -90,6 +125,8 @@ class Snapshot:
     # The flow since the snapshot this one was built on (None for the first), counted while
     # aggregating so that no second pass over the ids is needed.
     flow: Flow | None = None
+    # Which folded label values were already counted in label_overflow_total (exporter.labels).
+    fold_memory: FoldMemory = field(default_factory=FoldMemory)
 
     @property
     def unique_items(self) -> int:

@@ -34,6 +34,19 @@ TOKEN_EXPIRY: Final = f"{PREFIX}_token_expiry_timestamp_seconds"
 BUILD_INFO: Final = f"{PREFIX}_exporter_build_info"
 POLL_INTERVAL: Final = f"{PREFIX}_poll_interval_seconds"
 STALE_AFTER: Final = f"{PREFIX}_stale_after_seconds"
+SERIES: Final = f"{PREFIX}_series"
+
+# The exporter's own HTTP server (exporter/connections.py)
+HTTP_CONNECTIONS: Final = f"{PREFIX}_http_connections"
+HTTP_MAX_CONNECTIONS: Final = f"{PREFIX}_http_max_connections"
+HTTP_CONNECTIONS_REJECTED: Final = f"{PREFIX}_http_connections_rejected"
+HTTP_AUTH_BUSY: Final = f"{PREFIX}_http_auth_busy"
+# `reason` of http_connections_rejected_total, reported from zero.
+CONNECTION_REJECT_REASONS: Final[tuple[str, ...]] = (
+    "max_connections",
+    "header_timeout",
+    "accept_failed",
+)
 
 # Label values
 UNKNOWN: Final = "unknown"

@@ -6,24 +6,28 @@ Poll tasks live in a `cleanup_ctx`, so stopping the app cancels and awaits them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import html
+import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter import __version__
+from exporter import landing
+from exporter.connections import ConnectionGuard
 from exporter.exposition import ExpositionCache
+from exporter.landing import PageInfo
+from exporter.signals import STOP_SIGNALS, handle_signals
 from exporter.store import Store
 
 PollTask = Callable[[], Coroutine[Any, Any, None]]
 
 STORE = web.AppKey("store", Store)
+# Settings the landing page shows (poll interval, API hosts, demo); optional, main sets it.
+PAGE_INFO = web.AppKey("page_info", PageInfo)
 POLL_TASKS = web.AppKey("poll_tasks", list[asyncio.Task[None]])
 
 
@@ -71,33 +75,10 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="waiting for the first poll of every organisation\n")
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 async def landing_page(request: web.Request) -> web.Response:
     """Version, links and per-organisation status; shows nothing secret."""
-    rows = []
-    for state in request.app[STORE].orgs.values():
-        status = "up" if state.up else ("down" if state.polled else "pending")
-        error = f"{state.last_error_reason}: {state.last_error}" if state.last_error else ""
-        rows.append(
-            f"<tr><td>{html.escape(state.org)}</td><td class={status}>{status}</td>"
-            f"<td>{_when(state.last_success)}</td><td>{html.escape(error)}</td></tr>"
-        )
-    body = f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>Alvaria EmailQueue exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left}}
-.up{{color:#1a7f37}}.down{{color:#cf222e}}.pending{{color:#9a6700}}</style></head>
-<body><h1>Alvaria EmailQueue exporter</h1><p>Version {__version__}</p>
-<ul><li><a href="metrics">Metrics</a></li><li><a href="healthz">Health</a></li>
-<li><a href="readyz">Readiness</a></li></ul>
-<table><tr><th>Organisation</th><th>Status</th><th>Last success</th><th>Last error</th></tr>
-{"".join(rows)}
-</table></body></html>
-"""
+    info = request.app.get(PAGE_INFO) or PageInfo()
+    body = landing.render(info, request.app[STORE].orgs.values(), time.time())
     return web.Response(text=body, content_type="text/html")
 
 
@@ -109,27 +90,54 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     on_started: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    guard: ConnectionGuard | None = None,
+    signals: Mapping[signal.Signals, Callable[[], None]] | None = None,
 ) -> None:
-    """Serve `app` until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
+    """Serve `app` until SIGTERM/SIGINT/SIGQUIT (or `stop` is set), then shut down cleanly.
+
+    Every connection passes through `guard` (max_connections, header_timeout, keep-alive);
+    `signals` adds handlers for other signals (SIGHUP, SIGUSR1) while serving.
+    """
     stop = stop or asyncio.Event()
+    guard = guard or ConnectionGuard()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    handlers = {sig: stop.set for sig in STOP_SIGNALS} | dict(signals or {})
+    app.middlewares.insert(0, guard.middleware)  # outermost, before setup freezes the list
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=0.5,
+        keepalive_timeout=guard.limits.keepalive_timeout,
+    )  # fmt: skip
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.addFilter(guard.filter_server_log)
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(guard.handle_loop_exception)
+    listener: asyncio.Server | None = None
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
-        await site.start()
-        if on_started is not None:
-            scheme = "https" if ssl_context else "http"
-            shown = host if host and host not in ("0.0.0.0", "::") else "localhost"  # noqa: S104 -- compared, not bound
-            shown = f"[{shown}]" if ":" in shown else shown
-            bound = runner.addresses[0][1] if runner.addresses else port
-            on_started(f"{scheme}://{shown}:{bound}/metrics")
-        await stop.wait()
+        with handle_signals(handlers):
+            assert runner.server is not None  # noqa: S101 - set by setup()
+            listener = await loop.create_server(
+                guard.protocol_factory(runner.server),
+                host or None,
+                port,
+                ssl=ssl_context,
+                # A TLS handshake comes before the header timer starts: bound it the same way.
+                ssl_handshake_timeout=guard.limits.header_timeout if ssl_context else None,
+                backlog=128,
+            )
+            if on_started is not None:
+                on_started(_url(host, listener, port, ssl_context is not None))
+            await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
+        loop.set_exception_handler(previous_handler)
+        server_log.removeFilter(guard.filter_server_log)
+
+
+def _url(host: str, listener: asyncio.Server, port: int, tls: bool) -> str:
+    shown = host if host and host not in ("0.0.0.0", "::") else "localhost"  # noqa: S104 -- compared, not bound
+    shown = f"[{shown}]" if ":" in shown else shown
+    bound = listener.sockets[0].getsockname()[1] if listener.sockets else port
+    return f"{'https' if tls else 'http'}://{shown}:{bound}/metrics"

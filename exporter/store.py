@@ -10,6 +10,7 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
+from exporter.budget import OWN_SERIES
 from exporter.models import Flow, GroupKey, PairKey, Snapshot
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -49,8 +50,11 @@ class OrgState:
     version: int = 0
     last_success: float | None = None
     last_duration: float | None = None
+    # The last failure stays after a recovery, with its time: "failed at 09:10, fine since".
     last_error: str | None = None
     last_error_reason: str | None = None
+    last_error_at: float | None = None
+    failures_in_a_row: int = 0
     polls: int = 0
     poll_errors: Counter[str] = field(default_factory=Counter)
     api_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -62,6 +66,10 @@ class OrgState:
     arrivals: Counter[PairKey] = field(default_factory=Counter)
     departures: Counter[GroupKey] = field(default_factory=Counter)
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def reserved_series(self) -> int:
+        """Series this organisation exports that no label combination of the queue pays for."""
+        return OWN_SERIES + len(self.api_requests) + len(self.transitions)
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one upstream request (the transport's observer)."""
@@ -79,8 +87,7 @@ class OrgState:
         self.polls += 1
         self.last_success = snapshot.taken_at
         self.last_duration = duration
-        self.last_error = None
-        self.last_error_reason = None
+        self.failures_in_a_row = 0
         self.token_expiry = token_expiry
         self.duplicates += snapshot.duplicates
         self.invalid.update(snapshot.invalid)
@@ -102,7 +109,12 @@ class OrgState:
             self.departures[key] += 0
 
     def record_failure(
-        self, reason: str, message: str, duration: float, token_expiry: float | None
+        self,
+        reason: str,
+        message: str,
+        duration: float,
+        token_expiry: float | None,
+        at: float | None = None,
     ) -> None:
         """Mark the organisation down; the last snapshot stays until it goes stale."""
         self.up = False
@@ -113,6 +125,8 @@ class OrgState:
         self.last_duration = duration
         self.last_error = message
         self.last_error_reason = reason
+        self.last_error_at = at
+        self.failures_in_a_row += 1
         self.token_expiry = token_expiry
 
     def live_snapshot(self, now: float, stale_after: float) -> Snapshot | None:

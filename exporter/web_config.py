@@ -8,24 +8,17 @@ never silently ignored, and no message ever quotes a hash or a password.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import difflib
-import hashlib
-import hmac
 import re
-import secrets
 import ssl
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 from aiohttp import web
 
+from exporter.basic_auth import BasicAuth, Verdict
 from exporter.errors import ConfigError
 from exporter.settings.files import PEM_FILE_LIMIT, check_regular, read_yaml
 
@@ -219,66 +212,6 @@ def _users(data: Any, path: Path) -> dict[str, bytes]:
     return users
 
 
-@dataclass(slots=True)
-class BasicAuth:
-    """Checks `Authorization: Basic` against bcrypt hashes off the event loop, with a cache.
-
-    Verdicts are cached per (user, keyed hash of the attempted password), so a storm of scrapes
-    costs one bcrypt per distinct credential; the cache never holds a password.
-    """
-
-    users: Mapping[str, bytes]
-    check: Callable[[bytes, bytes], bool] = bcrypt.checkpw
-    _key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    _cache: OrderedDict[bytes, bool] = field(default_factory=OrderedDict)
-    _pending: dict[bytes, asyncio.Future[bool]] = field(default_factory=dict)
-    # A burst of distinct wrong passwords must not take every executor thread (DNS needs them).
-    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
-
-    async def verify(self, header: str | None) -> bool:
-        """True when `header` carries a configured user and their password."""
-        credentials = _parse_basic(header)
-        if credentials is None:
-            return False
-        user, password = credentials
-        key = hmac.digest(self._key, user + b"\0" + password, hashlib.sha256)
-        if (verdict := self._cache.get(key)) is not None:
-            self._cache.move_to_end(key)
-            return verdict
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._check(user, password))
-            self._pending[key] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(key, None))
-        verdict = await asyncio.shield(pending)
-        self._cache[key] = verdict
-        if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return verdict
-
-    async def _check(self, user: bytes, password: bytes) -> bool:
-        hashed = self.users.get(user.decode("utf-8", "replace"))
-        # An unknown user is checked against a real hash too, so timing does not reveal users.
-        target = hashed if hashed is not None else next(iter(self.users.values()))
-        async with self._slots:
-            ok = await asyncio.to_thread(self.check, password, target)
-        return ok and hashed is not None
-
-
-def _parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
-    if not header:
-        return None
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(b":")
-    return (user, password) if sep else None
-
-
 @dataclass(frozen=True, slots=True)
 class WebConfig:
     """What the HTTP server needs: an SSLContext (None = plain HTTP) and a middleware."""
@@ -294,11 +227,20 @@ class WebConfig:
 
         @web.middleware
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if auth is not None and not await auth.verify(request.headers.get("Authorization")):
+            verdict = Verdict.OK
+            if auth is not None:
+                verdict = await auth.judge(request.headers.get("Authorization"))
+            if verdict is Verdict.DENIED:
                 response: web.StreamResponse = web.Response(
                     status=401,
                     text="Unauthorized\n",
                     headers={"WWW-Authenticate": 'Basic realm="alvaria-emailqueue-exporter"'},
+                )
+            elif verdict is Verdict.BUSY:
+                response = web.Response(
+                    status=503,
+                    text="Too many credentials waiting to be checked; retry\n",
+                    headers={"Retry-After": "1"},
                 )
             else:
                 try:

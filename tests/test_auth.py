@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 from typing import Any
 from urllib.parse import unquote_plus
@@ -21,8 +22,16 @@ from exporter.auth import (
     ClientCredentialsConfig,
     StaticToken,
     TokenState,
+    with_realm,
 )
-from exporter.errors import AuthError, RateLimitedError
+from exporter.errors import (
+    AuthError,
+    ConnectionFailedError,
+    PollError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServerHTTPError,
+)
 from exporter.http import HttpTransport, RetryPolicy
 from tests.fakes import Clock, FakeSleep
 
@@ -288,6 +297,65 @@ async def test_concurrent_callers_share_one_request(
     assert len(endpoint.requests) == 2
 
 
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+async def test_realm_goes_in_the_query_and_the_form(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    clock: Clock,
+    sleep: FakeSleep,
+    method: str,
+) -> None:
+    endpoint = TokenEndpoint()
+    mocked.post(TOKEN_URL + "?realm=acme%2Feu", callback=endpoint.handle)
+    transport = HttpTransport(session, sleep=sleep, clock=clock)
+    config = dataclasses.replace(make_config(method), realm="acme/eu")
+    assert await ClientCredentials(config, transport, clock=clock).token() == "token-1"
+    (request,) = endpoint.requests
+    assert request["data"]["realm"] == "acme/eu"
+    assert request["data"]["grant_type"] == "client_credentials"
+
+
+async def test_realm_on_the_wire_of_a_real_server(session: aiohttp.ClientSession) -> None:
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((request.raw_path.partition("?")[2], dict(await request.post())))  # type: ignore[arg-type]
+        return web.json_response({"access_token": "t", "expires_in": 60})
+
+    app = web.Application()
+    app.router.add_post("/tokenservice/oauth2/access_token", handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("/tokenservice/oauth2/access_token"))
+        config = dataclasses.replace(make_config(url=url), realm="org 1")
+        await ClientCredentials(config, HttpTransport(session)).token()
+    ((query, form),) = seen
+    assert query == "realm=org%201"
+    assert form == {"grant_type": "client_credentials", "scope": "emailqueueapi", "realm": "org 1"}
+
+
+@pytest.mark.parametrize(
+    ("url", "realm", "expected"),
+    [
+        ("https://h/t", "acme", "https://h/t?realm=acme"),
+        ("https://h/t?x=1", "acme", "https://h/t?x=1&realm=acme"),
+        ("https://h/t?realm=mine", "acme", "https://h/t?realm=mine"),  # the URL's own wins
+        ("https://h/t?realm=", "acme", "https://h/t?realm="),
+        ("https://h/t", "", "https://h/t"),  # token_realm "" sends none
+        ("https://h/t", "a&b=c", "https://h/t?realm=a%26b%3Dc"),
+    ],
+)
+def test_with_realm(url: str, realm: str, expected: str) -> None:
+    assert with_realm(url, realm) == expected
+
+
+async def test_no_realm_sends_neither_query_nor_field(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    endpoint = serve(mocked, TokenEndpoint())  # matches only the URL without a query
+    await make_provider(session, clock, sleep).token()
+    assert "realm" not in endpoint.requests[0]["data"]
+
+
 # --- failures --------------------------------------------------------------------------------
 
 
@@ -334,23 +402,62 @@ async def test_token_endpoint_refusal_is_an_auth_error_without_retry(
     assert sleep.delays == []
 
 
-async def test_token_endpoint_5xx_is_an_auth_error_after_retries(
+async def test_token_endpoint_5xx_is_http_5xx_after_retries_not_auth(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
     endpoint = serve(mocked, TokenEndpoint(status=503, body=b"unavailable"))
-    with pytest.raises(AuthError) as info:
+    with pytest.raises(ServerHTTPError) as info:
         await make_provider(session, clock, sleep, max_retries=2).token()
     assert info.value.status == 503
     assert len(endpoint.requests) == 3
     assert sleep.delays == [0.5, 1.0]
 
 
-async def test_token_endpoint_unreachable_is_an_auth_error(
+async def test_token_endpoint_unreachable_is_connection_not_auth(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
     mocked.post(TOKEN_URL, exception=aiohttp.ClientConnectionError("refused"), repeat=True)
-    with pytest.raises(AuthError):
+    with pytest.raises(ConnectionFailedError) as info:
         await make_provider(session, clock, sleep, max_retries=0).token()
+    assert info.value.reason == "connection" and str(info.value).startswith("token ")
+
+
+async def test_token_endpoint_timeout_is_timeout_not_auth(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    mocked.post(TOKEN_URL, exception=TimeoutError(), repeat=True)
+    with pytest.raises(RequestTimeoutError) as info:
+        await make_provider(session, clock, sleep, max_retries=0).token()
+    assert info.value.reason == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "shown"),
+    [
+        (400, b'{"error": "invalid_scope"}', "auth", "400 invalid_scope"),
+        (400, b'{"error": "unauthorized_client"}', "auth", "400 unauthorized_client"),
+        (401, b"", "auth", "401"),
+        (401, b'{"error": "Invalid Realm <script>"}', "auth", "401"),  # odd codes are not echoed
+        (403, b'{"error": "access_denied"}', "auth", "403 access_denied"),
+        (404, b"<html>no such path</html>", "http_4xx", "404"),
+        (400, b'{"error": "invalid_request"}', "http_4xx", "400 invalid_request"),
+    ],
+)
+async def test_token_endpoint_refusals_and_other_4xx(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    clock: Clock,
+    sleep: FakeSleep,
+    status: int,
+    body: bytes,
+    reason: str,
+    shown: str,
+) -> None:
+    serve(mocked, TokenEndpoint(status=status, body=body))
+    with pytest.raises(PollError) as info:
+        await make_provider(session, clock, sleep).token()
+    assert info.value.reason == reason
+    assert str(info.value).endswith(f"({shown})") or str(info.value).endswith(shown)
 
 
 async def test_secrets_never_appear_in_errors(
@@ -387,8 +494,8 @@ async def test_a_failed_early_refresh_keeps_the_valid_token_and_holds_off(
     failed_attempts = len(endpoint.requests)
     assert await provider.token() == "token-1"  # held off: no new request per call
     assert len(endpoint.requests) == failed_attempts
-    clock.now = T0 + 100  # expired: a failing refresh now fails the call
-    with pytest.raises(AuthError):
+    clock.now = T0 + 100  # expired: a failing refresh now fails the call, with its own reason
+    with pytest.raises(ServerHTTPError):
         await provider.token()
     endpoint.status, endpoint.body = 200, None
     assert (await provider.token()).startswith("token-")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import platform
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import __version__, buildinfo
 from exporter.aggregate import AggregationOptions, aggregate
 from exporter.collector import QueueCollector
 from exporter.errors import POLL_ERROR_REASONS
@@ -107,7 +110,11 @@ def test_help_says_values_come_from_the_last_poll() -> None:
 def test_build_info_and_token_expiry() -> None:
     metrics = render(store_with([]), Clock(T0))
     (labels,) = metrics["alvaria_emailqueue_exporter_build_info"]
-    assert dict(labels).keys() == {"version", "python_version"}
+    assert dict(labels) == {
+        "version": __version__,
+        "revision": buildinfo.revision(),
+        "python_version": platform.python_version(),
+    }
     assert metrics["alvaria_emailqueue_token_expiry_timestamp_seconds"] == {
         (("org", "acme"),): T0 + 3600
     }

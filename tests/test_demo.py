@@ -63,6 +63,13 @@ async def test_demo_serves_a_moving_queue_within_seconds() -> None:
         assert len({k["state"] for k in present}) >= 4
         assert len({k["email_type"] for k in present}) >= 2
 
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url.removesuffix("metrics")) as resp:
+                landing = await resp.text()
+        assert "Demo mode: polling the built-in simulator at http://127.0.0.1:" in landing
+        assert 'data-label="Status" class="up"' in landing
+        assert 'data-label="Poll interval" class="num">1 s<' in landing
+
         deadline = time.monotonic() + 30
         while (later := await queue_state(url)) == first:
             assert time.monotonic() < deadline, "the demo queue did not move within 30 s"

@@ -169,9 +169,15 @@ async def test_bad_client_credentials_are_auth() -> None:
     assert upstream.calls["emails"] == 0
 
 
-async def test_token_endpoint_down_is_auth(closed_port: int) -> None:
+async def test_token_endpoint_down_is_connection_not_auth(closed_port: int) -> None:
     url = f"http://127.0.0.1:{closed_port}/tokenservice/oauth2/access_token"
-    await check(Upstream(), ok=False, reason="auth", token_url=url)
+    await check(Upstream(), ok=False, reason="connection", token_url=url)
+
+
+async def test_token_endpoint_5xx_is_http_5xx_not_auth() -> None:
+    upstream = Upstream(on_token=status(503, body="down"))
+    await check(upstream, ok=False, reason="http_5xx", max_retries=1)
+    assert upstream.calls["token"] == 2 and upstream.calls["emails"] == 0
 
 
 async def test_slow_token_endpoint_times_out_within_the_request_timeout() -> None:
@@ -180,7 +186,9 @@ async def test_slow_token_endpoint_times_out_within_the_request_timeout() -> Non
         raise AssertionError("unreachable")
 
     upstream = Upstream(on_token=slow)
-    await check(upstream, ok=False, reason="auth", request_timeout=0.2, max_retries=1, within=1.5)
+    await check(
+        upstream, ok=False, reason="timeout", request_timeout=0.2, max_retries=1, within=1.5
+    )
 
 
 @pytest.mark.parametrize(
@@ -212,7 +220,7 @@ async def test_a_read_timeout_is_timeout() -> None:
 async def test_a_connect_timeout_is_timeout(blackhole_port: int) -> None:
     url = f"http://127.0.0.1:{blackhole_port}"
     options = {"api_url": url, "token_url": url + "/token", "request_timeout": 0.3}
-    await check(Upstream(), ok=False, reason="auth", max_retries=0, within=2, **options)
+    await check(Upstream(), ok=False, reason="timeout", max_retries=0, within=2, **options)
     # With a working token endpoint the emails request itself times out.
     await check(Upstream(), ok=False, reason="timeout", max_retries=0, within=2, api_url=url,
                 request_timeout=0.3)  # fmt: skip

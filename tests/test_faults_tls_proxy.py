@@ -77,8 +77,8 @@ async def test_certificates_are_verified_by_default(certs: Certs) -> None:
         assert upstream.base_url.startswith("https://")
         ok, _ = await r.poll()
         # The test CA is not in the system store: the handshake fails, classified, no hang
-        # (the token request comes first, so the reason is `auth`).
-        assert not ok and r.state.last_error_reason == "auth"
+        # (the token request comes first; a TLS failure is `connection`, not `auth`).
+        assert not ok and r.state.last_error_reason == "connection"
         assert "Certificate" in r.state.last_error
         assert upstream.calls["token"] == 0
         await r.assert_no_leak()

@@ -122,3 +122,26 @@ async def test_a_secret_file_shadowed_by_the_config_file_is_reported(tmp_path: P
         "warning: api_key from config file" in err and "overrides file ALVARIA_API_KEY_FILE" in err
     )
     assert "key-from" not in out + err
+
+
+async def test_once_against_a_strict_realm_simulator_sends_the_org_as_realm() -> None:
+    from exporter.simulator import SimulatorConfig, start_simulator
+
+    sim = await start_simulator(SimulatorConfig(org_id="acme", strict_realm=True, seed=1))
+    env = {
+        "ALVARIA_ORG_ID": "acme",
+        "ALVARIA_API_KEY": "demo",
+        "ALVARIA_CLIENT_ID": "demo",
+        "ALVARIA_CLIENT_SECRET": "demo",
+        "ALVARIA_API_URL": sim.base_url,
+        "ALVARIA_TOKEN_URL": sim.token_url,
+    }
+    try:
+        code, out, _ = await run_cli("--once", env=env)
+        assert code == 0 and 'alvaria_emailqueue_up{org="acme"} 1.0' in out
+        # Without a realm Alvaria Cloud refuses the client: the reason says credentials.
+        code, out, _ = await run_cli("--once", "--token-realm=", env=env)
+        assert code == 1
+        assert 'alvaria_emailqueue_poll_errors_total{org="acme",reason="auth"} 1.0' in out
+    finally:
+        await sim.close()

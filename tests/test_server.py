@@ -79,5 +79,5 @@ async def test_landing_page_escapes_and_shows_status() -> None:
     async with TestClient(TestServer(make_app(store))) as client:
         page = await (await client.get("/")).text()
     assert "&lt;org&gt;" in page and "<org>" not in page
-    assert "http_5xx: API answered 503 &lt;b&gt;" in page
+    assert "<b>http_5xx</b>: API answered 503 &lt;b&gt;" in page
     assert 'href="metrics"' in page

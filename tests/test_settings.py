@@ -10,6 +10,7 @@ from pydantic import SecretStr, ValidationError
 
 from exporter.errors import ConfigError
 from exporter.settings import (
+    REGIONS,
     SECRET_MASK,
     TOKEN_URLS,
     Settings,
@@ -19,6 +20,7 @@ from exporter.settings import (
     parse_duration,
     parse_size,
 )
+from exporter.settings.table import build_parser
 
 API_KEY = "sekrit-api-key-1"
 TOKEN = "sekrit-token-2"
@@ -195,12 +197,44 @@ def test_bare_boolean_flag_and_yaml_booleans(tmp_path: Path) -> None:
     assert (s.agent_metrics, s.targets[0].extended_info) == (True, False)
 
 
-@pytest.mark.parametrize("region", ["us", "eu", "uk", "ca"])
-def test_region_picks_token_url(region: str) -> None:
+# SPEC §9, copied from Alvaria's public documentation; written out so a typo cannot hide.
+REGION_HOSTS = [
+    ("us", "myaspect.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("eu", "myaspect.eu.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("uk", "myaspect.uk.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("ca", "myaspect.ca.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("azure-us", "myaspect.us-a.id.aspect-cloud.net", "via.aspect-cloud.net"),
+    ("us-east-tri", "myaccount.tri1.wss.alvaria.cloud", "wos.alvaria.cloud"),
+    ("gcp", "myaccount.dsm.sre.alvaria.cloud", "apc.alvaria.cloud"),
+]
+
+
+@pytest.mark.parametrize(("region", "token_host", "api_domain"), REGION_HOSTS)
+def test_region_picks_token_url_and_api_url(region: str, token_host: str, api_domain: str) -> None:
     target = settings(ALVARIA_REGION=region.upper()).targets[0]
-    host = "id" if region == "us" else region
-    expected = f"https://myaspect.{host}.aspect-cloud.net/tokenservice/oauth2/access_token"
-    assert (target.region, target.token_url) == (region, expected)
+    assert target.region == region
+    assert target.token_url == f"https://{token_host}/tokenservice/oauth2/access_token"
+    assert target.api_url == f"https://{target.org_id}.{api_domain}"
+
+
+def test_every_region_is_tested_and_listed_in_help() -> None:
+    assert [r[0] for r in REGION_HOSTS] == list(REGIONS)
+    assert all(region in build_parser().format_help() for region in REGIONS)
+
+
+def test_an_unknown_region_names_the_choices() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(ALVARIA_REGION="mars")
+    assert info.value.setting == "region" and "azure-us" in str(info.value)
+
+
+def test_token_realm_defaults_to_org_id_and_empty_means_none(tmp_path: Path) -> None:
+    assert settings().targets[0].token_realm == settings().targets[0].org_id
+    assert settings(["--token-realm", "other"]).targets[0].token_realm == "other"
+    assert settings(["--token-realm="]).targets[0].token_realm == ""
+    cfg = write(tmp_path, "c.yaml", 'targets:\n  - {org_id: a}\n  - {org_id: b, token_realm: ""}\n')
+    a, b = load(["--config-file", str(cfg)], CREDS_ENV).settings.targets
+    assert (a.token_realm, b.token_realm) == ("a", "")
 
 
 def test_explicit_urls_win_and_api_url_loses_trailing_slash() -> None:
@@ -368,6 +402,7 @@ def test_models_are_frozen_and_fill_derived_defaults() -> None:
     target = TargetSettings(org_id="x", api_key=SecretStr("k"), access_token=SecretStr("t"))
     assert target.api_url == "https://x.via.aspect-cloud.net"
     assert target.token_url == TOKEN_URLS["us"]
+    assert target.token_realm == "x"
     with pytest.raises(ValidationError):
         target.org_id = "y"  # type: ignore[misc]
     with pytest.raises(ValidationError, match="client_id and client_secret"):
@@ -569,3 +604,23 @@ def test_missing_and_invalid_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="UTF-8") as info:
         load(["--config-file", str(bad)], BASE_ENV)
     assert info.value.source == "flag --config-file"
+
+
+@pytest.mark.parametrize("name", ["api_key", "access_token"])
+def test_header_secrets_with_line_breaks_are_refused(name: str) -> None:
+    env = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}
+    env[f"ALVARIA_{name.upper()}"] = "abc\r\nX-Injected: 1"
+    with pytest.raises(ConfigError) as info:
+        load([], env)
+    assert info.value.setting == name
+    assert "abc" not in str(info.value)
+
+
+def test_series_budget_and_label_length_settings() -> None:
+    env = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}
+    cfg = load(["--max-series", "5000"], {**env, "ALVARIA_MAX_LABEL_LENGTH": "64"}).settings
+    assert (cfg.max_series, cfg.max_label_length) == (5000, 64)
+    assert (Settings().max_series, Settings().max_label_length) == (20_000, 128)
+    with pytest.raises(ConfigError) as info:
+        load(["--max-series", "10"], env)
+    assert "max_series" in str(info.value)

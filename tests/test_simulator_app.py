@@ -48,9 +48,9 @@ class Sim:
         self.client, self.clock, self.sleeps = client, clock, sleeps
         self.token = ""
 
-    async def login(self) -> str:
+    async def login(self, realm: str = "") -> str:
         resp = await self.client.post(
-            TOKEN,
+            TOKEN + (f"?realm={realm}" if realm else ""),
             data={"grant_type": "client_credentials", "scope": "emailqueueapi"},
             headers={**KEY, "Authorization": basic("demo", "demo")},
         )
@@ -80,7 +80,7 @@ def basic(user: str, password: str) -> str:
 async def make_sim() -> AsyncIterator[MakeSim]:
     clients: list[TestClient[Any, Any]] = []
 
-    async def make(faults: Faults | None = None, **config: Any) -> Sim:
+    async def make(faults: Faults | None = None, login_realm: str = "", **config: Any) -> Sim:
         clock, sleeps = Clock(), []
 
         async def sleep(seconds: float) -> None:
@@ -92,7 +92,7 @@ async def make_sim() -> AsyncIterator[MakeSim]:
         await client.start_server()
         clients.append(client)
         sim = Sim(client, clock, sleeps)
-        await sim.login()
+        await sim.login(login_realm)
         return sim
 
     yield make
@@ -151,6 +151,46 @@ async def test_token_rejections(
     assert resp.status == status
     body = await resp.json()
     assert "error" in body and (error is None or body["error"] == error)
+
+
+@pytest.mark.parametrize(
+    ("strict", "query", "form", "status"),
+    [
+        (False, "", {}, 200),  # lenient by default, like the seed's simulator
+        (False, "?realm=demo", {"realm": "demo"}, 200),
+        (False, "?realm=other", {}, 401),  # a realm given must be the organisation's
+        (True, "", {}, 401),
+        (True, "?realm=demo", {}, 200),
+        (True, "", {"realm": "demo"}, 200),
+        (True, "?realm=demo", {"realm": "demo"}, 200),
+        (True, "?realm=demo", {"realm": "other"}, 401),
+        (True, "?realm=", {}, 401),
+    ],
+)
+async def test_realm(
+    make_sim: MakeSim, strict: bool, query: str, form: dict[str, str], status: int
+) -> None:
+    sim = await make_strict(make_sim) if strict else await make_sim()
+    data = {"grant_type": "client_credentials", **form}
+    headers = {**KEY, "Authorization": basic("demo", "demo")}
+    resp = await sim.client.post(TOKEN + query, data=data, headers=headers)
+    assert resp.status == status
+    body = await resp.json()
+    if status == 401:
+        # What the token service answers for refused client credentials (RFC 6749 section 5.2).
+        assert body == {
+            "error": "invalid_client",
+            "error_description": "Client authentication failed",
+        }
+        assert resp.headers["Cache-Control"] == "no-store"
+    else:
+        assert body["access_token"]
+
+
+async def make_strict(make_sim: MakeSim) -> Sim:
+    """A strict-realm simulator (its fixture login sends the realm, as the exporter does)."""
+    sim = await make_sim(login_realm="demo", strict_realm=True)
+    return sim
 
 
 async def test_token_needs_api_key_and_post(make_sim: MakeSim) -> None:

@@ -20,6 +20,20 @@ def test_defaults() -> None:
     assert config.scenario == "steady" and config.page_cap == 1000 and config.speed == 1.0
     assert (config.org_id, config.client_id, config.client_secret, config.api_key) == ("demo",) * 4
     assert config.token_lifetime == 3600.0 and config.emails == 100_000 and config.seed is None
+    assert config.strict_realm is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["--strict-realm"], {}, True),
+        (["--strict-realm", "false"], {"ALVARIA_SIM_STRICT_REALM": "true"}, False),
+        ([], {"ALVARIA_SIM_STRICT_REALM": "yes"}, True),
+        ([], {"ALVARIA_SIM_STRICT_REALM": "0"}, False),
+    ],
+)
+def test_strict_realm(argv: list[str], env: dict[str, str], expected: bool) -> None:
+    assert parse_args(argv, env)[1].strict_realm is expected
 
 
 def test_flags_beat_environment_beats_defaults() -> None:
@@ -44,6 +58,7 @@ def test_flags_beat_environment_beats_defaults() -> None:
         (["--speed", "0"], {}),
         (["--listen-address", "nowhere"], {}),
         ([], {"ALVARIA_SIM_PAGE_CAP": "many"}),
+        ([], {"ALVARIA_SIM_STRICT_REALM": "maybe"}),
     ],
 )
 def test_bad_settings_exit_2(argv: list[str], env: dict[str, str]) -> None:

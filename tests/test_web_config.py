@@ -19,10 +19,11 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from exporter.basic_auth import BasicAuth
 from exporter.errors import ConfigError
 from exporter.server import build_app
 from exporter.store import Store
-from exporter.web_config import BasicAuth, WebConfig, load
+from exporter.web_config import WebConfig, load
 from tests.certs import Certs, make_certs
 
 PASSWORD = "correct horse battery"

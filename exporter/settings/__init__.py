@@ -5,7 +5,8 @@ defaults. Inside ``targets:`` a block's own values (and its own ``*_file`` keys)
 they inherit. The layering is done here rather than by pydantic-settings because every
 ``ConfigError`` must name the exact source of the offending value.
 
-Modules, each importing only those before it: ``values`` (raw value parsing), ``models`` (the
+Modules, each importing only those before it: ``values`` (raw value parsing), ``regions`` (each
+Alvaria Cloud region's token host and API domain), ``models`` (the
 frozen models), ``table`` (every setting's flag and env var, and the argparse parser),
 ``sources`` (the layering: ``load``), ``dump`` (masked YAML for ``--check-config``), ``advice``
 (warnings about valid but suspicious settings).
@@ -14,18 +15,18 @@ frozen models), ``table`` (every setting's flag and env var, and the argparse pa
 from exporter.settings.advice import advice
 from exporter.settings.dump import SECRET_MASK, masked_dump
 from exporter.settings.models import (
-    TOKEN_URLS,
     Invocation,
     Mode,
-    Region,
     Settings,
     TargetSettings,
     split_listen_address,
 )
+from exporter.settings.regions import REGIONS, TOKEN_URLS, Region
 from exporter.settings.sources import load
 from exporter.settings.values import parse_duration, parse_size
 
 __all__ = [
+    "REGIONS",
     "SECRET_MASK",
     "TOKEN_URLS",
     "Invocation",

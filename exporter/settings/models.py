@@ -12,15 +12,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from exporter.settings import regions
 from exporter.settings.files import CONFIG_FILE_LIMIT, check_regular, client_ssl_context
+from exporter.settings.regions import Region
 
-Mode = Literal["run", "demo", "once", "check_config", "version"]
-Region = Literal["us", "eu", "uk", "ca"]
-
-TOKEN_URLS: dict[str, str] = {
-    region: f"https://myaspect.{host}.aspect-cloud.net/tokenservice/oauth2/access_token"
-    for region, host in {"us": "id", "eu": "eu", "uk": "uk", "ca": "ca"}.items()
-}
+Mode = Literal["run", "demo", "once", "check_config", "check_connection", "version"]
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -59,9 +55,10 @@ class TargetSettings(BaseModel):
     access_token: SecretStr | None = None
     region: Region = "us"
     token_url: str = ""  # "" is replaced by the region's token URL
+    token_realm: str | None = None  # None is replaced by org_id; "" sends no realm
     token_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"  # noqa: S105 - a method name, not a password
     scope: str = Field("emailqueueapi", min_length=1)
-    api_url: str = ""  # "" is replaced by https://{org_id}.via.aspect-cloud.net
+    api_url: str = ""  # "" is replaced by https://{org_id}.<the region's API domain>
     extended_info: bool = True
     email_type: str | None = None
     work_type_ids: tuple[str, ...] = ()
@@ -72,10 +69,14 @@ class TargetSettings(BaseModel):
     def _derived_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict):
             data = dict(data)
+            region = str(data.get("region", "us"))
+            org_id = data.get("org_id")
             if not data.get("token_url"):
-                data["token_url"] = TOKEN_URLS.get(str(data.get("region", "us")), "")
-            if not data.get("api_url") and isinstance(data.get("org_id"), str):
-                data["api_url"] = f"https://{data['org_id']}.via.aspect-cloud.net"
+                data["token_url"] = regions.token_url(region)
+            if not data.get("api_url") and isinstance(org_id, str):
+                data["api_url"] = regions.api_url(region, org_id)
+            if data.get("token_realm") is None and isinstance(org_id, str):
+                data["token_realm"] = org_id
         return data
 
     @field_validator("org_id")
@@ -139,6 +140,9 @@ class Settings(BaseModel):
     max_work_types: int = Field(500, ge=1)
     agent_metrics: bool = False
     max_agents: int = Field(2000, ge=1)
+    # The exporter's own series and a catch-all pair must fit (see exporter.budget).
+    max_series: int = Field(20_000, ge=1000)
+    max_label_length: int = Field(128, ge=16, le=4096)
     max_pages: int = Field(1000, ge=1)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1)
     ca_file: Path | None = None

@@ -238,7 +238,9 @@ def _command_line(argv: Sequence[str], problems: Problems) -> tuple[dict[str, An
     if len(chosen) > 1:
         flags = " ".join("--" + mode.replace("_", "-") for mode in chosen)
         problems.add(
-            "mode", f"flag {flags}", "--demo, --once and --check-config exclude each other"
+            "mode",
+            f"flag {flags}",
+            "--demo, --once, --check-config and --check-connection exclude each other",
         )
     return args, chosen[0] if chosen else "run"
 

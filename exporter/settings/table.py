@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from exporter import __version__
 from exporter.settings.models import Mode, Settings, TargetSettings
+from exporter.settings.regions import REGIONS
 from exporter.settings.values import UNIT_SECONDS
 
 _SECRETS = ("api_key", "client_secret", "access_token")
@@ -37,11 +38,12 @@ SPECS = (
     Spec("client_id", "opt", "OAuth2 client-credentials id", True),
     Spec("client_secret", "secret", "OAuth2 client secret (prefer the file)", True),
     Spec("access_token", "secret", "static bearer token; no token requests are made", True),
-    Spec("region", "choice", "us, eu, uk or ca: picks the default token URL", True),
+    Spec("region", "choice", f"{', '.join(REGIONS)}: picks the token and API hosts", True),
     Spec("token_url", "str", "OAuth2 token endpoint", True, "by region"),
+    Spec("token_realm", "text", "realm sent on token requests; empty: none", True, "org_id"),
     Spec("token_auth_method", "choice", "client_secret_basic or client_secret_post", True),
     Spec("scope", "str", "requested OAuth2 scope", True),
-    Spec("api_url", "str", "API base URL", True, "https://{org_id}.via.aspect-cloud.net"),
+    Spec("api_url", "str", "API base URL", True, "https://{org_id}.<API domain of the region>"),
     Spec("extended_info", "bool", "ask for workTypeName and workHandlerName", True),
     Spec("email_type", "opt", "server-side filter emailType", True),
     Spec("work_type_ids", "strs", "server-side filter workTypeIds", True),
@@ -65,6 +67,8 @@ SPECS = (
     Spec("max_work_types", "int", "work_type values per organisation; more become 'other'"),
     Spec("agent_metrics", "bool", "export the per-agent workload gauge"),
     Spec("max_agents", "int", "agents per organisation in the per-agent gauge"),
+    Spec("max_series", "int", "series per organisation, all families; the rest fold into 'other'"),
+    Spec("max_label_length", "int", "longer label values are cut and end in ~ and a 6-hex hash"),
     Spec("max_pages", "int", "pages fetched per poll at most"),
     Spec("max_response_bytes", "size", "largest response body accepted", False, "64MiB"),
     Spec("ca_file", "path", "PEM bundle of a private CA for upstream TLS"),
@@ -83,7 +87,12 @@ TOP_KEYS = {spec.name for spec in SPECS if spec.name != "config_file"} | {*FILE_
 BLOCK_KEYS = {spec.name for spec in TARGET_SPECS} | set(FILE_KEYS)
 _METAVARS = {"duration": "DURATION", "size": "SIZE", "int": "N", "bool": "BOOL", "path": "PATH"}
 _METAVARS |= {"strs": "A,B,...", "buckets": "S,S,..."}
-MODE_FLAGS: dict[str, Mode] = {"demo": "demo", "once": "once", "check_config": "check_config"}
+MODE_FLAGS: dict[str, Mode] = {
+    "demo": "demo",
+    "once": "once",
+    "check_config": "check_config",
+    "check_connection": "check_connection",
+}
 _EPILOG = """\
 Sources, highest first: flags > environment (ALVARIA_<NAME>) > config file > *_FILE secret
 files > defaults. In the config file, targets: lists one block per organisation; the
@@ -120,10 +129,12 @@ def build_parser(
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    modes = parser.add_argument_group("modes (at most one of --demo, --once, --check-config)")
+    modes = parser.add_argument_group("modes (at most one)")
     modes.add_argument("--demo", action="store_true", help="poll the built-in simulator")
     modes.add_argument("--once", action="store_true", help="poll once, print the metrics, exit")
     modes.add_argument("--check-config", action="store_true", help="print the masked settings")
+    modes.add_argument("--check-connection", action="store_true",
+                       help="diagnose the way to Alvaria Cloud step by step, then exit")  # fmt: skip
     modes.add_argument("--version", action="store_true", help="print the version and exit")
     groups = {
         True: parser.add_argument_group("per organisation (defaults for every targets: block)"),

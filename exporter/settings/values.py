@@ -112,6 +112,8 @@ def convert(kind: str, raw: Any) -> Any:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ValueError(f"must be a string, not {type_name(raw)}")
     text = str(raw).strip()
+    if kind == "text":  # a string where empty means something (token_realm: "" = send none)
+        return text
     if not text:
         if kind in ("opt", "path"):
             return None

@@ -25,6 +25,16 @@ def _listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.strip().lower() in ("false", "0", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     defaults = SimulatorConfig()
     parser = argparse.ArgumentParser(
@@ -62,6 +72,8 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("client-secret", defaults.client_secret, str, "OAuth2 client secret accepted", True)
     flag("api-key", defaults.api_key, str, "x-api-key accepted", True)
     flag("token-lifetime", defaults.token_lifetime, float, "access token lifetime, seconds")
+    flag("strict-realm", defaults.strict_realm, _bool, "refuse tokens without realm=<org-id>",
+         nargs="?", const=True)  # fmt: skip
     return parser
 
 
@@ -87,8 +99,9 @@ def parse_args(
             client_secret=str(args.client_secret),
             api_key=str(args.api_key),
             token_lifetime=float(args.token_lifetime),
+            strict_realm=_bool(args.strict_realm),
         )
-    except ValueError as exc:
+    except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc))
     if config.scenario not in SCENARIOS:
         parser.error(f"--scenario must be one of {', '.join(SCENARIOS)}")

@@ -13,7 +13,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote_plus
 
 from aiohttp import web
@@ -115,6 +115,17 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return (unquote_plus(user), unquote_plus(password)) if sep else None
 
 
+def _realm_ok(sim: Simulator, realms: list[Any]) -> bool:
+    """Any realm given must be the organisation; strict mode also wants one to be given.
+
+    The real token service answers a request without the organisation's realm like one with
+    wrong credentials: 401 with the OAuth2 error body `invalid_client`.
+    """
+    if not realms:
+        return not sim.config.strict_realm
+    return all(isinstance(r, str) and r == sim.config.org_id for r in realms)
+
+
 async def token(request: web.Request) -> web.Response:
     """POST /tokenservice/oauth2/access_token: the OAuth2 client-credentials grant."""
     sim = request.app[SIMULATOR]
@@ -127,9 +138,13 @@ async def token(request: web.Request) -> web.Response:
     creds = _basic_credentials(header) if header else None
     if creds is None and header is None:
         creds = (str(form.get("client_id", "")), str(form.get("client_secret", "")))
-    if creds is None or not (
-        hmac.compare_digest(creds[0].encode(), sim.config.client_id.encode())
-        & hmac.compare_digest(creds[1].encode(), sim.config.client_secret.encode())
+    if (
+        creds is None
+        or not (
+            hmac.compare_digest(creds[0].encode(), sim.config.client_id.encode())
+            & hmac.compare_digest(creds[1].encode(), sim.config.client_secret.encode())
+        )
+        or not _realm_ok(sim, request.query.getall("realm", []) + form.getall("realm", []))
     ):
         challenge = 'Basic realm="tokenservice"'
         return _oauth_error(

@@ -19,3 +19,5 @@ class SimulatorConfig:
     client_secret: str = "demo"  # noqa: S105 - the simulator's documented demo credential
     api_key: str = "demo"
     token_lifetime: float = 3600.0
+    # Like Alvaria Cloud: a token request must name the organisation as `realm` (query or form).
+    strict_realm: bool = False

@@ -1,0 +1,221 @@
+"""Decoding one `EmailList` page into `Email`s, with memory bounded by the page asked for.
+
+A page never holds more than the `maxResults` the client asked for: the items array is decoded
+into a fixed-size, array-like struct of that many slots, so the decoder stops at the first item
+past it (`InconsistentError`) instead of materialising millions of `{}` first. Only the fields
+the aggregation needs are decoded; everything else is skipped without allocating. A body that
+is not JSON, nests too deeply, holds invalid UTF-8 in a decoded field or carries an absurd
+`totalItems` is a `DecodeError`, never an unexpected exception.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from exporter.errors import DecodeError, InconsistentError
+from exporter.models import Email
+
+LIST_KIND = "via#emailList"
+# totalItems beyond this is not a count any server could page through (10^30 was seen).
+MAX_TOTAL_ITEMS = 2**53
+# The largest page the settings allow; the default bound of `decode_page`.
+MAX_PAGE_ITEMS = 10_000
+# `items` may be omitted from an empty list, but an object without items or totalItems (an
+# error body sent with status 200, say) must not read as an empty queue.
+_NOT_A_LIST = "response is not an email list (no items or totalItems)"
+_LABEL_FIELDS = ("state", "emailType", "workTypeId", "workTypeName", "workHandlerId")
+_TEXT_FIELDS = ("workHandlerName", "queuedTime", "receivedTime", "startTime")
+_ALL_FIELDS = ("id", *_LABEL_FIELDS, *_TEXT_FIELDS)
+# What msgspec raises for input it cannot turn into values at all.
+# (ValueError: Python refuses to turn integers of more than 4300 digits into text and back.)
+_MALFORMED = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, OverflowError, ValueError)
+
+
+@dataclass(slots=True)
+class Page:
+    """One decoded page: usable emails, skipped items by reason, and the API's totals."""
+
+    start: int
+    returned: int
+    emails: list[Email]
+    total_items: int | None = None
+    invalid: Counter[str] = field(default_factory=Counter)
+
+
+_LOOSE_ITEM = msgspec.defstruct(
+    "LooseEmail", [(name, Raw | UnsetType, UNSET) for name in _ALL_FIELDS], gc=False
+)
+_EMAIL = msgspec.json.Decoder(Email)
+_LOOSE_EMAIL = msgspec.json.Decoder(_LOOSE_ITEM)
+_SCALAR = msgspec.json.Decoder(str | int | float | bool | None)
+
+
+def _slots(item: Any, count: int) -> Any:
+    """An array-like struct of `count` optional `item`s: decoding stops at item `count` + 1."""
+    fields = [(f"i{n}", item | UnsetType, UNSET) for n in range(count)]
+    return msgspec.defstruct("Items", fields, array_like=True, forbid_unknown_fields=True, gc=False)
+
+
+@lru_cache(maxsize=8)
+def _decoders(max_items: int) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
+    """The typed page decoder, and the raw one for pages it refused, for `max_items` per page."""
+    typed = msgspec.defstruct(
+        "EmailList",
+        [
+            ("kind", str | None, None),
+            ("total_items", int | None, None),
+            ("items", _slots(Email, max_items) | None, None),
+        ],
+        rename="camel",
+    )
+    # Every field raw, items one by one: a wrong-typed item costs only itself.
+    loose = msgspec.defstruct(
+        "LooseEmailList",
+        [
+            ("kind", Raw | UnsetType, UNSET),
+            ("totalItems", Raw | UnsetType, UNSET),
+            ("items", _slots(Raw, max_items) | None | UnsetType, UNSET),
+        ],
+    )
+    return msgspec.json.Decoder(typed), msgspec.json.Decoder(loose)
+
+
+def _filled(slots: Any) -> list[Any]:
+    """The items of an array-like slots struct (they fill a prefix of its slots)."""
+    values = msgspec.structs.astuple(slots)
+    low, high = 0, len(values)
+    while low < high:
+        mid = (low + high) // 2
+        if values[mid] is UNSET:
+            high = mid
+        else:
+            low = mid + 1
+    return list(values[:low])
+
+
+def _too_many(exc: msgspec.ValidationError, max_items: int) -> InconsistentError | None:
+    if "at most length" in str(exc):
+        return InconsistentError(f"page carries more items than the {max_items} asked for")
+    return None
+
+
+def decode_page(body: bytes | bytearray, start: int = 0, max_items: int = MAX_PAGE_ITEMS) -> Page:
+    """Decode an `EmailList` body; items of the wrong shape are counted, not fatal."""
+    typed, _ = _decoders(max_items)
+    try:
+        decoded = typed.decode(body)
+    except msgspec.ValidationError as exc:
+        if (error := _too_many(exc, max_items)) is not None:
+            raise error from None
+        return _decode_leniently(body, start, max_items)
+    except _MALFORMED as exc:
+        raise _malformed(exc) from None
+    total = decoded.total_items
+    if decoded.items is None and total is None and decoded.kind != LIST_KIND:
+        return _decode_leniently(body, start, max_items)  # tells a missing key from a null one
+    _check_total(total)
+    emails = _filled(decoded.items) if decoded.items is not None else []
+    page = Page(start, len(emails), emails, total)
+    # Well-typed items can still lack an id; drop them here as the slow path does.
+    if any(email.id is None or email.id == "" for email in emails):
+        page.emails = [email for email in emails if email.id is not None and email.id != ""]
+        page.invalid["missing_id"] = len(emails) - len(page.emails)
+    return page
+
+
+def _malformed(exc: BaseException) -> DecodeError:
+    """The one-line reason for a body that is not usable JSON."""
+    if isinstance(exc, RecursionError):
+        return DecodeError("response is nested too deeply")
+    if isinstance(exc, UnicodeDecodeError):
+        return DecodeError("response holds invalid UTF-8")
+    return DecodeError("response is not valid JSON")
+
+
+def _check_total(total: int | None) -> None:
+    if total is not None and not 0 <= total <= MAX_TOTAL_ITEMS:
+        raise DecodeError(
+            f"response totalItems is not a usable count (outside 0..{MAX_TOTAL_ITEMS})"
+        )
+
+
+def _decode_leniently(body: bytes | bytearray, start: int, max_items: int) -> Page:
+    """Slow path for a body that is JSON but not quite an `EmailList`; still never unbounded."""
+    try:
+        envelope = _decoders(max_items)[1].decode(body)
+    except msgspec.ValidationError as exc:
+        if (error := _too_many(exc, max_items)) is not None:
+            raise error from None
+        if str(exc).endswith("`$.items`"):
+            raise DecodeError("response field items is not a list") from None
+        raise DecodeError("response is not a JSON object") from None
+    except _MALFORMED as exc:
+        raise _malformed(exc) from None
+    kind = _scalar(envelope.kind)
+    if envelope.items is UNSET and envelope.totalItems is UNSET and kind != LIST_KIND:
+        raise DecodeError(_NOT_A_LIST)
+    total = _scalar(envelope.totalItems)
+    if isinstance(total, bool) or not isinstance(total, int):
+        total = None
+    _check_total(total)
+    raw_items: list[Raw] = []
+    if envelope.items is not None and envelope.items is not UNSET:
+        raw_items = _filled(envelope.items)
+    page = Page(start, len(raw_items), [], total)
+    try:
+        for raw in raw_items:
+            email, reason = _item(raw)
+            if email is None:
+                page.invalid[reason] += 1
+            else:
+                page.emails.append(email)
+    except _MALFORMED as exc:
+        raise _malformed(exc) from None
+    return page
+
+
+def _item(raw: Raw) -> tuple[Email | None, str]:
+    """One item: typed when it can be, else field by field; wrong-typed fields count as missing."""
+    try:
+        email = _EMAIL.decode(raw)
+    except msgspec.ValidationError:
+        pass
+    else:
+        if email.id is None or email.id == "":
+            return None, "missing_id"
+        return email, ""
+    try:
+        loose = _LOOSE_EMAIL.decode(raw)
+    except msgspec.ValidationError:
+        return None, "not_object"
+    values = {name: _scalar(getattr(loose, name)) for name in _ALL_FIELDS}
+    email_id = _label_value(values["id"])
+    if email_id is None:
+        return None, "missing_id"
+    labels = {name: _label_value(values[name]) for name in _LABEL_FIELDS}
+    texts = {name: v if isinstance(v := values[name], str) else None for name in _TEXT_FIELDS}
+    return msgspec.convert({"id": email_id, **labels, **texts}, Email), ""
+
+
+def _scalar(raw: Raw | UnsetType) -> Any:
+    """A raw JSON value if it is a scalar; None for objects, arrays and absent fields."""
+    if raw is UNSET:
+        return None
+    try:
+        return _SCALAR.decode(raw)
+    except msgspec.ValidationError:
+        return None
+
+
+def _label_value(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**30:
+        return str(value)
+    return None

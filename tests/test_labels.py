@@ -1,0 +1,75 @@
+"""Label values from upstream: unsafe characters replaced, long values cut with a hash suffix."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.aggregate import AggregationOptions, aggregate
+from exporter.labels import bound_label
+from exporter.models import Email
+
+
+def test_short_printable_values_are_kept_as_they_are() -> None:
+    for value in ("Billing", "Service 01", "Résumé - FR", "客服", "a\u00a0b", "📧"):
+        assert bound_label(value, 128) == value
+
+
+def test_control_bidi_and_separator_characters_become_question_marks() -> None:
+    value = "a\rb\nc\x00d\x07e\u202ef\u2066g\u2069h\u2028i\u200bj\x7fk"
+    assert bound_label(value, 128) == "a?b?c?d?e?f?g?h?i?j?k"
+
+
+def test_long_values_are_cut_to_the_limit_and_end_in_a_hash() -> None:
+    a, b = "W" * 200 + "a", "W" * 200 + "b"
+    cut_a, cut_b = bound_label(a, 32), bound_label(b, 32)
+    assert len(cut_a) == len(cut_b) == 32
+    assert re.fullmatch(r"W{25}~[0-9a-f]{6}", cut_a)
+    assert cut_a != cut_b  # two long names that share a prefix stay two series
+    assert bound_label(a, 32) == cut_a  # stable
+    assert bound_label("x" * 32, 32) == "x" * 32  # exactly at the limit: kept
+
+
+def test_a_long_value_with_control_characters_is_cleaned_and_cut() -> None:
+    cut = bound_label("\r\n" + "x" * 300, 20)
+    assert cut.startswith("??xxxxxxxxxxx~") and len(cut) == 20
+
+
+@given(st.text(max_size=400), st.integers(min_value=16, max_value=200))
+def test_every_bounded_value_is_short_and_safe(value: str, limit: int) -> None:
+    out = bound_label(value, limit)
+    assert len(out) <= limit
+    out.encode("utf-8")  # no lone surrogates
+    assert not any(c in out for c in "\r\n\x00\u202e\u2028")
+
+
+def test_every_label_from_upstream_is_bounded() -> None:
+    long = "Q" * 500
+    emails = [
+        Email(
+            id="1",
+            state="Queued\r\n",
+            email_type="In\x00bound",
+            work_type_name=long,
+            work_handler_name="doe,\u202ejane",
+            queued_time="2024-01-01T00:00:00Z",
+        )
+    ]
+    options = AggregationOptions(agent_metrics=True, max_label_length=64)
+    snap = aggregate(emails, now=1_800_000_000.0, options=options)
+    ((state, email_type, work_type),) = [k for k, n in snap.counts.items() if n]
+    assert (state, email_type) == ("Queued??", "In?bound")
+    assert len(work_type) == 64 and work_type.startswith("Q" * 57 + "~")
+    assert list(snap.agents) == [("doe,?jane", "Queued??")]
+
+
+def test_over_long_ids_are_kept_apart_in_bounded_memory() -> None:
+    emails = [Email(id="x" * 10_000 + str(n), state="Queued") for n in range(3)]
+    snap = aggregate(emails, now=1_800_000_000.0, options=AggregationOptions())
+    assert snap.unique_items == 3
+    assert all(isinstance(i, bytes) and len(i) == 16 for i in snap.memberships)
+    # Digit strings too long for a 64-bit integer stay strings (no slow or failing int()).
+    snap = aggregate([Email(id="9" * 5000)], now=1_800_000_000.0, options=AggregationOptions())
+    assert snap.unique_items == 1
