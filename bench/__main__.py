@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from . import polls, report, scrape
+from . import polls, render, report, scrape
 from .procs import simulator
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -47,7 +47,22 @@ async def run(args: argparse.Namespace) -> report.Results:
         results.render = scrape.render(work_types=10, emails=1000, repeats=2)
     else:
         results.render = scrape.render()
+    await _render_rows(args, results)
     return results
+
+
+async def _render_rows(args: argparse.Namespace, results: report.Results) -> None:
+    """Render cost per sample at ~20k and >=150k samples; /healthz while /metrics renders."""
+    print("… /metrics render cost and /healthz during renders", file=sys.stderr)
+    sizes = [(500, 10, 2), (1000, 20, 3)] if args.quick else [render.NORMAL, render.LARGE]
+    seconds = 0.5 if args.quick else args.scrape_seconds
+    results.render_costs = [
+        render.render_cost(size, repeats=2 if args.quick else 5) for size in sizes
+    ]
+    results.render_liveness = await render.liveness(sizes[-1], seconds=seconds, poll_interval=1000)
+    results.render_poll_liveness = await render.liveness(sizes[-1], seconds=seconds)
+    async with simulator(200 if args.quick else 100_000) as sim:
+        results.daemon_liveness = await render.daemon_liveness(sim, seconds=seconds)
 
 
 def main() -> int:
@@ -55,11 +70,11 @@ def main() -> int:
     # The in-process poller logs each poll; only problems matter here.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     results = asyncio.run(run(args))
-    text = report.table(results)
+    text = report.table(results) + report.render_table(results)
     print(text)
     print()
     failed = 0
-    for name, ok in report.verdicts(results):
+    for name, ok in report.verdicts(results) + report.render_verdicts(results):
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
         failed += not ok
     if args.update_readme:

@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from .polls import Timing
+from .render import Liveness, RenderCost
 from .scrape import Render, Scrapes
 
 MB = 1024 * 1024
@@ -36,6 +37,10 @@ class Results:
     render: Render | None = None
     scrapes: Scrapes | None = None
     command: str = "make bench"
+    render_costs: list[RenderCost] = field(default_factory=list)
+    render_liveness: Liveness | None = None
+    render_poll_liveness: Liveness | None = None
+    daemon_liveness: Liveness | None = None
 
 
 def machine() -> str:
@@ -154,3 +159,73 @@ def update_readme(path: Path, text: str) -> None:
 def command_line() -> str:
     """How this run was started, for the record."""
     return " ".join(["python -m bench", *sys.argv[1:]])
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.2f} µs"
+
+
+def render_table(results: Results) -> str:
+    """The `/metrics` render rows: cost per sample, and /healthz while renders run."""
+    if not results.render_costs:
+        return ""
+    out = [
+        "",
+        "",
+        "`/metrics` render, CPU time per sample (median of 5; fresh = first render of a new",
+        "snapshot, warm = a later scrape of the same one; the baseline is prometheus_client's",
+        "`generate_latest` of the same data, which used to run on the event loop):",
+        "",
+        "| samples | body | fresh | warm | baseline | fresh x baseline |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in results.render_costs:
+        out.append(
+            f"| {c.samples:,} | {c.size / MB:.1f} MB | {_us(c.per_sample(c.fresh))} "
+            f"| {_us(c.per_sample(c.warm))} | {_us(c.per_sample(c.baseline))} "
+            f"| {c.fresh / c.baseline:.2f} |"
+        )
+    rows = [
+        ("renders only (no poll)", results.render_liveness),
+        ("renders and a poll every 2 s", results.render_poll_liveness),
+        ("daemon polling the simulator every 1 s", results.daemon_liveness),
+    ]
+    out += [
+        "",
+        "`/healthz` probed every 10 ms while 4 clients in another process fetch `/metrics`",
+        "(OpenMetrics, gzip) flat out:",
+        "",
+        "| case | samples | scrapes | polls | /healthz p99 | /healthz worst | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, live in rows:
+        if live is not None:
+            out.append(
+                f"| {name} | {live.samples:,} | {live.scrapes:,} | {live.polls} "
+                f"| {_ms(live.healthz_p99)} | {_ms(live.healthz_worst)} "
+                f"| {live.peak_rss / MB:.0f} MB |"
+            )
+    return "\n".join(out)
+
+
+def render_verdicts(results: Results) -> list[tuple[str, bool]]:
+    """The render targets: ≤ 2 µs CPU per sample fresh; /healthz ≤ 50 ms while rendering."""
+    checks = [
+        (
+            f"fresh render ≤ 2 µs per sample at {c.samples:,} samples",
+            c.per_sample(c.fresh) <= 2e-6,
+        )
+        for c in results.render_costs
+    ]
+    for name, live in (
+        ("renders", results.render_liveness),
+        ("renders and daemon polls", results.daemon_liveness),
+    ):
+        if live is not None:
+            checks.append(
+                (
+                    f"/healthz ≤ 50 ms worst during {name} ({live.samples:,} samples)",
+                    live.healthz_worst <= 0.050,
+                )
+            )
+    return checks

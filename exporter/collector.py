@@ -232,7 +232,7 @@ class QueueCollector(Collector):
         bounds = self._bounds
 
         def age(ts: float) -> float:
-            return max(0.0, now - ts)
+            return now - ts if ts < now else 0.0
 
         def waiting_ages(ages: WaitingAges) -> tuple[list[int], float]:
             counts = ages.bucket_counts(now, bounds)

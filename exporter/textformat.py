@@ -16,7 +16,8 @@ worker thread).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import chain, starmap
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,8 @@ CONTENT_TYPES: dict[Format, str] = {
     "openmetrics": "application/openmetrics-text; version=1.0.0; charset=utf-8",
 }
 _INF, _NINF = math.inf, -math.inf
+_LINE = "{}{}\n".format
+_EXPONENTS = {dot: f"e+{dot - 1:02d}" for dot in range(7, 17)}
 
 
 def render(registry: CollectorRegistry, fmt: Format = "text") -> bytes:
@@ -44,19 +47,19 @@ def go_float(value: float) -> str:
     if value.__class__ is int and -1_000_000 < value < 1_000_000:
         return f"{value}.0"
     d = float(value)
-    if d != d:
-        return "NaN"
+    # Ordered by how often each case comes up; NaN fails every comparison and falls through.
+    if d < 1e6:
+        return repr(d) if d != _NINF else "-Inf"
+    if d < 1e16:
+        # Python writes 1234567.5; Go (and prometheus_client, to match it) 1.2345675e+06.
+        s = repr(d)
+        digits = s.replace(".", "", 1).rstrip("0")
+        if len(digits) > 1:
+            return f"{digits[0]}.{digits[1:]}{_EXPONENTS[s.find('.')]}"
+        return digits + _EXPONENTS[s.find(".")]
     if d == _INF:
         return "+Inf"
-    if d == _NINF:
-        return "-Inf"
-    s = repr(d)
-    dot = s.find(".")
-    # Go switches to exponents sooner than Python (prometheus_client does the same fix-up).
-    if d > 0 and dot > 6:
-        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return s
+    return repr(d) if d == d else "NaN"
 
 
 def escape_label_value(value: str) -> str:
@@ -108,14 +111,16 @@ class Renderer:
 
     def render(self, parts: Sequence[Part], fmt: Format) -> bytes:
         """The whole `/metrics` body in `fmt`."""
-        out: list[str] = []
+        # Encoded a family at a time: no single join or encode of the whole body holds the GIL
+        # for long while the event loop waits for it.
+        out: list[bytes] = []
         chunks: dict[tuple[str, LabelValues], tuple[object, list[str]]] = {}
         prefixes: dict[tuple[str, LabelValues], dict[Any, Any]] = {}
         escaped = _Escaped()
         seen: set[str] = set()
         for part in parts:
             if not isinstance(part, list):
-                out.append(_generic(part, fmt))
+                out.append(_generic(part, fmt).encode())
                 continue
             for block in part:
                 family = block.family
@@ -123,11 +128,11 @@ class Renderer:
                     raise ValueError(f"{family.name}: the family was yielded twice in one scrape")
                 seen.add(family.name)
                 sections = self._sections(block, escaped, chunks, prefixes)
-                out.extend(_assemble(family, sections, fmt))
+                out.append("".join(_assemble(family, sections, fmt)).encode())
         self._chunks, self._prefixes = chunks, prefixes
         if fmt == "openmetrics":
-            out.append("# EOF\n")
-        return "".join(out).encode()
+            out.append(b"# EOF\n")
+        return b"".join(out)
 
     def _sections(
         self,
@@ -218,48 +223,45 @@ def _histogram(block: Block, lines: list[list[str]], prefixes: list[str], value:
 def _rows_lines(block: Block, rows: Rows, escaped: _Escaped, memo: dict[Any, Any]) -> list[str]:
     """One string per section for every series of `rows`; `memo` remembers the line prefixes
     of series whose values are computed per render (`rows.value`)."""
-    fixed = {i: escaped[v] for i, v in enumerate(rows.prefix)}
-    layout = _Layout(block, fixed)
-    lines = _empty_sections(block)
-    get = escaped.__getitem__
+    layout = _Layout(block, {i: escaped[v] for i, v in enumerate(rows.prefix)})
+    mapping, fn = rows.mapping, rows.value
     scalar = len(rows.prefix) + 1 == len(block.family.labels)
-    fn = rows.value
+    # Label values rarely need escaping: checked for all keys at once, at C speed.
+    joined = "".join(mapping) if scalar else "".join(chain.from_iterable(mapping))
+    clean = not ("\\" in joined or '"' in joined or "\n" in joined)
+    get = escaped.__getitem__
     if not block.le:
         fmt = layout.templates[0].format
-        out = lines[0]
-        append = out.append
-        if fn is None:
+        if fn is None:  # every prefix is used once: build them all at C speed
+            prefixes: Iterable[str]
             if scalar:
-                for key, v in rows.mapping.items():
-                    if v.__class__ is int and -1_000_000 < v < 1_000_000:
-                        append(f"{fmt(get(key))}{v}.0\n")
-                    else:
-                        append(f"{fmt(get(key))}{go_float(v)}\n")
+                prefixes = map(fmt, mapping) if clean else map(fmt, map(get, mapping))
             else:
-                for key, v in rows.mapping.items():
-                    if v.__class__ is int and -1_000_000 < v < 1_000_000:
-                        append(f"{fmt(*map(get, key))}{v}.0\n")
-                    else:
-                        append(f"{fmt(*map(get, key))}{go_float(v)}\n")
-        else:
-            for key, raw in rows.mapping.items():
-                prefix = memo.get(key)
-                if prefix is None:
-                    prefix = memo[key] = fmt(get(key)) if scalar else fmt(*map(get, key))
-                append(f"{prefix}{go_float(fn(raw))}\n")
+                keys = mapping if clean else (map(get, key) for key in mapping)
+                prefixes = starmap(fmt, keys)
+            return ["".join(map(_LINE, prefixes, map(go_float, mapping.values())))]
+        out: list[str] = []
+        append = out.append
+        for key, raw in mapping.items():
+            prefix = memo.get(key)
+            if prefix is None:
+                if scalar:
+                    prefix = memo[key] = fmt(key if clean else get(key))
+                else:
+                    prefix = memo[key] = fmt(*key) if clean else fmt(*map(get, key))
+            append(f"{prefix}{go_float(fn(raw))}\n")
         return ["".join(out)]
+    lines = _empty_sections(block)
     formats = layout.formats()
-    for key, raw in rows.mapping.items():
-        tail = (key,) if scalar else key
+    for key, raw in mapping.items():
         value = raw if fn is None else fn(raw)
-        if fn is None:
-            _series(block, lines, formats, [get(k) for k in tail], value)
-            continue
-        prefixes = memo.get(key)
-        if prefixes is None:
-            escaped_tail = [get(k) for k in tail]
-            prefixes = memo[key] = [f(*escaped_tail) for f in formats]
-        _histogram(block, lines, prefixes, value)
+        prefixes_of = memo.get(key) if fn is not None else None
+        if prefixes_of is None:
+            tail = [get(k) for k in ((key,) if scalar else key)]
+            prefixes_of = [f(*tail) for f in formats]
+            if fn is not None:
+                memo[key] = prefixes_of
+        _histogram(block, lines, prefixes_of, value)
     return ["".join(section) for section in lines]
 
 

@@ -24,3 +24,5 @@ def test_quick_bench_prints_the_table() -> None:
     assert "| 1,000 |" in out
     assert "p99" in out
     assert "PASS  poll CPU" in out or "FAIL  poll CPU" in out
+    assert "| samples | body | fresh | warm | baseline |" in out
+    assert "/healthz ≤ 50 ms worst during renders" in out

@@ -215,3 +215,16 @@ def test_numbers_are_written_as_prometheus_client_writes_them(value: float) -> N
     from prometheus_client.utils import floatToGoString
 
     assert go_float(value) == floatToGoString(value)
+
+
+def test_numbers_at_every_magnitude_match_prometheus_client() -> None:
+    import random
+
+    from prometheus_client.utils import floatToGoString
+
+    rng = random.Random(7)
+    for exponent in range(-12, 24):
+        for _ in range(50):
+            value = rng.random() * 10.0**exponent
+            for v in (value, -value, round(value), float(round(value))):
+                assert go_float(v) == floatToGoString(v), v
