@@ -34,8 +34,9 @@ FIXED_WINDOWS = {
 }
 # Series that describe the queue: two HA replicas report the same values.
 QUEUE_METRIC = re.compile(
-    r"\balvaria_emailqueue_(?:emails|oldest_email_\w+|waiting_email_age_seconds\w*|agent_emails"
-    r"|arrivals_total|departures_total|state_transitions_total)\b"
+    r"(?<![\w:])alvaria_emailqueue_(?:emails|oldest_email_\w+|waiting_email_age_seconds\w*|agent_emails"
+    r"|arrivals_total|departures_total|state_transitions_total|service_level_\w+|pickups_total"
+    r"|pickup_wait_seconds\w*)\b"
 )
 ONE_REPLICA = "max without (instance, pod)"
 # Grafana variables and the values that select everything, for running queries outside Grafana.
