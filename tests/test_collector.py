@@ -144,3 +144,24 @@ def test_configured_timing_is_exported_per_org_whatever_the_poll_outcome() -> No
         (("org", "acme"),): 450.0,
         (("org", "globex"),): 450.0,
     }
+
+
+def test_flow_counters_follow_each_poll_and_removed_organisations() -> None:
+    from exporter.families import Registry, gather
+    from exporter.textformat import Renderer
+
+    store = store_with([Email(id="1", state="Queued", work_type_name="Billing")])
+    collector = QueueCollector(store, age_buckets=(60.0,), stale_after=1e9, poll_interval=60)
+    registry, renderer = Registry(), Renderer()
+    registry.register(collector)
+    line = 'alvaria_emailqueue_arrivals_total{email_type="unknown",org="acme",work_type="Billing"}'
+    assert f"{line} 0.0" in renderer.render(gather(registry), "text").decode()
+    state = store.orgs["acme"]
+    previous = state.snapshot
+    emails = [Email(id=str(i), state="Queued", work_type_name="Billing") for i in (1, 2, 3)]
+    snap = aggregate(emails, now=T0 + 60, options=AggregationOptions(), previous=previous)
+    state.record_success(snap, 0.1, snap.flow, None)
+    assert f"{line} 2.0" in renderer.render(gather(registry), "text").decode()
+    del store.orgs["acme"]
+    assert "arrivals_total{" not in renderer.render(gather(registry), "text").decode()
+    assert collector._flow_copies == {}

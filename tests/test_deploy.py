@@ -26,7 +26,7 @@ NAME = "alvaria-emailqueue-exporter"
 # SPEC §2: the settings the exporter documents; each is ALVARIA_<NAME>, secrets also <NAME>_FILE.
 TARGET_SETTINGS = {
     "org_id", "api_key", "client_id", "client_secret", "access_token", "region", "token_url",
-    "token_auth_method", "scope", "api_url", "extended_info", "email_type", "work_type_ids",
+    "token_realm", "token_auth_method", "scope", "api_url", "extended_info", "email_type", "work_type_ids",
     "states",
 }  # fmt: skip
 SECRETS = {"api_key", "client_secret", "access_token"}
@@ -38,7 +38,7 @@ GLOBAL_SETTINGS = {
 }  # fmt: skip
 SIMULATOR_SETTINGS = {
     "listen_address", "scenario", "seed", "speed", "page_cap", "org_id", "client_id",
-    "client_secret", "api_key",
+    "client_secret", "api_key", "strict_realm",
 }  # fmt: skip
 FILE_KEYS = {f"{name}_file" for name in SECRETS}
 DOCUMENTED_ENV = {
