@@ -319,28 +319,27 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-async def _query(stack: Stack, expr: str, at: float | None = None) -> list[Any]:
-    """The result of an instant query (at time `at`); fails on a query error."""
-    params = {"query": expr} | ({"time": str(at)} if at else {})
+async def _api(stack: Stack, path: str, params: dict[str, str]) -> list[Any]:
+    """The result of a Prometheus query API call; fails on a query error."""
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{stack.prometheus}/api/v1/query", params=params) as resp,
+        session.get(f"{stack.prometheus}/api/v1/{path}", params=params) as resp,
     ):
         body = await resp.json()
-    assert body["status"] == "success", (expr, body)
+    assert body["status"] == "success", (params, body)
     return list(body["data"]["result"])
+
+
+async def _query(stack: Stack, expr: str) -> list[Any]:
+    """The result of an instant query now."""
+    return await _api(stack, "query", {"query": expr})
 
 
 async def _range(stack: Stack, expr: str, start: float, end: float) -> list[Any]:
     """The result of a range query with a 1s step."""
-    params = {"query": expr, "start": str(start), "end": str(end), "step": "1"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{stack.prometheus}/api/v1/query_range", params=params) as resp,
-    ):
-        body = await resp.json()
-    assert body["status"] == "success", (expr, body)
-    return list(body["data"]["result"])
+    return await _api(
+        stack, "query_range", {"query": expr, "start": str(start), "end": str(end), "step": "1"}
+    )
 
 
 async def _arrival(stack: Stack, job: str, alertname: str) -> tuple[float, dict[str, Any]]:
