@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from exporter import buildinfo, names
+from exporter import buildinfo, names, servicelevel_metrics
 from exporter.errors import POLL_ERROR_REASONS
 from exporter.families import Block, Family, series_by_org, to_metric_family
 from exporter.models import Snapshot, WaitingAges
@@ -164,6 +164,8 @@ class QueueCollector(Collector):
             *self._timing_blocks(states),
             *self._flow_blocks(states),
             *self._queue_blocks(live, now),
+            *servicelevel_metrics.queue_blocks(live, now),
+            *servicelevel_metrics.pickup_blocks(states, self._bounds),
         ]
         yield from blocks
         # Counted from what is exported, not estimated: every family with an `org` label.

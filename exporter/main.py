@@ -30,6 +30,7 @@ from exporter.landing import PageInfo
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.server import PAGE_INFO, build_app, serve
+from exporter.servicelevel_settings import service_level_policy
 from exporter.settings import Settings, TargetSettings
 from exporter.signals import Interrupted, cancel_on_signals
 from exporter.store import OrgState, Store
@@ -49,6 +50,8 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         agent_metrics=cfg.agent_metrics,
         max_agents=cfg.max_agents,
         zero_fill_states=target.states or STATES,
+        service_levels=service_level_policy(cfg),
+        wait_buckets=cfg.age_buckets,
         max_series=cfg.max_series,
         max_label_length=cfg.max_label_length,
         series_cost=SeriesCost.for_buckets(len(cfg.age_buckets)),

@@ -13,6 +13,15 @@ OLDEST_EMAIL_AGE: Final = f"{PREFIX}_oldest_email_age_seconds"
 WAITING_EMAIL_AGE: Final = f"{PREFIX}_waiting_email_age_seconds"
 AGENT_EMAILS: Final = f"{PREFIX}_agent_emails"
 
+# Service levels (SPEC §6)
+SERVICE_LEVEL_TARGET: Final = f"{PREFIX}_service_level_target_seconds"
+SERVICE_LEVEL_BREACHED: Final = f"{PREFIX}_service_level_breached_emails"
+SERVICE_LEVEL_AT_RISK: Final = f"{PREFIX}_service_level_at_risk_emails"
+SERVICE_LEVEL_NEXT_BREACH: Final = f"{PREFIX}_service_level_next_breach_timestamp_seconds"
+PICKUP_WAIT: Final = f"{PREFIX}_pickup_wait_seconds"
+PICKUPS: Final = f"{PREFIX}_pickups"  # counter: _total is added on exposition
+SERVICE_LEVEL_OUTCOMES: Final[tuple[str, ...]] = ("met", "missed")
+
 # Flow (counter names without the `_total` suffix, as prometheus_client wants them)
 ARRIVALS: Final = f"{PREFIX}_arrivals"
 DEPARTURES: Final = f"{PREFIX}_departures"

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from exporter.settings import regions
 from exporter.settings.files import CONFIG_FILE_LIMIT, check_regular, client_ssl_context
 from exporter.settings.regions import Region
+from exporter.settings.servicelevels import CalendarSettings, ServiceLevelRuleSettings
 
 Mode = Literal["run", "demo", "once", "check_config", "check_connection", "version"]
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -153,6 +154,10 @@ class Settings(BaseModel):
     max_connections: int = Field(512, ge=1, le=1_000_000)
     header_timeout: float = Field(10.0, gt=0, le=3600)
     strict_env: bool = False
+    service_level_target: float = Field(86400.0, gt=0)
+    service_level_warning: float = Field(3600.0, ge=0)
+    service_levels: tuple[ServiceLevelRuleSettings, ...] = ()  # YAML only
+    calendars: dict[str, CalendarSettings] = Field(default_factory=dict)  # YAML only
 
     @model_validator(mode="before")
     @classmethod

@@ -23,7 +23,9 @@ from .model import QueueModel
 from .query import BadParameter, parse_query, render
 from .scenarios import SCENARIOS, WORK_TYPES, Faults, build_model, faults_for
 from .static import StaticQueue
+from .truth import truth
 
+TRUTH_PATH: Final = "/_sim/truth"
 TOKEN_PATH: Final = "/tokenservice/oauth2/access_token"  # noqa: S105 - a URL path, not a secret
 EMAILS_PATH: Final = "/via/v2/organizations/{orgId}/emailQueue/emails"
 SCOPE: Final = "emailqueueapi"
@@ -198,6 +200,19 @@ async def emails(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, content_type="application/json")
 
 
+async def ground_truth(request: web.Request) -> web.Response:
+    """GET /_sim/truth: what really happened in the queue (the simulator's own, not the API's)."""
+    sim = request.app[SIMULATOR]
+    if not isinstance(sim.queue, QueueModel):
+        return error(404, "no ground truth for a static queue", "notFound", "sim")
+    try:
+        since = float(request.query.get("since", "-inf"))
+        warning = float(request.query.get("warning", "3600"))
+    except ValueError:
+        return error(400, "since and warning must be numbers", "invalidParameter", "sim")
+    return web.json_response(truth(sim.queue, sim.clock(), since, warning))
+
+
 async def _fault(sim: Simulator) -> web.Response | None:
     """Maybe a rate limit, a server error or a delay, as the scenario's faults say."""
     faults, rng = sim.faults, sim.fault_rng
@@ -245,6 +260,7 @@ def create_app(
     app[SIMULATOR] = Simulator(config, clock, sleep, faults or faults_for(config.scenario))
     app.router.add_route("*", TOKEN_PATH, token)
     app.router.add_route("*", EMAILS_PATH, emails)
+    app.router.add_get(TRUTH_PATH, ground_truth)
     return app
 
 
