@@ -209,11 +209,11 @@ def _service_level_row(board: dash.Dashboard, config: Config) -> None:
     board.with_panel(
         p.top_table(
             "Work types with breached emails",
-            "The ten work types with the most waiting emails past their target, now.",
+            "The ten work types with the most waiting emails past their target, now (all "
+            "zero when none is).",
             "short",
             p.instant_table(
-                f"topk(10, {q.queue_sum(f'{SL}_breached_emails', 'org, work_type', config=config)}"
-                " > 0)"
+                f"topk(10, {q.queue_sum(f'{SL}_breached_emails', 'org, work_type', config=config)})"
             ),
             "breached",
         )
