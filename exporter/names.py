@@ -57,6 +57,17 @@ CONNECTION_REJECT_REASONS: Final[tuple[str, ...]] = (
     "accept_failed",
 )
 
+# Fleet: shards, reload and the per-key request budget (SPEC §8)
+SHARD_ORDINAL: Final = f"{PREFIX}_shard_ordinal"
+TOTAL_SHARDS: Final = f"{PREFIX}_total_shards"
+TARGETS: Final = f"{PREFIX}_targets"
+CONFIG_LAST_RELOAD_SUCCESSFUL: Final = f"{PREFIX}_config_last_reload_successful"
+CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: Final = (
+    f"{PREFIX}_config_last_reload_success_timestamp_seconds"
+)
+RATE_LIMIT_WAIT: Final = f"{PREFIX}_rate_limit_wait_seconds"
+RATE_LIMIT_OVERRUNS: Final = f"{PREFIX}_rate_limit_overrun_polls"
+
 # Label values
 UNKNOWN: Final = "unknown"
 OTHER: Final = "other"

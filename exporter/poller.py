@@ -73,6 +73,7 @@ class Poller:
         timing: PollTiming,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
         sleep: Sleep = asyncio.sleep,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
@@ -83,6 +84,7 @@ class Poller:
         self._timing = timing
         self._clock = clock
         self._monotonic = monotonic
+        self._cpu_clock = cpu_clock
         self._sleep = sleep
         self._log = logger or structlog.get_logger("exporter.poller")
         self._rate_limited_in_a_row = 0
@@ -91,6 +93,25 @@ class Poller:
     async def poll_once(self) -> bool:
         """Run one complete poll; True when it succeeded."""
         started = self._monotonic()
+        waited_before = self.state.rate_limit_wait
+        ok = await self._poll()
+        waited = self.state.rate_limit_wait - waited_before
+        elapsed = self._monotonic() - started
+        if waited > 0 and elapsed > self._timing.poll_interval:
+            # Say so rather than silently stretching the interval: the budget is too small.
+            self.state.record_budget_overrun()
+            self._log.warning(
+                "poll_over_budget",
+                org=self.state.org,
+                duration_seconds=round(elapsed, 3),
+                budget_wait_seconds=round(waited, 3),
+                poll_interval_seconds=self._timing.poll_interval,
+                advice="raise max_requests_per_second or poll_interval, or split the key's orgs",
+            )
+        return ok
+
+    async def _poll(self) -> bool:
+        started, cpu_started = self._monotonic(), self._cpu_clock()
         throttled_before = self._throttled()
         previous = self.state.snapshot
         builder = SnapshotBuilder(self._options, previous, self.state.reserved_series())
@@ -135,6 +156,8 @@ class Poller:
             "poll",
             outcome="success",
             duration_seconds=round(duration, 3),
+            # The process's CPU time during the poll (the poll's own cost when nothing else runs).
+            cpu_seconds=round(self._cpu_clock() - cpu_started, 3),
             pages=pages,
             items=snapshot.unique_items,
             reported_items=reported,

@@ -87,6 +87,18 @@ class OrgState:
     # (email_type, work_type, "met" or "missed") -> pickups; and their waits per group.
     pickups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
+    # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
+    # that took longer than poll_interval while waiting for it.
+    rate_limit_wait: float = 0.0
+    budget_overruns: int = 0
+
+    def observe_rate_limit_wait(self, seconds: float) -> None:
+        """Add time one request waited for the key's request budget."""
+        self.rate_limit_wait += seconds
+
+    def record_budget_overrun(self) -> None:
+        """A poll outlasted poll_interval while waiting for the request budget."""
+        self.budget_overruns += 1
 
     def reserved_series(self) -> int:
         """Series this organisation exports that no label combination of the queue pays for."""
@@ -187,16 +199,36 @@ class OrgState:
         return snapshot
 
 
+@dataclass(slots=True)
+class FleetStatus:
+    """This replica's shard and the outcome of the last configuration (re)load."""
+
+    shard: int = 0
+    total_shards: int = 1
+    last_reload_successful: bool = True
+    last_reload_success: float | None = None
+
+
 class Store:
     """All organisations' state, in configuration order."""
 
     def __init__(self, org_ids: list[str]) -> None:
         self.orgs: dict[str, OrgState] = {org: OrgState(org) for org in org_ids}
+        self.fleet = FleetStatus()
+        # Versions of organisations removed by reloads, so `version` never goes back.
+        self._retired = 0
 
     @property
     def version(self) -> int:
-        """Changes whenever any organisation's poll finishes."""
-        return sum(state.version for state in self.orgs.values())
+        """Changes whenever any organisation's poll finishes, or a reload changes the set."""
+        return self._retired + sum(state.version for state in self.orgs.values())
+
+    def replace(self, orgs: dict[str, OrgState]) -> None:
+        """Swap in a new set of organisations at once (a reload); kept states keep everything."""
+        self._retired += 1 + sum(
+            s.version for org, s in self.orgs.items() if orgs.get(org) is not s
+        )
+        self.orgs = orgs
 
     @property
     def ready(self) -> bool:
