@@ -226,7 +226,11 @@ class QueueCollector(Collector):
             # them; taken once per poll result, so between polls their lines are reused.
             kept = copies.get(s.org)
             if kept is None or kept[0] is not s or kept[1] != s.version:
-                flows = (dict(s.arrivals), dict(s.departures), dict(s.transitions))
+                flows: tuple[dict[Any, int], ...] = (
+                    dict(s.arrivals),
+                    dict(s.departures),
+                    dict(s.transitions),
+                )
                 kept = copies[s.org] = (s, s.version, flows)
             for block, counts in zip((arrivals, departures, transitions), kept[2], strict=True):
                 block.add_all((s.org,), counts)
