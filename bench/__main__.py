@@ -63,6 +63,7 @@ async def _render_rows(args: argparse.Namespace, results: report.Results) -> Non
     results.render_poll_liveness = await render.liveness(sizes[-1], seconds=seconds)
     async with simulator(200 if args.quick else 100_000) as sim:
         results.daemon_liveness = await render.daemon_liveness(sim, seconds=seconds)
+        results.daemon_poll_liveness = await render.daemon_liveness(sim, seconds, scrapers=0)
 
 
 def main() -> int:

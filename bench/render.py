@@ -224,7 +224,8 @@ async def liveness(
 
 
 async def daemon_liveness(sim: Simulator, seconds: float = 10.0, scrapers: int = 4) -> Liveness:
-    """The real daemon polling `sim` every second (fetch, decode, aggregate), under scrapes."""
+    """The real daemon polling `sim` every second (fetch, decode, aggregate), under scrapes
+    (`scrapers=0`: the polls alone)."""
     async with daemon(sim, 1.0) as (url, pid):
         return await _probe(url.removesuffix("/metrics"), pid, seconds, scrapers)
 
@@ -251,7 +252,7 @@ async def _scrape(base: str, seconds: float, scrapers: int) -> None:
                 times.append(time.perf_counter() - started)
 
         await asyncio.gather(*(scraper() for _ in range(scrapers)))
-    print(json.dumps({"scrapes": len(times), "p50": statistics.median(times)}))
+    print(json.dumps({"scrapes": len(times), "p50": statistics.median(times) if times else 0.0}))
 
 
 def main() -> None:
