@@ -145,15 +145,17 @@ def refusal_code(body: bytes | bytearray) -> str:
 def check_token_response(response: HttpResponse) -> TokenResponse:
     """The decoded token of a token-endpoint answer; raises with the reason it is unusable.
 
-    Refused credentials (401, 403, an OAuth2 refusal code in a 4xx, no usable token in a 200)
-    are `auth`; any other 4xx is `http_4xx`, e.g. a wrong token URL that answers 404.
+    Refused credentials (401, 403, an OAuth2 refusal code in a 4xx, no usable token in a 2xx)
+    are `auth`; any other 4xx or a 3xx is `http_4xx`, e.g. a wrong token URL that answers 404.
+    (5xx, 429 and network failures never get here: the transport raised them already.)
     """
     status = response.status
-    if status != 200:
+    if not 200 <= status < 300:
         code = refusal_code(response.body)
         detail = f"{status} {code}" if code else str(status)
         if status in (401, 403) or code in REFUSALS:
             raise AuthError(f"token endpoint refused the credentials ({detail})", status=status)
+        # Other 4xx, or a redirect (never followed): token_url is not the token endpoint.
         raise ClientHTTPError(f"token endpoint answered {detail}", status=status)
     try:
         # Lax: some gateways (Apigee among them) send expires_in as a string.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import socket
 import ssl
@@ -30,15 +29,15 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from exporter.auth import StaticToken, TokenResponse, check_token_response
-from exporter.client import EmailQueueClient, Page
+from exporter.auth import StaticToken, check_token_response
+from exporter.client import EmailQueueClient
 from exporter.errors import PollError
+from exporter.findings import cut, page_hint, page_notes, token_hint, token_problems
 from exporter.http import HttpTransport, RetryPolicy, transport_error
 from exporter.settings import Settings, TargetSettings
 from exporter.targets import client_options, credentials_config, upstream_ssl
 
 Status = Literal["ok", "WARN", "FAIL", "skip"]
-REQUIRED_SCOPE = "emailqueueapi"
 _NAME_WIDTH = 19
 
 
@@ -52,10 +51,6 @@ class Step:
 
     def line(self) -> str:
         return f"  {self.status:<5} {self.name:<{_NAME_WIDTH}} {self.detail}"
-
-
-def _cut(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "~"
 
 
 class Diagnosis:
@@ -208,8 +203,8 @@ class Diagnosis:
             )
             decoded = check_token_response(response)
         except PollError as exc:
-            return Step("token", "FAIL", f"{exc.reason}: {exc}; {_token_hint(exc, realm)}"), None
-        problems = _token_problems(decoded)
+            return Step("token", "FAIL", f"{exc.reason}: {exc}; {token_hint(exc, realm)}"), None
+        problems = token_problems(decoded)
         lifetime = (
             f"expires_in {decoded.expires_in:g} s"
             if decoded.expires_in is not None
@@ -218,7 +213,7 @@ class Diagnosis:
         granted = (
             "scope not stated (as requested, RFC 6749)"
             if decoded.scope is None
-            else f"scope {_cut(decoded.scope)}"
+            else f"scope {cut(decoded.scope)}"
         )
         detail = f"{response.status}, {decoded.token_type}, {lifetime}, {granted}, {realm}"
         if problems:
@@ -238,8 +233,8 @@ class Diagnosis:
         try:
             page = await client.page(0)
         except PollError as exc:
-            return Step("first page", "FAIL", f"{exc.reason}: {exc}; {_page_hint(exc)}")
-        notes, warnings = _page_notes(page, cfg.page_size, target.extended_info)
+            return Step("first page", "FAIL", f"{exc.reason}: {exc}; {page_hint(exc)}")
+        notes, warnings = page_notes(page, cfg.page_size, target.extended_info)
         return Step("first page", "WARN" if warnings else "ok", ", ".join(["200", *notes]))
 
 
@@ -254,72 +249,6 @@ def _describe_tls(writer: asyncio.StreamWriter) -> str:
         expiry = datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), UTC)
         until = f", certificate valid until {expiry:%Y-%m-%d}"
     return f"{ssl_object.version() or 'TLS'}{until}"
-
-
-def _token_problems(decoded: TokenResponse) -> list[str]:
-    problems = []
-    if decoded.token_type.lower() != "bearer":
-        problems.append(f"token_type {_cut(decoded.token_type, 20)!r} is not Bearer")
-    if decoded.scope is not None and REQUIRED_SCOPE not in decoded.scope.split():
-        problems.append(f"scope {REQUIRED_SCOPE} not granted: ask Alvaria to grant it")
-    return problems
-
-
-def _token_hint(exc: PollError, realm: str) -> str:
-    if exc.reason == "auth" and exc.status == 403:
-        return "check api_key (sent as x-api-key) and the scope the client may request"
-    if exc.reason == "auth":
-        return f"check client_id, client_secret, token_auth_method and token_realm (sent: {realm})"
-    if exc.status == 404:
-        return "no token service at this path: check region or token_url"
-    if exc.reason in ("connection", "timeout"):
-        return "check the host name, proxy (HTTPS_PROXY, NO_PROXY) and firewall"
-    if exc.reason == "http_5xx":
-        return "the token service failed: try again later"
-    return "is token_url the token endpoint?"
-
-
-def _page_hint(exc: PollError) -> str:
-    if exc.status == 404:
-        return "organisation not found: check org_id (also in the API host), region or api_url"
-    if exc.reason == "auth":
-        return "the API refused the token: check api_key and scope"
-    if exc.reason in ("connection", "timeout"):
-        return "check the host name, proxy (HTTPS_PROXY, NO_PROXY) and firewall"
-    if exc.status == 400:
-        return "check the filters email_type, work_type_ids and states"
-    return "is api_url the API base (without the /via/v2 path)?"
-
-
-def _page_notes(page: Page, asked: int, extended: bool) -> tuple[list[str], bool]:
-    """What the first page says, and whether any of it needs the user's attention."""
-    total, returned = page.total_items, page.returned
-    warn = False
-    notes = [f"totalItems {'missing' if total is None else total}"]
-    notes.append(f"{returned} items for maxResults={asked}")
-    if returned >= asked:
-        notes.append("no page cap below page_size")
-    elif total is not None and returned < total:
-        pages = math.ceil(total / returned) if returned else 0
-        notes.append(f"page cap {returned} < page_size {asked}: {pages} requests per poll")
-        warn = True
-    else:
-        notes.append("whole list in one page")
-    named = sum(1 for email in page.emails if email.work_type_name)
-    if not extended:
-        notes.append("workTypeName not asked for (extended_info false)")
-    elif not page.emails:
-        notes.append("no items to look for workTypeName")
-    elif named == 0:
-        notes.append("workTypeName missing: work_type falls back to workTypeId")
-        warn = True
-    else:
-        notes.append(f"workTypeName on {named}/{len(page.emails)} items")
-    invalid = sum(page.invalid.values())
-    if invalid:
-        notes.append(f"{invalid} unusable items")
-        warn = True
-    return notes, warn
 
 
 async def check_connection(cfg: Settings, write: Callable[[str], object]) -> int:

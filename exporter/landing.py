@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from exporter import __version__, buildinfo
-from exporter.store import OrgState
+from exporter.store import OrgState, Store
 
 DEFAULT_WAITING_STATES = frozenset({"Queued", "Queued2", "Transferred", "Reassigned"})
 DOCS_URL = "https://github.com/alvaria-emailqueue-exporter/alvaria-emailqueue-exporter#readme"
@@ -145,3 +145,22 @@ def render(info: PageInfo, states: Iterable[OrgState], now: float) -> str:
 {table}
 </body></html>
 """
+
+
+class PageCache:
+    """The last page, reused within the same second while no poll finished.
+
+    With thousands of organisations a render takes tens of milliseconds on the event loop; a
+    client reloading `/` in a loop then costs one render a second, not one per request.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int, int] | None = None
+        self._body = ""
+
+    def get(self, info: PageInfo, store: Store, now: float) -> str:
+        key = (id(info), store.version, int(now))
+        if key != self._key:
+            self._body = render(info, store.orgs.values(), now)
+            self._key = key
+        return self._body

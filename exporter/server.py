@@ -16,10 +16,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter import landing
 from exporter.connections import ConnectionGuard
 from exporter.exposition import ExpositionCache
-from exporter.landing import PageInfo
+from exporter.landing import PageCache, PageInfo
 from exporter.signals import STOP_SIGNALS, handle_signals
 from exporter.store import Store
 
@@ -28,6 +27,8 @@ PollTask = Callable[[], Coroutine[Any, Any, None]]
 STORE = web.AppKey("store", Store)
 # Settings the landing page shows (poll interval, API hosts, demo); optional, main sets it.
 PAGE_INFO = web.AppKey("page_info", PageInfo)
+PAGE_CACHE = web.AppKey("page_cache", PageCache)
+DEFAULT_PAGE_INFO = PageInfo()
 POLL_TASKS = web.AppKey("poll_tasks", list[asyncio.Task[None]])
 
 
@@ -40,6 +41,7 @@ def build_app(
     """The exporter's aiohttp application; `poll_loops` run for as long as the app does."""
     app = web.Application(middlewares=list(middlewares))
     app[STORE] = store
+    app[PAGE_CACHE] = PageCache()
     app[POLL_TASKS] = []
 
     async def run_pollers(app: web.Application) -> AsyncIterator[None]:
@@ -77,8 +79,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def landing_page(request: web.Request) -> web.Response:
     """Version, links and per-organisation status; shows nothing secret."""
-    info = request.app.get(PAGE_INFO) or PageInfo()
-    body = landing.render(info, request.app[STORE].orgs.values(), time.time())
+    info = request.app.get(PAGE_INFO) or DEFAULT_PAGE_INFO
+    body = request.app[PAGE_CACHE].get(info, request.app[STORE], time.time())
     return web.Response(text=body, content_type="text/html")
 
 

@@ -10,7 +10,9 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from exporter.auth import TokenResponse
 from exporter.diagnose import check_connection
+from exporter.findings import token_problems
 from exporter.settings import Settings, TargetSettings
 from exporter.simulator import SimulatorConfig, start_simulator
 from tests.certs import Certs, make_certs
@@ -246,3 +248,12 @@ targets:
 async def test_a_configuration_error_exits_2() -> None:
     code, out, err = await run_cli("--check-connection", env={"ALVARIA_API_KEY": "k"})
     assert code == 2 and out == "" and "org_id" in err
+
+
+def test_token_problems() -> None:
+    assert token_problems(TokenResponse("t")) == []  # no scope stated: as requested
+    assert token_problems(TokenResponse("t", token_type="bearer", scope="a emailqueueapi")) == []
+    assert token_problems(TokenResponse("t", token_type="MAC", scope="other")) == [
+        "token_type 'MAC' is not Bearer",
+        "scope emailqueueapi not granted: ask Alvaria to grant it",
+    ]

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from exporter import __version__, buildinfo
 from exporter.aggregate import AggregationOptions, aggregate
 from exporter.families import Registry
-from exporter.landing import PageInfo, ago, render
+from exporter.landing import PageCache, PageInfo, ago, render
 from exporter.models import Email
 from exporter.server import PAGE_INFO, build_app
 from exporter.store import Store
@@ -178,3 +178,13 @@ async def test_served_at_root_with_the_settings_main_gives_it() -> None:
         page = Page(await response.text())
     assert page.rows["acme"]["Poll interval"] == "1 min"
     assert page.paragraphs[0] == f"Version {__version__}, revision {buildinfo.revision()}"
+
+
+def test_the_page_is_rendered_at_most_once_a_second_per_store_version() -> None:
+    store, info, cache = store_with_two_orgs(), PageInfo(), PageCache()
+    first = cache.get(info, store, T0 + 0.1)
+    assert cache.get(info, store, T0 + 0.9) is first
+    assert "(1 s ago)" in cache.get(info, store, T0 + 1.0)  # the next second: ages move
+    again = cache.get(info, store, T0 + 1.5)
+    store.orgs["acme"].record_failure("timeout", "timed out", 1.0, None, at=T0 + 1.5)
+    assert cache.get(info, store, T0 + 1.6) is not again  # a poll finished

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -13,6 +14,7 @@ from exporter.settings import (
     REGIONS,
     SECRET_MASK,
     TOKEN_URLS,
+    Region,
     Settings,
     TargetSettings,
     load,
@@ -218,7 +220,7 @@ def test_region_picks_token_url_and_api_url(region: str, token_host: str, api_do
 
 
 def test_every_region_is_tested_and_listed_in_help() -> None:
-    assert [r[0] for r in REGION_HOSTS] == list(REGIONS)
+    assert [r[0] for r in REGION_HOSTS] == list(REGIONS) == list(get_args(Region))
     assert all(region in build_parser().format_help() for region in REGIONS)
 
 
