@@ -12,7 +12,7 @@ import math
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from exporter.budget import CATCH_ALL, PairUse, SeriesBudget, SeriesCost
@@ -25,10 +25,12 @@ from exporter.models import (
     FoldMemory,
     GroupKey,
     PairKey,
+    ServiceLevelGroup,
     Snapshot,
     WaitingAges,
 )
 from exporter.names import EMAIL_TYPES, OTHER, STATES, UNKNOWN
+from exporter.servicelevel import PickupDetector, ServiceLevelPolicy, breach_times
 
 # Undocumented `state` and `emailType` values are passed through, up to this many per
 # organisation besides the documented ones; a feed of junk must not explode the series count.
@@ -55,6 +57,9 @@ class AggregationOptions:
     # States reported as zero for every seen group: the documented ones, or only those a
     # server-side `states` filter asks for (the others are never fetched, so never known).
     zero_fill_states: tuple[str, ...] = STATES
+    service_levels: ServiceLevelPolicy = field(default_factory=ServiceLevelPolicy)
+    # Bucket bounds of the pickup-wait histogram (the age buckets).
+    wait_buckets: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800)
     # Series one organisation may export, all families together (see exporter.budget).
     max_series: int = 20_000
     max_label_length: int = 128
@@ -179,6 +184,12 @@ class SnapshotBuilder:
         self._invalid: Counter[str] = Counter()
         self._duplicates = 0
         self._undated = 0
+        self._pickups = PickupDetector(
+            previous.seen_waiting if previous else frozenset(),
+            previous.picked if previous else frozenset(),
+            first_poll=previous is None,
+            parse=parse_timestamp,
+        )
 
     def _fold(self, label: str, value: str) -> None:
         """Count `value` as folded into `other`, once per organisation (see FoldMemory)."""
@@ -223,6 +234,9 @@ class SnapshotBuilder:
         resolved_get = self._resolved.get
         agent_metrics = self._options.agent_metrics
         parse = parse_timestamp
+        pickups = self._pickups
+        previous_picked, previous_waiting = pickups.previous_picked, pickups.previous_waiting
+        picked_add, waiting_add = pickups.picked.add, pickups.seen_waiting.add
         for email in emails:
             email_id: EmailId | None = email.id
             if email_id is None or email_id == "":
@@ -254,6 +268,13 @@ class SnapshotBuilder:
                 self._carried[old] += 1
                 if old[0] != key[0]:
                     self._transitions[(old[0], key[0])] += 1
+            # Pickup detection (servicelevel.PickupDetector; its `waiting` inlined here).
+            if group.stamps is not None:
+                (picked_add if email_id in previous_picked else waiting_add)(email_id)
+            elif email_id in previous_picked:
+                picked_add(email_id)
+            elif old is None or email_id in previous_waiting:
+                pickups.not_waiting(email_id, email, old is None)
             if agent_metrics:
                 agent = _label(email.work_handler_name, email.work_handler_id)
                 if agent != UNKNOWN:
@@ -360,9 +381,15 @@ class SnapshotBuilder:
                 counts[keys.setdefault(key, key)] = 0
         counts.update((group.key, group.count) for group in groups)
         waiting: dict[PairKey, WaitingAges] = {}
+        service: dict[PairKey, ServiceLevelGroup] = {}
+        level = self._options.service_levels.level
         for pair in last_seen:
-            stamps = sorted(self._waiting.get(pair, ()))
-            waiting[pair] = WaitingAges(array("d", stamps), sum(stamps))
+            stamps = array("d", sorted(self._waiting.get(pair, ())))
+            waiting[pair] = WaitingAges(stamps, sum(stamps))
+            lvl = level(pair)
+            service[pair] = ServiceLevelGroup(
+                lvl.target, lvl.warning, breach_times(stamps, lvl, now)
+            )
         previous = self._previous
         self._fold_memory.remember(self._new_folds)
         return Snapshot(
@@ -379,6 +406,14 @@ class SnapshotBuilder:
             overflow=dict(self._overflow),
             undated=self._undated,
             flow=self._flow() if previous is not None else None,
+            service=service,
+            pickups=tuple(
+                self._pickups.pickups(
+                    now, level, self._options.wait_buckets, lambda i: self._memberships[i][1:]
+                )
+            ),
+            seen_waiting=self._pickups.seen_waiting,
+            picked=self._pickups.picked,
             fold_memory=self._fold_memory,
         )
 

@@ -49,6 +49,13 @@ def _one(buckets: int) -> int:
 PER_PAIR: dict[str, Callable[[int], int]] = {
     names.ARRIVALS: _one,
     names.WAITING_EMAIL_AGE: histogram,
+    # Service levels (next breach counted although absent when nothing will breach).
+    names.SERVICE_LEVEL_TARGET: _one,
+    names.SERVICE_LEVEL_BREACHED: _one,
+    names.SERVICE_LEVEL_AT_RISK: _one,
+    names.SERVICE_LEVEL_NEXT_BREACH: _one,
+    names.PICKUPS: lambda buckets: len(names.SERVICE_LEVEL_OUTCOMES),
+    names.PICKUP_WAIT: histogram,
 }
 # Series per group (every zero-filled state of a pair is a group).
 PER_GROUP: dict[str, int] = {names.EMAILS: 1, names.DEPARTURES: 1}

@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from exporter import buildinfo, names
+from exporter import buildinfo, names, servicelevel_metrics
 from exporter.errors import POLL_ERROR_REASONS
 from exporter.families import Block, Family, series_by_org, to_metric_family
 from exporter.models import Snapshot, WaitingAges
@@ -72,6 +72,16 @@ LABEL_OVERFLOW = Family.counter(
 )
 TOKEN_EXPIRY = Family.gauge(
     names.TOKEN_EXPIRY, "Unix time at which the cached API token expires.", "org"
+)
+RATE_LIMIT_WAIT = Family.counter(
+    names.RATE_LIMIT_WAIT,
+    "Seconds requests waited for the max_requests_per_second budget of their API key.",
+    "org",
+)
+RATE_LIMIT_OVERRUNS = Family.counter(
+    names.RATE_LIMIT_OVERRUNS,
+    "Polls that took longer than poll_interval while waiting for the request budget.",
+    "org",
 )
 POLL_INTERVAL = Family.gauge(
     names.POLL_INTERVAL, "Configured time between poll starts, in seconds.", "org"
@@ -164,6 +174,8 @@ class QueueCollector(Collector):
             *self._timing_blocks(states),
             *self._flow_blocks(states),
             *self._queue_blocks(live, now),
+            *servicelevel_metrics.queue_blocks(live, now),
+            *servicelevel_metrics.pickup_blocks(states, self._bounds),
         ]
         yield from blocks
         # Counted from what is exported, not estimated: every family with an `org` label.
@@ -183,6 +195,7 @@ class QueueCollector(Collector):
             LABEL_OVERFLOW.block(),
             TOKEN_EXPIRY.block(),
         )
+        budget_wait, overruns = RATE_LIMIT_WAIT.block(), RATE_LIMIT_OVERRUNS.block()
         for s in states:
             org = s.org
             up.add((org,), 1 if s.up else 0)
@@ -206,8 +219,10 @@ class QueueCollector(Collector):
                 overflow.add((org, label), s.overflow[label])
             if s.token_expiry is not None:
                 expiry.add((org,), s.token_expiry)
+            budget_wait.add((org,), s.rate_limit_wait)
+            overruns.add((org,), s.budget_overruns)
         yield from (up, success, duration, polls, errors, requests, latency, reported)
-        yield from (duplicates, invalid, overflow, expiry)
+        yield from (duplicates, invalid, overflow, expiry, budget_wait, overruns)
 
     def _timing_blocks(self, states: list[OrgState]) -> Iterator[Block]:
         """The configured timing, so alert rules can adapt their windows to it."""

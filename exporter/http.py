@@ -28,6 +28,7 @@ from exporter.errors import (
     RequestTimeoutError,
     ServerHTTPError,
 )
+from exporter.ratelimit import Limiter
 
 RequestObserver = Callable[[str, str, float], None]
 Sleep = Callable[[float], Awaitable[None]]
@@ -99,8 +100,12 @@ class HttpTransport:
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
         ssl: Any = True,
+        limiter: Limiter | None = None,
     ) -> None:
         self._session = session
+        # The request budget of the API key (max_requests_per_second), shared with the other
+        # organisations of the key; every attempt, retries included, waits for its turn.
+        self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._max_bytes = max_response_bytes
         self._retry = retry or RetryPolicy()
@@ -140,6 +145,8 @@ class HttpTransport:
             attempt += 1
 
     async def _attempt(self, endpoint: str, method: str, url: str, **kwargs: Any) -> HttpResponse:
+        if self._limiter is not None:
+            await self._limiter.take()
         started = time.monotonic()
         code = "error"
         try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,21 +22,26 @@ from exporter.aggregate import AggregationOptions
 from exporter.budget import SeriesCost
 from exporter.client import EmailQueueClient
 from exporter.collector import QueueCollector
+from exporter.collector_fleet import FleetCollector
 from exporter.connections import ConnectionGuard, ConnectionLimits, ServerCollector, raise_fd_limit
 from exporter.diagnose import check_connection
 from exporter.errors import ConfigError
 from exporter.families import Registry
+from exporter.fleet import Fleet
 from exporter.http import HttpTransport, RetryPolicy, Sleep
 from exporter.landing import PageInfo
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
-from exporter.server import PAGE_INFO, build_app, serve
+from exporter.ratelimit import Limiter
+from exporter.reload import Hooks, LoadConfig, Reloader
+from exporter.server import PAGE_INFO_SOURCE, build_app, serve
+from exporter.servicelevel_settings import service_level_policy
 from exporter.settings import Settings, TargetSettings
 from exporter.signals import Interrupted, cancel_on_signals
 from exporter.store import OrgState, Store
 from exporter.targets import client_options, token_provider, upstream_ssl
 from exporter.textformat import render
-from exporter.web_config import WebConfig
+from exporter.web_config import LiveWebConfig, WebConfig
 
 PROG = "alvaria-emailqueue-exporter"
 
@@ -49,6 +55,8 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         agent_metrics=cfg.agent_metrics,
         max_agents=cfg.max_agents,
         zero_fill_states=target.states or STATES,
+        service_levels=service_level_policy(cfg),
+        wait_buckets=cfg.age_buckets,
         max_series=cfg.max_series,
         max_label_length=cfg.max_label_length,
         series_cost=SeriesCost.for_buckets(len(cfg.age_buckets)),
@@ -64,10 +72,12 @@ def build_poller(
     *,
     clock: Callable[[], float] = time.time,
     sleep: Sleep = asyncio.sleep,
+    limiter: Limiter | None = None,
 ) -> Poller:
     """One organisation's transport, token provider, client and poller."""
     transport = HttpTransport(
         session,
+        limiter=limiter,
         request_timeout=cfg.request_timeout,
         max_response_bytes=cfg.max_response_bytes,
         # A Retry-After longer than a poll interval is not waited out inside the poll: the poll
@@ -94,30 +104,53 @@ def build_poller(
     return Poller(state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep)
 
 
-def build_registry(store: Store, cfg: Settings, clock: Callable[[], float] = time.time) -> Registry:
-    """A registry of our own: the exporter's collector, and the process and Python runtime ones."""
+def queue_collector(
+    store: Store, cfg: Settings, clock: Callable[[], float] = time.time
+) -> QueueCollector:
+    """The collector rendering the store with `cfg`'s buckets, staleness and interval."""
+    return QueueCollector(
+        store,
+        age_buckets=cfg.age_buckets,
+        stale_after=cfg.stale_after,
+        poll_interval=cfg.poll_interval,
+        clock=clock,
+    )
+
+
+def build_registry(
+    store: Store,
+    cfg: Settings,
+    clock: Callable[[], float] = time.time,
+    collector: QueueCollector | None = None,
+) -> Registry:
+    """A registry of our own: the exporter's collectors, and the process and Python runtime ones."""
     registry = Registry()
     # process_* (RSS, CPU, open files, start time), python_gc_*, python_info, as every
     # prometheus_client exporter has them; each registers itself here, not in the global one.
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
     PlatformCollector(registry=registry)
-    registry.register(
-        QueueCollector(
-            store,
-            age_buckets=cfg.age_buckets,
-            stale_after=cfg.stale_after,
-            poll_interval=cfg.poll_interval,
-            clock=clock,
-        )
-    )
+    registry.register(collector or queue_collector(store, cfg, clock))
+    registry.register(FleetCollector(store))
     return registry
 
 
-def start_delays(count: int, poll_interval: float) -> list[float]:
-    """Spread the first polls of many organisations evenly over (at most) ten seconds."""
-    window = min(poll_interval, 10.0)
-    return [window * i / count for i in range(count)]
+def config_loader(
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    targets: tuple[TargetSettings, ...] | None = None,
+) -> LoadConfig:
+    """Re-reads the config, secret and web config files with the flags and env of the start."""
+    argv, environ = list(argv), dict(environ)
+
+    def load() -> tuple[Settings, WebConfig]:
+        cfg = settings.load(argv, environ).settings
+        if targets is not None:  # --demo polls its own simulator whatever the file says
+            cfg = cfg.model_copy(update={"targets": targets})
+        web = web_config.load(cfg.web_config_file) if cfg.web_config_file else WebConfig()
+        return cfg, web
+
+    return load
 
 
 def page_info(cfg: Settings, demo_url: str | None = None) -> PageInfo:
@@ -128,6 +161,7 @@ def page_info(cfg: Settings, demo_url: str | None = None) -> PageInfo:
         waiting_states=frozenset(cfg.waiting_states),
         api_hosts={t.org_id: urlsplit(t.api_url).hostname or "" for t in cfg.targets},
         demo_url=demo_url,
+        shard=f"{cfg.shard} of {cfg.total_shards}",
     )
 
 
@@ -136,46 +170,95 @@ async def run(
     *,
     once: bool = False,
     web: WebConfig | None = None,
+    load: LoadConfig | None = None,
     demo_url: str | None = None,
 ) -> int:
-    """Poll forever and serve, or (`once`) poll every organisation once and print the metrics."""
-    web = web or WebConfig()
+    """Poll forever and serve, or (`once`) poll every organisation once and print the metrics.
+
+    With `load`, SIGHUP and `POST /-/reload` reload the configuration through it.
+    """
+    live = LiveWebConfig(web or WebConfig())
     logger = structlog.get_logger("exporter")
-    store = Store([t.org_id for t in cfg.targets])
-    registry = build_registry(store, cfg)
-    ssl_context = upstream_ssl(cfg)
+    store = Store([])
+    collector = queue_collector(store, cfg)
+    registry = build_registry(store, cfg, collector=collector)
     async with aiohttp.ClientSession(trust_env=True) as session:
-        pollers = [
-            build_poller(t, cfg, session, store.orgs[t.org_id], ssl_context) for t in cfg.targets
-        ]
+
+        def build(
+            target: TargetSettings, c: Settings, state: OrgState, limiter: Limiter | None
+        ) -> Poller:
+            ssl_context = upstream_ssl(c)
+            return build_poller(target, c, session, state, ssl_context, limiter=limiter)
+
+        fleet = Fleet(store, build)
+        fleet.apply(fleet.plan(cfg))
+        store.fleet.last_reload_success = time.time()
         if once:
             # Ctrl-C or SIGTERM: exit 130 / 143 with nothing printed; the write is never cut.
             with cancel_on_signals():
-                results = await asyncio.gather(*(p.poll_once() for p in pollers))
+                results = await asyncio.gather(*(p.poll_once() for p in fleet.pollers))
                 sys.stdout.write(render(registry).decode())
                 sys.stdout.flush()
             return 0 if all(results) else 1
-        delays = start_delays(len(pollers), cfg.poll_interval)
-        loops = [lambda p=p, d=d: p.run(d) for p, d in zip(pollers, delays, strict=True)]
-        app = build_app(store, registry, loops, middlewares=[web.middleware])
-        app[PAGE_INFO] = page_info(cfg, demo_url)
+        info = page_info(cfg, demo_url)
+
+        def prepare(new: Settings) -> Callable[[], None]:
+            fresh = queue_collector(store, new)
+            fresh_info = page_info(new, demo_url)
+
+            def finish() -> None:
+                nonlocal collector, info
+                registry.unregister(collector)
+                registry.register(fresh)
+                collector, info = fresh, fresh_info
+                log.configure(new.log_level, new.log_format)
+
+            return finish
+
+        reloader = Reloader(load, fleet, live, cfg, hooks=Hooks(prepare)) if load else None
+        reloads: set[asyncio.Task[None]] = set()
+
+        def hangup() -> None:
+            logger.info("reload requested (SIGHUP)")
+            if reloader is None:
+                logger.warning("reload_unavailable", trigger="SIGHUP")
+                return
+            task = asyncio.create_task(_reload_quietly(reloader, "SIGHUP"))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        app = build_app(
+            store,
+            registry,
+            [fleet.run],
+            middlewares=[live.middleware],
+            reload=reloader.reload if reloader else None,
+        )
+        app[PAGE_INFO_SOURCE] = lambda: info
         guard = ConnectionGuard(
             ConnectionLimits(max_connections=cfg.max_connections, header_timeout=cfg.header_timeout)
         )
-        registry.register(ServerCollector(guard, lambda: web.auth.busy if web.auth else 0))
+        registry.register(
+            ServerCollector(guard, lambda: live.config.auth.busy if live.config.auth else 0)
+        )
         if warning := raise_fd_limit(cfg.max_connections):
             logger.warning("file descriptor limit", problem=warning)
         await serve(
             app,
             cfg.listen_host,
             cfg.listen_port,
-            ssl_context=web.ssl_context,
+            ssl_context=live.server_context,
             on_started=lambda url: logger.info(
-                "listening", url=url, organisations=len(pollers), version=__version__
+                "listening",
+                url=url,
+                organisations=len(store.orgs),
+                shard=cfg.shard,
+                total_shards=cfg.total_shards,
+                version=__version__,
             ),
             guard=guard,
             signals={
-                signal.SIGHUP: lambda: on_reload(logger),
+                signal.SIGHUP: hangup,
                 signal.SIGUSR1: lambda: log_status(logger, store, guard),
             },
         )
@@ -183,9 +266,10 @@ async def run(
     return 0
 
 
-def on_reload(logger: structlog.typing.FilteringBoundLogger) -> None:
-    """SIGHUP: the configuration reload of SPEC section 8 belongs here; until then, say so."""
-    logger.warning("reload requested (SIGHUP); reloading is not supported yet, nothing changed")
+async def _reload_quietly(reloader: Reloader, trigger: str) -> None:
+    """A reload whose refusal is only logged (SIGHUP has no one to answer to)."""
+    with contextlib.suppress(ConfigError):
+        await reloader.reload(trigger)
 
 
 def log_status(
@@ -204,7 +288,12 @@ def log_status(
     logger.info("status", http_connections=guard.stats.open, **guard.stats.rejections())
 
 
-async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
+async def run_demo(
+    cfg: Settings,
+    web: WebConfig | None = None,
+    argv: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> int:
     """Start the built-in simulator on a free loopback port and poll it."""
     from exporter.simulator import SimulatorConfig, start_simulator
 
@@ -221,8 +310,9 @@ async def run_demo(cfg: Settings, web: WebConfig | None = None) -> int:
             api_url=sim.base_url,
             token_url=sim.token_url,
         )
+        load = config_loader(argv, environ, (target,)) if environ is not None else None
         demo_cfg = cfg.model_copy(update={"targets": (target,)})
-        return await run(demo_cfg, web=web, demo_url=sim.base_url)
+        return await run(demo_cfg, web=web, load=load, demo_url=sim.base_url)
     finally:
         await sim.close()
 
@@ -238,8 +328,9 @@ def _config_error(exc: ConfigError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        invocation = settings.load(sys.argv[1:] if argv is None else argv, os.environ)
+        invocation = settings.load(argv, os.environ)
     except ConfigError as exc:
         return _config_error(exc)
     cfg = invocation.settings
@@ -268,8 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         structlog.get_logger("exporter").warning("suspicious setting", advice=note)
     try:
         if invocation.mode == "demo":
-            return asyncio.run(run_demo(cfg, web))
-        return asyncio.run(run(cfg, once=invocation.mode == "once", web=web))
+            return asyncio.run(run_demo(cfg, web, argv, os.environ))
+        load = config_loader(argv, os.environ)
+        return asyncio.run(run(cfg, once=invocation.mode == "once", web=web, load=load))
     except ConfigError as exc:  # a file changed between validation and use
         return _config_error(exc)
     except Interrupted as exc:  # --once stopped by Ctrl-C or SIGTERM: a script must not see 0

@@ -6,6 +6,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import msgspec
@@ -37,6 +38,7 @@ class Email(msgspec.Struct, frozen=True, rename="camel", gc=False):
     queued_time: str | None = None
     received_time: str | None = None
     start_time: str | None = None
+    active_time: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,41 @@ class FoldMemory:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceLevelGroup:
+    """A group's service level and the sorted instants its waiting emails breach it."""
+
+    target: float
+    warning: float  # wall-clock seconds before a breach that an email counts as at risk
+    breaches: array[float]
+
+    def breached(self, now: float) -> int:
+        """Waiting emails whose breach instant has come."""
+        return bisect_right(self.breaches, now)
+
+    def at_risk(self, now: float) -> int:
+        """Waiting emails not yet breached that breach within `warning` of `now`."""
+        return bisect_right(self.breaches, now + self.warning) - bisect_right(self.breaches, now)
+
+    def next_breach(self, now: float) -> float | None:
+        """When the next not-yet-breached email breaches (None when none will)."""
+        i = bisect_right(self.breaches, now)
+        if i < len(self.breaches) and self.breaches[i] != float("inf"):
+            return self.breaches[i]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Pickup:
+    """One email picked up by an agent, as judged at the poll that saw it."""
+
+    pair: PairKey
+    wait: float  # wall-clock seconds from queued to picked up
+    bucket: int  # index of the first wait-histogram bound >= wait (len(bounds) for +Inf)
+    met: bool  # picked up before its target ran out on its group's clock
+    exact: bool  # the pickup time came from activeTime, not from the poll's time
+
+
+@dataclass(frozen=True, slots=True)
 class Flow:
     """What changed between two consecutive successful polls."""
 
@@ -125,6 +162,12 @@ class Snapshot:
     # The flow since the snapshot this one was built on (None for the first), counted while
     # aggregating so that no second pass over the ids is needed.
     flow: Flow | None = None
+    # Service levels per (email_type, work_type), and the pickups since the previous snapshot.
+    service: Mapping[PairKey, ServiceLevelGroup] = field(default_factory=dict)
+    pickups: tuple[Pickup, ...] = ()
+    # Pickup memory, ids of this snapshot only: seen waiting and not yet counted; counted.
+    seen_waiting: AbstractSet[EmailId] = frozenset()
+    picked: AbstractSet[EmailId] = frozenset()
     # Which folded label values were already counted in label_overflow_total (exporter.labels).
     fold_memory: FoldMemory = field(default_factory=FoldMemory)
 

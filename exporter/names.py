@@ -13,6 +13,15 @@ OLDEST_EMAIL_AGE: Final = f"{PREFIX}_oldest_email_age_seconds"
 WAITING_EMAIL_AGE: Final = f"{PREFIX}_waiting_email_age_seconds"
 AGENT_EMAILS: Final = f"{PREFIX}_agent_emails"
 
+# Service levels (SPEC §6)
+SERVICE_LEVEL_TARGET: Final = f"{PREFIX}_service_level_target_seconds"
+SERVICE_LEVEL_BREACHED: Final = f"{PREFIX}_service_level_breached_emails"
+SERVICE_LEVEL_AT_RISK: Final = f"{PREFIX}_service_level_at_risk_emails"
+SERVICE_LEVEL_NEXT_BREACH: Final = f"{PREFIX}_service_level_next_breach_timestamp_seconds"
+PICKUP_WAIT: Final = f"{PREFIX}_pickup_wait_seconds"
+PICKUPS: Final = f"{PREFIX}_pickups"  # counter: _total is added on exposition
+SERVICE_LEVEL_OUTCOMES: Final[tuple[str, ...]] = ("met", "missed")
+
 # Flow (counter names without the `_total` suffix, as prometheus_client wants them)
 ARRIVALS: Final = f"{PREFIX}_arrivals"
 DEPARTURES: Final = f"{PREFIX}_departures"
@@ -47,6 +56,17 @@ CONNECTION_REJECT_REASONS: Final[tuple[str, ...]] = (
     "header_timeout",
     "accept_failed",
 )
+
+# Fleet: shards, reload and the per-key request budget (SPEC §8)
+SHARD_ORDINAL: Final = f"{PREFIX}_shard_ordinal"
+TOTAL_SHARDS: Final = f"{PREFIX}_total_shards"
+TARGETS: Final = f"{PREFIX}_targets"
+CONFIG_LAST_RELOAD_SUCCESSFUL: Final = f"{PREFIX}_config_last_reload_successful"
+CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: Final = (
+    f"{PREFIX}_config_last_reload_success_timestamp_seconds"
+)
+RATE_LIMIT_WAIT: Final = f"{PREFIX}_rate_limit_wait_seconds"
+RATE_LIMIT_OVERRUNS: Final = f"{PREFIX}_rate_limit_overrun_polls"
 
 # Label values
 UNKNOWN: Final = "unknown"

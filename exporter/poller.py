@@ -91,6 +91,25 @@ class Poller:
     async def poll_once(self) -> bool:
         """Run one complete poll; True when it succeeded."""
         started = self._monotonic()
+        waited_before = self.state.rate_limit_wait
+        ok = await self._poll()
+        waited = self.state.rate_limit_wait - waited_before
+        elapsed = self._monotonic() - started
+        if waited > 0 and elapsed > self._timing.poll_interval:
+            # Say so rather than silently stretching the interval: the budget is too small.
+            self.state.record_budget_overrun()
+            self._log.warning(
+                "poll_over_budget",
+                org=self.state.org,
+                duration_seconds=round(elapsed, 3),
+                budget_wait_seconds=round(waited, 3),
+                poll_interval_seconds=self._timing.poll_interval,
+                advice="raise max_requests_per_second or poll_interval, or split the key's orgs",
+            )
+        return ok
+
+    async def _poll(self) -> bool:
+        started = self._monotonic()
         throttled_before = self._throttled()
         previous = self.state.snapshot
         builder = SnapshotBuilder(self._options, previous, self.state.reserved_series())

@@ -10,26 +10,40 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter.connections import ConnectionGuard
+from exporter.errors import ConfigError
 from exporter.exposition import ExpositionCache
 from exporter.landing import PageCache, PageInfo
 from exporter.signals import STOP_SIGNALS, handle_signals
 from exporter.store import Store
 
 PollTask = Callable[[], Coroutine[Any, Any, None]]
+# Reloads the configuration; raises ConfigError (one line) when it is refused.
+Reload = Callable[[str], Awaitable[None]]
 
 STORE = web.AppKey("store", Store)
 # Settings the landing page shows (poll interval, API hosts, demo); optional, main sets it.
 PAGE_INFO = web.AppKey("page_info", PageInfo)
+# Where a reloading daemon keeps its current PageInfo (the app's state is frozen once started).
+PAGE_INFO_SOURCE: web.AppKey[Callable[[], PageInfo]] = web.AppKey("page_info_source")
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
 DEFAULT_PAGE_INFO = PageInfo()
 POLL_TASKS = web.AppKey("poll_tasks", list[asyncio.Task[None]])
+RELOAD: web.AppKey[Reload] = web.AppKey("reload")
 
 
 def build_app(
@@ -37,12 +51,17 @@ def build_app(
     registry: CollectorRegistry,
     poll_loops: Sequence[PollTask] = (),
     middlewares: Iterable[Any] = (),
+    reload: Reload | None = None,
 ) -> web.Application:
     """The exporter's aiohttp application; `poll_loops` run for as long as the app does."""
     app = web.Application(middlewares=list(middlewares))
     app[STORE] = store
     app[PAGE_CACHE] = PageCache()
     app[POLL_TASKS] = []
+    if reload is not None:
+        app[RELOAD] = reload
+        # POST only (aiohttp answers 405 to other methods); behind the same middlewares as all.
+        app.router.add_post("/-/reload", reload_config)
 
     async def run_pollers(app: web.Application) -> AsyncIterator[None]:
         tasks = app[POLL_TASKS]
@@ -77,9 +96,20 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="waiting for the first poll of every organisation\n")
 
 
+async def reload_config(request: web.Request) -> web.Response:
+    """Reload the configuration (SPEC §8): 200, or 500 with the one-line reason."""
+    try:
+        await request.app[RELOAD]("http")
+    except ConfigError as exc:
+        # One line, even when several settings are wrong.
+        return web.Response(status=500, text="; ".join(map(str, exc.all)) + "\n")
+    return web.Response(text="configuration reloaded\n")
+
+
 async def landing_page(request: web.Request) -> web.Response:
     """Version, links and per-organisation status; shows nothing secret."""
-    info = request.app.get(PAGE_INFO) or DEFAULT_PAGE_INFO
+    source = request.app.get(PAGE_INFO_SOURCE)
+    info = source() if source else request.app.get(PAGE_INFO) or DEFAULT_PAGE_INFO
     body = request.app[PAGE_CACHE].get(info, request.app[STORE], time.time())
     return web.Response(text=body, content_type="text/html")
 

@@ -1,11 +1,11 @@
-"""What each signal does: the daemon stops on SIGTERM/SIGINT/SIGQUIT, logs on SIGHUP/SIGUSR1,
+"""What each signal does: the daemon stops on SIGTERM/SIGINT/SIGQUIT, reloads on SIGHUP, logs on SIGUSR1,
 and `--once` interrupted exits 128 + the signal number, its output never half-printed.
 
 | signal | daemon | `--once` |
 |---|---|---|
 | SIGTERM, SIGINT | clean stop, exit 0 | stop, print nothing, exit 143 / 130 |
 | SIGQUIT | clean stop, exit 0 (nginx's "graceful quit") | default (core dump) |
-| SIGHUP | "reload requested" (see `on_reload`), keeps running | default |
+| SIGHUP | reloads the configuration (`exporter.reload`), keeps running | default |
 | SIGUSR1 | logs one status line per organisation, keeps running | default |
 """
 

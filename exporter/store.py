@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from exporter.budget import OWN_SERIES
 from exporter.models import Flow, GroupKey, PairKey, Snapshot
+from exporter.names import SERVICE_LEVEL_OUTCOMES
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -35,6 +36,23 @@ class DurationHistogram:
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             running += count
             out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+@dataclass(slots=True)
+class WaitHistogram:
+    """Pickup waits of one group: counts per bucket index (non-cumulative), sum and count."""
+
+    counts: Counter[int] = field(default_factory=Counter)
+    total: float = 0.0
+    count: int = 0
+
+    def cumulative(self, buckets: int) -> list[int]:
+        """Cumulative counts for bucket indexes 0 .. `buckets` (the last one is +Inf)."""
+        running, out = 0, []
+        for i in range(buckets + 1):
+            running += self.counts.get(i, 0)
+            out.append(running)
         return out
 
 
@@ -66,6 +84,21 @@ class OrgState:
     arrivals: Counter[PairKey] = field(default_factory=Counter)
     departures: Counter[GroupKey] = field(default_factory=Counter)
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (email_type, work_type, "met" or "missed") -> pickups; and their waits per group.
+    pickups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
+    # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
+    # that took longer than poll_interval while waiting for it.
+    rate_limit_wait: float = 0.0
+    budget_overruns: int = 0
+
+    def observe_rate_limit_wait(self, seconds: float) -> None:
+        """Add time one request waited for the key's request budget."""
+        self.rate_limit_wait += seconds
+
+    def record_budget_overrun(self) -> None:
+        """A poll outlasted poll_interval while waiting for the request budget."""
+        self.budget_overruns += 1
 
     def reserved_series(self) -> int:
         """Series this organisation exports that no label combination of the queue pays for."""
@@ -107,6 +140,35 @@ class OrgState:
             self.arrivals[(email_type, work_type)] += 0
         for key in snapshot.counts:
             self.departures[key] += 0
+        self._record_pickups(snapshot, gap=flow is None)
+
+    def _record_pickups(self, snapshot: Snapshot, *, gap: bool) -> None:
+        """Count the snapshot's pickups; after a stale gap only those timed by activeTime."""
+        changed: dict[PairKey, WaitHistogram] = {}
+        for pickup in snapshot.pickups:
+            if gap and not pickup.exact:
+                continue  # picked up some time in the gap: cannot be judged against a target
+            self.pickups[(*pickup.pair, "met" if pickup.met else "missed")] += 1
+            waits = changed.get(pickup.pair)
+            if waits is None:
+                # Copy on write: a scrape being rendered may hold the previous object.
+                old = self.pickup_waits.get(pickup.pair) or WaitHistogram()
+                waits = changed[pickup.pair] = WaitHistogram(
+                    Counter(old.counts), old.total, old.count
+                )
+            waits.counts[pickup.bucket] += 1
+            waits.total += pickup.wait
+            waits.count += 1
+        self.pickup_waits.update(changed)
+        live = snapshot.last_seen
+        for key in [key for key in self.pickups if key[:2] not in live]:
+            del self.pickups[key]
+        for pair in [pair for pair in self.pickup_waits if pair not in live]:
+            del self.pickup_waits[pair]
+        for email_type, work_type in live:
+            for outcome in SERVICE_LEVEL_OUTCOMES:
+                self.pickups[(email_type, work_type, outcome)] += 0
+            self.pickup_waits.setdefault((email_type, work_type), WaitHistogram())
 
     def record_failure(
         self,
@@ -137,16 +199,36 @@ class OrgState:
         return snapshot
 
 
+@dataclass(slots=True)
+class FleetStatus:
+    """This replica's shard and the outcome of the last configuration (re)load."""
+
+    shard: int = 0
+    total_shards: int = 1
+    last_reload_successful: bool = True
+    last_reload_success: float | None = None
+
+
 class Store:
     """All organisations' state, in configuration order."""
 
     def __init__(self, org_ids: list[str]) -> None:
         self.orgs: dict[str, OrgState] = {org: OrgState(org) for org in org_ids}
+        self.fleet = FleetStatus()
+        # Versions of organisations removed by reloads, so `version` never goes back.
+        self._retired = 0
 
     @property
     def version(self) -> int:
-        """Changes whenever any organisation's poll finishes."""
-        return sum(state.version for state in self.orgs.values())
+        """Changes whenever any organisation's poll finishes, or a reload changes the set."""
+        return self._retired + sum(state.version for state in self.orgs.values())
+
+    def replace(self, orgs: dict[str, OrgState]) -> None:
+        """Swap in a new set of organisations at once (a reload); kept states keep everything."""
+        self._retired += 1 + sum(
+            s.version for org, s in self.orgs.items() if orgs.get(org) is not s
+        )
+        self.orgs = orgs
 
     @property
     def ready(self) -> bool:

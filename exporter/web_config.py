@@ -270,3 +270,55 @@ def load(path: Path) -> WebConfig:
         auth=BasicAuth(users) if users else None,
         headers=_headers(top.get("http_server_config"), path),
     )
+
+
+class LiveWebConfig:
+    """The web config in force, swapped by a reload: basic auth and headers apply to the next
+    request, certificates to the next TLS handshake.
+
+    The listening socket keeps the TLS context it started with; its SNI callback (called on
+    every handshake, with or without SNI) hands the connection the current context instead.
+    Turning TLS on or off, or changing client certificate checks, needs a restart.
+    """
+
+    def __init__(self, config: WebConfig) -> None:
+        self.config = config
+        self._guard = config.middleware
+        self._server_context = config.ssl_context
+        if self._server_context is not None:
+            self._server_context.sni_callback = self._pick_context
+
+    @property
+    def server_context(self) -> ssl.SSLContext | None:
+        """The context to listen with (fixed for the life of the process)."""
+        return self._server_context
+
+    def check(self, new: WebConfig) -> str | None:
+        """Why `new` cannot replace the config in force without a restart, or None."""
+        old = self._server_context
+        if (old is None) != (new.ssl_context is None):
+            return "turning TLS on or off needs a restart"
+        if old is not None and new.ssl_context is not None:
+            if old.verify_mode != new.ssl_context.verify_mode:
+                return "changing client_auth_type needs a restart"
+        return None
+
+    def swap(self, new: WebConfig) -> None:
+        """Put `new` in force; call only after `check` returned None."""
+        self.config = new
+        self._guard = new.middleware
+
+    def _pick_context(self, conn: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        current = self.config.ssl_context
+        if current is not None and current is not ctx:
+            conn.context = current
+
+    @property
+    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+        """A middleware that always applies the config in force."""
+
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self._guard(request, handler)
+
+        return guard

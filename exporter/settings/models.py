@@ -5,16 +5,27 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from exporter.settings import regions
 from exporter.settings.files import CONFIG_FILE_LIMIT, check_regular, client_ssl_context
 from exporter.settings.regions import Region
+from exporter.settings.servicelevels import CalendarSettings, ServiceLevelRuleSettings
+from exporter.shards import host_ordinal
 
 Mode = Literal["run", "demo", "once", "check_config", "check_connection", "version"]
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -153,6 +164,14 @@ class Settings(BaseModel):
     max_connections: int = Field(512, ge=1, le=1_000_000)
     header_timeout: float = Field(10.0, gt=0, le=3600)
     strict_env: bool = False
+    service_level_target: float = Field(86400.0, gt=0)
+    service_level_warning: float = Field(3600.0, ge=0)
+    service_levels: tuple[ServiceLevelRuleSettings, ...] = ()  # YAML only
+    calendars: dict[str, CalendarSettings] = Field(default_factory=dict)  # YAML only
+    shard: int = Field(0, ge=0)
+    # Validated even when defaulted, so a shard without total_shards is caught.
+    total_shards: int = Field(1, ge=1, validate_default=True)
+    max_requests_per_second: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -167,6 +186,21 @@ class Settings(BaseModel):
     @classmethod
     def _listen_address(cls, value: str) -> str:
         split_listen_address(value)
+        return value
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return host_ordinal(socket.gethostname())
+        return value
+
+    @field_validator("total_shards")
+    @classmethod
+    def _total_shards(cls, value: int, info: ValidationInfo) -> int:
+        shard = info.data.get("shard")
+        if isinstance(shard, int) and shard >= value:
+            raise ValueError(f"must be greater than shard ({shard}): shards are numbered from 0")
         return value
 
     @field_validator("waiting_states")

@@ -19,6 +19,7 @@ from exporter.settings.argv import parse_argv
 from exporter.settings.checks import check_limits, unknown_env
 from exporter.settings.files import SECRET_FILE_LIMIT, read_text, read_yaml
 from exporter.settings.models import Invocation, Mode, Settings, TargetSettings
+from exporter.settings.servicelevels import parse_service_levels
 from exporter.settings.table import (
     BLOCK_KEYS,
     FILE_KEYS,
@@ -313,6 +314,15 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
             seen[target.org_id] = i
             targets.append(target)
 
+    if config_file is not None:
+        raw_rules, raw_calendars = (top.get(k) for k in ("service_levels", "calendars"))
+        rules, calendars, found = parse_service_levels(
+            raw_rules and raw_rules.raw,
+            raw_calendars and raw_calendars.raw,
+            f"config file {config_file}",
+        )
+        problems.errors += found
+        global_values |= {"service_levels": rules, "calendars": calendars}
     check_limits(global_values, global_sources, problems.add)
     failed = [spec.name for spec in GLOBAL_SPECS if problems.about(spec.name)]
     good = {k: v for k, v in global_values.items() if k not in failed}

@@ -72,8 +72,13 @@ SPECS = (
     Spec("max_pages", "int", "pages fetched per poll at most"),
     Spec("max_response_bytes", "size", "largest response body accepted", False, "64MiB"),
     Spec("ca_file", "path", "PEM bundle of a private CA for upstream TLS"),
+    Spec("service_level_target", "duration", "default service-level target: queued to picked up"),
+    Spec("service_level_warning", "duration", "at risk = breaches within this (wall-clock) time"),
     Spec("log_level", "choice", "debug, info, warning or error"),
     Spec("log_format", "choice", "auto (console on a TTY, else JSON), console or json"),
+    Spec("shard", "str", "this replica's shard, or auto: the host name's ordinal (name-3 -> 3)"),
+    Spec("total_shards", "int", "number of shards; organisations are split by API key"),
+    Spec("max_requests_per_second", "opt", "request budget per API key, all its organisations"),
     Spec("config_file", "path", "YAML file with any setting above, plus targets:"),
     Spec("web_config_file", "path", "exporter-toolkit web config: TLS and basic auth"),
     Spec("max_connections", "int", "open connections to the HTTP server; more are closed at once"),
@@ -83,7 +88,10 @@ SPECS = (
 SPEC_OF = {spec.name: spec for spec in SPECS}
 TARGET_SPECS = tuple(spec for spec in SPECS if spec.target)
 GLOBAL_SPECS = tuple(spec for spec in SPECS if not spec.target)
+# Structured settings that only the config file can hold (settings/servicelevels.py).
+YAML_ONLY_KEYS = ("service_levels", "calendars")
 TOP_KEYS = {spec.name for spec in SPECS if spec.name != "config_file"} | {*FILE_KEYS, "targets"}
+TOP_KEYS |= set(YAML_ONLY_KEYS)
 BLOCK_KEYS = {spec.name for spec in TARGET_SPECS} | set(FILE_KEYS)
 _METAVARS = {"duration": "DURATION", "size": "SIZE", "int": "N", "bool": "BOOL", "path": "PATH"}
 _METAVARS |= {"strs": "A,B,...", "buckets": "S,S,..."}
@@ -98,7 +106,8 @@ Sources, highest first: flags > environment (ALVARIA_<NAME>) > config file > *_F
 files > defaults. In the config file, targets: lists one block per organisation; the
 per-organisation settings given elsewhere are defaults for every block. An empty environment
 variable counts as unset. Durations: 30, 2.5, 30s, 5m, 1h30m, 500ms. Lists: comma-separated.
-Booleans: true/false, 1/0, yes/no.
+Booleans: true/false, 1/0, yes/no. Service-level rules (service_levels:) and business-hours
+calendars (calendars:) are set in the config file only.
 """
 
 

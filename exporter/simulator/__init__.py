@@ -47,6 +47,6 @@ async def start_simulator(
     return RunningSimulator(
         base_url=base_url,
         token_url=base_url + TOKEN_PATH,
-        emails_url=base_url + EMAILS_PATH.format(orgId=config.org_id),
+        emails_url=base_url + EMAILS_PATH.format(orgId=config.org_ids[0]),
         runner=runner,
     )

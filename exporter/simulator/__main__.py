@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from . import start_simulator
+from .app import MAX_ORGS
 from .config import SimulatorConfig
 from .scenarios import SCENARIOS
 
@@ -74,6 +75,16 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("token-lifetime", defaults.token_lifetime, float, "access token lifetime, seconds")
     flag("strict-realm", defaults.strict_realm, _bool, "refuse tokens without realm=<org-id>",
          nargs="?", const=True)  # fmt: skip
+    flag("orgs", defaults.orgs, int, "serve this many organisations org-0001 ... (0: --org-id)")
+    flag(
+        "api-key-per-org",
+        defaults.api_key_per_org,
+        _bool,
+        "with --orgs: each organisation its own x-api-key, key-org-0001 ...",
+        nargs="?",
+        const=True,
+    )
+    flag("orgs-per-key", defaults.orgs_per_key, int, "with --api-key-per-org: orgs sharing a key")
     return parser
 
 
@@ -100,6 +111,9 @@ def parse_args(
             api_key=str(args.api_key),
             token_lifetime=float(args.token_lifetime),
             strict_realm=_bool(args.strict_realm),
+            orgs=int(args.orgs),
+            orgs_per_key=int(args.orgs_per_key),
+            api_key_per_org=_bool(args.api_key_per_org),
         )
     except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc))
@@ -107,6 +121,8 @@ def parse_args(
         parser.error(f"--scenario must be one of {', '.join(SCENARIOS)}")
     if config.speed <= 0 or config.page_cap < 1 or config.emails < 0 or config.token_lifetime <= 0:
         parser.error("--speed and --token-lifetime must be > 0, --page-cap >= 1, --emails >= 0")
+    if not 0 <= config.orgs <= MAX_ORGS or config.orgs_per_key < 1:
+        parser.error(f"--orgs must be from 0 to {MAX_ORGS}, --orgs-per-key at least 1")
     return listen, config
 
 
@@ -117,11 +133,12 @@ async def serve(host: str, port: int, config: SimulatorConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     simulator = await start_simulator(config, host, port)
+    orgs = config.org_ids
     log.info(
         "simulator listening on %s (scenario=%s, org_id=%s, emails at %s)",
         simulator.base_url,
         config.scenario,
-        config.org_id,
+        orgs[0] if len(orgs) == 1 else f"{orgs[0]} ... {orgs[-1]} ({len(orgs)} organisations)",
         simulator.emails_url,
     )
     try:

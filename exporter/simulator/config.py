@@ -21,3 +21,22 @@ class SimulatorConfig:
     token_lifetime: float = 3600.0
     # Like Alvaria Cloud: a token request must name the organisation as `realm` (query or form).
     strict_realm: bool = False
+    # Several organisations org-0001 ... in one process (0 = just `org_id`), each its own queue.
+    orgs: int = 0
+    api_key_per_org: bool = False  # keys key-org-0001 ... instead of the one `api_key`
+    # With api_key_per_org: this many consecutive organisations share the key of the first.
+    orgs_per_key: int = 1
+
+    @property
+    def org_ids(self) -> tuple[str, ...]:
+        """The organisations served, in order."""
+        if not self.orgs:
+            return (self.org_id,)
+        return tuple(f"org-{i:04d}" for i in range(1, self.orgs + 1))
+
+    def api_key_for(self, org: str) -> str:
+        """The x-api-key the simulator accepts for `org`."""
+        if not (self.orgs and self.api_key_per_org):
+            return self.api_key
+        first = (int(org.removeprefix("org-")) - 1) // self.orgs_per_key * self.orgs_per_key + 1
+        return f"key-org-{first:04d}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .entities import (
@@ -19,6 +20,19 @@ from .entities import (
 )
 
 _ARRIVAL, _DUE, _STAFF = 0, 1, 2
+# Pickups remembered for the ground truth (`/_sim/truth`); the oldest are forgotten first.
+MAX_PICKUP_LOG = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class PickupEvent:
+    """An agent took an email that was waiting: the ground truth of a pickup."""
+
+    at: float
+    email_id: int
+    email_type: str
+    work_type_id: str
+    queued: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +91,7 @@ class QueueModel:
         self.arrived = 0
         self.departed = 0
         self.transitions: Counter[tuple[str | None, str | None]] = Counter()
+        self.pickup_log: deque[PickupEvent] = deque(maxlen=MAX_PICKUP_LOG)
         self.arrival_factor = 1.0
         self.staffing = params.staffing
         self.agents = make_agents(rng, params.agents, "")
@@ -126,6 +141,13 @@ class QueueModel:
         if email.state in WAITING:
             heapq.heappush(self._waiting, (email.queued, email.id))
         self._next_id = max(self._next_id, email.id + 1)
+
+    def occupy_idle_agents(self, make: Callable[[], Email]) -> None:
+        """Give every idle agent an email already in progress: a centre busy at the start."""
+        while self._idle:
+            email = make()
+            self.inject(email)
+            self._take(self._idle.popleft(), email, email.state)
 
     def next_id(self) -> int:
         """Reserve an email id."""
@@ -300,6 +322,11 @@ class QueueModel:
         return None
 
     def _take(self, agent: Agent, email: Email, state: str) -> None:
+        if email.state in WAITING:
+            event = PickupEvent(
+                self.now, email.id, email.email_type, email.work_type_id, email.queued
+            )
+            self.pickup_log.append(event)
         self._holding[agent.id] = email.id
         email.agent = agent
         email.active = self.now

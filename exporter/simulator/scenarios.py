@@ -9,7 +9,7 @@ from typing import Final
 from .entities import Agent, Email, WorkType, make_agents, new_email, object_id
 from .model import ModelParams, QueueModel, Staffing, Stream
 
-SCENARIOS: Final = ("steady", "surge", "agent_outage", "api_faults", "large")
+SCENARIOS: Final = ("steady", "surge", "agent_outage", "api_faults", "large", "sla")
 
 WORK_TYPES: Final = (
     WorkType("111", "Service01", "service01@orgname.example.com"),
@@ -28,6 +28,15 @@ _EMAIL_TYPE_SHARE: Final[tuple[tuple[str, float], ...]] = (
 ARRIVALS_PER_SECOND: Final = 0.25
 _WARMUP: Final = 3600.0  # model seconds simulated before "now" so the queue starts in motion
 HOUR: Final = 3600.0
+# The `sla` scenario's service levels (wall-clock seconds, by work type name), the targets its
+# ground truth is judged against; README shows the matching exporter configuration.
+SLA_TARGETS: Final[dict[str, float]] = {
+    "Sales": 600.0,
+    'Billing "Priority" \u2013 Zürich': 300.0,
+    "Technical Support": 900.0,
+}
+SLA_DEFAULT_TARGET: Final = 1800.0
+SLA_BACKLOG: Final = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,8 @@ def build_model(scenario: str, rng: random.Random, now: float, speed: float) -> 
     """A model of `scenario` whose queue is already in motion at `now`."""
     if scenario == "agent_outage":
         return _outage(rng, now, speed)
+    if scenario == "sla":
+        return _sla(rng, now, speed)
     if scenario not in SCENARIOS or scenario == "large":
         raise ValueError(f"not a dynamic scenario: {scenario!r}")
     start = now - _WARMUP / speed
@@ -119,6 +130,46 @@ def _outage(rng: random.Random, now: float, speed: float) -> QueueModel:
         email = _backlog(model, rng, wt, email_type, queued, state, rng.choice(gone), now)
         model.inject(email)
     model.retune(arrival_factor=0.5, staffing=None)
+    return model
+
+
+def sla_target(work_type_name: str) -> float:
+    """The `sla` scenario's target for a work type."""
+    return SLA_TARGETS.get(work_type_name, SLA_DEFAULT_TARGET)
+
+
+def _sla(rng: random.Random, now: float, speed: float) -> QueueModel:
+    """Too few agents and a waiting backlog whose first email breaches a minute (/ speed) from now.
+
+    The backlog's breaches are spread over the next ten minutes (/ speed) on a continuous clock:
+    nothing is breached at the start, so an early warning can be seen to come before the first
+    breach. Arrivals keep coming, so some emails are picked up in time and some are not.
+    No email is transferred back to a queue: a pickup undone within one poll interval cannot
+    be seen by polling (README, "Pickups"), and this scenario's truth is meant to be observable.
+    """
+    params = ModelParams(
+        work_types=WORK_TYPES,
+        streams=streams(),
+        agents=100,
+        agents_on_duty=10,
+        staffing=Staffing(minimum=10, maximum=100, target=40),
+        speed=speed,
+        p_transfer=0.0,
+    )
+    model = QueueModel(params, rng, now)
+    for i in range(SLA_BACKLOG):
+        wt, email_type = _pick(rng, outbound_manual=False)
+        target = sla_target(wt.name)
+        due_in = min((60.0 + 540.0 * i / SLA_BACKLOG) / speed, 0.95 * target)
+        queued = now - target + due_in
+        model.inject(_backlog(model, rng, wt, email_type, queued, "Queued", None, now))
+
+    def in_progress() -> Email:
+        wt, email_type = _pick(rng, outbound_manual=False)
+        queued = now - rng.uniform(60.0, 600.0) / speed
+        return _backlog(model, rng, wt, email_type, queued, "Active", None, now)
+
+    model.occupy_idle_agents(in_progress)
     return model
 
 

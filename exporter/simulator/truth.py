@@ -1,0 +1,69 @@
+"""Ground truth of the simulated queue for tests and demos: `GET /_sim/truth` (not the fake API).
+
+What really happened, straight from the model rather than from the API's items: every pickup
+(an agent taking a waiting email, with the instant it happened) and the emails waiting now.
+With `?since=` only pickups after that Unix time are listed; with `?warning=` (seconds) the
+summary per group judges them against the `sla` scenario's targets on a continuous clock:
+picked up in time or not, waiting emails past their target, breaching within `warning`, and the
+next breach instant.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .entities import WAITING
+from .model import QueueModel
+from .scenarios import sla_target
+
+
+def truth(model: QueueModel, now: float, since: float, warning: float) -> dict[str, Any]:
+    """Pickups after `since`, waiting emails at `now`, and their service-level summary."""
+    model.advance_to(now)
+    names = model.work_type_names
+    pickups: list[dict[str, Any]] = [
+        {
+            "id": str(event.email_id),
+            "emailType": event.email_type,
+            "workType": names.get(event.work_type_id, event.work_type_id),
+            "queued": event.queued,
+            "active": event.at,
+        }
+        for event in model.pickup_log
+        if event.at > since
+    ]
+    waiting: list[dict[str, Any]] = [
+        {
+            "id": str(email.id),
+            "emailType": email.email_type,
+            "workType": names.get(email.work_type_id, email.work_type_id),
+            "queued": email.queued,
+        }
+        for email in model.emails.values()
+        if email.state in WAITING
+    ]
+    groups: dict[str, dict[str, Any]] = {}
+
+    def group(item: dict[str, Any]) -> dict[str, Any]:
+        key = f"{item['emailType']}/{item['workType']}"
+        empty = {"met": 0, "missed": 0, "breached": 0, "at_risk": 0, "next_breach": None}
+        return groups.setdefault(key, {"emailType": item["emailType"],
+                                       "workType": item["workType"], **empty})  # fmt: skip
+
+    first: Counter[str] = Counter()
+    for item in pickups:
+        first[item["id"]] += 1
+        if first[item["id"]] == 1:  # each email counts once: its first pickup
+            met = item["active"] - item["queued"] < sla_target(item["workType"])
+            group(item)["met" if met else "missed"] += 1
+    for item in waiting:
+        due = item["queued"] + sla_target(item["workType"])
+        entry = group(item)
+        if due <= now:
+            entry["breached"] += 1
+        else:
+            entry["at_risk"] += due <= now + warning
+            if entry["next_breach"] is None or due < entry["next_breach"]:
+                entry["next_breach"] = due
+    return {"now": now, "pickups": pickups, "waiting": waiting, "groups": list(groups.values())}
