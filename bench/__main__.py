@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from . import polls, render, report, scrape
+from . import hostile, polls, render, report, scrape, steady
 from .procs import simulator
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -41,6 +41,12 @@ async def run(args: argparse.Namespace) -> report.Results:
             if n == sizes[-1]:
                 seconds = 0.5 if args.quick else args.scrape_seconds
                 results.scrapes = await scrape.scrape_under_polls(sim, seconds=seconds)
+                print("… daemon steady-state poll against the orjson floor", file=sys.stderr)
+                results.steady = await (
+                    steady.steady_state(sim, n, polls=2, interval=1.0, repeats=2)
+                    if args.quick
+                    else steady.steady_state(sim, n)
+                )
         results.sizes.append(report.Size(n, floor, exporter, rss))
     print("… /metrics render", file=sys.stderr)
     if args.quick:
@@ -48,6 +54,11 @@ async def run(args: argparse.Namespace) -> report.Results:
     else:
         results.render = scrape.render()
     await _render_rows(args, results)
+    if args.quick:  # two cases, to show the suite runs
+        cases = ["endless bodies on pages 2-5", "totalItems of 10^30"]
+        results.hostile = await hostile.run_all(polls=2, long_polls=3, cases=cases)
+    else:
+        results.hostile = await hostile.run_all(polls=5, long_polls=30)
     return results
 
 
@@ -71,11 +82,12 @@ def main() -> int:
     # The in-process poller logs each poll; only problems matter here.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     results = asyncio.run(run(args))
-    text = report.table(results) + report.render_table(results)
+    text = report.table(results) + report.render_table(results) + report.bounds_table(results)
     print(text)
     print()
     failed = 0
-    for name, ok in report.verdicts(results) + report.render_verdicts(results):
+    checks = report.verdicts(results) + report.render_verdicts(results)
+    for name, ok in checks + report.bounds_verdicts(results):
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
         failed += not ok
     if args.update_readme:

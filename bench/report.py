@@ -10,9 +10,13 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+from . import hostile as hostile_cases
+from . import steady as steady_state
+from .hostile import Hostile
 from .polls import Timing
 from .render import Liveness, RenderCost
 from .scrape import Render, Scrapes
+from .steady import Steady
 
 MB = 1024 * 1024
 BEGIN = "<!-- bench:begin -->"
@@ -42,6 +46,8 @@ class Results:
     render_poll_liveness: Liveness | None = None
     daemon_liveness: Liveness | None = None
     daemon_poll_liveness: Liveness | None = None
+    steady: Steady | None = None
+    hostile: list[Hostile] = field(default_factory=list)
 
 
 def machine() -> str:
@@ -232,3 +238,18 @@ def render_verdicts(results: Results) -> list[tuple[str, bool]]:
                 )
             )
     return checks
+
+
+def bounds_table(results: Results) -> str:
+    """The daemon's steady poll against the orjson floor, and the hostile-upstream cases."""
+    out = []
+    if results.steady is not None:
+        out.append(steady_state.table(results.steady))
+    if results.hostile:
+        out.append(hostile_cases.table(results.hostile))
+    return "\n".join(out)
+
+
+def bounds_verdicts(results: Results) -> list[tuple[str, bool]]:
+    checks = steady_state.verdicts(results.steady) if results.steady is not None else []
+    return checks + hostile_cases.verdicts(results.hostile)

@@ -66,10 +66,13 @@ class AggregationOptions:
     series_cost: SeriesCost = DEFAULT_COST
 
 
-def parse_timestamp(value: str | None) -> float | None:
+def parse_timestamp(value: str | datetime | None) -> float | None:
     """Unix time of an ISO 8601 timestamp (`Z`, offsets, fractions); naive means UTC; else None."""
     if not value:
         return None
+    if isinstance(value, datetime):
+        parsed = value
+        return (parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed).timestamp()
     try:
         parsed = datetime.fromisoformat(value)
     except (ValueError, TypeError):
@@ -84,9 +87,18 @@ def parse_timestamp(value: str | None) -> float | None:
     return parsed.timestamp()
 
 
-def _digest(email_id: str) -> bytes:
-    """A long id's stand-in: as distinct as the id, bounded in size."""
-    return hashlib.blake2b(email_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def _canonical_id(email_id: str) -> EmailId:
+    """A text id as the aggregation keeps it: decimal ids as ints, over-long ones as a digest.
+
+    "007" stays a string, so no two distinct ids become one.
+    """
+    if len(email_id) < 19 and email_id.isascii() and email_id.isdigit():
+        if email_id[0] != "0" or email_id == "0":
+            return int(email_id)
+    elif len(email_id) > MAX_ID_LENGTH:
+        # As distinct as the id, bounded in size.
+        return hashlib.blake2b(email_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return email_id
 
 
 def _label(*candidates: str | int | None) -> str:
@@ -239,18 +251,15 @@ class SnapshotBuilder:
         picked_add, waiting_add = pickups.picked.add, pickups.seen_waiting.add
         for email in emails:
             email_id: EmailId | None = email.id
-            if email_id is None or email_id == "":
-                self._invalid["missing_id"] += 1
-                continue
-            if type(email_id) is str:
-                if len(email_id) < 19 and email_id.isascii() and email_id.isdigit():
-                    # Ids are int32 strings: as ints they hash and compare faster and take less
-                    # memory, which keeps a 100k-id poll linear. "007" stays a string, so no two
-                    # distinct ids become one.
-                    if email_id[0] != "0" or email_id == "0":
-                        email_id = int(email_id)
-                elif len(email_id) > MAX_ID_LENGTH:
-                    email_id = _digest(email_id)
+            # Ids are int32 strings: as ints they hash and compare faster and take less memory,
+            # which keeps a 100k-id poll linear. The page decoder turns them into ints already;
+            # text ids come from the lenient path, or from callers of `aggregate`.
+            if email_id.__class__ is not int:
+                if email_id is None or email_id == "":
+                    self._invalid["missing_id"] += 1
+                    continue
+                if type(email_id) is str:
+                    email_id = _canonical_id(email_id)
             if email_id in memberships:
                 self._duplicates += 1
                 continue
@@ -280,8 +289,10 @@ class SnapshotBuilder:
                 if agent != UNKNOWN:
                     agent = self._admit(self._agents, "agent", agent)
                     self._agent_counts[(agent, key[0])] += 1
-            # An email's age counts from queuedTime, else receivedTime, else startTime.
-            ts = parse(email.queued_time)
+            # An email's age counts from queuedTime, else receivedTime, else startTime. The page
+            # decoder has parsed zoned timestamps already; text is the lenient path's.
+            stamp: str | datetime | None = email.queued_time
+            ts = stamp.timestamp() if stamp.__class__ is datetime else parse(stamp)
             if ts is None:
                 ts = parse(email.received_time)
                 if ts is None:
@@ -307,7 +318,9 @@ class SnapshotBuilder:
                 arrivals[group.key[1:]] += group.arrivals
             if group.carried:
                 carried[group.key] += group.carried
-        departures = Counter(self._previous_members.values())
+        # The previous snapshot's group counts are its memberships counted by key, already.
+        previous = self._previous.counts if self._previous else {}
+        departures = Counter({key: n for key, n in previous.items() if n})
         departures.subtract(carried)
         return Flow(arrivals, +departures, self._transitions)
 

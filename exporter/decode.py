@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
@@ -51,6 +52,22 @@ class Page:
 _LOOSE_ITEM = msgspec.defstruct(
     "LooseEmail", [(name, Raw | UnsetType, UNSET) for name in _ALL_FIELDS], gc=False
 )
+# Timestamps with a zone, as the API sends them ("2019-04-15T18:41:40.874Z").
+_Zoned = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class WireEmail(Email, frozen=True, rename="camel", gc=False):
+    """`Email` as the fast path decodes it (lax): ids that are decimal numbers arrive as ints,
+    zoned timestamps as datetimes, both parsed by msgspec instead of Python code. An item it
+    refuses ("007", a naive or odd timestamp) is decoded by the lenient path as text."""
+
+    id: int | None = None  # narrower than Email's
+    queued_time: _Zoned | None = None  # type: ignore[assignment]
+    received_time: _Zoned | None = None  # type: ignore[assignment]
+    start_time: _Zoned | None = None  # type: ignore[assignment]
+
+
+_WIRE = msgspec.json.Decoder(WireEmail, strict=False)
 _EMAIL = msgspec.json.Decoder(Email)
 _LOOSE_EMAIL = msgspec.json.Decoder(_LOOSE_ITEM)
 _SCALAR = msgspec.json.Decoder(str | int | float | bool | None)
@@ -70,7 +87,7 @@ def _decoders(max_items: int) -> tuple[msgspec.json.Decoder[Any], msgspec.json.D
         [
             ("kind", str | None, None),
             ("total_items", int | None, None),
-            ("items", _slots(Email, max_items) | None, None),
+            ("items", _slots(WireEmail, max_items) | None, None),
         ],
         rename="camel",
     )
@@ -83,7 +100,7 @@ def _decoders(max_items: int) -> tuple[msgspec.json.Decoder[Any], msgspec.json.D
             ("items", _slots(Raw, max_items) | None | UnsetType, UNSET),
         ],
     )
-    return msgspec.json.Decoder(typed), msgspec.json.Decoder(loose)
+    return msgspec.json.Decoder(typed, strict=False), msgspec.json.Decoder(loose)
 
 
 def _filled(slots: Any) -> list[Any]:
@@ -182,11 +199,11 @@ def _decode_leniently(body: bytes | bytearray, start: int, max_items: int) -> Pa
 
 def _item(raw: Raw) -> tuple[Email | None, str]:
     """One item: typed when it can be, else field by field; wrong-typed fields count as missing."""
-    try:
-        email = _EMAIL.decode(raw)
-    except msgspec.ValidationError:
-        pass
-    else:
+    for decoder in (_WIRE, _EMAIL):
+        try:
+            email: Email = decoder.decode(raw)
+        except msgspec.ValidationError:
+            continue
         if email.id is None or email.id == "":
             return None, "missing_id"
         return email, ""

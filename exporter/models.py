@@ -35,6 +35,7 @@ class Email(msgspec.Struct, frozen=True, rename="camel", gc=False):
     work_type_name: str | None = None
     work_handler_id: str | int | None = None
     work_handler_name: str | None = None
+    # ISO 8601 text; the page decoder's fast path (decode.WireEmail) has them parsed already.
     queued_time: str | None = None
     received_time: str | None = None
     start_time: str | None = None

@@ -73,6 +73,7 @@ class Poller:
         timing: PollTiming,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
         sleep: Sleep = asyncio.sleep,
         logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
@@ -83,6 +84,7 @@ class Poller:
         self._timing = timing
         self._clock = clock
         self._monotonic = monotonic
+        self._cpu_clock = cpu_clock
         self._sleep = sleep
         self._log = logger or structlog.get_logger("exporter.poller")
         self._rate_limited_in_a_row = 0
@@ -109,7 +111,7 @@ class Poller:
         return ok
 
     async def _poll(self) -> bool:
-        started = self._monotonic()
+        started, cpu_started = self._monotonic(), self._cpu_clock()
         throttled_before = self._throttled()
         previous = self.state.snapshot
         builder = SnapshotBuilder(self._options, previous, self.state.reserved_series())
@@ -154,6 +156,8 @@ class Poller:
             "poll",
             outcome="success",
             duration_seconds=round(duration, 3),
+            # The process's CPU time during the poll (the poll's own cost when nothing else runs).
+            cpu_seconds=round(self._cpu_clock() - cpu_started, 3),
             pages=pages,
             items=snapshot.unique_items,
             reported_items=reported,

@@ -15,7 +15,7 @@ def test_quick_bench_prints_the_table() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -26,3 +26,7 @@ def test_quick_bench_prints_the_table() -> None:
     assert "PASS  poll CPU" in out or "FAIL  poll CPU" in out
     assert "| samples | body | fresh | warm | baseline |" in out
     assert "/healthz ≤ 50 ms worst during renders" in out
+    assert "| daemon poll |" in out and "| orjson floor |" in out
+    assert "| endless bodies on pages 2-5 | 3 | decode x3 |" in out
+    assert "| totalItems of 10^30 | 2 | decode x2 |" in out
+    assert "FAIL  hostile upstream: no internal errors" not in out

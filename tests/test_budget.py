@@ -212,3 +212,24 @@ def test_without_a_budget_the_same_queue_exports_far_more() -> None:
     org.poll([emails_of(25, 20)])
     count, gauge = org.exported()
     assert count == gauge > 10_000
+
+
+def test_flow_counted_while_folding_matches_the_reference_diff() -> None:
+    from exporter.aggregate import diff
+
+    rng = random.Random(3)
+    org = Org(options(max_series=1200))
+    pool = emails_of(6, 30, 2)
+    previous = None
+    for _ in range(6):
+        polled = [msgspec.structs.replace(e, state=rng.choice(["Queued", "Active"])) for e in pool]
+        polled = rng.sample(polled, k=len(polled) * 3 // 4)
+        snap = org.poll([polled])
+        assert any(k[2] == OTHER for k, n in snap.counts.items() if n)
+        if previous is not None:
+            assert snap.flow is not None
+            reference = diff(previous, snap)
+            assert +snap.flow.arrivals == +reference.arrivals
+            assert +snap.flow.departures == +reference.departures
+            assert +snap.flow.transitions == +reference.transitions
+        previous = snap

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from yarl import URL
 
 from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
 from exporter.client import ClientOptions, EmailQueueClient, Page, decode_page
+from exporter.decode import WireEmail
 from exporter.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
 from exporter.http import HttpTransport
 from exporter.models import Email
@@ -441,16 +443,27 @@ def test_decode_valid_page() -> None:
     assert (page.start, page.returned, page.total_items) == (10, 2, 2)
     assert not page.invalid
     first = page.emails[0]
-    assert first == Email(
-        id="1",
+    # The fast path parses decimal ids and zoned timestamps itself.
+    assert first == WireEmail(
+        id=1,
         state="Queued",
         email_type="InboundEmail",
         work_type_id="111",
         work_type_name="Service01",
         work_handler_id="agent-1",
         work_handler_name="doe, jane",
-        queued_time="2019-04-15T18:41:40.874Z",
+        queued_time=datetime(2019, 4, 15, 18, 41, 40, 874000, tzinfo=UTC),
     )
+    assert isinstance(first, Email)
+
+
+def test_ids_and_timestamps_the_fast_path_refuses_are_kept_as_text() -> None:
+    raw = [{"id": "007", "queuedTime": "2019-04-15T18:41:40"}, {"id": "8", "queuedTime": "x"}]
+    page = decode_page(body(items=raw))
+    assert [(e.id, e.queued_time) for e in page.emails] == [
+        ("007", "2019-04-15T18:41:40"),
+        ("8", "x"),
+    ]
 
 
 @pytest.mark.parametrize("raw", [item(1), {"id": "1", "state": 3, "queuedTime": 1555353700}])
@@ -529,7 +542,7 @@ def test_wrong_field_types_are_lenient() -> None:
     assert email.queued_time is None
     assert email.received_time == "2019-04-15T18:41:40.000Z"
     assert email.work_handler_name is None
-    assert page.emails[1].id == "2"
+    assert page.emails[1].id == 2  # a well-typed item keeps the fast path's parsing
 
 
 def test_unknown_fields_are_ignored() -> None:

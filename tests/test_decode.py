@@ -48,7 +48,7 @@ def test_more_items_than_asked_fail_without_materialising_them(items: bytes) -> 
 def test_exactly_the_items_asked_for_decode() -> None:
     body = json.dumps({"totalItems": 3, "items": [{"id": str(n)} for n in range(3)]}).encode()
     page = decode_page(body, 0, 3)
-    assert [e.id for e in page.emails] == ["0", "1", "2"] and page.returned == 3
+    assert [e.id for e in page.emails] == [0, 1, 2] and page.returned == 3
     with pytest.raises(InconsistentError):
         decode_page(body, 0, 2)
 
@@ -73,3 +73,31 @@ def test_huge_integers_in_a_label_field_count_as_missing() -> None:
     body = b'{"items": [{"id": "1", "workTypeId": ' + b"9" * 5000 + b', "state": "Queued"}]}'
     (email,) = decode_page(body).emails
     assert email.work_type_id is None and email.state == "Queued"
+
+
+def test_the_fast_path_aggregates_exactly_like_text() -> None:
+    from exporter.aggregate import AggregationOptions, aggregate
+    from exporter.models import Email
+
+    items = [
+        {"id": str(n), "state": "Queued", "queuedTime": f"2027-01-15T07:0{n}:00.250+01:00"}
+        for n in range(5)
+    ] + [{"id": "9", "state": "Active", "receivedTime": "2027-01-15T06:00:00Z"}]
+    page = decode_page(json.dumps({"items": items}).encode())
+    as_text = [
+        Email(
+            id=i["id"],
+            state=i["state"],
+            queued_time=i.get("queuedTime"),
+            received_time=i.get("receivedTime"),
+        )
+        for i in items
+    ]
+    opts = AggregationOptions()
+    fast = aggregate(page.emails, now=1_800_000_000.0, options=opts)
+    slow = aggregate(as_text, now=1_800_000_000.0, options=opts)
+    assert fast.oldest == slow.oldest and fast.counts == slow.counts
+    assert {k: list(v.timestamps) for k, v in fast.waiting.items()} == {
+        k: list(v.timestamps) for k, v in slow.waiting.items()
+    }
+    assert dict(fast.memberships) == dict(slow.memberships)

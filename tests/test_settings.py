@@ -55,7 +55,7 @@ def test_defaults() -> None:
     assert (s.poll_interval, s.stale_after, s.series_ttl) == (30.0, 150.0, 3600.0)
     assert s.waiting_states == ("Queued", "Queued2", "Transferred", "Reassigned")
     assert s.age_buckets[0] == 60.0 and s.age_buckets[-1] == 172800.0
-    assert s.max_response_bytes == 64 * 1024 * 1024
+    assert s.max_response_bytes == 32 * 1024 * 1024
     assert (s.log_level, s.log_format, s.agent_metrics) == ("info", "auto", False)
 
 

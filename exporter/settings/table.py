@@ -70,7 +70,7 @@ SPECS = (
     Spec("max_series", "int", "series per organisation, all families; the rest fold into 'other'"),
     Spec("max_label_length", "int", "longer label values are cut and end in ~ and a 6-hex hash"),
     Spec("max_pages", "int", "pages fetched per poll at most"),
-    Spec("max_response_bytes", "size", "largest response body accepted", False, "64MiB"),
+    Spec("max_response_bytes", "size", "largest response body accepted", False, "32MiB"),
     Spec("ca_file", "path", "PEM bundle of a private CA for upstream TLS"),
     Spec("service_level_target", "duration", "default service-level target: queued to picked up"),
     Spec("service_level_warning", "duration", "at risk = breaches within this (wall-clock) time"),
