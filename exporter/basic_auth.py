@@ -1,8 +1,8 @@
 """HTTP basic auth against bcrypt hashes, bounded so a flood of wrong passwords costs the flood.
 
-bcrypt is slow on purpose (tens of milliseconds per check at cost 10), so it runs in a pool of
-two threads, never on the event loop, and at most `queue_limit` distinct credentials wait for it:
-any more get 503 at once. Verdicts are cached, good ones apart from bad ones, so a scraper whose
+bcrypt is slow on purpose (50-100 ms per check at cost 10), so it runs in one worker thread
+(exporter-toolkit also runs one at a time), never on the event loop, leaving the other cores to
+the scrapes; at most `queue_limit` distinct credentials wait for it, and any more get 503. Verdicts are cached, good ones apart from bad ones, so a scraper whose
 credentials were checked once is answered from memory however many wrong passwords arrive.
 """
 
@@ -26,8 +26,8 @@ import bcrypt
 # bcrypt hashes only the first 72 bytes of a password; Go's CompareHashAndPassword (what
 # exporter-toolkit calls) ignores the rest, while pyca/bcrypt >= 5 raises ValueError instead.
 BCRYPT_MAX_PASSWORD = 72
-_WORKERS = 2  # bcrypt threads: a flood of wrong passwords must not take every executor thread
-_QUEUE_LIMIT = 32  # distinct credentials waiting for (or in) bcrypt; past it: 503 at once
+_WORKERS = 1  # bcrypt threads: a flood of wrong passwords must not take the event loop's core
+_QUEUE_LIMIT = 16  # distinct credentials waiting for (or in) bcrypt (at most ~1.6 s); then 503
 _GOOD_CACHE_SIZE = 64  # verified credentials: only a real password gets in, so a flood cannot evict
 _BAD_CACHE_SIZE = 1024
 _log = logging.getLogger("exporter.web_config")
@@ -70,6 +70,9 @@ class BasicAuth:
     users: Mapping[str, bytes]
     check: Callable[[bytes, bytes], bool] = check_password
     queue_limit: int = _QUEUE_LIMIT
+    # A BUSY answer is held this long: a flooding connection then costs the event loop one
+    # cheap request per second instead of thousands (HTTP/1.1 clients wait for each answer).
+    busy_delay: float = 1.0
     busy: int = 0  # requests answered BUSY, for the metric
     _key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _good: OrderedDict[bytes, None] = field(default_factory=OrderedDict)

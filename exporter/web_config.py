@@ -8,6 +8,7 @@ never silently ignored, and no message ever quotes a hash or a password.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
 import ssl
@@ -236,7 +237,8 @@ class WebConfig:
                     text="Unauthorized\n",
                     headers={"WWW-Authenticate": 'Basic realm="alvaria-emailqueue-exporter"'},
                 )
-            elif verdict is Verdict.BUSY:
+            elif verdict is Verdict.BUSY and auth is not None:
+                await asyncio.sleep(auth.busy_delay)
                 response = web.Response(
                     status=503,
                     text="Too many credentials waiting to be checked; retry\n",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from functools import partial
 from itertools import combinations
 from pathlib import Path
 
@@ -46,7 +46,7 @@ async def test_three_shards_poll_every_organisation_exactly_once(tmp_path: Path)
             for shard, daemon in enumerate((a, b, c)):
                 # Every organisation it polls is up (a first poll may time out on a busy machine).
                 samples = await wait_for(
-                    partial(scrape, daemon.base),
+                    functools.partial(scrape, daemon.base),
                     lambda m: all(
                         v == 1 for (n, _), v in m.items() if n == "alvaria_emailqueue_up"
                     ),
