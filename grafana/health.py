@@ -7,8 +7,9 @@ from grafana_foundation_sdk.models import dashboard as model
 
 from grafana import panels as p
 from grafana import queries as q
+from monitoring.config import CONFIG, Config
 
-UID = "alvaria-emailqueue-exporter-health"
+UID = CONFIG.health_uid
 
 REQUESTS = "alvaria_emailqueue_api_requests_total"
 X = q.EXPORTER
@@ -27,8 +28,9 @@ def _status_row(board: dash.Dashboard) -> None:
     board.with_panel(
         p.big_number(
             "Time since last successful poll",
-            "Per organisation. Queue metrics disappear once this exceeds stale_after (150 s "
-            "by default); AlvariaEmailQueueDataStale pages 2 minutes after it passes 150 s.",
+            "Per organisation. Queue metrics disappear once this exceeds the exporter's "
+            "stale_after (alvaria_emailqueue_stale_after_seconds, 5 poll intervals by default); "
+            "AlvariaEmailQueueDataStale pages a minute after it does.",
             "s",
             p.query(
                 f"time() - alvaria_emailqueue_last_poll_success_timestamp_seconds{{{X}}}",
@@ -199,7 +201,7 @@ def _data_row(board: dash.Dashboard) -> None:
     )
 
 
-def build() -> model.Dashboard:
+def build(config: Config = CONFIG) -> model.Dashboard:
     """Build the dashboard model."""
     board = p.new_dashboard(
         UID,
@@ -207,7 +209,7 @@ def build() -> model.Dashboard:
         "Alvaria EmailQueue exporter: is it polling, how the API answers, is the data whole.",
     )
     board.with_variable(p.datasource_variable())
-    board.with_variable(p.label_variable("job", "Job", "label_values(alvaria_emailqueue_up, job)"))
+    board.with_variable(p.label_variable("job", "Job", q.job_values(config)))
     board.with_variable(
         p.label_variable(
             "org", "Organisation", 'label_values(alvaria_emailqueue_up{job=~"$job"}, org)'
