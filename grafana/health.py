@@ -201,6 +201,43 @@ def _data_row(board: dash.Dashboard) -> None:
     )
 
 
+def _fleet_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Fleet"))
+    job = 'job=~"$job"'
+    board.with_panel(
+        p.top_table(
+            "Replicas and shards",
+            "Per scraped replica: its shard, the number of shards it was configured with, how "
+            "many organisations it polls, and whether its last configuration reload succeeded "
+            "(1). Every replica must report the same total, and every shard below it must be "
+            "listed (AlvariaEmailQueueShardingMismatch, AlvariaEmailQueueShardMissing).",
+            "none",
+            p.instant_table(
+                f"alvaria_emailqueue_shard_ordinal{{{job}}}"
+                f" or alvaria_emailqueue_total_shards{{{job}}}"
+                f" or alvaria_emailqueue_targets{{{job}}}"
+                f" or alvaria_emailqueue_config_last_reload_successful{{{job}}}"
+            ),
+            "value",
+        )
+    )
+    board.with_panel(
+        p.series(
+            "Waiting for the API budget",
+            "Seconds per second that requests waited for the max_requests_per_second budget of "
+            "their API key, per organisation: near 1, polls are throttled by the budget rather "
+            "than by the API. Zero without a budget.",
+            "s",
+            p.query(
+                f"{q.rate_sum('alvaria_emailqueue_rate_limit_wait_seconds_total', X, 'org')}"
+                f" or on (org) {q.zero_per_org()}",
+                "{{org}}",
+            ),
+            width=12,
+        )
+    )
+
+
 def build(config: Config = CONFIG) -> model.Dashboard:
     """Build the dashboard model."""
     board = p.new_dashboard(
@@ -215,7 +252,7 @@ def build(config: Config = CONFIG) -> model.Dashboard:
             "org", "Organisation", 'label_values(alvaria_emailqueue_up{job=~"$job"}, org)'
         )
     )
-    for row in (_status_row, _polls_row, _api_row, _data_row):
+    for row in (_status_row, _polls_row, _api_row, _data_row, _fleet_row):
         row(board)
     return board.link(
         dash.DashboardLink("Email queue overview")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from monitoring import promql as q
+from monitoring import templates as t
 from monitoring.alerts_exporter import alert
 from monitoring.config import Config
 
@@ -61,11 +62,36 @@ def _shard_missing(config: Config) -> dict[str, Any]:
     )
 
 
+def _config_reload_failed(config: Config) -> dict[str, Any]:
+    reloaded = q.raw(config, "config_last_reload_successful")
+    success = t.value_of(
+        t.instance_query("alvaria_emailqueue_config_last_reload_success_timestamp_seconds{}"),
+        "humanizeTimestamp",
+        "unknown",
+    )
+    return alert(
+        config,
+        "ConfigReloadFailed",
+        f"{reloaded} == 0",
+        "The exporter's last configuration reload failed",
+        f"""The last reload (SIGHUP or POST /-/reload) of {{{{ $labels.instance }}}} (job
+        {{{{ $labels.job }}}}) failed validation; it keeps running the configuration it last loaded
+        successfully, at {success}. New or changed targets and rotated secrets are not in
+        effect.""",
+        config.health_uid,
+        ("job",),
+    )
+
+
 def groups(config: Config) -> list[dict[str, Any]]:
     """The fleet alert group."""
     return [
         {
             "name": "alvaria-emailqueue.fleet",
-            "rules": [_sharding_mismatch(config), _shard_missing(config)],
+            "rules": [
+                _sharding_mismatch(config),
+                _shard_missing(config),
+                _config_reload_failed(config),
+            ],
         }
     ]

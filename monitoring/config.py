@@ -145,6 +145,8 @@ class Config:
             # Replicas disagree during a rollout for a minute or two; 15m as kube-state-metrics.
             "ShardingMismatch": AlertSettings("15m", "warning"),
             "ShardMissing": AlertSettings("15m", "critical"),
+            # The previous configuration keeps running; someone must read the error.
+            "ConfigReloadFailed": AlertSettings("5m", "warning"),
             # Queue alerts keep firing 10m after their series vanish (stale_after), so the
             # exporter alerts can take over and inhibit them instead of a false "resolved".
             "BacklogHigh": AlertSettings("15m", "warning", "10m"),

@@ -28,6 +28,11 @@ def target_query(expr: str) -> str:
     return _query(expr, _TARGET_MATCH, _TARGET_ARGS)
 
 
+def instance_query(expr: str) -> str:
+    """A `query` of `expr` for the alert's exporter process (`{}` = its matchers)."""
+    return _query(expr, "job=%q, instance=%q", "$labels.job $labels.instance")
+
+
 def group_query(expr: str) -> str:
     """A `query` of `expr` for the alert's queue group (`{}` = its matchers)."""
     return _query(expr, _GROUP_MATCH, _GROUP_ARGS)

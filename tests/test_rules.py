@@ -39,6 +39,7 @@ QUEUE_ALERTS = WARNING_QUEUE_ALERTS | SERVICE_LEVEL_ALERTS
 # Alerts about a whole scrape job (or its absence) rather than one organisation.
 JOB_ALERTS = {
     "AlvariaEmailQueueExporterDown",
+    "AlvariaEmailQueueConfigReloadFailed",
     "AlvariaEmailQueueShardingMismatch",
     "AlvariaEmailQueueShardMissing",
 }
@@ -115,6 +116,7 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
             "AlvariaEmailQueueLabelOverflow",
             "AlvariaEmailQueueShardingMismatch",
             "AlvariaEmailQueueShardMissing",
+            "AlvariaEmailQueueConfigReloadFailed",
         }
         | QUEUE_ALERTS
     )
