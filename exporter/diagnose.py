@@ -29,6 +29,7 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from exporter import buildinfo
 from exporter.auth import StaticToken, check_token_response
 from exporter.client import EmailQueueClient
 from exporter.errors import PollError
@@ -262,6 +263,8 @@ async def check_connection(cfg: Settings, write: Callable[[str], object]) -> int
         failed += step.status == "FAIL"
         write(step.line() + "\n")
 
+    version, revision, python = buildinfo.labels()
+    write(f"alvaria-emailqueue-exporter {version} (revision {revision}, Python {python})\n")
     async with aiohttp.ClientSession(trust_env=True) as session:
         ssl_context = upstream_ssl(cfg)
         for target in cfg.targets:

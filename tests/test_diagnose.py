@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from exporter import buildinfo
 from exporter.auth import TokenResponse
 from exporter.diagnose import check_connection
 from exporter.findings import token_problems
@@ -67,7 +68,7 @@ async def diagnose(cfg: Settings) -> tuple[int, dict[str, tuple[str, str]], str]
     for secret in SECRETS:
         assert secret not in text, (secret, text)
     steps = {}
-    for line in text.splitlines()[1:-1]:
+    for line in text.splitlines()[2:-1]:
         status, rest = line.split(maxsplit=1)
         name = next(n for n in STEPS if rest.startswith(n))
         steps[name] = (status, rest[len(name) :].strip())
@@ -94,7 +95,10 @@ async def test_the_simulator_passes_every_step() -> None:
     page = steps["first page"][1]
     assert "100 items for maxResults=100" in page and "no page cap below page_size" in page
     assert "workTypeName on 100/100 items" in page
-    assert text.startswith(f"org {ORG}: token host 127.0.0.1, API host 127.0.0.1\n")
+    version, revision, python = buildinfo.labels()
+    header, org_line = text.splitlines()[:2]
+    assert header == f"alvaria-emailqueue-exporter {version} (revision {revision}, Python {python})"
+    assert org_line == f"org {ORG}: token host 127.0.0.1, API host 127.0.0.1"
     assert text.endswith("check-connection passed: 1 organisation(s), 6 ok\n")
 
 
