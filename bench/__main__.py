@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from . import hostile, polls, render, report, scrape, steady
+from . import hostile, polls, render, report, scrape, servicelevel, steady
 from .procs import simulator
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -81,12 +81,15 @@ def main() -> int:
     # The in-process poller logs each poll; only problems matter here.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     results = asyncio.run(run(args))
+    print("… service levels at 100,000 waiting emails", file=sys.stderr)
+    sl_rows = servicelevel.measure(2000, 10, 1) if args.quick else servicelevel.measure()
     text = report.table(results) + report.render_table(results) + report.bounds_table(results)
+    text += servicelevel.table(sl_rows)
     print(text)
     print()
     failed = 0
     checks = report.verdicts(results) + report.render_verdicts(results)
-    for name, ok in checks + report.bounds_verdicts(results):
+    for name, ok in checks + report.bounds_verdicts(results) + servicelevel.verdicts(sl_rows):
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
         failed += not ok
     if args.update_readme:

@@ -25,6 +25,7 @@ import itertools
 import re
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
@@ -203,6 +204,42 @@ class BusinessCalendar:
             if hi >= start + HORIZON_DAYS * DAY:
                 return float("inf")
             hi = start + (hi - start) * 4
+
+    def deadlines(self, starts: Sequence[float], seconds: float) -> array[float]:
+        """`self.deadline(t, seconds)` for every t of the sorted `starts`, in one forward walk.
+
+        Both the start's interval and the goal's interval only move forward, so the cost is one pass
+        over the starts and the intervals they span instead of two bisections per start.
+        """
+        out = array("d")
+        if not starts:
+            return out
+        span = min(max(7 * DAY, seconds * 4), HORIZON_DAYS * DAY)
+        timeline = self._timeline(starts[0], starts[-1] + span)
+        begins, ends, before, through = (
+            timeline.starts,
+            timeline.ends,
+            timeline.before,
+            timeline.through,
+        )
+        n = len(begins)
+        i = j = 0
+        previous_start, previous = float("nan"), 0.0
+        for t in starts:
+            if t != previous_start:
+                previous_start = t
+                while i + 1 < n and begins[i + 1] <= t:
+                    i += 1
+                done = before[i] + min(t, ends[i]) - begins[i] if n and begins[i] <= t else 0.0
+                goal = done + seconds
+                while j < n and through[j] < goal:
+                    j += 1
+                if j < n and seconds > 0:
+                    previous = max(t, begins[j] + goal - before[j])
+                else:  # past the timeline built here, or nothing to add: the general path
+                    previous = self.deadline(t, seconds)
+            out.append(previous)
+        return out
 
 
 def _instant(day: date, minute: int, zone: ZoneInfo) -> float:

@@ -25,7 +25,13 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 
-from exporter.businesshours import CONTINUOUS, DAY, HORIZON_DAYS, Clock
+from exporter.businesshours import (
+    CONTINUOUS,
+    DAY,
+    HORIZON_DAYS,
+    BusinessCalendar,
+    Clock,
+)
 from exporter.models import Email, EmailId, PairKey, Pickup
 
 # (email_type, work_type) -> level, remembered; groups are bounded by the label caps, this
@@ -88,16 +94,12 @@ def breach_times(stamps: array[float], level: ServiceLevel, now: float) -> array
     target = level.target
     if level.clock is CONTINUOUS:
         return array("d", [t + target for t in stamps])
-    deadline = level.clock.deadline
     lo, hi = now - HORIZON_DAYS * DAY, now + DAY
-    out = array("d")
-    previous_stamp, previous = float("nan"), 0.0
-    for t in stamps:
-        if t != previous_stamp:  # equal stamps are common (second-resolution queuedTime)
-            previous_stamp = t
-            previous = deadline(min(max(t, lo), hi), target)
-        out.append(previous)
-    return out
+    clamped = [min(max(t, lo), hi) for t in stamps]
+    if isinstance(level.clock, BusinessCalendar):
+        return level.clock.deadlines(clamped, target)
+    deadline = level.clock.deadline
+    return array("d", [deadline(t, target) for t in clamped])
 
 
 @dataclass(frozen=True, slots=True)

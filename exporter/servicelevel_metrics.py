@@ -115,8 +115,7 @@ def pickup_blocks(states: Sequence[OrgState], bounds: Sequence[float]) -> Iterat
         return hist.cumulative(buckets), hist.total
 
     for s in states:
-        # Copies: the poller updates these while the render thread reads them. The histograms
-        # themselves are replaced, never changed, by the store (copy on write).
-        pickups.add_all((s.org,), dict(s.pickups))
-        waits.add_all((s.org,), dict(s.pickup_waits), histogram)
+        # No copies needed: the store replaces these mappings on every poll, never changes them.
+        pickups.add_all((s.org,), s.pickups)
+        waits.add_all((s.org,), s.pickup_waits, histogram)
     yield from (pickups, waits)

@@ -143,32 +143,35 @@ class OrgState:
         self._record_pickups(snapshot, gap=flow is None)
 
     def _record_pickups(self, snapshot: Snapshot, *, gap: bool) -> None:
-        """Count the snapshot's pickups; after a stale gap only those timed by activeTime."""
+        """Count the snapshot's pickups; after a stale gap only those timed by activeTime.
+
+        The counters and histograms are replaced, never changed in place: a scrape being
+        rendered in another thread reads the previous ones, and an unchanged mapping lets the
+        renderer reuse its lines.
+        """
+        live = snapshot.last_seen
+        pickups = Counter({k: n for k, n in self.pickups.items() if k[:2] in live})
+        waits = {pair: h for pair, h in self.pickup_waits.items() if pair in live}
         changed: dict[PairKey, WaitHistogram] = {}
         for pickup in snapshot.pickups:
             if gap and not pickup.exact:
                 continue  # picked up some time in the gap: cannot be judged against a target
-            self.pickups[(*pickup.pair, "met" if pickup.met else "missed")] += 1
-            waits = changed.get(pickup.pair)
-            if waits is None:
-                # Copy on write: a scrape being rendered may hold the previous object.
-                old = self.pickup_waits.get(pickup.pair) or WaitHistogram()
-                waits = changed[pickup.pair] = WaitHistogram(
+            pickups[(*pickup.pair, "met" if pickup.met else "missed")] += 1
+            hist = changed.get(pickup.pair)
+            if hist is None:
+                old = waits.get(pickup.pair) or WaitHistogram()
+                hist = changed[pickup.pair] = WaitHistogram(
                     Counter(old.counts), old.total, old.count
                 )
-            waits.counts[pickup.bucket] += 1
-            waits.total += pickup.wait
-            waits.count += 1
-        self.pickup_waits.update(changed)
-        live = snapshot.last_seen
-        for key in [key for key in self.pickups if key[:2] not in live]:
-            del self.pickups[key]
-        for pair in [pair for pair in self.pickup_waits if pair not in live]:
-            del self.pickup_waits[pair]
+            hist.counts[pickup.bucket] += 1
+            hist.total += pickup.wait
+            hist.count += 1
+        waits.update(changed)
         for email_type, work_type in live:
             for outcome in SERVICE_LEVEL_OUTCOMES:
-                self.pickups[(email_type, work_type, outcome)] += 0
-            self.pickup_waits.setdefault((email_type, work_type), WaitHistogram())
+                pickups[(email_type, work_type, outcome)] += 0
+            waits.setdefault((email_type, work_type), WaitHistogram())
+        self.pickups, self.pickup_waits = pickups, waits
 
     def record_failure(
         self,

@@ -189,3 +189,14 @@ def test_parse_day_hours_rejects(text: str, problem: str) -> None:
 def test_unknown_timezone_is_rejected() -> None:
     with pytest.raises(Exception, match="Mars"):
         BusinessCalendar("Mars/Olympus_Mons", ALL_DAY)
+
+
+@settings(max_examples=100, deadline=None)
+@given(calendars(), st.lists(instants, max_size=30), st.floats(min_value=0, max_value=5 * 86400))
+def test_batch_deadlines_equal_one_by_one(
+    cal: BusinessCalendar, starts: list[float], n: float
+) -> None:
+    starts.sort()
+    batch = list(cal.deadlines(starts, n))
+    fresh = BusinessCalendar(cal.timezone, cal.hours, cal.holidays)
+    assert batch == pytest.approx([fresh.deadline(t, n) for t in starts], abs=1e-6)

@@ -148,3 +148,14 @@ def test_bad_service_level_config_exits_2(
         monkeypatch.setenv(key, value)
     assert main(["--check-config"]) == 2
     assert "service_levels[0].calendar" in capsys.readouterr().err
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Service levels") :]
+    example = section[section.index("```yaml") + len("```yaml") : section.index("```\n")]
+    s = load([], config(tmp_path, example)).settings
+    policy = service_level_policy(s)
+    assert policy.level(("InboundEmail", "VIP Gold")).target == 1800.0
+    assert policy.level(("InboundEmail", "Billing")).calendar == "uk-office"
+    assert policy.level(("ManualOutboundEmail", "Returns")).target == 8 * 3600.0
