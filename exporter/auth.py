@@ -85,7 +85,15 @@ class TokenResponse(msgspec.Struct):
     access_token: str
     token_type: str = "Bearer"  # noqa: S105 -- the OAuth2 token type, not a secret
     expires_in: float | None = None
-    scope: str | None = None
+    # RFC 6749 says a space-separated string; a list is tolerated, never fatal to the poll.
+    scope: str | list[str] | None = None
+
+    @property
+    def scopes(self) -> list[str] | None:
+        """The granted scopes, or None when the response does not state them."""
+        if self.scope is None:
+            return None
+        return self.scope.split() if isinstance(self.scope, str) else list(self.scope)
 
 
 class _OAuthError(msgspec.Struct):

@@ -213,8 +213,8 @@ class Diagnosis:
         )
         granted = (
             "scope not stated (as requested, RFC 6749)"
-            if decoded.scope is None
-            else f"scope {cut(decoded.scope)}"
+            if decoded.scopes is None
+            else f"scope {cut(' '.join(decoded.scopes))}"
         )
         detail = f"{response.status}, {decoded.token_type}, {lifetime}, {granted}, {realm}"
         if problems:

@@ -26,7 +26,7 @@ def token_problems(decoded: TokenResponse) -> list[str]:
     problems = []
     if decoded.token_type.lower() != "bearer":
         problems.append(f"token_type {cut(decoded.token_type, 20)!r} is not Bearer")
-    if decoded.scope is not None and REQUIRED_SCOPE not in decoded.scope.split():
+    if decoded.scopes is not None and REQUIRED_SCOPE not in decoded.scopes:
         problems.append(f"scope {REQUIRED_SCOPE} not granted: ask Alvaria to grant it")
     return problems
 

@@ -155,12 +155,15 @@ class PageCache:
     """
 
     def __init__(self) -> None:
-        self._key: tuple[int, int, int] | None = None
+        self._info: PageInfo | None = None
+        self._store: Store | None = None
+        self._stamp = (-1, -1)
         self._body = ""
 
     def get(self, info: PageInfo, store: Store, now: float) -> str:
-        key = (id(info), store.version, int(now))
-        if key != self._key:
+        # Held, so compared by identity: a reload that swaps either renders afresh.
+        stamp = (store.version, int(now))
+        if info is not self._info or store is not self._store or stamp != self._stamp:
             self._body = render(info, store.orgs.values(), now)
-            self._key = key
+            self._info, self._store, self._stamp = info, store, stamp
         return self._body

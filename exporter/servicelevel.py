@@ -24,6 +24,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from exporter.businesshours import (
     CONTINUOUS,
@@ -38,6 +39,8 @@ from exporter.models import Email, EmailId, PairKey, Pickup
 # bound only guards against a policy object kept across very many polls.
 _MEMO_LIMIT = 100_000
 INVALID_STATE = "Invalid"
+# Text timestamps to Unix time (aggregate.parse_timestamp); the page decoder may have parsed
+# some already into datetimes, which `_seconds` reads directly.
 Parse = Callable[[str | None], float | None]
 
 
@@ -134,6 +137,11 @@ class PickupDetector:
         self.picked: set[EmailId] = set()
         self._candidates: list[_Candidate] = []
 
+    def _seconds(self, value: str | datetime | None) -> float | None:
+        if isinstance(value, datetime):
+            return value.timestamp()
+        return self._parse(value)
+
     def waiting(self, email_id: EmailId) -> None:
         """An email in a waiting state (the builder inlines this for speed)."""
         if email_id in self.previous_picked:
@@ -157,8 +165,8 @@ class PickupDetector:
 
     def _active_after_queued(self, email: Email) -> bool:
         """Whether the item says it was picked up after it was queued."""
-        active = self._parse(email.active_time)
-        queued = self._parse(email.queued_time)
+        active = self._seconds(email.active_time)
+        queued = self._seconds(email.queued_time)
         return active is not None and queued is not None and active > queued
 
     def pickups(
@@ -173,7 +181,7 @@ class PickupDetector:
         `bounds` are the wait histogram's bucket bounds; each pickup carries its bucket.
         `pair_of` gives an email's final group, after any folding into `other`.
         """
-        parse = self._parse
+        parse = self._seconds
         out = []
         for candidate in self._candidates:
             email = candidate.email

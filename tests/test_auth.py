@@ -356,6 +356,14 @@ async def test_no_realm_sends_neither_query_nor_field(
     assert "realm" not in endpoint.requests[0]["data"]
 
 
+async def test_a_scope_list_instead_of_a_string_still_gives_the_token(
+    session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
+) -> None:
+    body = b'{"access_token": "tok", "expires_in": 60, "scope": ["emailqueueapi"]}'
+    serve(mocked, TokenEndpoint(body=body))
+    assert await make_provider(session, clock, sleep).token() == "tok"
+
+
 # --- failures --------------------------------------------------------------------------------
 
 

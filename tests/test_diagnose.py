@@ -257,6 +257,7 @@ async def test_a_configuration_error_exits_2() -> None:
 def test_token_problems() -> None:
     assert token_problems(TokenResponse("t")) == []  # no scope stated: as requested
     assert token_problems(TokenResponse("t", token_type="bearer", scope="a emailqueueapi")) == []
+    assert token_problems(TokenResponse("t", scope=["emailqueueapi"])) == []
     assert token_problems(TokenResponse("t", token_type="MAC", scope="other")) == [
         "token_type 'MAC' is not Bearer",
         "scope emailqueueapi not granted: ask Alvaria to grant it",

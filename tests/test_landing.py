@@ -187,4 +187,7 @@ def test_the_page_is_rendered_at_most_once_a_second_per_store_version() -> None:
     assert "(1 s ago)" in cache.get(info, store, T0 + 1.0)  # the next second: ages move
     again = cache.get(info, store, T0 + 1.5)
     store.orgs["acme"].record_failure("timeout", "timed out", 1.0, None, at=T0 + 1.5)
-    assert cache.get(info, store, T0 + 1.6) is not again  # a poll finished
+    after_poll = cache.get(info, store, T0 + 1.6)
+    assert after_poll is not again  # a poll finished
+    reloaded = PageInfo(poll_interval=10.0)
+    assert cache.get(reloaded, store, T0 + 1.7) is not after_poll  # a reload's new settings

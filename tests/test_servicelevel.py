@@ -267,3 +267,11 @@ def test_exposition_of_the_six_families() -> None:
 def test_a_pickup_without_any_timestamp_is_not_counted() -> None:
     snap = polls([email("1", "Queued", None)], [email("1", "Active", None)])
     assert snap.pickups == () and snap.picked == {1}
+
+
+def test_timestamps_the_page_decoder_parsed_already_are_read_directly() -> None:
+    queued = datetime.fromtimestamp(T0 - 600, UTC)  # as decode.WireEmail hands them over
+    first = Email(id=1, state="Queued", email_type="InboundEmail", work_type_name="Billing", queued_time=queued)  # type: ignore[arg-type]  # fmt: skip
+    second = Email(id=1, state="Active", email_type="InboundEmail", work_type_name="Billing", queued_time=queued, active_time=iso(T0 + 10))  # type: ignore[arg-type]  # fmt: skip
+    (pickup,) = polls([first], [second]).pickups
+    assert (pickup.wait, pickup.exact) == (610.0, True)

@@ -11,7 +11,7 @@ from exporter.businesshours import BusinessCalendar
 from exporter.errors import ConfigError
 from exporter.main import main
 from exporter.servicelevel_settings import service_level_policy
-from exporter.settings import load, masked_dump
+from exporter.settings import advice, load, masked_dump
 from exporter.settings.servicelevels import parse_service_levels
 
 ENV = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}
@@ -159,3 +159,21 @@ def test_the_readme_example_loads(tmp_path: Path) -> None:
     assert policy.level(("InboundEmail", "VIP Gold")).target == 1800.0
     assert policy.level(("InboundEmail", "Billing")).calendar == "uk-office"
     assert policy.level(("ManualOutboundEmail", "Returns")).target == 8 * 3600.0
+
+
+def test_advice_on_rules_that_never_apply_and_long_warnings(tmp_path: Path) -> None:
+    text = """
+service_level_warning: 2h
+service_levels:
+  - match: {work_type: Sales}
+    target: 1h
+  - target: 4h
+  - match: {work_type: Billing}
+    target: 1h
+    warning: 10m
+"""
+    notes = advice(load([], config(tmp_path, text)).settings)
+    assert "service_levels[0]: warning (7200s) is not shorter than the target (3600s)" in notes[0]
+    assert notes[1] == "service_levels[2] never applies: service_levels[1] matches every group"
+    assert len(notes) == 2
+    assert not advice(load([], config(tmp_path, GOOD)).settings)

@@ -14,7 +14,7 @@ from exporter.names import EMAIL_TYPES, STATES
 from exporter.simulator.entities import ALLOWED_TRANSITIONS, WAITING, iso, new_email, to_item
 from exporter.simulator.model import QueueModel
 from exporter.simulator.query import Filters
-from exporter.simulator.scenarios import WORK_TYPES, build_model
+from exporter.simulator.scenarios import SLA_BACKLOG, WORK_TYPES, build_model, sla_target
 from exporter.simulator.static import StaticQueue
 
 NOW = 1_750_000_000.0
@@ -56,7 +56,7 @@ def test_steady_starts_in_motion() -> None:
 @settings(max_examples=12, deadline=None)
 @given(
     seed=st.integers(0, 2**32),
-    scenario=st.sampled_from(["steady", "surge", "agent_outage"]),
+    scenario=st.sampled_from(["steady", "surge", "agent_outage", "sla"]),
     steps=st.lists(st.floats(0.0, 600.0), min_size=1, max_size=6),
     speed=st.sampled_from([1.0, 3.0]),
 )
@@ -104,6 +104,20 @@ def test_agent_outage_never_shrinks_and_is_hours_old() -> None:
     assert model.departed == 0
     assert not any(e.state in HOLDING for e in model.emails.values())
     assert size > 400
+
+
+def test_sla_backlog_breaches_a_minute_in_and_pickups_are_recorded() -> None:
+    model = build_model("sla", random.Random(3), NOW, 2.0)
+    names = model.work_type_names
+    dues = [e.queued + sla_target(names[e.work_type_id]) for e in model.emails.values() if e.state in WAITING]  # fmt: skip
+    assert len(dues) == SLA_BACKLOG and min(dues) == pytest.approx(NOW + 30)  # 60 s / speed 2
+    assert all(e.active is not None for e in model.emails.values() if e.state in HOLDING)
+    model.advance_to(NOW + 600)
+    assert model.pickup_log, "agents took waiting emails"
+    for event in model.pickup_log:
+        email = model.emails.get(event.email_id)
+        assert email is None or email.active is not None  # every picked-up email has activeTime
+        assert event.queued <= event.at
 
 
 def test_same_seed_same_queue() -> None:

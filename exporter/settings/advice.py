@@ -23,4 +23,29 @@ def advice(settings: Settings) -> list[str]:
             notes.append(
                 f"targets[{i}].email_type: {target.email_type!r} is not an email type the API documents"
             )
+    return notes + service_level_advice(settings)
+
+
+def service_level_advice(settings: Settings) -> list[str]:
+    """Service-level rules that can never apply, and warnings that are not shorter than targets."""
+    notes = []
+    catch_all: int | None = None
+    for i, rule in enumerate(settings.service_levels):
+        where = f"service_levels[{i}]"
+        if catch_all is not None:
+            notes.append(f"{where} never applies: service_levels[{catch_all}] matches every group")
+        elif rule.match.work_type in (None, ".*") and rule.match.email_type in (None, ".*"):
+            catch_all = i
+        target = settings.service_level_target if rule.target is None else rule.target
+        warning = settings.service_level_warning if rule.warning is None else rule.warning
+        if warning >= target:
+            notes.append(
+                f"{where}: warning ({warning:g}s) is not shorter than the target ({target:g}s): "
+                "every waiting email is at risk from the moment it is queued"
+            )
+    if settings.service_level_warning >= settings.service_level_target:
+        notes.append(
+            "service_level_warning is not shorter than service_level_target: every waiting email "
+            "of the default groups is at risk from the moment it is queued"
+        )
     return notes

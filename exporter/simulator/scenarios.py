@@ -165,9 +165,12 @@ def _sla(rng: random.Random, now: float, speed: float) -> QueueModel:
         model.inject(_backlog(model, rng, wt, email_type, queued, "Queued", None, now))
 
     def in_progress() -> Email:
+        """An email an agent took just now (queued a little earlier); not a pickup to judge."""
         wt, email_type = _pick(rng, outbound_manual=False)
         queued = now - rng.uniform(60.0, 600.0) / speed
-        return _backlog(model, rng, wt, email_type, queued, "Active", None, now)
+        email = _backlog(model, rng, wt, email_type, queued, "Active", None, now)
+        email.last_modified = now
+        return email
 
     model.occupy_idle_agents(in_progress)
     return model
