@@ -39,6 +39,7 @@ class Process:
     metrics_median: float
     metrics_worst: float
     healthz_worst: float
+    samples: int  # lines of the last /metrics body that are samples
 
 
 @dataclass
@@ -56,6 +57,9 @@ class FleetResult:
     interval: float
     rounds: int
     runs: list[Run] = field(default_factory=list)
+    # The machine's 1-minute load average before and after: on a shared machine, latencies
+    # grow with it.
+    load: tuple[float, float] = (0.0, 0.0)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -135,11 +139,13 @@ async def _measure(pid: int, base: str, shard: int, interval: float, rounds: int
         metrics: list[float] = []
         stop = time.monotonic() + rounds * interval
 
+        last = [b""]
+
         async def probe(path: str, every: float, out: list[float]) -> None:
             while time.monotonic() < stop:
                 started = time.monotonic()
                 async with session.get(base + path) as resp:
-                    await resp.read()
+                    last[0] = await resp.read() if path == "/metrics" else last[0]
                 out.append(time.monotonic() - started)
                 await asyncio.sleep(every)
 
@@ -154,6 +160,7 @@ async def _measure(pid: int, base: str, shard: int, interval: float, rounds: int
         metrics_median=statistics.median(metrics),
         metrics_worst=max(metrics),
         healthz_worst=max(healthz),
+        samples=sum(1 for line in last[0].splitlines() if line and not line.startswith(b"#")),
     )
 
 
@@ -191,12 +198,14 @@ async def measure(
 ) -> FleetResult:
     """One process, then three shards, over the same simulator and config."""
     result = FleetResult(orgs, emails, interval, rounds)
+    load_before = os.getloadavg()[0]
     async with multi_org_simulator(orgs, emails) as base:
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.yaml"
             write_config(config, base, orgs, interval)
             for shards in (1, 3):
                 result.runs.append(await _run(config, shards, interval, rounds))
+    result.load = (load_before, os.getloadavg()[0])
     return result
 
 
@@ -208,17 +217,18 @@ def table(result: FleetResult) -> str:
     """The rows for the README and deploy/README sizing."""
     head = (
         f"\n### {result.orgs} organisations x {result.emails:,} emails "
-        f"(poll every {result.interval:g} s, {result.rounds} rounds measured)\n\n"
-        "| layout | process | organisations | CPU per poll round | peak RSS "
+        f"(poll every {result.interval:g} s, {result.rounds} rounds measured; load average "
+        f"{result.load[0]:.1f} → {result.load[1]:.1f} on {os.cpu_count()} cores)\n\n"
+        "| layout | process | organisations | samples | CPU per poll round | peak RSS "
         "| GET /metrics median / worst | worst /healthz |\n"
-        "|---|---|---:|---:|---:|---:|---:|\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
     for run in result.runs:
         for p in run.processes:
             label = "—" if len(run.processes) == 1 else f"shard {p.shard}"
             rows.append(
-                f"| {run.name} | {label} | {p.targets} | {p.cpu_per_round:.2f} s "
+                f"| {run.name} | {label} | {p.targets} | {p.samples:,} | {p.cpu_per_round:.2f} s "
                 f"| {p.peak_rss / 2**20:.0f} MiB | {_ms(p.metrics_median)} / {_ms(p.metrics_worst)} "
                 f"| {_ms(p.healthz_worst)} |"
             )
