@@ -1,7 +1,8 @@
 """Alerts about the exporter itself: is it scraped, do its polls succeed, and why not.
 
-Cause before symptom: with refused credentials AuthFailing fires first (one failed poll counted
-twice is enough, then a short `for`); PollsFailing waits for `polls_failing_intervals` poll
+Cause before symptom: with refused credentials AuthFailing fires first (one scraped `auth` error
+of an organisation that never succeeded, or a rise of that counter, then a short `for`);
+PollsFailing waits for `polls_failing_intervals` poll
 intervals and names the reason; DataStale waits for the exporter's own `stale_after`. The
 example Alertmanager configuration inhibits the symptoms while their cause fires. Every
 threshold is read from the exporter's `poll_interval_seconds` / `stale_after_seconds`, so any
