@@ -523,7 +523,7 @@ def _readme_block(marker: str) -> str:
     """The fenced YAML block of deploy/README.md whose first line is `marker`."""
     text = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
-    (block,) = [b for b in blocks if b.startswith(marker)]
+    (block,) = [str(b) for b in blocks if b.startswith(marker)]
     return block
 
 
