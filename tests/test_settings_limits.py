@@ -76,6 +76,37 @@ def test_every_invalid_setting_is_reported_once_one_line_each(tmp_path: Path) ->
     assert len(err.splitlines()) == len(settings)
 
 
+def test_a_target_with_one_problem_still_has_its_other_settings_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(
+        "targets:\n"
+        "  - {org_id: 'b c', region: venus, api_key: k, access_token: t}\n"
+        "  - {org_id: ok, api_key: k, access_token: t, token_url: 'ftp://x', polll: 3}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(["--config-file", str(cfg)], {})
+    assert sorted(e.setting for e in caught.value.all) == [
+        "targets[0].org_id",
+        "targets[0].region",
+        "targets[1].polll",
+        "targets[1].token_url",
+    ], caught.value
+
+
+def test_an_invalid_region_is_reported_next_to_missing_settings() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load([], {"ALVARIA_REGION": "mars", "ALVARIA_POLL_INTERVAL": "5x"})
+    errors = {e.setting: e for e in caught.value.all}
+    assert sorted(errors) == ["api_key", "client_id", "org_id", "poll_interval", "region"]
+    assert errors["region"].source == "env ALVARIA_REGION"
+
+
+def test_an_invalid_region_does_not_also_fail_the_urls_it_would_have_set() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load([], {**GOOD_ENV, "ALVARIA_REGION": "mars"})
+    assert [e.setting for e in caught.value.all] == ["region"], caught.value
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--poll-intervall", "5"], ["--demo", "--once"], ["stray"], ["--org-id"]],

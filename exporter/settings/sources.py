@@ -227,8 +227,23 @@ def _build_target(
             problem = "set client_id and client_secret (OAuth2 client credentials), or access_token"
             problems.add(f"{prefix}client_id", "default", problem)
     if problems.under(prefix) if prefix else any(failed(s.name) for s in TARGET_SPECS):
+        _check_given(values, sources, prefix, problems)
         return None
     return _construct(TargetSettings, values, sources, prefix, problems)
+
+
+# Stand-ins for what is missing or failed, so the settings that were given are still checked.
+_STAND_INS = {"org_id": "x", "api_key": SecretStr("x"), "access_token": SecretStr("x")}
+
+
+def _check_given(
+    values: dict[str, Any], sources: dict[str, str], prefix: str, problems: Problems
+) -> None:
+    """Report what is wrong with the given settings of a target that cannot be built anyway."""
+    given = {k: v for k, v in values.items() if not problems.about(prefix + k)}
+    scratch = Problems()
+    _construct(TargetSettings, {**_STAND_INS, **given}, sources, prefix, scratch)
+    problems.errors += [e for e in scratch.errors if e.setting.removeprefix(prefix) in given]
 
 
 def _command_line(argv: Sequence[str], problems: Problems) -> tuple[dict[str, Any], Mode]:
