@@ -229,6 +229,34 @@ def test_a_secret_pasted_into_a_plain_setting_is_shown_only_in_part() -> None:
     assert len(err.splitlines()[0]) < 150
 
 
+@pytest.mark.parametrize("where", ["env", "flag", "yaml"])
+def test_a_secret_pasted_into_a_secret_file_setting_is_never_shown(
+    tmp_path: Path, where: str
+) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"api_key_file: {SECRET}\n")
+    env = {**GOOD_ENV, "ALVARIA_API_KEY": ""}
+    args = {
+        "env": ((), {"ALVARIA_API_KEY_FILE": SECRET}),
+        "flag": ((f"--api-key-file={SECRET}",), {}),
+        "yaml": (("--config-file", str(cfg)), {}),
+    }[where]
+    code, _, err, _ = cli("--check-config", *args[0], env={**env, **args[1]})
+    assert code == 2, err
+    assert err.startswith(PROG + "invalid setting api_key (from file "), err
+    assert "names no file" in err and SECRET[:12] not in err, err
+
+
+def test_a_missing_secret_file_that_is_a_path_is_still_named(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("abc\n")
+    env = {**GOOD_ENV, "ALVARIA_API_KEY": "", "ALVARIA_API_KEY_FILE": str(tmp_path / "key")}
+    (tmp_path / "key").unlink()
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(ConfigError) as caught:
+        load([], {**env, "ALVARIA_CLIENT_SECRET_FILE": str(tmp_path / "link")})
+    assert str(tmp_path / "link") in str(caught.value)  # a dangling symlink is a path
+
+
 def test_ca_file_is_loaded_by_check_config(tmp_path: Path) -> None:
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("this is not a certificate\n")

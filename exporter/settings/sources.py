@@ -8,6 +8,7 @@ left out of what is built next, so it is reported once and never again as "missi
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -68,8 +69,23 @@ class Problems:
 
 
 def _read_secret(path: Path) -> str:
+    if not _names_a_file(path):
+        raise ValueError("names no file (not shown: it may be the secret itself)")
     # Only the line ending an editor adds is stripped; other whitespace is an error later.
     return read_text(path, SECRET_FILE_LIMIT).rstrip("\r\n")
+
+
+def _names_a_file(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except ValueError:  # a NUL in the name
+        return False
+
+
+def _secret_file(label: str, path: Path, where: str = "") -> _Value:
+    """A secret file's layer entry; a path naming no file is left out of its source."""
+    shown_path = f"={path}" if _names_a_file(path) else ""
+    return _Value(None, f"file {label}{shown_path}{where}", path)
 
 
 def _resolve(
@@ -155,7 +171,7 @@ def _yaml_layers(
                 problems.add(label, f"config file {cfg} ({label})", "must be a file path")
                 continue
             path = cfg.parent / raw.strip()
-            files[FILE_KEYS[key]] = _Value(None, f"file {label}={path} (config file {cfg})", path)
+            files[FILE_KEYS[key]] = _secret_file(label, path, f" (config file {cfg})")
             continue
         if key in SPEC_OF and SPEC_OF[key].kind == "path" and isinstance(raw, str) and raw.strip():
             raw = str(cfg.parent / raw.strip())
@@ -280,9 +296,9 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     for key, name in FILE_KEYS.items():
         flag, env = "--" + key.replace("_", "-"), f"ALVARIA_{key.upper()}"
         if args[key]:
-            flag_files[name] = _Value(None, f"file {flag}={args[key]}", Path(args[key]))
+            flag_files[name] = _secret_file(flag, Path(args[key]))
         if environ.get(env):
-            env_files[name] = _Value(None, f"file {env}={environ[env]}", Path(environ[env]))
+            env_files[name] = _secret_file(env, Path(environ[env]))
 
     top: _Layer = {}
     top_files: _Layer = {}
