@@ -4,14 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv system-deps test lint typecheck pytest demo bench soak dashboards clean
+.PHONY: help venv system-deps test lint typecheck pytest demo bench soak monitoring dashboards clean
 
 help:
 	@echo "make demo        run the exporter against the built-in simulator on :9654"
 	@echo "make test        lint, type-check and run every test (creates .venv)"
 	@echo "make bench       performance benchmarks (not part of make test)"
 	@echo "make soak        one-hour soak test against the api_faults scenario"
-	@echo "make dashboards  regenerate grafana/dashboards/*.json from code"
+	@echo "make monitoring  regenerate the rules, PrometheusRule, dashboards and mixin from monitoring/config.py"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +39,11 @@ system-deps:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check exporter tests grafana bench
+	$(BIN)/ruff format --check exporter tests grafana bench monitoring deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy exporter
-	$(BIN)/mypy tests grafana bench
+	$(BIN)/mypy tests grafana bench monitoring
 
 pytest: $(STAMP) system-deps
 	$(BIN)/pytest -W error
@@ -59,8 +59,8 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak
 
-dashboards: $(STAMP)
-	$(BIN)/python -m grafana.generate
+monitoring dashboards: $(STAMP)
+	$(BIN)/python -m monitoring.generate
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

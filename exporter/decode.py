@@ -65,6 +65,7 @@ class WireEmail(Email, frozen=True, rename="camel", gc=False):
     queued_time: _Zoned | None = None  # type: ignore[assignment]
     received_time: _Zoned | None = None  # type: ignore[assignment]
     start_time: _Zoned | None = None  # type: ignore[assignment]
+    active_time: _Zoned | None = None  # type: ignore[assignment]
 
 
 _WIRE = msgspec.json.Decoder(WireEmail, strict=False)

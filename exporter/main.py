@@ -183,7 +183,8 @@ async def run(
     store = Store([])
     collector = queue_collector(store, cfg)
     registry = build_registry(store, cfg, collector=collector)
-    async with aiohttp.ClientSession(trust_env=True) as session:
+    # Proxies from the environment are applied by the transport (http.HttpTransport._proxy).
+    async with aiohttp.ClientSession() as session:
 
         def build(
             target: TargetSettings, c: Settings, state: OrgState, limiter: Limiter | None

@@ -1,4 +1,5 @@
-"""Write the dashboards as JSON: `python -m grafana.generate` (what `make dashboards` runs)."""
+"""Render the dashboards as JSON. `make monitoring` writes them (with the rules, from one config);
+`python -m grafana.generate` writes only the dashboards."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as model
 
 from grafana import health, overview
+from monitoring.config import CONFIG, Config
 
 OUTPUT_DIR = Path(__file__).parent / "dashboards"
 
-DASHBOARDS: dict[str, Callable[[], model.Dashboard]] = {
+DASHBOARDS: dict[str, Callable[[Config], model.Dashboard]] = {
     "emailqueue-overview.json": overview.build,
     "exporter-health.json": health.build,
 }
 
 
-def render(build: Callable[[], model.Dashboard]) -> str:
+def render(build: Callable[[Config], model.Dashboard], config: Config = CONFIG) -> str:
     """The dashboard as stable JSON text: sorted keys, fixed indent, trailing newline."""
-    return json.dumps(build(), cls=JSONEncoder, sort_keys=True, indent=2) + "\n"
+    return json.dumps(build(config), cls=JSONEncoder, sort_keys=True, indent=2) + "\n"
 
 
 def main(output_dir: Path = OUTPUT_DIR) -> None:

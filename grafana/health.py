@@ -7,8 +7,9 @@ from grafana_foundation_sdk.models import dashboard as model
 
 from grafana import panels as p
 from grafana import queries as q
+from monitoring.config import CONFIG, Config
 
-UID = "alvaria-emailqueue-exporter-health"
+UID = CONFIG.health_uid
 
 REQUESTS = "alvaria_emailqueue_api_requests_total"
 X = q.EXPORTER
@@ -27,8 +28,9 @@ def _status_row(board: dash.Dashboard) -> None:
     board.with_panel(
         p.big_number(
             "Time since last successful poll",
-            "Per organisation. Queue metrics disappear once this exceeds stale_after (150 s "
-            "by default); AlvariaEmailQueueDataStale pages 2 minutes after it passes 150 s.",
+            "Per organisation. Queue metrics disappear once this exceeds the exporter's "
+            "stale_after (alvaria_emailqueue_stale_after_seconds, 5 poll intervals by default); "
+            "AlvariaEmailQueueDataStale pages a minute after it does.",
             "s",
             p.query(
                 f"time() - alvaria_emailqueue_last_poll_success_timestamp_seconds{{{X}}}",
@@ -199,7 +201,44 @@ def _data_row(board: dash.Dashboard) -> None:
     )
 
 
-def build() -> model.Dashboard:
+def _fleet_row(board: dash.Dashboard) -> None:
+    board.with_row(dash.Row("Fleet"))
+    job = 'job=~"$job"'
+    board.with_panel(
+        p.top_table(
+            "Replicas and shards",
+            "Per scraped replica: its shard, the number of shards it was configured with, how "
+            "many organisations it polls, and whether its last configuration reload succeeded "
+            "(1). Every replica must report the same total, and every shard below it must be "
+            "listed (AlvariaEmailQueueShardingMismatch, AlvariaEmailQueueShardMissing).",
+            "none",
+            p.instant_table(
+                f"alvaria_emailqueue_shard_ordinal{{{job}}}"
+                f" or alvaria_emailqueue_total_shards{{{job}}}"
+                f" or alvaria_emailqueue_targets{{{job}}}"
+                f" or alvaria_emailqueue_config_last_reload_successful{{{job}}}"
+            ),
+            "value",
+        )
+    )
+    board.with_panel(
+        p.series(
+            "Waiting for the API budget",
+            "Seconds per second that requests waited for the max_requests_per_second budget of "
+            "their API key, per organisation: near 1, polls are throttled by the budget rather "
+            "than by the API. Zero without a budget.",
+            "s",
+            p.query(
+                f"{q.rate_sum('alvaria_emailqueue_rate_limit_wait_seconds_total', X, 'org')}"
+                f" or on (org) {q.zero_per_org()}",
+                "{{org}}",
+            ),
+            width=12,
+        )
+    )
+
+
+def build(config: Config = CONFIG) -> model.Dashboard:
     """Build the dashboard model."""
     board = p.new_dashboard(
         UID,
@@ -207,13 +246,13 @@ def build() -> model.Dashboard:
         "Alvaria EmailQueue exporter: is it polling, how the API answers, is the data whole.",
     )
     board.with_variable(p.datasource_variable())
-    board.with_variable(p.label_variable("job", "Job", "label_values(alvaria_emailqueue_up, job)"))
+    board.with_variable(p.label_variable("job", "Job", q.job_values(config)))
     board.with_variable(
         p.label_variable(
             "org", "Organisation", 'label_values(alvaria_emailqueue_up{job=~"$job"}, org)'
         )
     )
-    for row in (_status_row, _polls_row, _api_row, _data_row):
+    for row in (_status_row, _polls_row, _api_row, _data_row, _fleet_row):
         row(board)
     return board.link(
         dash.DashboardLink("Email queue overview")

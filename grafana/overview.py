@@ -9,24 +9,31 @@ from grafana_foundation_sdk.models.common import StackingMode
 
 from grafana import panels as p
 from grafana import queries as q
+from monitoring.config import CONFIG, Config
+from monitoring.recording import TARGET_SECONDS
 
-UID = "alvaria-emailqueue-overview"
+UID = CONFIG.overview_uid
 
 ARRIVALS = "alvaria_emailqueue_arrivals_total"
 DEPARTURES = "alvaria_emailqueue_departures_total"
 AGE_BUCKETS = "alvaria_emailqueue_waiting_email_age_seconds_bucket"
 OLDEST_AGE = "alvaria_emailqueue_oldest_email_age_seconds"
-SLA = "org_work_type_email_type:alvaria_emailqueue_oldest_waiting_email_age_seconds:sla"
+PICKUPS = "alvaria_emailqueue_pickups_total"
+PICKUP_WAIT = "alvaria_emailqueue_pickup_wait_seconds_bucket"
+SL = "alvaria_emailqueue_service_level"
+# Service level % is judged over a fixed rolling hour: the panel's rate interval holds too few
+# pickups for a share to mean anything.
+SL_WINDOW = "[1h]"
 
 
-def _now_row(board: dash.Dashboard) -> None:
+def _now_row(board: dash.Dashboard, config: Config) -> None:
     board.with_row(dash.Row("Queue now"))
     board.with_panel(
         p.big_number(
             "Emails waiting",
             "Emails waiting for an agent (states Queued, Queued2, Transferred, Reassigned).",
             "short",
-            p.query(f"sum({q.waiting('org')})"),
+            p.query(f"sum({q.waiting('org', config)})"),
         )
     )
     board.with_panel(
@@ -34,7 +41,9 @@ def _now_row(board: dash.Dashboard) -> None:
             "Oldest waiting email",
             "How long the oldest email that waits for an agent has waited.",
             "s",
-            p.query(f"max({q.queue_max(OLDEST_AGE, 'org', f'{q.QUEUE}, {q.WAITING}')})"),
+            p.query(
+                f"max({q.queue_max(OLDEST_AGE, 'org', f'{q.QUEUE}, {q.waiting_matcher(config)}', config)})"
+            ),
         )
     )
     for title, metric, what in (
@@ -46,19 +55,19 @@ def _now_row(board: dash.Dashboard) -> None:
                 title,
                 f"{what}, per minute (seen by comparing consecutive polls).",
                 "cpm",
-                p.query(f"{q.PER_MINUTE}sum({q.queue_rate_sum(metric, 'org')})"),
+                p.query(f"{q.PER_MINUTE}sum({q.queue_rate_sum(metric, 'org', config=config)})"),
             )
         )
 
 
-def _backlog_row(board: dash.Dashboard) -> None:
+def _backlog_row(board: dash.Dashboard, config: Config) -> None:
     board.with_row(dash.Row("Backlog"))
     board.with_panel(
         p.series(
             "Emails waiting by work type",
             "Emails waiting for an agent, per organisation and work type.",
             "short",
-            p.query(q.waiting("org, work_type"), "{{org}} / {{work_type}}"),
+            p.query(q.waiting("org, work_type", config), "{{org}} / {{work_type}}"),
         )
     )
     board.with_panel(
@@ -66,7 +75,7 @@ def _backlog_row(board: dash.Dashboard) -> None:
             "Emails by state",
             "Every email in the queue, stacked by its state: waiting, being worked on, wrap-up.",
             "short",
-            p.query(q.queue_sum("alvaria_emailqueue_emails", "state"), "{{state}}"),
+            p.query(q.queue_sum("alvaria_emailqueue_emails", "state", config=config), "{{state}}"),
         ).stacking(StackingConfig().mode(StackingMode.NORMAL))
     )
     board.with_panel(
@@ -74,26 +83,28 @@ def _backlog_row(board: dash.Dashboard) -> None:
             "Emails waiting by email type",
             "Emails waiting for an agent, per email type (inbound, manual or campaign outbound).",
             "short",
-            p.query(q.waiting("email_type"), "{{email_type}}"),
+            p.query(q.waiting("email_type", config), "{{email_type}}"),
         )
     )
 
 
-def _age_row(board: dash.Dashboard) -> None:
+def _age_row(board: dash.Dashboard, config: Config) -> None:
     board.with_row(dash.Row("Waiting age"))
     board.with_panel(
         p.series(
-            "Oldest waiting email vs SLA",
-            "Age of the oldest waiting email per work type; dashed: the work type's service "
-            "level from the recording rules, which AlvariaEmailQueueOldestEmailTooOld uses.",
+            "Oldest waiting email vs target",
+            "Age of the oldest waiting email per work type (wall clock); dashed: the work "
+            "type's service-level target as the exporter reports it (service_level_target_seconds).",
             "s",
             p.query(
-                q.queue_max(OLDEST_AGE, "org, work_type", f"{q.QUEUE}, {q.WAITING}"),
+                q.queue_max(
+                    OLDEST_AGE, "org, work_type", f"{q.QUEUE}, {q.waiting_matcher(config)}", config
+                ),
                 "{{org}} / {{work_type}}",
             ),
             p.query(
-                f"max by (org, work_type) ({SLA}{{{q.QUEUE_RULES}}})",
-                "SLA {{org}} / {{work_type}}",
+                f"max by (org, work_type) ({TARGET_SECONDS}{{{q.QUEUE_RULES}}})",
+                "target {{org}} / {{work_type}}",
                 ref_id="B",
             ),
         ).override_by_query(**p.dashed("B"))
@@ -104,7 +115,7 @@ def _age_row(board: dash.Dashboard) -> None:
             "How many waiting emails fall in each age bucket, over time. The buckets are a "
             "gauge histogram (a snapshot of the queue at each poll, not events): read them as "
             "they are and never put them into rate() or increase().",
-            p.heatmap_query(q.queue_sum(AGE_BUCKETS, "le")),
+            p.heatmap_query(q.queue_sum(AGE_BUCKETS, "le", config=config)),
         )
     )
     board.with_panel(
@@ -113,13 +124,17 @@ def _age_row(board: dash.Dashboard) -> None:
             "Median and 90th percentile age of the waiting emails, interpolated within the "
             "exporter's age buckets.",
             "s",
-            p.query(f"histogram_quantile(0.5, {q.queue_sum(AGE_BUCKETS, 'le')})", "p50"),
             p.query(
-                f"histogram_quantile(0.9, {q.queue_sum(AGE_BUCKETS, 'le')})", "p90", ref_id="B"
+                f"histogram_quantile(0.5, {q.queue_sum(AGE_BUCKETS, 'le', config=config)})", "p50"
+            ),
+            p.query(
+                f"histogram_quantile(0.9, {q.queue_sum(AGE_BUCKETS, 'le', config=config)})",
+                "p90",
+                ref_id="B",
             ),
         )
     )
-    by_work_type = q.queue_sum(AGE_BUCKETS, "org, work_type, le")
+    by_work_type = q.queue_sum(AGE_BUCKETS, "org, work_type, le", config=config)
     board.with_panel(
         p.series(
             "Waiting age p50 / p90 by work type",
@@ -137,7 +152,75 @@ def _age_row(board: dash.Dashboard) -> None:
     )
 
 
-def _flow_row(board: dash.Dashboard) -> None:
+def _service_level_row(board: dash.Dashboard, config: Config) -> None:
+    board.with_row(dash.Row("Service level"))
+    met = q.queue_rate_sum(PICKUPS, "org, work_type", SL_WINDOW, config)
+    met = met.replace(f"{{{q.QUEUE}}}", f'{{{q.QUEUE}, service_level="met"}}')
+    total = q.queue_rate_sum(PICKUPS, "org, work_type", SL_WINDOW, config)
+    board.with_panel(
+        p.series(
+            "Service level by work type",
+            "Share of the emails picked up within their target (pickups_total met / (met + "
+            "missed)), per work type, over a fixed hour ending at each point (not the panel's "
+            "rate interval, which holds too few pickups for a share). Empty while nothing was "
+            "picked up.",
+            "percentunit",
+            p.query(f"{met} / {total}", "{{org}} / {{work_type}}"),
+        )
+        .min(0)
+        .max(1)
+    )
+    wait = q.queue_rate_sum(PICKUP_WAIT, "le", config=config)
+    board.with_panel(
+        p.series(
+            "Pickup wait p50 / p90",
+            "How long the emails picked up in the panel's rate interval had waited (queued to "
+            "picked up, wall clock), interpolated within the exporter's age buckets. The "
+            "average speed of answer is pickup_wait_seconds_sum / _count.",
+            "s",
+            p.query(f"histogram_quantile(0.5, {wait})", "p50"),
+            p.query(f"histogram_quantile(0.9, {wait})", "p90", ref_id="B"),
+        )
+    )
+    for title, metric, what in (
+        ("Breached now", "breached_emails", "have waited longer than their target"),
+        ("At risk", "at_risk_emails", "will breach their target within its warning window"),
+    ):
+        board.with_panel(
+            p.big_number(
+                title,
+                f"Waiting emails that {what} (on each group's clock).",
+                "short",
+                p.query(f"sum({q.queue_sum(f'{SL}_{metric}', 'org', config=config)})"),
+                width=4,
+            )
+        )
+    next_breach = q.one_replica(f"{SL}_next_breach_timestamp_seconds{{{q.QUEUE}}}", config)
+    board.with_panel(
+        p.big_number(
+            "Time to next breach",
+            "Time until the next waiting email that has not breached yet passes its target. "
+            "Empty when no waiting email can breach.",
+            "s",
+            p.query(f"clamp_min(min({next_breach}) - time(), 0)"),
+            width=4,
+        )
+    )
+    board.with_panel(
+        p.top_table(
+            "Work types with breached emails",
+            "The ten work types with the most waiting emails past their target, now (all "
+            "zero when none is).",
+            "short",
+            p.instant_table(
+                f"topk(10, {q.queue_sum(f'{SL}_breached_emails', 'org, work_type', config=config)})"
+            ),
+            "breached",
+        )
+    )
+
+
+def _flow_row(board: dash.Dashboard, config: Config) -> None:
     board.with_row(dash.Row("Flow"))
     board.with_panel(
         p.series(
@@ -145,9 +228,11 @@ def _flow_row(board: dash.Dashboard) -> None:
             "Emails entering and leaving the queue per minute. Departures below arrivals "
             "for long means the backlog grows.",
             "cpm",
-            p.query(f"{q.PER_MINUTE}sum({q.queue_rate_sum(ARRIVALS, 'org')})", "arrivals"),
             p.query(
-                f"{q.PER_MINUTE}sum({q.queue_rate_sum(DEPARTURES, 'org')})",
+                f"{q.PER_MINUTE}sum({q.queue_rate_sum(ARRIVALS, 'org', config=config)})", "arrivals"
+            ),
+            p.query(
+                f"{q.PER_MINUTE}sum({q.queue_rate_sum(DEPARTURES, 'org', config=config)})",
                 "departures",
                 ref_id="B",
             ),
@@ -155,7 +240,7 @@ def _flow_row(board: dash.Dashboard) -> None:
     )
     by = "org, work_type"
     window = q.FLOW_WINDOW
-    net = f"{q.flow_or_zero(ARRIVALS, by, window)} - {q.flow_or_zero(DEPARTURES, by, window)}"
+    net = f"{q.flow_or_zero(ARRIVALS, by, window, config)} - {q.flow_or_zero(DEPARTURES, by, window, config)}"
     board.with_panel(
         p.series(
             "Net backlog change",
@@ -166,7 +251,7 @@ def _flow_row(board: dash.Dashboard) -> None:
             p.query(f"{q.PER_MINUTE}({net})", "{{org}} / {{work_type}}"),
         )
     )
-    drain = f"{q.flow_or_zero(DEPARTURES, by, window)} - {q.flow_or_zero(ARRIVALS, by, window)}"
+    drain = f"{q.flow_or_zero(DEPARTURES, by, window, config)} - {q.flow_or_zero(ARRIVALS, by, window, config)}"
     board.with_panel(
         p.series(
             "Estimated time to drain",
@@ -176,21 +261,21 @@ def _flow_row(board: dash.Dashboard) -> None:
             "when nothing waits.",
             "s",
             p.query(
-                f"clamp_max({q.waiting(by)} / clamp_min({drain}, 0), {p.NEVER_SECONDS})",
+                f"clamp_max({q.waiting(by, config)} / clamp_min({drain}, 0), {p.NEVER_SECONDS})",
                 "{{org}} / {{work_type}}",
             ),
         ).mappings([p.range_mapping(p.NEVER_SECONDS, 1e300, "not draining")])
     )
 
 
-def _top_row(board: dash.Dashboard) -> None:
+def _top_row(board: dash.Dashboard, config: Config) -> None:
     board.with_row(dash.Row("Top work types"))
     board.with_panel(
         p.top_table(
             "Top work types by backlog",
             "The ten work types with the most emails waiting for an agent, now.",
             "short",
-            p.instant_table(f"topk(10, {q.waiting('org, work_type')})"),
+            p.instant_table(f"topk(10, {q.waiting('org, work_type', config)})"),
             "waiting",
         )
     )
@@ -200,14 +285,14 @@ def _top_row(board: dash.Dashboard) -> None:
             "The ten work types whose oldest waiting email has waited longest, now.",
             "s",
             p.instant_table(
-                f"topk(10, {q.queue_max(OLDEST_AGE, 'org, work_type', f'{q.QUEUE}, {q.WAITING}')})"
+                f"topk(10, {q.queue_max(OLDEST_AGE, 'org, work_type', f'{q.QUEUE}, {q.waiting_matcher(config)}', config)})"
             ),
             "oldest waiting",
         )
     )
 
 
-def _agents_row(board: dash.Dashboard) -> None:
+def _agents_row(board: dash.Dashboard, config: Config) -> None:
     board.with_row(dash.Row("Agents"))
     board.with_panel(
         p.series(
@@ -219,7 +304,7 @@ def _agents_row(board: dash.Dashboard) -> None:
             "short",
             p.query(
                 "topk(20, "
-                + q.queue_sum("alvaria_emailqueue_agent_emails", "org, agent", q.EXPORTER)
+                + q.queue_sum("alvaria_emailqueue_agent_emails", "org, agent", q.EXPORTER, config)
                 + ")",
                 "{{org}} / {{agent}}",
             ),
@@ -228,7 +313,7 @@ def _agents_row(board: dash.Dashboard) -> None:
     )
 
 
-def build() -> model.Dashboard:
+def build(config: Config = CONFIG) -> model.Dashboard:
     """Build the dashboard model."""
     board = p.new_dashboard(
         UID,
@@ -237,7 +322,7 @@ def build() -> model.Dashboard:
     )
     for variable in (
         p.datasource_variable(),
-        p.label_variable("job", "Job", "label_values(alvaria_emailqueue_up, job)"),
+        p.label_variable("job", "Job", q.job_values(config)),
         p.label_variable(
             "org", "Organisation", 'label_values(alvaria_emailqueue_up{job=~"$job"}, org)'
         ),
@@ -253,8 +338,9 @@ def build() -> model.Dashboard:
         ),
     ):
         board.with_variable(variable)
-    for row in (_now_row, _backlog_row, _age_row, _flow_row, _top_row, _agents_row):
-        row(board)
+    rows = (_now_row, _service_level_row, _backlog_row, _age_row, _flow_row, _top_row, _agents_row)
+    for row in rows:
+        row(board, config)
     return board.link(
         dash.DashboardLink("Exporter health")
         .type(model.DashboardLinkType.DASHBOARDS)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-# The exporter's default waiting_states; keep in step with deploy/prometheus/rules.
-WAITING = 'state=~"Queued|Queued2|Transferred|Reassigned"'
+from monitoring.config import CONFIG, Config
+
+
+def waiting_matcher(config: Config = CONFIG) -> str:
+    """The states of emails waiting for an agent, from the monitoring configuration."""
+    return f'state=~"{config.waiting_regex()}"'
+
+
+def job_values(config: Config = CONFIG) -> str:
+    """The `job` variable's query: the jobs the alert rules select too."""
+    return f"label_values(alvaria_emailqueue_up{{{config.job_selector}}}, job)"
+
 
 # Every variable is multi-value with "All" = ".*", so `=~` works for one, several or all.
 EXPORTER = 'job=~"$job", org=~"$org"'
@@ -20,14 +30,14 @@ FLOW_WINDOW = "[15m]"
 # Rates are shown per minute: a queue moves a few emails a minute, not per second.
 PER_MINUTE = "60 * "
 
-# Two HA replicas scraped under one job report the same queue; under Kubernetes `instance` is
-# the pod IP. Queue panels take the max across replicas before adding anything up.
-ONE_REPLICA = "max without (instance, pod)"
 
+def one_replica(expr: str, config: Config = CONFIG) -> str:
+    """`expr` with the replicas of one exporter collapsed into one series each.
 
-def one_replica(expr: str) -> str:
-    """`expr` with the replicas of one exporter collapsed into one series each."""
-    return f"{ONE_REPLICA} ({expr})"
+    Two HA replicas scraped under one job report the same queue; under Kubernetes `instance` is
+    the pod IP. Queue panels take the max across replicas before adding anything up.
+    """
+    return f"max without ({', '.join(config.replica_labels)}) ({expr})"
 
 
 def rate_sum(metric: str, selector: str, by: str) -> str:
@@ -35,19 +45,19 @@ def rate_sum(metric: str, selector: str, by: str) -> str:
     return f"sum by ({by}) (rate({metric}{{{selector}}}{RATE}))"
 
 
-def queue_rate_sum(metric: str, by: str, window: str = RATE) -> str:
+def queue_rate_sum(metric: str, by: str, window: str = RATE, config: Config = CONFIG) -> str:
     """A queue counter's rate by `by`: the max of the replicas' rates, never their sum."""
-    return f"sum by ({by}) ({one_replica(f'rate({metric}{{{QUEUE}}}{window})')})"
+    return f"sum by ({by}) ({one_replica(f'rate({metric}{{{QUEUE}}}{window})', config)})"
 
 
-def queue_sum(metric: str, by: str, selector: str = QUEUE) -> str:
+def queue_sum(metric: str, by: str, selector: str = QUEUE, config: Config = CONFIG) -> str:
     """A queue gauge added up by `by`, each replica counted once."""
-    return f"sum by ({by}) ({one_replica(f'{metric}{{{selector}}}')})"
+    return f"sum by ({by}) ({one_replica(f'{metric}{{{selector}}}', config)})"
 
 
-def queue_max(metric: str, by: str, selector: str) -> str:
+def queue_max(metric: str, by: str, selector: str, config: Config = CONFIG) -> str:
     """The largest value of a queue gauge by `by`."""
-    return f"max by ({by}) ({one_replica(f'{metric}{{{selector}}}')})"
+    return f"max by ({by}) ({one_replica(f'{metric}{{{selector}}}', config)})"
 
 
 def zero_per_org() -> str:
@@ -60,11 +70,12 @@ def per_minute_or_zero(metric: str, selector: str, by: str) -> str:
     return f"{PER_MINUTE}{rate_sum(metric, selector, by)} or on (org) {zero_per_org()}"
 
 
-def waiting(by: str) -> str:
+def waiting(by: str, config: Config = CONFIG) -> str:
     """Emails waiting for an agent, summed by `by`."""
-    return queue_sum("alvaria_emailqueue_emails", by, f"{QUEUE}, {WAITING}")
+    selector = f"{QUEUE}, {waiting_matcher(config)}"
+    return queue_sum("alvaria_emailqueue_emails", by, selector, config)
 
 
-def flow_or_zero(metric: str, by: str, window: str = RATE) -> str:
+def flow_or_zero(metric: str, by: str, window: str = RATE, config: Config = CONFIG) -> str:
     """A flow rate by `by`, zero where the counter has no series yet but emails wait."""
-    return f"({queue_rate_sum(metric, by, window)} or 0 * {waiting(by)})"
+    return f"({queue_rate_sum(metric, by, window, config)} or 0 * {waiting(by, config)})"

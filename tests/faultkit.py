@@ -195,7 +195,7 @@ async def rig(
     server_ssl: SSLContext | None = None,
 ) -> AsyncIterator[Rig]:
     """Serve `upstream` and build the production pipeline against it (or the given URLs)."""
-    async with serving(upstream, server_ssl), aiohttp.ClientSession(trust_env=True) as session:
+    async with serving(upstream, server_ssl), aiohttp.ClientSession() as session:
         store = Store([ORG])
         clock = Clock()
         sleeps: list[float] = []

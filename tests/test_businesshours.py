@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from exporter.businesshours import CONTINUOUS, BusinessCalendar, parse_day_hours
+from exporter.businesshours import CONTINUOUS, HORIZON_DAYS, BusinessCalendar, parse_day_hours
 
 ZONES = ("Europe/London", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "UTC")
 # 2026-01-01 .. 2027-12-31: both DST seasons twice over.
@@ -200,3 +200,24 @@ def test_batch_deadlines_equal_one_by_one(
     batch = list(cal.deadlines(starts, n))
     fresh = BusinessCalendar(cal.timezone, cal.hours, cal.holidays)
     assert batch == pytest.approx([fresh.deadline(t, n) for t in starts], abs=1e-6)
+
+
+def test_the_intervals_kept_are_bounded_whatever_the_instants() -> None:
+    cal = BusinessCalendar("Europe/London", OFFICE)
+    far_past, far_future = -1e10, 1e11  # year 1653 and year 5138
+    assert cal.elapsed(far_past, T0) == cal.elapsed(T0 - HORIZON_DAYS * 86400, T0)
+    assert cal.deadline(far_future, 3600) > far_future
+    cal.elapsed(T0 - 86400, T0)
+    for timeline in cal._cache:
+        # At most two horizons of dates, each with one office range.
+        assert len(timeline.starts) <= 2 * HORIZON_DAYS + 10
+
+
+def test_breach_times_clamp_stamps_far_from_now() -> None:
+    from array import array
+
+    from exporter.servicelevel import ServiceLevel, breach_times
+
+    level = ServiceLevel(3600.0, 600.0, BusinessCalendar("UTC", OFFICE))
+    times = breach_times(array("d", [-1e10, T0, 1e11]), level, T0)
+    assert list(times) == sorted(times) and all(T0 - HORIZON_DAYS * 86400 < t < T0 + 10 * 86400 for t in times)  # fmt: skip

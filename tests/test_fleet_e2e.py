@@ -12,6 +12,7 @@ import bcrypt
 
 from tests.fleetkit import (
     SECRET,
+    Samples,
     basic,
     exporter,
     get,
@@ -30,6 +31,10 @@ ARRIVALS = "alvaria_emailqueue_arrivals_total"
 RELOAD_OK = "alvaria_emailqueue_config_last_reload_successful"
 
 
+def all_up(samples: Samples) -> bool:
+    return all(v == 1 for (name, _), v in samples.items() if name == "alvaria_emailqueue_up")
+
+
 async def test_three_shards_poll_every_organisation_exactly_once(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text(SECRET)
@@ -45,13 +50,7 @@ async def test_three_shards_poll_every_organisation_exactly_once(tmp_path: Path)
             owned = []
             for shard, daemon in enumerate((a, b, c)):
                 # Every organisation it polls is up (a first poll may time out on a busy machine).
-                samples = await wait_for(
-                    functools.partial(scrape, daemon.base),
-                    lambda m: all(
-                        v == 1 for (n, _), v in m.items() if n == "alvaria_emailqueue_up"
-                    ),
-                    within=20,
-                )
+                samples = await wait_for(functools.partial(scrape, daemon.base), all_up, 20)
                 orgs = orgs_of(samples)
                 owned.append(orgs)
                 assert get(samples, "alvaria_emailqueue_shard_ordinal") == shard

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Generate deploy/kubernetes/base/prometheusrule.yaml from deploy/prometheus/rules/*.rules.yml."""
 
-# The Prometheus rule files are the single source: the compose stack loads them as they are, and
-# the Prometheus Operator gets the same groups wrapped in a PrometheusRule. Run after editing them:
+# The rule files are generated from monitoring/config.py (`make monitoring`, which runs this too);
+# the compose stack loads them as they are, and the Prometheus Operator gets the same groups
+# wrapped in a PrometheusRule. To run this step alone:
 #   python deploy/kubernetes/generate_prometheusrule.py          (rewrite the manifest)
 #   python deploy/kubernetes/generate_prometheusrule.py --check  (exit 1 if it is out of date)
 
@@ -39,6 +40,11 @@ def build(rules_dir: Path = RULES_DIR) -> dict[str, Any]:
     for path in files:
         content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         groups.extend(content.get("groups") or [])
+    return wrap(groups)
+
+
+def wrap(groups: list[Any]) -> dict[str, Any]:
+    """A PrometheusRule object holding `groups`."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",

@@ -1,0 +1,1 @@
+"""Monitoring content of the exporter, generated from one configuration (`monitoring.config`)."""
