@@ -89,7 +89,7 @@ async def test_check_connection_interrupted_exits_128_plus_the_signal_not_as_a_f
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         while not any("connect API host" in line for line in lines):
             lines.append((await asyncio.wait_for(proc.stdout.readline(), 20)).decode())
         await asyncio.sleep(0.5)  # the first page request is waiting for its answer
