@@ -1,7 +1,8 @@
 """Alerts about the exporter itself: is it scraped, do its polls succeed, and why not.
 
-Cause before symptom: with refused credentials AuthFailing fires first (one failed poll counted
-twice is enough, then a short `for`); PollsFailing waits for `polls_failing_intervals` poll
+Cause before symptom: with refused credentials AuthFailing fires first (one scraped `auth` error
+of an organisation that never succeeded, or a rise of that counter, then a short `for`);
+PollsFailing waits for `polls_failing_intervals` poll
 intervals and names the reason; DataStale waits for the exporter's own `stale_after`. The
 example Alertmanager configuration inhibits the symptoms while their cause fires. Every
 threshold is read from the exporter's `poll_interval_seconds` / `stale_after_seconds`, so any
@@ -61,7 +62,7 @@ def _exporter_down(config: Config) -> Rule:
         config,
         "ExporterDown",
         f"{up} == 0\nor\nabsent({up})",
-        "Alvaria EmailQueue exporter is down",
+        "Alvaria EmailQueue exporter {{ with $labels.instance }}{{ . }} {{ end }}is down",
         f"""{{{{ if $labels.instance }}}}Prometheus has failed to scrape {{{{ $labels.instance }}}}
         (job {{{{ $labels.job }}}}) for more than {config.alert("ExporterDown").for_}
         {{{{- else }}}}Prometheus has had no target matching {config.job_selector.replace('"', "")} for more
@@ -86,7 +87,8 @@ def _auth_failing(config: Config) -> Rule:
         config,
         "AuthFailing",
         expr,
-        "The Alvaria API refuses the exporter's credentials",
+        "Credentials of organisation {{ $labels.org }} refused: "
+        '{{ printf "%.0f" $value }} polls failed with reason auth',
         f"""The credentials of organisation {{{{ $labels.org }}}} ({{{{ $labels.instance }}}})
         are refused: {{{{ printf "%.0f" $value }}}} polls failed with reason `auth` (401/403
         from the token endpoint or the API). Polls keep failing until client_id,
@@ -103,7 +105,8 @@ def _polls_failing(config: Config) -> Rule:
         config,
         "PollsFailing",
         _failing_for(config, polls),
-        "Polls of the EmailQueue API are failing",
+        "Polls of organisation {{ $labels.org }} failing for {{ $value | humanizeDuration }}: "
+        + t.reason_label(config),
         f"""{t.if_succeeded_before(
             "Polls of organisation {{ $labels.org }} by {{ $labels.instance }} have failed for "
             "{{ $value | humanizeDuration }} (more than " + str(config.polls_failing_intervals)
@@ -123,7 +126,8 @@ def _data_stale(config: Config) -> Rule:
         config,
         "DataStale",
         _failing_for(config, q.stale_after(config)),
-        "EmailQueue data is stale: the queue is not monitored",
+        "Queue of organisation {{ $labels.org }} not monitored: no successful poll for "
+        "{{ $value | humanizeDuration }} (" + t.reason_label(config) + ")",
         f"""{t.if_succeeded_before(
             "The last successful poll of organisation {{ $labels.org }} by {{ $labels.instance }} "
             "was {{ $value | humanizeDuration }} ago, more than stale_after ("
@@ -143,7 +147,9 @@ def _rate_limited(config: Config) -> Rule:
         config,
         "ApiRateLimited",
         f"{RATE_LIMITED} > 0.1\nor {ON}\nsum without (reason) (increase({errors}[15m])) > 2",
-        "The EmailQueue API is rate-limiting the exporter",
+        "The EmailQueue API rate-limits organisation {{ $labels.org }}: {{ if le $value 1.0 }}"
+        "{{ $value | humanizePercentage }} of requests answered 429{{ else }}"
+        '{{ printf "%.0f" $value }} polls failed{{ end }}',
         """Organisation {{ $labels.org }} ({{ $labels.instance }}): {{ if le $value 1.0 }}{{
         $value | humanizePercentage }} of API requests were answered 429 over the last 5m
         (threshold 10%){{ else }}{{ printf "%.0f" $value }} polls failed with reason
@@ -162,7 +168,8 @@ def _token_refresh_failing(config: Config) -> Rule:
         "TokenRefreshFailing",
         f"sum by ({q.TARGET}) (increase({failed}[15m])) > 0\n"
         f"unless {ON}\nsum by ({q.TARGET}) (increase({ok}[15m])) > 0",
-        "Token requests for the EmailQueue API are failing",
+        '{{ printf "%.0f" $value }} token requests for organisation {{ $labels.org }} failed, '
+        "none succeeded in 15m",
         f"""Organisation {{{{ $labels.org }}}} ({{{{ $labels.instance }}}}): {{{{ printf "%.0f"
         $value }}}} token requests failed in the last 15m and none succeeded. The cached token
         expires {t.value_of(t.target_query("alvaria_emailqueue_token_expiry_timestamp_seconds{} - time()"),
@@ -178,7 +185,8 @@ def _label_overflow(config: Config) -> Rule:
         config,
         "LabelOverflow",
         f"sum by ({q.TARGET}, label) (increase({overflow}[1h])) > 0",
-        'Label values are being folded into "other"',
+        "{{ $value | humanize }} {{ $labels.label }} values of organisation {{ $labels.org }} "
+        'folded into "other"',
         """Organisation {{ $labels.org }} ({{ $labels.instance }}) has more distinct
         {{ $labels.label }} values than the exporter allows; {{ $value | humanize }} values were
         folded into "other" in the last hour.""",

@@ -23,7 +23,7 @@ def _sharding_mismatch(config: Config) -> dict[str, Any]:
         config,
         "ShardingMismatch",
         f"stdvar by ({by}) ({total}) != 0",
-        "Exporter replicas disagree on the number of shards",
+        "Replicas of job {{ $labels.job }} disagree on the number of shards",
         f"""The replicas of job {{{{ $labels.job }}}} report different total_shards:
         {{{{ range query (printf "count_values by ({by}) (\\"total\\", {q.metric("total_shards")}{{job=%q}})"
         $labels.job) | sortByLabel "total" }}}}{{{{ .Value }}}} say {{{{ .Labels.total }}}}; {{{{ end
@@ -50,7 +50,7 @@ def _shard_missing(config: Config) -> dict[str, Any]:
         config,
         "ShardMissing",
         f"2 ^ max by ({by}) ({total}) - 1\n-\nsum by ({by}) (2 ^ {distinct})\n!= 0",
-        "A shard of the exporter has no running replica",
+        "Job {{ $labels.job }} has shards without a running replica",
         f"""Job {{{{ $labels.job }}}} is configured for {{{{ with query (printf
         "max({q.metric("total_shards")}{{job=%q}})" $labels.job) }}}}{{{{ (first .).Value }}}}{{{{ end }}}}
         shards but Prometheus scrapes replicas for ordinals {{{{ range query (printf
@@ -73,7 +73,7 @@ def _config_reload_failed(config: Config) -> dict[str, Any]:
         config,
         "ConfigReloadFailed",
         f"{reloaded} == 0",
-        "The exporter's last configuration reload failed",
+        "Configuration reload of {{ $labels.instance }} failed; the previous one keeps running",
         f"""The last reload (SIGHUP or POST /-/reload) of {{{{ $labels.instance }}}} (job
         {{{{ $labels.job }}}}) failed validation; it keeps running the configuration it last loaded
         successfully, at {success}. New or changed targets and rotated secrets are not in

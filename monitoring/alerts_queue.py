@@ -42,7 +42,8 @@ def _backlog_high(config: Config) -> Any:
         config,
         "BacklogHigh",
         f"{waiting}\n> {r.BACKLOG_THRESHOLD}",
-        "Email backlog is high",
+        "{{ $value | humanize }} emails waiting in {{ $labels.work_type }} ({{ $labels.org }}), "
+        "above " + _group_value(r.BACKLOG_THRESHOLD + "{}"),
         f"""{{{{ $value | humanize }}}} {WHERE} are waiting, above the threshold of
         {_group_value(r.BACKLOG_THRESHOLD + "{}")}; the oldest has waited
         {_group_value(r.OLDEST + "{}", "humanizeDuration", "an unknown time")}.""",
@@ -68,7 +69,8 @@ def _backlog_growing(config: Config) -> Any:
         f"{deriv}{{{q.alert_types(config)}}} * {q.number(span)} > {q.number(config.backlog_growing_min)}\n"
         f"and\n{deriv} * {q.number(span)}\n> {r.WAITING} * {share!r}\n"
         f"and\n{waiting} offset {window}",
-        "Email backlog is growing",
+        "Backlog of {{ $labels.work_type }} ({{ $labels.org }}) grew by {{ $value | humanize }} "
+        f"in {window}",
         f"""The backlog of {WHERE} grew by {{{{ $value | humanize }}}} emails over the last
         {window} (a linear fit) to {_group_value(waiting_now)} waiting: more than
         {q.number(config.backlog_growing_min)} emails and more than
@@ -86,7 +88,8 @@ def _not_draining(config: Config) -> Any:
         f"(\n{waiting} >= {q.number(config.not_draining_min)}\nor\n(\n{waiting} > 0\nand\n"
         f"{r.OLDEST}\n> {config.not_draining_age_share!r} * {r.TARGET_SECONDS}\n)\n)\n"
         f"unless\n{departed} > 0",
-        "Email queue is not draining",
+        "{{ $value | humanize }} emails waiting in {{ $labels.work_type }} ({{ $labels.org }}), "
+        f"none left in {window}",
         f"""{{{{ $value | humanize }}}} {WHERE} are waiting and none has left the queue in the
         last {window}; the oldest has waited {_group_value(r.OLDEST + "{}", "humanizeDuration", "an unknown time")}
         of its {_group_value(r.TARGET_SECONDS + "{}", "humanizeDuration")} target.""",
@@ -102,7 +105,8 @@ def _at_risk(config: Config) -> Any:
         config,
         "ServiceLevelAtRisk",
         f"{_sl_series(config, 'service_level_at_risk_emails')} > 0",
-        "Emails are about to breach their service level",
+        "{{ $value | humanize }} emails in {{ $labels.work_type }} ({{ $labels.org }}) breach their "
+        "target within the warning window",
         f"""{{{{ $value | humanize }}}} waiting {WHERE} will breach their target of
         {_group_value(r.TARGET_SECONDS + "{}", "humanizeDuration")} within the warning window;
         the next breach is due in {_group_value(
@@ -116,7 +120,8 @@ def _breached(config: Config) -> Any:
         config,
         "ServiceLevelBreached",
         f"{_sl_series(config, 'service_level_breached_emails')} > 0",
-        "Emails have waited past their service level",
+        "{{ $value | humanize }} emails in {{ $labels.work_type }} ({{ $labels.org }}) past their "
+        "target of " + _group_value(r.TARGET_SECONDS + "{}", "humanizeDuration"),
         f"""{{{{ $value | humanize }}}} waiting {WHERE} have waited longer than their target of
         {_group_value(r.TARGET_SECONDS + "{}", "humanizeDuration")} (on the group's clock);
         the oldest has waited {_group_value(r.OLDEST + "{}", "humanizeDuration", "an unknown time")}.""",
@@ -141,7 +146,8 @@ def _burn(config: Config, window: BurnWindow) -> Any:
         config,
         "ServiceLevelBelowObjective",
         expr,
-        "Too many emails miss their service level",
+        "{{ $value | humanizePercentage }} of pickups in {{ $labels.work_type }} ({{ $labels.org }}) "
+        f"missed their target over {window.long}",
         f"""Over the last {window.long}, {{{{ $value | humanizePercentage }}}} of the picked-up
         {WHERE} missed their target (and {_group_value(r.missed_ratio(window.short) + "{}",
         "humanizePercentage")} over the last {window.short}); the objective is

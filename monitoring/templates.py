@@ -57,6 +57,15 @@ def reason(config: Config) -> str:
     )
 
 
+def reason_label(config: Config) -> str:
+    """Only the reason with the most failed polls in the reason window, for a summary."""
+    window = config.reason_window
+    query = target_query(
+        f"topk(1, increase(alvaria_emailqueue_poll_errors_total{{}}[{window}]) > 0)"
+    )
+    return f"{{{{ with {query} }}}}{{{{ (first .).Labels.reason }}}}{{{{ else }}}}reason unknown{{{{ end }}}}"
+
+
 def if_succeeded_before(then: str, otherwise: str) -> str:
     """`then` when the target has ever polled successfully since it started, else `otherwise`."""
     query = target_query("alvaria_emailqueue_last_poll_success_timestamp_seconds{}")

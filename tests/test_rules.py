@@ -127,7 +127,7 @@ def test_alert_has_severity_annotations_and_runbook(rule: dict[str, Any]) -> Non
     assert rule["labels"]["severity"] in SEVERITIES
     assert rule.get("for"), "every alert waits before it fires"
     annotations = rule["annotations"]
-    assert annotations["summary"]
+    assert "$labels." in annotations["summary"], "the summary names what is affected"
     assert "{{ $labels." in annotations["description"], "description must be templated"
     anchor = rule["alert"].lower()
     assert annotations["runbook_url"] == f"{RUNBOOK_BASE_URL}#{anchor}"
