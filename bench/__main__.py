@@ -43,7 +43,7 @@ async def run(args: argparse.Namespace) -> report.Results:
                 results.scrapes = await scrape.scrape_under_polls(sim, seconds=seconds)
                 print("… daemon steady-state poll against the orjson floor", file=sys.stderr)
                 results.steady = await (
-                    steady.steady_state(sim, n, polls=2, interval=1.0, repeats=2)
+                    steady.steady_state(sim, n, polls=2, interval=1.0)
                     if args.quick
                     else steady.steady_state(sim, n)
                 )
