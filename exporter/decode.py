@@ -156,7 +156,8 @@ def _malformed(exc: BaseException) -> DecodeError:
     """The one-line reason for a body that is not usable JSON."""
     if isinstance(exc, RecursionError):
         return DecodeError("response is nested too deeply")
-    if isinstance(exc, UnicodeDecodeError):
+    # msgspec 0.23 and later raise a DecodeError naming UTF-8 where earlier ones raised this.
+    if isinstance(exc, UnicodeDecodeError) or "UTF-8" in str(exc):
         return DecodeError("response holds invalid UTF-8")
     return DecodeError("response is not valid JSON")
 
