@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,9 +24,21 @@ day_hours = st.lists(st.integers(min_value=4 * 60, max_value=1440), max_size=6, 
 )
 
 
+# Any opening hours, DST gaps and folds included: for the properties that need no reference.
+any_day_hours = st.lists(st.integers(min_value=0, max_value=1440), max_size=6, unique=True).map(
+    lambda marks: tuple(zip(sorted(marks)[::2], sorted(marks)[1::2], strict=False))
+)
+# Instants near the 2026 clock changes of London and New York.
+dst_instants = st.sampled_from(
+    [datetime(2026, m, d, tzinfo=UTC).timestamp() for m, d in ((3, 8), (3, 29), (10, 25), (11, 1))]
+).flatmap(lambda t: st.floats(min_value=t - 86400, max_value=t + 2 * 86400))
+
+
 @st.composite
-def calendars(draw: st.DrawFn, zones: tuple[str, ...] = ZONES) -> BusinessCalendar:
-    week = tuple(draw(day_hours) for _ in range(7))
+def calendars(
+    draw: st.DrawFn, zones: tuple[str, ...] = ZONES, hours: Any = day_hours
+) -> BusinessCalendar:
+    week = tuple(draw(hours) for _ in range(7))
     assume(any(week))
     holidays = draw(st.frozensets(st.dates(date(2026, 1, 1), date(2027, 12, 31)), max_size=20))
     return BusinessCalendar(draw(st.sampled_from(zones)), week, holidays)
@@ -53,7 +66,7 @@ def reference_elapsed(cal: BusinessCalendar, a: float, b: float) -> float:
 
 
 @settings(max_examples=60, deadline=None)
-@given(calendars(), instants, st.floats(min_value=0, max_value=3 * 86400))
+@given(calendars(), instants | dst_instants, st.floats(min_value=0, max_value=3 * 86400))
 def test_elapsed_matches_a_minute_by_minute_reference(
     cal: BusinessCalendar, a: float, span: float
 ) -> None:
@@ -61,14 +74,23 @@ def test_elapsed_matches_a_minute_by_minute_reference(
 
 
 @settings(max_examples=200, deadline=None)
-@given(calendars(), instants, st.floats(min_value=0, max_value=30 * 86400), st.floats(0, 86400))
+@given(
+    calendars(hours=any_day_hours),
+    instants | dst_instants,
+    st.floats(min_value=0, max_value=30 * 86400),
+    st.floats(0, 86400),
+)
 def test_elapsed_is_monotonic_in_now(cal: BusinessCalendar, a: float, n1: float, dn: float) -> None:
     assert cal.elapsed(a, a + n1) <= cal.elapsed(a, a + n1 + dn) + 1e-6
     assert cal.elapsed(a, a + n1 + dn) - cal.elapsed(a, a + n1) <= dn + 1e-6
 
 
 @settings(max_examples=200, deadline=None)
-@given(calendars(), instants, st.floats(min_value=0, max_value=5 * 86400))
+@given(
+    calendars(hours=any_day_hours),
+    instants | dst_instants,
+    st.floats(min_value=0, max_value=5 * 86400),
+)
 def test_deadline_is_the_inverse_of_elapsed(cal: BusinessCalendar, a: float, n: float) -> None:
     due = cal.deadline(a, n)
     assert due >= a
@@ -192,7 +214,11 @@ def test_unknown_timezone_is_rejected() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(calendars(), st.lists(instants, max_size=30), st.floats(min_value=0, max_value=5 * 86400))
+@given(
+    calendars(hours=any_day_hours),
+    st.lists(instants | dst_instants, max_size=30),
+    st.floats(min_value=0, max_value=5 * 86400),
+)
 def test_batch_deadlines_equal_one_by_one(
     cal: BusinessCalendar, starts: list[float], n: float
 ) -> None:
