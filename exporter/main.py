@@ -17,7 +17,7 @@ import structlog
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from pydantic import SecretStr
 
-from exporter import __version__, log, memory, settings, web_config
+from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
 from exporter.budget import SeriesCost
 from exporter.client import EmailQueueClient
@@ -177,7 +177,6 @@ async def run(
 
     With `load`, SIGHUP and `POST /-/reload` reload the configuration through it.
     """
-    memory.map_large_blocks()
     live = LiveWebConfig(web or WebConfig())
     logger = structlog.get_logger("exporter")
     store = Store([])

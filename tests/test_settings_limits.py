@@ -349,3 +349,25 @@ def test_a_default_request_timeout_shrinks_to_fit_a_short_poll_interval() -> Non
     assert load([], GOOD_ENV).settings.request_timeout == 10.0
     s = load([], GOOD_ENV).settings
     assert (s.max_connections, s.header_timeout, s.strict_env) == (512, 10.0, False)
+
+
+def test_web_config_certificates_and_keys_are_checked_by_check_config(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    web = tmp_path / "web.yml"
+    for cert, key, problem in [
+        (junk, certs.server_key, "tls_server_config.cert_file: "),
+        (certs.server_cert, junk, "tls_server_config.key_file: "),
+        (certs.server_cert, certs.client_key, "cannot load cert_file/key_file"),
+    ]:
+        web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+        code, _, err, _ = cli("--check-config", "--web-config-file", str(web), env=GOOD_ENV)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(PROG + "invalid setting web_config_file") and problem in err
+        assert "BEGIN" not in err.split("holds no PEM")[0] and "Traceback" not in err
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n"
+    )
+    code, _, err, _ = cli("--check-config", "--web-config-file", str(web), env=GOOD_ENV)
+    assert code == 0, err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -194,7 +195,8 @@ class Settings(BaseModel):
     @classmethod
     def _shard(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() == "auto":
-            return host_ordinal(socket.gethostname())
+            # The pod name in Kubernetes (the kubelet sets HOSTNAME to it), else the host name.
+            return host_ordinal(os.environ.get("HOSTNAME") or socket.gethostname())
         return value
 
     @field_validator("total_shards")
