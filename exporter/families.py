@@ -43,6 +43,7 @@ each organisation exports. `to_metric_family` gives prometheus_client's view of 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 Kind = Literal["gauge", "counter", "histogram", "gaugehistogram"]
 LabelValues = tuple[str, ...]
 # A histogram sample: cumulative bucket counts (one per bound, then +Inf) and the sum.
@@ -81,8 +84,15 @@ class Family:
         object.__setattr__(
             self, "org_index", self.labels.index("org") if "org" in self.labels else -1
         )
+        if not _METRIC_NAME.fullmatch(self.name):
+            raise ValueError(f"{self.name!r}: not a valid metric name")
+        for label in self.labels:
+            if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
+                raise ValueError(f"{self.name}: {label!r} is not a valid label name")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"{self.name}: duplicate label names {self.labels}")
+        if "le" in self.labels and self.kind in ("histogram", "gaugehistogram"):
+            raise ValueError(f"{self.name}: `le` is the bucket label of histograms")
 
     @classmethod
     def gauge(cls, name: str, help: str, *labels: str) -> Family:

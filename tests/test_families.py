@@ -35,6 +35,13 @@ def test_declarations_are_checked() -> None:
         Family.counter("x_total", "h", "org")
     with pytest.raises(ValueError, match="duplicate"):
         Family.gauge("x", "h", "org", "org")
+    with pytest.raises(ValueError, match="metric name"):
+        Family.gauge("x-y", "h", "org")
+    for bad in ("work-type", "__reserved", "1st"):
+        with pytest.raises(ValueError, match="label name"):
+            Family.gauge("x", "h", "org", bad)
+    with pytest.raises(ValueError, match="bucket label"):
+        Family.histogram("x", "h", "org", "le")
     with pytest.raises(ValueError, match="bucket"):
         Family.histogram("x", "h", "org").block()
     with pytest.raises(ValueError, match="bucket"):
