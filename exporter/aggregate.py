@@ -427,6 +427,7 @@ class SnapshotBuilder:
             ),
             seen_waiting=self._pickups.seen_waiting,
             picked=self._pickups.picked,
+            wait_bounds=tuple(self._options.wait_buckets),
             fold_memory=self._fold_memory,
         )
 

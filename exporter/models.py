@@ -169,6 +169,8 @@ class Snapshot:
     # Pickup memory, ids of this snapshot only: seen waiting and not yet counted; counted.
     seen_waiting: AbstractSet[EmailId] = frozenset()
     picked: AbstractSet[EmailId] = frozenset()
+    # The wait-histogram bounds the pickups' `bucket` indexes refer to.
+    wait_bounds: tuple[float, ...] = ()
     # Which folded label values were already counted in label_overflow_total (exporter.labels).
     fold_memory: FoldMemory = field(default_factory=FoldMemory)
 

@@ -114,8 +114,12 @@ def pickup_blocks(states: Sequence[OrgState], bounds: Sequence[float]) -> Iterat
     def histogram(hist: WaitHistogram) -> tuple[list[int], float]:
         return hist.cumulative(buckets), hist.total
 
+    bounds = tuple(bounds)
     for s in states:
         # No copies needed: the store replaces these mappings on every poll, never changes them.
         pickups.add_all((s.org,), s.pickups)
-        waits.add_all((s.org,), s.pickup_waits, histogram)
+        # Counted in other bounds (age_buckets changed by a reload, before the next poll): left
+        # out rather than shown under the wrong `le`.
+        if s.pickup_bounds == bounds:
+            waits.add_all((s.org,), s.pickup_waits, histogram)
     yield from (pickups, waits)

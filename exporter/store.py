@@ -87,6 +87,7 @@ class OrgState:
     # (email_type, work_type, "met" or "missed") -> pickups; and their waits per group.
     pickups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
+    pickup_bounds: tuple[float, ...] = ()  # the bounds pickup_waits are counted in
     # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
     # that took longer than poll_interval while waiting for it.
     rate_limit_wait: float = 0.0
@@ -152,6 +153,8 @@ class OrgState:
         live = snapshot.last_seen
         pickups = Counter({k: n for k, n in self.pickups.items() if k[:2] in live})
         waits = {pair: h for pair, h in self.pickup_waits.items() if pair in live}
+        if snapshot.wait_bounds != self.pickup_bounds:  # age_buckets changed by a reload
+            waits, self.pickup_bounds = {}, snapshot.wait_bounds  # the histograms start afresh
         changed: dict[PairKey, WaitHistogram] = {}
         for pickup in snapshot.pickups:
             if gap and not pickup.exact:

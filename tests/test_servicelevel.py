@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from array import array
 from datetime import UTC, datetime
@@ -275,3 +276,23 @@ def test_timestamps_the_page_decoder_parsed_already_are_read_directly() -> None:
     second = Email(id=1, state="Active", email_type="InboundEmail", work_type_name="Billing", queued_time=queued, active_time=iso(T0 + 10))  # type: ignore[arg-type]  # fmt: skip
     (pickup,) = polls([first], [second]).pickups
     assert (pickup.wait, pickup.exact) == (610.0, True)
+
+
+def test_pickup_waits_restart_when_the_buckets_change() -> None:
+    store = Store(["acme"])
+    state = store.orgs["acme"]
+    first = aggregate([email("1", "Queued"), email("2", "Queued")], now=T0, options=options())
+    state.record_success(first, 0.1, None, None)
+    picked = [email("1", "Active", active_time=iso(T0 + 5)), email("2", "Queued")]
+    second = aggregate(picked, now=T0 + 30, options=options(), previous=first)
+    state.record_success(second, 0.1, second.flow, None)
+    assert state.pickup_waits[BILLING].count == 1
+    assert list(state.pickup_bounds) == [60.0, 900.0]
+    # A reload changed age_buckets: the counts by old bucket index mean nothing any more.
+    wider = dataclasses.replace(options(), wait_buckets=(60.0, 300.0, 900.0))
+    again = [email("1", "Active", active_time=iso(T0 + 5)), email("2", "Active", active_time=iso(T0 + 40))]  # fmt: skip
+    third = aggregate(again, now=T0 + 60, options=wider, previous=second)
+    state.record_success(third, 0.1, third.flow, None)
+    assert list(state.pickup_bounds) == [60.0, 300.0, 900.0]
+    assert state.pickup_waits[BILLING].count == 1  # only the pickup counted in the new bounds
+    assert state.pickups[(*BILLING, "met")] == 2  # the counter itself carries on
