@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .polls import CONCURRENCY, Floor, Timing, _token, measure
+from .polls import CONCURRENCY, Floor, Timing, _token
 from .procs import CLIENT_SECRET, PAGE_CAP, Simulator, _stop, exporter_args, free_port, wait_http
 
 
@@ -70,60 +71,67 @@ def poll_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-async def _floors(sim: Simulator, repeats: int) -> tuple[Timing, Timing]:
+async def steady_state(
+    sim: Simulator, emails: int, polls: int = 12, interval: float = 4.0
+) -> Steady:
+    """The daemon's own polls, each followed (in the pause before its next one) by one poll of
+    each floor, so that both see the same load on a shared machine."""
     connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
         token = await _token(session, sim)
-        fast = await measure(OrjsonFloor(session, sim, token).poll, repeats)
-        slow = await measure(Floor(session, sim, token).poll, repeats)
-    return fast, slow
-
-
-async def steady_state(
-    sim: Simulator, emails: int, polls: int = 12, interval: float = 2.0, repeats: int = 7
-) -> Steady:
-    """Floors first and last (the machine is shared), the daemon's own polls in between."""
-    before = await _floors(sim, repeats)
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "daemon.log"
-        args = [*exporter_args(sim, free_port(), interval)]
-        args[args.index("--log-level") + 1] = "info"
-        args += ["--log-format", "json"]
-        port = args[args.index("--listen-address") + 1].rsplit(":", 1)[1]
-        env = {**os.environ, "ALVARIA_CLIENT_SECRET": CLIENT_SECRET}
-        with log.open("wb") as out:
-            # Popen only forks; the argument list is built here, not taken from input.
-            proc = subprocess.Popen(args, env=env, stdout=out, stderr=out)  # noqa: S603, ASYNC220
-            try:
-                await wait_http(f"http://127.0.0.1:{port}/healthz", proc, within=30)
-                deadline = time.monotonic() + (polls + 4) * interval * 3 + 60
-                for _ in range(int((deadline - time.monotonic()) / (interval / 2)) + 1):
-                    if len(poll_lines(log)) >= polls + 2:
-                        break
-                    await asyncio.sleep(interval / 2)
-            finally:
-                _stop(proc)
-        lines = poll_lines(log)[2:]  # the first two fill caches and allocate; steady after
-    if not lines:
+        fast, slow = OrjsonFloor(session, sim, token), Floor(session, sim, token)
+        await fast.poll()  # warm both up
+        await slow.poll()
+        floors: list[tuple[Timing, Timing]] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "daemon.log"
+            args = [*exporter_args(sim, free_port(), interval)]
+            args[args.index("--log-level") + 1] = "info"
+            args += ["--log-format", "json"]
+            port = args[args.index("--listen-address") + 1].rsplit(":", 1)[1]
+            env = {**os.environ, "ALVARIA_CLIENT_SECRET": CLIENT_SECRET}
+            with log.open("wb") as out:
+                # Popen only forks; the argument list is built here, not taken from input.
+                proc = subprocess.Popen(args, env=env, stdout=out, stderr=out)  # noqa: S603, ASYNC220
+                try:
+                    await wait_http(f"http://127.0.0.1:{port}/healthz", proc, within=30)
+                    seen = 0
+                    for _ in range(int((polls + 4) * interval * 3 / 0.05) + 1200):
+                        done = len(poll_lines(log))
+                        if done > seen:
+                            seen = done
+                            if done > 2:  # the first two fill caches; steady after
+                                floors.append((await _once(fast.poll), await _once(slow.poll)))
+                            if len(floors) >= polls:
+                                break
+                        await asyncio.sleep(0.05)
+                finally:
+                    _stop(proc)
+            lines = poll_lines(log)[2 : 2 + len(floors)]
+    if not lines or not floors:
         raise RuntimeError("the daemon logged no successful poll")
-    after = await _floors(sim, repeats)
-    orjson_floor = Timing(
-        statistics.median([before[0].wall, after[0].wall]),
-        statistics.median([before[0].cpu, after[0].cpu]),
-        max(before[0].max_stall, after[0].max_stall),
-    )
-    stdlib_floor = Timing(
-        statistics.median([before[1].wall, after[1].wall]),
-        statistics.median([before[1].cpu, after[1].cpu]),
-        max(before[1].max_stall, after[1].max_stall),
-    )
     return Steady(
         emails,
         len(lines),
         statistics.median(e["duration_seconds"] for e in lines),
         statistics.median(e["cpu_seconds"] for e in lines),
-        orjson_floor,
-        stdlib_floor,
+        _median(f for f, _ in floors),
+        _median(s for _, s in floors),
+    )
+
+
+async def _once(run: Callable[[], Awaitable[object]]) -> Timing:
+    wall, cpu = time.perf_counter(), time.process_time()
+    await run()
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu, 0.0)
+
+
+def _median(timings: Iterable[Timing]) -> Timing:
+    runs = list(timings)
+    return Timing(
+        statistics.median(t.wall for t in runs),
+        statistics.median(t.cpu for t in runs),
+        max(t.max_stall for t in runs),
     )
 
 
@@ -139,7 +147,8 @@ def table(s: Steady) -> str:
             f"Daemon steady state at {s.emails:,} emails, nothing scraping it: the median of "
             f"{s.polls} polls from its own log lines (`duration_seconds`, `cpu_seconds`), "
             "against a floor that fetches the same pages with aiohttp and decodes them with "
-            "orjson (and with stdlib `json`, for reference); floors measured before and after.",
+            "orjson (and with stdlib `json`, for reference), one floor poll of each in the pause "
+            "after every daemon poll (the same load on a shared machine).",
             "",
             "| | wall | CPU | wall x orjson floor | CPU x orjson floor |",
             "|---|---:|---:|---:|---:|",

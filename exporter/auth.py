@@ -141,7 +141,7 @@ def with_realm(url: str, realm: str) -> str:
     return parts._replace(query=f"{query}realm={quote(realm, safe='')}").geturl()
 
 
-def refusal_code(body: bytes | bytearray) -> str:
+def refusal_code(body: bytes | bytearray | memoryview) -> str:
     """The OAuth2 `error` code of a refusal body, or "" (only a short lowercase code is kept)."""
     try:
         code = msgspec.json.decode(body, type=_OAuthError, strict=False).error

@@ -204,7 +204,8 @@ class Diagnosis:
             )
             decoded = check_token_response(response)
         except PollError as exc:
-            return Step("token", "FAIL", f"{exc.reason}: {exc}; {token_hint(exc, realm)}"), None
+            hint = token_hint(exc, realm, self._target.scope)
+            return Step("token", "FAIL", f"{exc.reason}: {exc}; {hint}"), None
         problems = token_problems(decoded)
         lifetime = (
             f"expires_in {decoded.expires_in:g} s"

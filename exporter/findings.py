@@ -31,8 +31,10 @@ def token_problems(decoded: TokenResponse) -> list[str]:
     return problems
 
 
-def token_hint(exc: PollError, realm: str) -> str:
+def token_hint(exc: PollError, realm: str, scope: str) -> str:
     """What to check when the token request failed."""
+    if exc.reason == "auth" and "invalid_scope" in str(exc):
+        return f"the client may not request scope {cut(scope)}: ask Alvaria to grant it"
     if exc.reason == "auth" and exc.status == 403:
         return "check api_key (sent as x-api-key) and the scope the client may request"
     if exc.reason == "auth":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import mmap
 import os
 import random
 import ssl
@@ -34,6 +35,8 @@ from exporter.ratelimit import Limiter
 
 # Bodies up to this size (a page of 1000 emails is about 700 KB) are read in one step.
 READ_AT_ONCE = 2 * 1024 * 1024
+# A response body: bytes, or (for large ones) a view of the mapping it was read into.
+Body = bytes | bytearray | memoryview
 EnvProxy = tuple[URL | None, aiohttp.BasicAuth | None]
 RequestObserver = Callable[[str, str, float], None]
 Sleep = Callable[[float], Awaitable[None]]
@@ -65,7 +68,7 @@ class HttpResponse:
 
     status: int
     headers: Mapping[str, str]
-    body: bytes | bytearray
+    body: Body
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -194,7 +197,7 @@ class HttpTransport:
         finally:
             self._observer(endpoint, code, time.monotonic() - started)
 
-    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> bytes | bytearray:
+    async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> Body:
         limit = self._max_bytes
         if resp.content_length is not None and resp.content_length > limit:
             size = resp.content_length
@@ -205,16 +208,34 @@ class HttpTransport:
             # inflates to), and aiohttp stops at it: read at once, the cheapest way. A larger
             # body is read chunk by chunk, so no single step copies or touches all of it.
             return await resp.read()
-        # One growing buffer, handed on as it is: a list of chunks joined at the end would hold
-        # the body twice at its peak.
+        # One buffer, handed on as it is (a list of chunks joined at the end would hold the body
+        # twice). Past READ_AT_ONCE it moves to a private anonymous mapping of `limit` bytes:
+        # only the pages written become resident, nothing is copied as it grows, and it is
+        # unmapped the moment the body is dropped. Large bodies grown on the heap fragmented it,
+        # and a daemon fed oversized pages every poll grew without bound.
         body = bytearray()
-        async for chunk in resp.content.iter_chunked(256 * 1024):
-            if len(body) + len(chunk) > limit:
-                # Freed now, not when the traceback that still sees this frame is collected.
-                del body
-                raise DecodeError(f"{endpoint} response body exceeds {limit} bytes")
-            body += chunk
-        return body
+        mapped: mmap.mmap | None = None
+        size = 0
+        try:
+            async for chunk in resp.content.iter_chunked(256 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise DecodeError(f"{endpoint} response body exceeds {limit} bytes")
+                if mapped is not None:
+                    mapped.write(chunk)
+                elif size > READ_AT_ONCE:
+                    mapped = mmap.mmap(-1, limit)
+                    mapped.write(body)
+                    mapped.write(chunk)
+                    body = bytearray()
+                else:
+                    body += chunk
+        except BaseException:
+            # Too large, failed or cancelled: freed now, not when the traceback that still sees
+            # this frame (a cancelled request's can sit in a reference cycle) is collected.
+            body, mapped = bytearray(), None
+            raise
+        return body if mapped is None else memoryview(mapped)[:size]
 
 
 def transport_error(endpoint: str, exc: TimeoutError | aiohttp.ClientError) -> PollError:

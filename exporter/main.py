@@ -17,7 +17,7 @@ import structlog
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from pydantic import SecretStr
 
-from exporter import __version__, log, memory, settings, web_config
+from exporter import __version__, log, settings, web_config
 from exporter.aggregate import AggregationOptions
 from exporter.budget import SeriesCost
 from exporter.client import EmailQueueClient
@@ -177,7 +177,6 @@ async def run(
 
     With `load`, SIGHUP and `POST /-/reload` reload the configuration through it.
     """
-    memory.map_large_blocks()
     live = LiveWebConfig(web or WebConfig())
     logger = structlog.get_logger("exporter")
     store = Store([])
@@ -319,6 +318,12 @@ async def run_demo(
         await sim.close()
 
 
+async def _check_connection(cfg: Settings) -> int:
+    """`--check-connection`; Ctrl-C or SIGTERM stop it with exit 130 / 143, not as a failed step."""
+    with cancel_on_signals():
+        return await check_connection(cfg, sys.stdout.write)
+
+
 def _config_error(exc: ConfigError) -> int:
     """Exit code 2, after one line per invalid setting."""
     for error in exc.all:
@@ -351,9 +356,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if invocation.mode == "check_connection":
         try:
-            return asyncio.run(check_connection(cfg, sys.stdout.write))
+            return asyncio.run(_check_connection(cfg))
         except ConfigError as exc:  # a file changed between validation and use
             return _config_error(exc)
+        except Interrupted as exc:  # the lines printed so far stand; the step cut short is not one
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return exc.exit_code
         except KeyboardInterrupt:
             return 130
     log.configure(cfg.log_level, cfg.log_format)

@@ -24,7 +24,7 @@ from exporter.settings import Settings
 from exporter.web_config import LiveWebConfig, WebConfig
 
 # Read at start only; a reload that changes them is refused rather than half-applied.
-RESTART_ONLY = ("listen_address",)
+RESTART_ONLY = ("listen_address", "max_connections", "header_timeout")
 READ_TIMEOUT = 30.0  # a config or secret "file" that never ends (a FIFO) must not wedge reloads
 
 LoadConfig = Callable[[], tuple[Settings, WebConfig]]

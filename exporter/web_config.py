@@ -21,7 +21,7 @@ from aiohttp import web
 
 from exporter.basic_auth import BasicAuth, Verdict
 from exporter.errors import ConfigError
-from exporter.settings.files import PEM_FILE_LIMIT, check_regular, read_yaml
+from exporter.settings.files import PEM_FILE_LIMIT, check_regular, read_text, read_yaml
 
 SETTING = "web_config_file"
 TLS_VERSIONS = {
@@ -105,6 +105,19 @@ def _file(value: Any, name: str, path: Path) -> Path:
     return file
 
 
+def _pem(value: Any, name: str, path: Path, kind: str) -> Path:
+    """A bounded regular file holding a PEM `kind`, checked here because OpenSSL's own error is a
+    bare "PEM lib"; the content is never quoted."""
+    file = _file(value, name, path)
+    try:
+        text = read_text(file, PEM_FILE_LIMIT)
+    except ValueError as exc:
+        raise _fail(f"{name}: {exc}", path) from None
+    if "-----BEGIN " not in text or f"{kind.upper()}-----" not in text:
+        raise _fail(f"{name}: {file} holds no PEM {kind} (-----BEGIN ...{kind.upper()}-----)", path)
+    return file
+
+
 def _tls_context(data: dict[str, Any], path: Path) -> ssl.SSLContext | None:
     """The server's SSLContext, or None when the section configures nothing."""
     where = "tls_server_config"
@@ -114,8 +127,8 @@ def _tls_context(data: dict[str, Any], path: Path) -> ssl.SSLContext | None:
         raise _fail(f"{where}.cert_file: required when TLS is configured", path)
     if not data.get("key_file"):
         raise _fail(f"{where}.key_file: required when TLS is configured", path)
-    cert = _file(data["cert_file"], f"{where}.cert_file", path)
-    key = _file(data["key_file"], f"{where}.key_file", path)
+    cert = _pem(data["cert_file"], f"{where}.cert_file", path, "certificate")
+    key = _pem(data["key_file"], f"{where}.key_file", path, "private key")
     versions = {}
     for bound, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         name = str(data.get(bound) or default)

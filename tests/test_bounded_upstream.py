@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import mmap
 import tracemalloc
+import weakref
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from tests.faultkit import TOKEN, Rig, Upstream, item, rig
@@ -40,9 +43,8 @@ def only_failure(r: Rig, reason: str) -> MutableMapping[str, Any]:
     return event
 
 
-async def test_oversized_later_pages_do_not_pile_up_in_memory() -> None:
-    # Page 0 is fine and announces more pages; every later page is an endless body. Each poll
-    # fails as `decode`, and what a failed poll read must be freed by reference counting alone.
+def endless_later_pages() -> Upstream:
+    """Page 0 is fine and announces more pages; every later page is a 12.8 MiB body."""
     upstream = Upstream(items=[item(n) for n in range(3)], page_cap=3)
 
     async def endless(request: web.Request) -> web.StreamResponse:
@@ -52,14 +54,20 @@ async def test_oversized_later_pages_do_not_pile_up_in_memory() -> None:
         await response.prepare(request)
         chunk = b'{"items": [' + b" " * (64 * 1024)
         try:
-            for _ in range(200):  # 12.8 MiB, far past the client's 1 MiB limit
+            for _ in range(200):
                 await response.write(chunk)
         except (ConnectionError, asyncio.CancelledError):
             pass
         return response
 
     upstream.on_emails = endless
-    async with rig(upstream, max_response_bytes=MiB) as r:
+    return upstream
+
+
+async def test_oversized_later_pages_do_not_pile_up_in_memory() -> None:
+    # Each poll fails as `decode`, and what a failed poll read must be freed by reference
+    # counting alone (a 1 MiB limit: the bodies are read on the heap).
+    async with rig(endless_later_pages(), max_response_bytes=MiB) as r:
         with no_cyclic_gc():
             tracemalloc.start()
             try:
@@ -75,6 +83,29 @@ async def test_oversized_later_pages_do_not_pile_up_in_memory() -> None:
         # (about 1 MiB each), and the second window was ~6 MiB above the first.
         grown = max(after[8:]) - max(after[2:5])
         assert grown < MiB // 2, f"{grown / MiB:.1f} MiB more after six more failed polls"
+
+
+async def test_large_bodies_are_mapped_and_unmapped_when_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Past READ_AT_ONCE a body is read into a private mapping, which must be gone (unmapped)
+    # as soon as the poll that read it has failed.
+    mappings: list[weakref.ref[mmap.mmap]] = []
+    real = mmap.mmap
+
+    def tracked(*args: Any) -> mmap.mmap:
+        mapping = real(*args)
+        mappings.append(weakref.ref(mapping))
+        return mapping
+
+    monkeypatch.setattr(mmap, "mmap", tracked)
+    async with rig(endless_later_pages(), max_response_bytes=4 * MiB) as r:
+        with no_cyclic_gc():
+            for _ in range(3):
+                assert not (await r.poll())[0]
+                assert [m for m in mappings if m() is not None] == []
+        assert r.state.poll_errors["decode"] == 3
+    assert len(mappings) >= 3  # the large bodies did take the mapped path
 
 
 async def test_a_page_with_more_items_than_asked_is_inconsistent() -> None:

@@ -34,7 +34,7 @@ GLOBAL_SETTINGS = {
     "listen_address", "poll_interval", "page_size", "max_concurrency", "request_timeout",
     "max_retries", "stale_after", "series_ttl", "waiting_states", "age_buckets",
     "max_work_types", "agent_metrics", "log_level", "log_format", "config_file",
-    "web_config_file",
+    "web_config_file", "shard", "total_shards", "max_requests_per_second",
 }  # fmt: skip
 SIMULATOR_SETTINGS = {
     "listen_address", "scenario", "seed", "speed", "page_cap", "org_id", "client_id",
@@ -222,6 +222,12 @@ def _kustomize(directory: Path, used: set[Path]) -> list[dict[str, Any]]:
         path = (directory / patch["path"]).resolve()
         used.add(path)
         ops = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(ops, dict) and ops.get("$patch") == "delete":  # strategic merge: delete
+            gone = (ops["kind"], ops["metadata"]["name"])
+            kept = [o for o in objects if (o["kind"], o["metadata"]["name"]) != gone]
+            assert len(kept) == len(objects) - 1, f"{patch['path']} deletes nothing"
+            objects = kept
+            continue
         target = patch["target"]
         matches = [
             o
@@ -240,7 +246,8 @@ def _kustomize(directory: Path, used: set[Path]) -> list[dict[str, Any]]:
     return objects
 
 
-KUSTOMIZATIONS = ["base", "overlays/multi-org"]
+KUSTOMIZATIONS = ["base", "overlays/multi-org", "overlays/sharded"]
+WORKLOADS = {"Deployment", "StatefulSet"}
 
 
 def _build(name: str) -> list[dict[str, Any]]:
@@ -259,7 +266,8 @@ def _validate(obj: dict[str, Any]) -> None:
 def test_kustomization_renders_valid_core_objects(name: str) -> None:
     objects = _build(name)
     kinds = {obj["kind"] for obj in objects}
-    assert {"Deployment", "Service", "ServiceAccount", "NetworkPolicy"} <= kinds
+    assert {"Service", "ServiceAccount", "NetworkPolicy"} <= kinds
+    assert len(kinds & WORKLOADS) == 1, "one workload: a Deployment or the shards' StatefulSet"
     assert CRDS <= kinds
     for obj in objects:
         assert "namespace" not in obj["metadata"], "the base is namespace-agnostic"
@@ -297,7 +305,8 @@ def test_kubectl_kustomize_agrees(name: str) -> None:
 
 
 def _deployment(name: str) -> dict[str, Any]:
-    (deployment,) = [o for o in _build(name) if o["kind"] == "Deployment"]
+    """The kustomization's one workload: a Deployment, or the sharded overlay's StatefulSet."""
+    (deployment,) = [o for o in _build(name) if o["kind"] in WORKLOADS]
     return deployment
 
 
@@ -351,18 +360,22 @@ def test_base_secrets_come_from_the_example_secret() -> None:
             assert ref["name"] == NAME and ref["key"] in keys
 
 
-def test_multi_org_overlay_mounts_a_documented_config_file() -> None:
-    (container,) = _deployment("overlays/multi-org")["spec"]["template"]["spec"]["containers"]
+CONFIG_OVERLAYS = ["overlays/multi-org", "overlays/sharded"]
+
+
+@pytest.mark.parametrize("name", CONFIG_OVERLAYS)
+def test_multi_org_overlay_mounts_a_documented_config_file(name: str) -> None:
+    (container,) = _deployment(name)["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     config_path = Path(env["ALVARIA_CONFIG_FILE"])
-    (configmap,) = [o for o in _build("overlays/multi-org") if o["kind"] == "ConfigMap"]
+    (configmap,) = [o for o in _build(name) if o["kind"] == "ConfigMap"]
     mounted = {m["mountPath"] for m in container["volumeMounts"]}
     assert str(config_path.parent) in mounted
     config = yaml.safe_load(configmap["data"][config_path.name])
     targets = config.pop("targets")
     assert len(targets) >= 2
     assert set(config) <= GLOBAL_SETTINGS | TARGET_SETTINGS | FILE_KEYS
-    files, _ = _secret_files("overlays/multi-org")
+    files, _ = _secret_files(name)
     for target in targets:
         assert set(target) <= TARGET_SETTINGS | FILE_KEYS, target
         assert not set(target) & SECRETS, "secrets go in *_file entries"
@@ -444,3 +457,90 @@ def test_exporter_accepts_the_multi_org_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     checked = yaml.safe_load(result.stdout)
     assert [t["org_id"] for t in checked["targets"]] == ["acme", "globex"]
+
+
+# --- the sharded overlay: a StatefulSet whose pod ordinal is the shard --------------------------
+
+
+def _env(workload: dict[str, Any]) -> dict[str, str]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_sharded_overlay_runs_one_pod_per_shard() -> None:
+    objects = _build("overlays/sharded")
+    (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    assert not [o for o in objects if o["kind"] == "Deployment"]
+    env = _env(sts)
+    assert env["ALVARIA_SHARD"] == "auto"
+    assert int(env["ALVARIA_TOTAL_SHARDS"]) == sts["spec"]["replicas"] >= 2
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    headless = services[sts["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert _selects(headless["spec"]["selector"], pod_labels)
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    scraped = [
+        name
+        for name, svc in services.items()
+        if _selects(monitor["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"])
+    ]
+    assert scraped == [NAME], "every replica is scraped once, through one Service"
+    (pdb,) = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert _selects(pdb["spec"]["selector"]["matchLabels"], pod_labels)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    spread = sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    terms = spread["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert terms[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_exporter_takes_its_shard_from_the_pod_name(tmp_path: Path) -> None:
+    _, keys = _secret_files("overlays/sharded")
+    _write_secret_files(tmp_path, keys)
+    objects = _build("overlays/sharded")
+    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    config = tmp_path / "config.yaml"
+    text = configmap["data"]["config.yaml"].replace("/etc/alvaria/credentials", str(tmp_path))
+    config.write_text(text, encoding="utf-8")
+    env = _env(sts) | {"ALVARIA_CONFIG_FILE": str(config)}
+    # A StatefulSet's pod is named, and its host name set, <statefulset>-<ordinal>.
+    result = _check_config(env | {"HOSTNAME": f"{sts['metadata']['name']}-2"})
+    assert result.returncode == 0, result.stderr
+    checked = yaml.safe_load(result.stdout)
+    assert (checked["shard"], checked["total_shards"]) == (2, sts["spec"]["replicas"])
+    assert len(checked["targets"]) >= 3
+    result = _check_config(env | {"HOSTNAME": "not-a-pod"})
+    assert result.returncode == 2 and "shard" in result.stderr
+
+
+def _readme_block(marker: str) -> str:
+    """The fenced YAML block of deploy/README.md whose first line is `marker`."""
+    text = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    (block,) = [str(b) for b in blocks if b.startswith(marker)]
+    return block
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_readme_shard_overlay_works_where_step_2_puts_it(tmp_path: Path) -> None:
+    # Step 2 puts the user's overlay next to deploy/ in a checkout of the repository.
+    (tmp_path / "deploy").symlink_to(ROOT / "deploy")
+    overlay = tmp_path / "my-shards"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(_readme_block("# my-shards/kustomization.yaml"))
+    (overlay / "config.yaml").write_text((K8S / "overlays/sharded/config.yaml").read_text())
+    result = _run([shutil.which("kubectl") or "kubectl", "kustomize", str(overlay)])
+    assert result.returncode == 0, result.stderr
+    objects = list(yaml.safe_load_all(result.stdout))
+    for obj in objects:
+        if obj["kind"] not in CRDS:
+            _validate(obj)
+    (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    assert int(_env(sts)["ALVARIA_TOTAL_SHARDS"]) == sts["spec"]["replicas"]
+    assert all(o["metadata"].get("namespace") == "monitoring" for o in objects)

@@ -184,6 +184,18 @@ async def test_a_scope_that_was_not_granted_fails_at_the_token_step() -> None:
     assert steps["token"][1].startswith("scope emailqueueapi not granted")
 
 
+async def test_a_refused_scope_points_at_the_scope_not_the_credentials() -> None:
+    async def token(request: web.Request) -> web.Response:
+        return web.json_response({"error": "invalid_scope"}, status=400)
+
+    async with serving(Upstream(on_token=token)) as upstream:
+        code, steps, _ = await diagnose(settings(upstream.base_url))
+    assert code == 1
+    detail = steps["token"][1]
+    assert detail.startswith("auth: token endpoint refused the credentials (400 invalid_scope)")
+    assert "scope emailqueueapi" in detail and "client_secret" not in detail, detail
+
+
 async def test_an_unknown_org_fails_at_the_first_page_with_404() -> None:
     async with serving(Upstream()) as upstream:
         code, steps, _ = await diagnose(settings(upstream.base_url, org_id="no-such-org"))

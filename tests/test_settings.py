@@ -432,8 +432,8 @@ INVALID = [
         {"ALVARIA_API_KEY_FILE": "/nonexistent/k", "ALVARIA_API_KEY": ""},
         None,
         "api_key",
-        "file ALVARIA_API_KEY_FILE=/nonexistent/k",
-        "cannot read",
+        "file ALVARIA_API_KEY_FILE",
+        "names no file",
     ),
     (["--api-key", ""], {}, None, "api_key", "flag --api-key", "empty"),
     (
@@ -529,8 +529,8 @@ INVALID = [
         {},
         "targets:\n  - org_id: a\n    api_key_file: missing.key\n",
         "targets[0].api_key",
-        f"file targets[0].api_key_file={CFG}",
-        "cannot read",
+        "file targets[0].api_key_file (config file",
+        "names no file",
     ),
 ]
 

@@ -30,16 +30,24 @@ def test_from_env_flags_and_yaml(tmp_path: Path) -> None:
 
 
 def test_auto_takes_the_host_name_ordinal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOSTNAME", raising=False)
     monkeypatch.setattr(socket, "gethostname", lambda: "alvaria-emailqueue-exporter-2")
     cfg = load(["--shard", "auto", "--total-shards", "3"], BASE).settings
     assert cfg.shard == 2
 
 
 def test_auto_on_a_host_without_ordinal_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOSTNAME", raising=False)
     monkeypatch.setattr(socket, "gethostname", lambda: "laptop")
     with pytest.raises(ConfigError) as error:
         load(["--shard", "auto"], BASE)
     assert error.value.setting == "shard" and "laptop" in error.value.problem
+
+
+def test_auto_prefers_the_pod_name_in_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTNAME", "exporter-4")
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-1.example")
+    assert load(["--shard", "auto", "--total-shards", "5"], BASE).settings.shard == 4
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,37 @@ def test_every_invalid_setting_is_reported_once_one_line_each(tmp_path: Path) ->
     assert len(err.splitlines()) == len(settings)
 
 
+def test_a_target_with_one_problem_still_has_its_other_settings_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(
+        "targets:\n"
+        "  - {org_id: 'b c', region: venus, api_key: k, access_token: t}\n"
+        "  - {org_id: ok, api_key: k, access_token: t, token_url: 'ftp://x', polll: 3}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(["--config-file", str(cfg)], {})
+    assert sorted(e.setting for e in caught.value.all) == [
+        "targets[0].org_id",
+        "targets[0].region",
+        "targets[1].polll",
+        "targets[1].token_url",
+    ], caught.value
+
+
+def test_an_invalid_region_is_reported_next_to_missing_settings() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load([], {"ALVARIA_REGION": "mars", "ALVARIA_POLL_INTERVAL": "5x"})
+    errors = {e.setting: e for e in caught.value.all}
+    assert sorted(errors) == ["api_key", "client_id", "org_id", "poll_interval", "region"]
+    assert errors["region"].source == "env ALVARIA_REGION"
+
+
+def test_an_invalid_region_does_not_also_fail_the_urls_it_would_have_set() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load([], {**GOOD_ENV, "ALVARIA_REGION": "mars"})
+    assert [e.setting for e in caught.value.all] == ["region"], caught.value
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--poll-intervall", "5"], ["--demo", "--once"], ["stray"], ["--org-id"]],
@@ -198,6 +229,34 @@ def test_a_secret_pasted_into_a_plain_setting_is_shown_only_in_part() -> None:
     assert len(err.splitlines()[0]) < 150
 
 
+@pytest.mark.parametrize("where", ["env", "flag", "yaml"])
+def test_a_secret_pasted_into_a_secret_file_setting_is_never_shown(
+    tmp_path: Path, where: str
+) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"api_key_file: {SECRET}\n")
+    env = {**GOOD_ENV, "ALVARIA_API_KEY": ""}
+    args = {
+        "env": ((), {"ALVARIA_API_KEY_FILE": SECRET}),
+        "flag": ((f"--api-key-file={SECRET}",), {}),
+        "yaml": (("--config-file", str(cfg)), {}),
+    }[where]
+    code, _, err, _ = cli("--check-config", *args[0], env={**env, **args[1]})
+    assert code == 2, err
+    assert err.startswith(PROG + "invalid setting api_key (from file "), err
+    assert "names no file" in err and SECRET[:12] not in err, err
+
+
+def test_a_missing_secret_file_that_is_a_path_is_still_named(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("abc\n")
+    env = {**GOOD_ENV, "ALVARIA_API_KEY": "", "ALVARIA_API_KEY_FILE": str(tmp_path / "key")}
+    (tmp_path / "key").unlink()
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(ConfigError) as caught:
+        load([], {**env, "ALVARIA_CLIENT_SECRET_FILE": str(tmp_path / "link")})
+    assert str(tmp_path / "link") in str(caught.value)  # a dangling symlink is a path
+
+
 def test_ca_file_is_loaded_by_check_config(tmp_path: Path) -> None:
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("this is not a certificate\n")
@@ -290,3 +349,25 @@ def test_a_default_request_timeout_shrinks_to_fit_a_short_poll_interval() -> Non
     assert load([], GOOD_ENV).settings.request_timeout == 10.0
     s = load([], GOOD_ENV).settings
     assert (s.max_connections, s.header_timeout, s.strict_env) == (512, 10.0, False)
+
+
+def test_web_config_certificates_and_keys_are_checked_by_check_config(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    web = tmp_path / "web.yml"
+    for cert, key, problem in [
+        (junk, certs.server_key, "tls_server_config.cert_file: "),
+        (certs.server_cert, junk, "tls_server_config.key_file: "),
+        (certs.server_cert, certs.client_key, "cannot load cert_file/key_file"),
+    ]:
+        web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+        code, _, err, _ = cli("--check-config", "--web-config-file", str(web), env=GOOD_ENV)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(PROG + "invalid setting web_config_file") and problem in err
+        assert "BEGIN" not in err.split("holds no PEM")[0] and "Traceback" not in err
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n"
+    )
+    code, _, err, _ = cli("--check-config", "--web-config-file", str(web), env=GOOD_ENV)
+    assert code == 0, err

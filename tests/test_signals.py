@@ -71,6 +71,36 @@ async def test_once_interrupted_exits_128_plus_the_signal_with_nothing_printed(
     assert b"Traceback" not in err
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_check_connection_interrupted_exits_128_plus_the_signal_not_as_a_failed_step(
+    sig: signal.Signals, code: int
+) -> None:
+    async with hanging_api() as (url, _):
+        env = clean_env(
+            {
+                "ALVARIA_ORG_ID": "acme",
+                "ALVARIA_API_KEY": "k",
+                "ALVARIA_ACCESS_TOKEN": "t",
+                "ALVARIA_API_URL": url,
+            }
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "exporter", "--check-connection", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not any("connect API host" in line for line in lines):
+            lines.append((await asyncio.wait_for(proc.stdout.readline(), 20)).decode())
+        await asyncio.sleep(0.5)  # the first page request is waiting for its answer
+        proc.send_signal(sig)
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == code, (lines, out, err)
+    assert b"FAIL" not in out and b"check-connection" not in out, out
+    assert f"interrupted by {sig.name}" in err.decode()
+    assert b"Traceback" not in err
+
+
 @asynccontextmanager
 async def daemon() -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
     """The daemon polling a fake API; yields the process, its base URL and its log file path."""

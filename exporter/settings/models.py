@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -82,9 +83,10 @@ class TargetSettings(BaseModel):
             data = dict(data)
             region = str(data.get("region", "us"))
             org_id = data.get("org_id")
-            if not data.get("token_url"):
+            known = region in regions.REGIONS  # else only the region is reported, not its URLs
+            if not data.get("token_url") and known:
                 data["token_url"] = regions.token_url(region)
-            if not data.get("api_url") and isinstance(org_id, str):
+            if not data.get("api_url") and isinstance(org_id, str) and known:
                 data["api_url"] = regions.api_url(region, org_id)
             if data.get("token_realm") is None and isinstance(org_id, str):
                 data["token_realm"] = org_id
@@ -193,7 +195,8 @@ class Settings(BaseModel):
     @classmethod
     def _shard(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() == "auto":
-            return host_ordinal(socket.gethostname())
+            # The pod name in Kubernetes (the kubelet sets HOSTNAME to it), else the host name.
+            return host_ordinal(os.environ.get("HOSTNAME") or socket.gethostname())
         return value
 
     @field_validator("total_shards")

@@ -8,6 +8,7 @@ left out of what is built next, so it is reported once and never again as "missi
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -68,8 +69,23 @@ class Problems:
 
 
 def _read_secret(path: Path) -> str:
+    if not _names_a_file(path):
+        raise ValueError("names no file (not shown: it may be the secret itself)")
     # Only the line ending an editor adds is stripped; other whitespace is an error later.
     return read_text(path, SECRET_FILE_LIMIT).rstrip("\r\n")
+
+
+def _names_a_file(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except ValueError:  # a NUL in the name
+        return False
+
+
+def _secret_file(label: str, path: Path, where: str = "") -> _Value:
+    """A secret file's layer entry; a path naming no file is left out of its source."""
+    shown_path = f"={path}" if _names_a_file(path) else ""
+    return _Value(None, f"file {label}{shown_path}{where}", path)
 
 
 def _resolve(
@@ -155,7 +171,7 @@ def _yaml_layers(
                 problems.add(label, f"config file {cfg} ({label})", "must be a file path")
                 continue
             path = cfg.parent / raw.strip()
-            files[FILE_KEYS[key]] = _Value(None, f"file {label}={path} (config file {cfg})", path)
+            files[FILE_KEYS[key]] = _secret_file(label, path, f" (config file {cfg})")
             continue
         if key in SPEC_OF and SPEC_OF[key].kind == "path" and isinstance(raw, str) and raw.strip():
             raw = str(cfg.parent / raw.strip())
@@ -227,8 +243,23 @@ def _build_target(
             problem = "set client_id and client_secret (OAuth2 client credentials), or access_token"
             problems.add(f"{prefix}client_id", "default", problem)
     if problems.under(prefix) if prefix else any(failed(s.name) for s in TARGET_SPECS):
+        _check_given(values, sources, prefix, problems)
         return None
     return _construct(TargetSettings, values, sources, prefix, problems)
+
+
+# Stand-ins for what is missing or failed, so the settings that were given are still checked.
+_STAND_INS = {"org_id": "x", "api_key": SecretStr("x"), "access_token": SecretStr("x")}
+
+
+def _check_given(
+    values: dict[str, Any], sources: dict[str, str], prefix: str, problems: Problems
+) -> None:
+    """Report what is wrong with the given settings of a target that cannot be built anyway."""
+    given = {k: v for k, v in values.items() if not problems.about(prefix + k)}
+    scratch = Problems()
+    _construct(TargetSettings, {**_STAND_INS, **given}, sources, prefix, scratch)
+    problems.errors += [e for e in scratch.errors if e.setting.removeprefix(prefix) in given]
 
 
 def _command_line(argv: Sequence[str], problems: Problems) -> tuple[dict[str, Any], Mode]:
@@ -265,9 +296,9 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     for key, name in FILE_KEYS.items():
         flag, env = "--" + key.replace("_", "-"), f"ALVARIA_{key.upper()}"
         if args[key]:
-            flag_files[name] = _Value(None, f"file {flag}={args[key]}", Path(args[key]))
+            flag_files[name] = _secret_file(flag, Path(args[key]))
         if environ.get(env):
-            env_files[name] = _Value(None, f"file {env}={environ[env]}", Path(environ[env]))
+            env_files[name] = _secret_file(env, Path(environ[env]))
 
     top: _Layer = {}
     top_files: _Layer = {}
