@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from exporter.businesshours import CONTINUOUS, HORIZON_DAYS, BusinessCalendar, parse_day_hours
@@ -114,10 +114,19 @@ def test_a_continuous_clock_is_wall_time(a: float, span: float, n: float) -> Non
 
 @settings(max_examples=100, deadline=None)
 @given(calendars(), instants, st.floats(min_value=1, max_value=86400))
+# A one-minute window opening a second before the stretch ends: open for that last second.
+@example(
+    BusinessCalendar("Europe/London", (((513, 514),), (), (), (), (), (), ())),
+    1775373781.0,
+    86400.0,
+)
 def test_no_growth_while_closed(cal: BusinessCalendar, a: float, span: float) -> None:
     b = a + span
-    # Elapsed grows exactly by the open time of [b, b + 600): zero for a closed stretch.
-    closed = not any(wall_clock_open(cal, b + s) for s in range(0, 600, 60))
+    # Elapsed grows exactly by the open time of [b, b + 600): zero for a closed stretch. Every
+    # zone above is offset from UTC by whole minutes, so "open" is constant within each UTC
+    # minute: checking b and every minute boundary after it covers the whole stretch.
+    marks = [b, *range(int(b // 60 + 1) * 60, int(b + 600), 60)]
+    closed = not any(wall_clock_open(cal, t) for t in marks if t < b + 600)
     grew = cal.elapsed(a, b + 600) - cal.elapsed(a, b)
     if closed:
         assert grew == pytest.approx(0, abs=1e-6)
