@@ -404,7 +404,8 @@ class SnapshotBuilder:
                 lvl.target, lvl.warning, breach_times(stamps, lvl, now)
             )
         previous = self._previous
-        self._fold_memory.remember(self._new_folds)
+        # A new memory, not the previous snapshot's changed: this may run in a worker thread.
+        self._fold_memory = self._fold_memory.remembering(self._new_folds)
         return Snapshot(
             taken_at=now,
             counts=counts,

@@ -98,6 +98,16 @@ class FoldMemory:
         if len(seen) > self.limit:  # once per poll at most: rebuilt, not popped one by one
             self._seen = dict.fromkeys(list(seen)[-self.limit :])
 
+    def remembering(self, keys: set[int]) -> FoldMemory:
+        """This memory with `keys` added, as a new one when there are any (this one unchanged:
+        a poll that is abandoned after computing its snapshot must not mark values counted)."""
+        if not keys - self._seen.keys():
+            return self
+        memory = FoldMemory(self.limit)
+        memory._seen = dict(self._seen)
+        memory.remember(keys)
+        return memory
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceLevelGroup:

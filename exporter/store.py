@@ -1,7 +1,8 @@
 """The latest snapshot and poll status of every organisation.
 
-The poller is the only writer; the collector and the landing page only read. Everything runs
-on one event loop and every update is a synchronous method, so a scrape never sees half a poll.
+The poller is the only writer; the collector and the landing page only read. Every update is
+a synchronous method on the event loop, so a scrape never sees half a poll; the costly part of a
+success (`prepare_success`) only reads, in a worker thread, and builds new counters to swap in.
 """
 
 from __future__ import annotations
@@ -54,6 +55,21 @@ class WaitHistogram:
             running += self.counts.get(i, 0)
             out.append(running)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A successful poll's counters, computed off the loop (`OrgState.prepare_success`)."""
+
+    snapshot: Snapshot
+    arrivals: Counter[PairKey]
+    departures: Counter[GroupKey]
+    transitions: Counter[tuple[str, str]]
+    pickups: Counter[tuple[str, str, str]]
+    pickup_waits: dict[PairKey, WaitHistogram]
+    pickup_bounds: tuple[float, ...]
+    # The counters these were computed from (by identity): a commit checks they are current.
+    base: tuple[object, ...]
 
 
 @dataclass(slots=True)
@@ -114,6 +130,44 @@ class OrgState:
         self, snapshot: Snapshot, duration: float, flow: Flow | None, token_expiry: float | None
     ) -> None:
         """Swap in a new snapshot and add what changed since the previous one."""
+        self.commit_success(self.prepare_success(snapshot, flow), duration, token_expiry)
+
+    def prepare_success(self, snapshot: Snapshot, flow: Flow | None) -> Counted:
+        """The flow and pickup counters after `snapshot`, as new objects; changes nothing.
+
+        The costly half of a successful poll (loops over every live group), so the poller runs
+        it in a worker thread: it only reads this state's counters, which are replaced, never
+        changed in place (a render thread may be reading them too).
+        """
+        live = snapshot.last_seen
+        arrivals = Counter(self.arrivals)
+        departures = Counter(self.departures)
+        transitions = Counter(self.transitions)
+        if flow is not None:
+            arrivals.update(flow.arrivals)
+            departures.update(flow.departures)
+            transitions.update(flow.transitions)
+        # Pre-create the label sets of every live group so rate() sees the first increase, and
+        # drop those of groups gone for longer than series_ttl so they do not pile up forever.
+        arrivals = Counter({pair: n for pair, n in arrivals.items() if pair in live})
+        departures = Counter({key: n for key, n in departures.items() if key[1:] in live})
+        for pair in live:
+            if pair not in arrivals:
+                arrivals[pair] = 0
+        for key in snapshot.counts:
+            if key not in departures:
+                departures[key] = 0
+        pickups, waits, bounds = self._count_pickups(snapshot, gap=flow is None)
+        base = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
+        return Counted(snapshot, arrivals, departures, transitions, pickups, waits, bounds, base)
+
+    def commit_success(self, counted: Counted, duration: float, token_expiry: float | None) -> bool:
+        """Swap in what `prepare_success` computed; False (nothing changed) when another result
+        was committed since it was prepared, as its counters would be lost."""
+        now = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
+        if any(a is not b for a, b in zip(now, counted.base, strict=True)):
+            return False
+        snapshot = counted.snapshot
         self.snapshot = snapshot
         self.version += 1
         self.up = True
@@ -126,24 +180,15 @@ class OrgState:
         self.duplicates += snapshot.duplicates
         self.invalid.update(snapshot.invalid)
         self.overflow.update(snapshot.overflow)
-        if flow is not None:
-            self.arrivals.update(flow.arrivals)
-            self.departures.update(flow.departures)
-            self.transitions.update(flow.transitions)
-        # Pre-create the label sets of every live group so rate() sees the first increase, and
-        # drop those of groups gone for longer than series_ttl so they do not pile up forever.
-        live = snapshot.last_seen
-        for pair in [pair for pair in self.arrivals if pair not in live]:
-            del self.arrivals[pair]
-        for key in [key for key in self.departures if key[1:] not in live]:
-            del self.departures[key]
-        for email_type, work_type in live:
-            self.arrivals[(email_type, work_type)] += 0
-        for key in snapshot.counts:
-            self.departures[key] += 0
-        self._record_pickups(snapshot, gap=flow is None)
+        self.arrivals, self.departures = counted.arrivals, counted.departures
+        self.transitions = counted.transitions
+        self.pickups, self.pickup_waits = counted.pickups, counted.pickup_waits
+        self.pickup_bounds = counted.pickup_bounds
+        return True
 
-    def _record_pickups(self, snapshot: Snapshot, *, gap: bool) -> None:
+    def _count_pickups(
+        self, snapshot: Snapshot, *, gap: bool
+    ) -> tuple[Counter[tuple[str, str, str]], dict[PairKey, WaitHistogram], tuple[float, ...]]:
         """Count the snapshot's pickups; after a stale gap only those timed by activeTime.
 
         The counters and histograms are replaced, never changed in place: a scrape being
@@ -153,8 +198,9 @@ class OrgState:
         live = snapshot.last_seen
         pickups = Counter({k: n for k, n in self.pickups.items() if k[:2] in live})
         waits = {pair: h for pair, h in self.pickup_waits.items() if pair in live}
-        if snapshot.wait_bounds != self.pickup_bounds:  # age_buckets changed by a reload
-            waits, self.pickup_bounds = {}, snapshot.wait_bounds  # the histograms start afresh
+        bounds = self.pickup_bounds
+        if snapshot.wait_bounds != bounds:  # age_buckets changed by a reload
+            waits, bounds = {}, snapshot.wait_bounds  # the histograms start afresh
         changed: dict[PairKey, WaitHistogram] = {}
         for pickup in snapshot.pickups:
             if gap and not pickup.exact:
@@ -172,9 +218,11 @@ class OrgState:
         waits.update(changed)
         for email_type, work_type in live:
             for outcome in SERVICE_LEVEL_OUTCOMES:
-                pickups[(email_type, work_type, outcome)] += 0
+                key = (email_type, work_type, outcome)
+                if key not in pickups:
+                    pickups[key] = 0
             waits.setdefault((email_type, work_type), WaitHistogram())
-        self.pickups, self.pickup_waits = pickups, waits
+        return pickups, waits, bounds
 
     def record_failure(
         self,
