@@ -13,18 +13,21 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import structlog
 from prometheus_client import generate_latest
 
 from exporter.aggregate import AggregationOptions, SnapshotBuilder
+from exporter.client import Page
 from exporter.families import gather
 from exporter.main import build_registry
 from exporter.models import Email
 from exporter.names import STATES
+from exporter.poller import Poller, PollTiming
 from exporter.server import build_app, serve
 from exporter.settings import Settings
 from exporter.store import Store
@@ -37,6 +40,7 @@ ORG = "bench"
 # (emails, work types, email types): ~20k samples (the default max_series), and ~160k.
 NORMAL = (100_000, 100, 3)
 LARGE = (30_000, 320, 10)
+PAGE_SIZE = 1000
 
 
 def synthetic_emails(emails: int, work_types: int, email_types: int, now: float) -> list[Email]:
@@ -132,27 +136,50 @@ class Liveness:
     peak_rss: int
 
 
+class _Pages:
+    """The synthetic queue as the API would page it (1000 emails a page, the default)."""
+
+    def __init__(self, emails: list[Email]) -> None:
+        self.emails = emails
+
+    async def pages(self) -> AsyncGenerator[Page, None]:
+        total = len(self.emails)
+        for start in range(0, total, PAGE_SIZE):
+            page = self.emails[start : start + PAGE_SIZE]
+            yield Page(start, len(page), page, total)
+            await asyncio.sleep(0)  # as if each page had been awaited from the network
+
+
 async def _server(size: tuple[int, int, int], port: int, poll_interval: float) -> None:
-    """The exporter's app over a synthetic queue, re-aggregated page by page every interval,
-    like the poller does (so renders are fresh after every poll)."""
+    """The exporter's app over a synthetic queue, polled every interval by the daemon's own
+    `Poller` (so what runs on the loop is what the daemon runs, and renders are fresh after
+    every poll)."""
     emails, work_types, email_types = size
     items = synthetic_emails(emails, work_types, email_types, time.time())
     store = Store([ORG])
-
-    async def poll_loop() -> None:
-        state = store.orgs[ORG]
-        while True:
-            started = time.monotonic()
-            builder = SnapshotBuilder(options(work_types), state.snapshot)
-            for i in range(0, len(items), 1000):
-                builder.add(items[i : i + 1000])
-                await asyncio.sleep(0)
-            snapshot = builder.finish(time.time())
-            state.record_success(snapshot, time.monotonic() - started, snapshot.flow, None)
-            await asyncio.sleep(poll_interval)
-
-    app = build_app(store, build_registry(store, settings()), [poll_loop])
+    timing = PollTiming(poll_interval=poll_interval, stale_after=max(150.0, 5 * poll_interval))
+    poller = Poller(
+        store.orgs[ORG],
+        _Pages(items),
+        _NoAuth(),
+        options=options(work_types),
+        timing=timing,
+        logger=structlog.get_logger("bench"),
+    )
+    app = build_app(store, build_registry(store, settings()), [poller.run])
     await serve(app, "127.0.0.1", port)
+
+
+class _NoAuth:
+    """The synthetic queue needs no token."""
+
+    expires_at: float | None = None
+
+    async def token(self) -> str:
+        return ""
+
+    def invalidate(self, rejected: str | None = None) -> None:
+        pass
 
 
 @asynccontextmanager

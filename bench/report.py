@@ -201,8 +201,8 @@ def render_table(results: Results) -> str:
     out += [
         "",
         "`/healthz` probed every 10 ms while 4 clients in another process fetch `/metrics`",
-        "(OpenMetrics, gzip) flat out; the synthetic queue's polls re-aggregate it on the loop",
-        "like the poller; the daemon polls the simulator (100,000 emails in a full run):",
+        "(OpenMetrics, gzip) flat out; the synthetic queue is polled by the daemon's own `Poller`",
+        "(pages of 1000); the daemon polls the simulator (100,000 emails in a full run):",
         "",
         "| case | samples | scrapes | polls | /healthz p99 | /healthz worst | peak RSS |",
         "|---|---:|---:|---:|---:|---:|---:|",
