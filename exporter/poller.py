@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 
@@ -26,9 +28,26 @@ from exporter.http import Sleep
 from exporter.store import Counted, OrgState
 
 MAX_RETRY_AFTER = 3600.0
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 # Pages up to this many emails are aggregated on the loop (a few ms at most); larger ones in a
 # worker thread, so a big page never stalls the loop while a thread hop stays rare.
 INLINE_PAGE_ITEMS = 2000
+
+_WORKER: list[ThreadPoolExecutor] = []
+
+
+def _worker() -> ThreadPoolExecutor:
+    """The one thread every poller's CPU work runs in, one piece at a time: more threads would
+    not run Python any faster, and would make the loop wait longer for the GIL."""
+    if not _WORKER:
+        _WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="poll-aggregate"))
+    return _WORKER[0]
+
+
+async def _off_loop(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """`fn(...)` in the poll worker thread; its exceptions are raised here."""
+    return await asyncio.get_running_loop().run_in_executor(_worker(), partial(fn, *args, **kwargs))
 
 
 class PageSource(Protocol):
@@ -133,7 +152,7 @@ class Poller:
                         if page.start == 0:
                             reported = page.total_items
                         if len(page.emails) > INLINE_PAGE_ITEMS:
-                            await asyncio.to_thread(builder.add, page.emails)
+                            await _off_loop(builder.add, page.emails)
                         else:
                             builder.add(page.emails)
                         for reason, count in page.invalid.items():
@@ -154,7 +173,7 @@ class Poller:
         # After a gap longer than stale_after the change cannot be attributed: a new baseline.
         baseline = previous is not None and now - previous.taken_at <= self._timing.stale_after
         try:
-            counted = await asyncio.to_thread(self._settle, builder, now, reported, baseline)
+            counted = await _off_loop(self._settle, builder, now, reported, baseline)
         except Exception as exc:  # as above: a bug in the worker thread is reported, not fatal
             self._crashed(exc, started, pages, log)
             return False
