@@ -38,8 +38,10 @@ def all_up(samples: Samples) -> bool:
 async def test_three_shards_poll_every_organisation_exactly_once(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text(SECRET)
-    # 30 organisations, three to a key.
-    async with simulator(30, api_key_per_org=True, orgs_per_key=3) as sim:
+    # 30 organisations, three to a key; static queues keep the simulator cheap on a busy machine.
+    async with simulator(
+        30, api_key_per_org=True, orgs_per_key=3, scenario="large", emails=200
+    ) as sim:
         targets = [sim.target(org, secret) for org in sim.config.org_ids]
         config = write_config(tmp_path / "config.yaml", targets, poll_interval="1s")
         async with (
@@ -219,7 +221,7 @@ async def test_reload_rereads_the_web_config(tmp_path: Path) -> None:
 async def test_request_budget_holds_across_ten_organisations(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text(SECRET)
-    async with simulator(10) as sim:  # one API key for all ten
+    async with simulator(10, scenario="large", emails=200) as sim:  # one API key for all ten
         targets = [sim.target(org, secret) for org in sim.config.org_ids]
         config = write_config(
             tmp_path / "config.yaml", targets, poll_interval="1s", max_requests_per_second=5
