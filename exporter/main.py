@@ -286,7 +286,8 @@ def log_status(
             last_error_reason=state.last_error_reason,
             last_error=state.last_error,
         )
-    logger.info("status", http_connections=guard.stats.open, **guard.stats.rejections())
+    rejected = {f"rejected_{reason}": n for reason, n in guard.stats.rejections().items()}
+    logger.info("status", http_connections=guard.stats.open, **rejected)
 
 
 async def run_demo(

@@ -285,6 +285,16 @@ def test_web_config_files_are_bounded_too(tmp_path: Path, fifo: Path) -> None:
     assert code == 2 and seconds < 10 and "invalid setting web_config_file" in err
 
 
+def test_a_bad_web_config_is_reported_with_the_other_bad_settings(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
+    env = {**GOOD_ENV, "ALVARIA_POLL_INTERVAL": "5x"}
+    code, _, err, _ = cli("--check-config", "--web-config-file", str(web), env=env)
+    assert code == 2
+    assert [line.split()[3] for line in error_lines(err)] == ["poll_interval", "web_config_file"]
+    assert "basic_auth_users.prometheus: not a bcrypt hash" in err and "not-a-hash" not in err
+
+
 # --- environment --------------------------------------------------------------------------
 
 

@@ -145,6 +145,9 @@ async def test_sighup_and_sigusr1_are_logged_and_the_daemon_keeps_serving() -> N
         proc.send_signal(signal.SIGUSR1)
         content = await wait_for_log(log, '"http_connections"')
         assert '"org": "acme"' in content
+        # The counts of closed connections, not to be read as the limits of the same names.
+        assert '"rejected_max_connections": 0' in content, content
+        assert '"max_connections": 0' not in content
         async with session.get(f"{url}/healthz") as r:
             assert r.status == 200
         assert proc.returncode is None

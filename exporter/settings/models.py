@@ -22,8 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.errors import ConfigError
 from exporter.settings import regions
-from exporter.settings.files import CONFIG_FILE_LIMIT, check_regular, client_ssl_context
+from exporter.settings.files import client_ssl_context
 from exporter.settings.regions import Region
 from exporter.settings.servicelevels import CalendarSettings, ServiceLevelRuleSettings
 from exporter.shards import host_ordinal
@@ -225,9 +226,15 @@ class Settings(BaseModel):
 
     @field_validator("web_config_file")
     @classmethod
-    def _existing_file(cls, value: Path | None) -> Path | None:
+    def _web_config(cls, value: Path | None) -> Path | None:
         if value is not None:
-            check_regular(value, CONFIG_FILE_LIMIT)
+            # Loaded now, so its problems are reported with every other setting's.
+            from exporter import web_config  # imported here: it reads files through this package
+
+            try:
+                web_config.load(value)
+            except ConfigError as exc:
+                raise ValueError(exc.problem) from None
         return value
 
     @field_validator("ca_file")
