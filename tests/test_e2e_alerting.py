@@ -61,7 +61,8 @@ EVALUATION = seconds(CONFIG_E2E.evaluation_interval)  # 1s
 GROUP_WAIT = seconds(CONFIG_E2E.group_wait)  # 1s
 # Process start-up, HTTP round trips and a scrape that lands just after a poll, in lapsed
 # seconds (times 30 in production terms this would be generous; it is not a production margin).
-SLACK = 3.0
+# With one core kept busy by something else, AuthFailing took up to 7.1 s against a bound of 4.
+SLACK = 5.0
 JOBS = ("outage", "badcreds", "killed", "fast15")
 
 
