@@ -45,23 +45,28 @@ async def hanging_api() -> AsyncIterator[tuple[str, asyncio.Event]]:
         await server.wait_closed()
 
 
+async def start_mode(mode: str, api_url: str) -> asyncio.subprocess.Process:
+    """`python -m exporter <mode>` for one organisation on `api_url`, its output piped."""
+    env = clean_env(
+        {
+            "ALVARIA_ORG_ID": "acme",
+            "ALVARIA_API_KEY": "k",
+            "ALVARIA_ACCESS_TOKEN": "t",
+            "ALVARIA_API_URL": api_url,
+        }
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", mode, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 async def test_once_interrupted_exits_128_plus_the_signal_with_nothing_printed(
     sig: signal.Signals, code: int
 ) -> None:
     async with hanging_api() as (url, connected):
-        env = clean_env(
-            {
-                "ALVARIA_ORG_ID": "acme",
-                "ALVARIA_API_KEY": "k",
-                "ALVARIA_ACCESS_TOKEN": "t",
-                "ALVARIA_API_URL": url,
-            }
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exporter", "--once", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        proc = await start_mode("--once", url)
         await asyncio.wait_for(connected.wait(), 20)
         proc.send_signal(sig)
         out, err = await asyncio.wait_for(proc.communicate(), 20)
@@ -76,18 +81,7 @@ async def test_check_connection_interrupted_exits_128_plus_the_signal_not_as_a_f
     sig: signal.Signals, code: int
 ) -> None:
     async with hanging_api() as (url, _):
-        env = clean_env(
-            {
-                "ALVARIA_ORG_ID": "acme",
-                "ALVARIA_API_KEY": "k",
-                "ALVARIA_ACCESS_TOKEN": "t",
-                "ALVARIA_API_URL": url,
-            }
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exporter", "--check-connection", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        proc = await start_mode("--check-connection", url)
         assert proc.stdout is not None
         lines: list[str] = []
         while not any("connect API host" in line for line in lines):
