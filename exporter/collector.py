@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -153,8 +152,6 @@ class QueueCollector(Collector):
         self._stale_after = stale_after
         self._poll_interval = poll_interval
         self._clock = clock
-        # org -> (its state, the state's version, copies of its flow counters at that version)
-        self._flow_copies: dict[str, tuple[OrgState, int, tuple[dict[Any, int], ...]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         """prometheus_client's view of `blocks()` (for `generate_latest`; the server uses blocks)."""
@@ -235,22 +232,13 @@ class QueueCollector(Collector):
     def _flow_blocks(self, states: list[OrgState]) -> Iterator[Block]:
         arrivals, departures = ARRIVALS.block(), DEPARTURES.block()
         transitions = STATE_TRANSITIONS.block()
-        copies = self._flow_copies
         for s in states:
-            # Copies, because the poller updates these counters while the render thread reads
-            # them; taken once per poll result, so between polls their lines are reused.
-            kept = copies.get(s.org)
-            if kept is None or kept[0] is not s or kept[1] != s.version:
-                flows: tuple[dict[Any, int], ...] = (
-                    dict(s.arrivals),
-                    dict(s.departures),
-                    dict(s.transitions),
-                )
-                kept = copies[s.org] = (s, s.version, flows)
-            for block, counts in zip((arrivals, departures, transitions), kept[2], strict=True):
-                block.add_all((s.org,), counts)
-        if len(copies) > len(states):  # organisations removed by a reload
-            self._flow_copies = {s.org: copies[s.org] for s in states}
+            # Handed over as they are: a poll result replaces these counters (OrgState.
+            # commit_success), never changes them in place, so between polls the render thread
+            # reuses their lines.
+            arrivals.add_all((s.org,), s.arrivals)
+            departures.add_all((s.org,), s.departures)
+            transitions.add_all((s.org,), s.transitions)
         yield from (arrivals, departures, transitions)
 
     def _queue_blocks(self, live: list[tuple[str, Snapshot]], now: float) -> Iterator[Block]:

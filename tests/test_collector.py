@@ -160,8 +160,10 @@ def test_flow_counters_follow_each_poll_and_removed_organisations() -> None:
     previous = state.snapshot
     emails = [Email(id=str(i), state="Queued", work_type_name="Billing") for i in (1, 2, 3)]
     snap = aggregate(emails, now=T0 + 60, options=AggregationOptions(), previous=previous)
+    rendered = state.arrivals  # the render thread may still read it: never changed in place
+    before = dict(rendered)
     state.record_success(snap, 0.1, snap.flow, None)
+    assert state.arrivals is not rendered and rendered == before
     assert f"{line} 2.0" in renderer.render(gather(registry), "text").decode()
     del store.orgs["acme"]
     assert "arrivals_total{" not in renderer.render(gather(registry), "text").decode()
-    assert collector._flow_copies == {}
