@@ -25,6 +25,7 @@ from exporter.auth import TokenProvider
 from exporter.client import Page
 from exporter.errors import INTERNAL_REASON, PollError, RateLimitedError, RequestTimeoutError
 from exporter.http import Sleep
+from exporter.settings.checks import DEADLINE_FACTOR
 from exporter.store import Counted, OrgState
 
 MAX_RETRY_AFTER = 3600.0
@@ -62,8 +63,9 @@ class PollTiming:
 
     poll_interval: float = 30.0
     stale_after: float = 150.0
-    # A poll never outlasts this; three intervals leave room for retries and Retry-After.
-    deadline_factor: float = 3.0
+    # A poll never outlasts this many intervals, which leaves room for retries and Retry-After;
+    # the settings refuse a request_timeout that would not fit in it.
+    deadline_factor: float = DEADLINE_FACTOR
     # The longest a run of rate-limited polls stretches the interval.
     max_backoff_factor: float = 8.0
 

@@ -13,7 +13,7 @@ _FOREIGN_PREFIXES = ("ALVARIA_SIM_",)  # the simulator's own settings
 _KNOWN = {spec.env for spec in SPECS} | {f"ALVARIA_{key.upper()}" for key in FILE_KEYS}
 
 MIN_POLL_INTERVAL = 1.0  # seconds; each poll is at least one API request per organisation
-DEADLINE_FACTOR = 3.0  # a poll is abandoned after this many poll intervals (PollTiming)
+DEADLINE_FACTOR = 3.0  # a poll is abandoned after this many poll intervals (the poller's deadline)
 MAX_RETRIES = 10
 MAX_CONCURRENCY = 32
 DEFAULT_REQUEST_TIMEOUT = 10.0
