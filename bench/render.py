@@ -28,6 +28,7 @@ from exporter.main import build_registry
 from exporter.models import Email
 from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
+from exporter.runtime import prepare_for_serving
 from exporter.server import build_app, serve
 from exporter.settings import Settings
 from exporter.store import Store
@@ -167,6 +168,7 @@ async def _server(size: tuple[int, int, int], port: int, poll_interval: float) -
         logger=structlog.get_logger("bench"),
     )
     app = build_app(store, build_registry(store, settings()), [poller.run])
+    prepare_for_serving()  # as the daemon does
     await serve(app, "127.0.0.1", port)
 
 

@@ -34,6 +34,7 @@ from exporter.names import STATES
 from exporter.poller import Poller, PollTiming
 from exporter.ratelimit import Limiter
 from exporter.reload import Hooks, LoadConfig, Reloader
+from exporter.runtime import prepare_for_serving
 from exporter.server import PAGE_INFO_SOURCE, build_app, serve
 from exporter.servicelevel_settings import service_level_policy
 from exporter.settings import Settings, TargetSettings
@@ -244,6 +245,7 @@ async def run(
         )
         if warning := raise_fd_limit(cfg.max_connections):
             logger.warning("file descriptor limit", problem=warning)
+        prepare_for_serving()
         await serve(
             app,
             cfg.listen_host,
