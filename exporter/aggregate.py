@@ -15,29 +15,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from exporter.budget import CATCH_ALL, PairUse, SeriesBudget, SeriesCost
-from exporter.labels import bound_label, fold_key
+from exporter.budget import PairUse, SeriesBudget, SeriesCost
+from exporter.groups import Groups, label_value
 from exporter.models import (
     AgentKey,
     Email,
     EmailId,
     Flow,
-    FoldMemory,
     GroupKey,
     PairKey,
     ServiceLevelGroup,
     Snapshot,
     WaitingAges,
 )
-from exporter.names import EMAIL_TYPES, OTHER, STATES, UNKNOWN
+from exporter.names import STATES, UNKNOWN
 from exporter.servicelevel import PickupDetector, ServiceLevelPolicy, breach_times
 
-# Undocumented `state` and `emailType` values are passed through, up to this many per
-# organisation besides the documented ones; a feed of junk must not explode the series count.
-MAX_EXTRA_VALUES = 20
-# Raw label combinations remembered within a poll to skip resolving them again (a speed-up
-# only, so bounded: cleared when full; combinations with over-long values are never kept).
-RESOLVED_LIMIT = 16_384
 # Longer ids are kept as a 16-byte digest: an id only has to be told apart from the others.
 MAX_ID_LENGTH = 64
 
@@ -101,52 +94,6 @@ def _canonical_id(email_id: str) -> EmailId:
     return email_id
 
 
-def _label(*candidates: str | int | None) -> str:
-    """The first non-empty candidate as a label value, else `unknown`."""
-    for value in candidates:
-        if value is not None and value != "":
-            return str(value)
-    return UNKNOWN
-
-
-class _CappedLabel:
-    """Admits up to `limit` distinct values besides `always`; later ones fold into `other`."""
-
-    __slots__ = ("admitted", "always", "limit")
-
-    def __init__(
-        self, limit: int, admitted: Iterable[str] = (), always: Iterable[str] = ()
-    ) -> None:
-        self.limit = limit
-        self.always = frozenset(always)
-        self.admitted = {v for v in admitted if v != OTHER and v not in self.always}
-
-    def admit(self, value: str) -> tuple[str, bool]:
-        """The label value to use, and whether `value` was folded into `other`."""
-        if value in self.always or value in self.admitted:
-            return value, False
-        if len(self.admitted) < self.limit:
-            self.admitted.add(value)
-            return value, False
-        return OTHER, True
-
-
-class _Group:
-    """Running totals of one (state, email_type, work_type) group within a poll."""
-
-    __slots__ = ("arrivals", "carried", "count", "key", "oldest", "stamps")
-
-    def __init__(self, key: GroupKey, stamps: array[float] | None) -> None:
-        self.key = key
-        # The waiting-age timestamps of the group's (email_type, work_type) pair, or None
-        # when the state is not a waiting one.
-        self.stamps = stamps
-        self.count = 0
-        self.oldest = math.inf
-        self.arrivals = 0
-        self.carried = 0  # emails that were in this same group in the previous snapshot
-
-
 class SnapshotBuilder:
     """Accumulates one poll's emails page by page, then freezes them into a `Snapshot`.
 
@@ -163,33 +110,17 @@ class SnapshotBuilder:
         self._budget = SeriesBudget(
             options.max_series, options.series_cost, options.zero_fill_states
         )
-        self._fold_memory = previous.fold_memory if previous else FoldMemory()
-        self._new_folds: set[int] = set()
-        self._previous_seen: dict[PairKey, float] = dict(previous.last_seen) if previous else {}
+        self._groups = Groups(
+            waiting_states=options.waiting_states,
+            max_work_types=options.max_work_types,
+            max_agents=options.max_agents,
+            max_label_length=options.max_label_length,
+            previous=previous,
+        )
         self._previous_members: Mapping[EmailId, GroupKey] = (
             previous.memberships if previous else {}
         )
-        # Values that still have live series keep their place under each cap, so a label does
-        # not flip between its own series and `other` from one poll to the next.
-        live = previous.counts if previous else {}
-        self._states = _CappedLabel(MAX_EXTRA_VALUES, (k[0] for k in live), always=STATES)
-        self._email_types = _CappedLabel(
-            MAX_EXTRA_VALUES, (et for et, _ in self._previous_seen), always=EMAIL_TYPES
-        )
-        self._work_types = _CappedLabel(
-            options.max_work_types, (wt for _, wt in self._previous_seen)
-        )
-        self._agents = _CappedLabel(
-            options.max_agents, (agent for agent, _ in previous.agents) if previous else ()
-        )
-        self._overflow: Counter[str] = Counter()
-        # The previous snapshot's key objects, so an unchanged email is matched by identity.
-        self._keys: dict[GroupKey, GroupKey] = {k: k for k in previous.counts} if previous else {}
-        self._groups: dict[GroupKey, _Group] = {}
-        # Raw label values of an item -> its group.
-        self._resolved: dict[tuple[object, ...], _Group] = {}
         self._memberships: dict[EmailId, GroupKey] = {}
-        self._waiting: dict[PairKey, array[float]] = {}
         self._agent_counts: Counter[AgentKey] = Counter()
         self._carried: Counter[GroupKey] = Counter()
         self._transitions: Counter[tuple[str, str]] = Counter()
@@ -203,49 +134,14 @@ class SnapshotBuilder:
             parse=parse_timestamp,
         )
 
-    def _fold(self, label: str, value: str) -> None:
-        """Count `value` as folded into `other`, once per organisation (see FoldMemory)."""
-        key = fold_key(label, value)
-        new = self._new_folds
-        if key not in new and key not in self._fold_memory and len(new) < self._fold_memory.limit:
-            new.add(key)
-            self._overflow[label] += 1
-
-    def _admit(self, cap: _CappedLabel, label: str, value: str) -> str:
-        """The label value for `value` from upstream: bounded, and within its cap."""
-        value = bound_label(value, self._options.max_label_length)
-        admitted, folded = cap.admit(value)
-        if folded:
-            self._fold(label, value)
-        return admitted
-
-    def _resolve(self, raw: tuple[str | None, str | None, str | None, str | int | None]) -> _Group:
-        """The group of an item with these raw labels (first sight of the combination)."""
-        state = self._admit(self._states, "state", raw[0] or UNKNOWN)
-        email_type = self._admit(self._email_types, "email_type", raw[1] or UNKNOWN)
-        work_type = self._admit(self._work_types, "work_type", _label(raw[2], raw[3]))
-        key = self._keys.setdefault((state, email_type, work_type), (state, email_type, work_type))
-        group = self._groups.get(key)
-        if group is None:
-            stamps = None
-            if state in self._options.waiting_states:
-                stamps = self._waiting.setdefault((email_type, work_type), array("d"))
-            group = self._groups[key] = _Group(key, stamps)
-        limit = self._options.max_label_length
-        if all(type(v) is not str or len(v) <= limit for v in raw):
-            if len(self._resolved) >= RESOLVED_LIMIT:
-                self._resolved.clear()
-            self._resolved[raw] = group
-        return group
-
     def add(self, emails: Iterable[Email]) -> None:
         """Count a page of emails; repeated ids are counted once and reported as duplicates."""
         # Hot loop: one pass per email, everything it touches bound to locals.
         memberships = self._memberships
         previous_get = self._previous_members.get
-        resolved_get = self._resolved.get
+        groups = self._groups
+        resolved_get, resolve = groups.resolved.get, groups.resolve
         agent_metrics = self._options.agent_metrics
-        parse = parse_timestamp
         pickups = self._pickups
         previous_picked, previous_waiting = pickups.previous_picked, pickups.previous_waiting
         picked_add, waiting_add = pickups.picked.add, pickups.seen_waiting.add
@@ -263,8 +159,9 @@ class SnapshotBuilder:
             if email_id in memberships:
                 self._duplicates += 1
                 continue
-            raw = (email.state, email.email_type, email.work_type_name, email.work_type_id)
-            group = resolved_get(raw) or self._resolve(raw)
+            # The work type label is the name, else the id: one value to hash, not two.
+            raw = (email.state, email.email_type, email.work_type_name or email.work_type_id)
+            group = resolved_get(raw) or resolve(raw)
             key = group.key
             memberships[email_id] = key
             group.count += 1
@@ -285,21 +182,19 @@ class SnapshotBuilder:
             elif old is None or email_id in previous_waiting:
                 pickups.not_waiting(email_id, email, old is None)
             if agent_metrics:
-                agent = _label(email.work_handler_name, email.work_handler_id)
+                agent = label_value(email.work_handler_name, email.work_handler_id)
                 if agent != UNKNOWN:
-                    agent = self._admit(self._agents, "agent", agent)
-                    self._agent_counts[(agent, key[0])] += 1
-            # An email's age counts from queuedTime, else receivedTime, else startTime. The page
-            # decoder has parsed zoned timestamps already; text is the lenient path's.
+                    self._agent_counts[(groups.agent(agent), key[0])] += 1
+            # An email's age counts from queuedTime (the page decoder has parsed a zoned one
+            # already), else receivedTime, else startTime.
             stamp: str | datetime | None = email.queued_time
-            ts = stamp.timestamp() if stamp.__class__ is datetime else parse(stamp)
-            if ts is None:
-                ts = parse(email.received_time)
-                if ts is None:
-                    ts = parse(email.start_time)
-                    if ts is None:
-                        self._undated += 1
-                        continue
+            if stamp.__class__ is datetime:
+                ts = stamp.timestamp()
+            elif (fallback := _fallback_time(email)) is not None:
+                ts = fallback
+            else:
+                self._undated += 1
+                continue
             if ts < group.oldest:
                 group.oldest = ts
             if group.stamps is not None:
@@ -313,7 +208,7 @@ class SnapshotBuilder:
         """Arrivals, departures and transitions since the previous snapshot."""
         arrivals: Counter[PairKey] = Counter()
         carried = self._carried
-        for group in self._groups.values():
+        for group in self._groups.by_key.values():
             if group.arrivals:
                 arrivals[group.key[1:]] += group.arrivals
             if group.carried:
@@ -326,8 +221,9 @@ class SnapshotBuilder:
 
     def _apply_budget(self, live: dict[PairKey, float]) -> None:
         """Fold the pairs and agents past `max_series` into `other` (see exporter.budget)."""
+        groups = self._groups
         uses = {pair: PairUse() for pair in live}
-        for group in self._groups.values():
+        for group in groups.by_key.values():
             use = uses.setdefault(group.key[1:], PairUse())
             use.emails += group.count
             use.states.add(group.key[0])
@@ -335,102 +231,92 @@ class SnapshotBuilder:
                 use.dated.add(group.key[0])
         folds, spent = self._budget.plan_pairs(uses, live, self._reserved)
         if folds:
-            self._fold_pairs(folds, live)
+            rekey = groups.fold_pairs(folds, self._carried)
+            for pair in folds:
+                live.pop(pair, None)
+            memberships = self._memberships
+            for email_id, key in memberships.items():
+                if key in rekey:
+                    memberships[email_id] = rekey[key]
         room = self._budget.limit - self._reserved - spent
         previous_agents = self._previous.agents if self._previous else {}
         agent_folds = self._budget.plan_agents(self._agent_counts, previous_agents, room)
-        for key, target in agent_folds.items():
-            self._agent_counts[target] += self._agent_counts.pop(key)
-            self._fold("agent", key[0])
-
-    def _fold_pairs(self, folds: dict[PairKey, PairKey], live: dict[PairKey, float]) -> None:
-        """Move the groups, waiting ages and memberships of folded pairs to their targets."""
-        rekey: dict[GroupKey, GroupKey] = {}
-        for key, group in list(self._groups.items()):
-            target = folds.get(key[1:])
-            if target is None:
-                continue
-            # Carried emails stay counted against the key they had, for the departures.
-            self._carried[key] += group.carried
-            group.carried = 0
-            new_key = (key[0], *target)
-            new_key = rekey[key] = self._keys.setdefault(new_key, new_key)
-            del self._groups[key]
-            into = self._groups.get(new_key)
-            if into is None:
-                group.key = new_key
-                self._groups[new_key] = group
-            else:
-                into.count += group.count
-                into.arrivals += group.arrivals
-                into.oldest = min(into.oldest, group.oldest)
-        for pair, target in folds.items():
-            stamps = self._waiting.pop(pair, None)
-            if stamps is not None:
-                self._waiting.setdefault(target, array("d")).extend(stamps)
-            live.pop(pair, None)
-            if pair[1] != OTHER:
-                self._fold("work_type", pair[1])
-            if target == CATCH_ALL and pair[0] != OTHER:
-                self._fold("email_type", pair[0])
-        memberships = self._memberships
-        for email_id, key in memberships.items():
-            if key in rekey:
-                memberships[email_id] = rekey[key]
+        for agent, target in agent_folds.items():
+            self._agent_counts[target] += self._agent_counts.pop(agent)
+            groups.fold("agent", agent[0])
 
     def finish(self, now: float, reported_items: int | None = None) -> Snapshot:
         """Freeze what was added into a snapshot taken at `now`."""
-        ttl = self._options.series_ttl
-        last_seen = {pair: t for pair, t in self._previous_seen.items() if now - t <= ttl}
+        options = self._options
+        previous = self._previous
+        groups = self._groups
+        last_seen = {
+            pair: t
+            for pair, t in (previous.last_seen.items() if previous else ())
+            if now - t <= options.series_ttl
+        }
         self._apply_budget(last_seen)
-        groups = self._groups.values()
-        for group in groups:
+        sealed = groups.by_key.values()
+        for group in sealed:
             last_seen[group.key[1:]] = now
-        keys = self._keys
         counts: dict[GroupKey, int] = {}
         for email_type, work_type in last_seen:
-            for state in self._options.zero_fill_states:
-                key = (state, email_type, work_type)
-                counts[keys.setdefault(key, key)] = 0
-        counts.update((group.key, group.count) for group in groups)
+            for state in options.zero_fill_states:
+                key = groups.key((state, email_type, work_type))
+                counts[key] = 0
+        counts.update((group.key, group.count) for group in sealed)
+        waiting_stamps: dict[PairKey, array[float]] = {}
+        for group in sealed:
+            if group.stamps is not None:
+                waiting_stamps.setdefault(group.key[1:], array("d")).extend(group.stamps)
         waiting: dict[PairKey, WaitingAges] = {}
         service: dict[PairKey, ServiceLevelGroup] = {}
-        level = self._options.service_levels.level
+        level = options.service_levels.level
         for pair in last_seen:
-            stamps = array("d", sorted(self._waiting.get(pair, ())))
+            stamps = array("d", sorted(waiting_stamps.get(pair, ())))
             waiting[pair] = WaitingAges(stamps, sum(stamps))
             lvl = level(pair)
             service[pair] = ServiceLevelGroup(
                 lvl.target, lvl.warning, breach_times(stamps, lvl, now)
             )
-        previous = self._previous
         # A new memory, not the previous snapshot's changed: this may run in a worker thread.
-        self._fold_memory = self._fold_memory.remembering(self._new_folds)
+        fold_memory = groups.fold_memory.remembering(groups.new_folds)
+        memberships = self._memberships
         return Snapshot(
             taken_at=now,
             counts=counts,
-            oldest={g.key: g.oldest for g in groups if g.oldest != math.inf},
+            oldest={g.key: g.oldest for g in sealed if g.oldest != math.inf},
             waiting=waiting,
             agents=dict(self._agent_counts),
-            memberships=self._memberships,
+            memberships=memberships,
             last_seen=last_seen,
             reported_items=reported_items,
             duplicates=self._duplicates,
             invalid=dict(self._invalid),
-            overflow=dict(self._overflow),
+            overflow=dict(groups.overflow),
             undated=self._undated,
             flow=self._flow() if previous is not None else None,
             service=service,
             pickups=tuple(
                 self._pickups.pickups(
-                    now, level, self._options.wait_buckets, lambda i: self._memberships[i][1:]
+                    now, level, options.wait_buckets, lambda i: memberships[i][1:]
                 )
             ),
             seen_waiting=self._pickups.seen_waiting,
             picked=self._pickups.picked,
-            wait_bounds=tuple(self._options.wait_buckets),
-            fold_memory=self._fold_memory,
+            wait_bounds=tuple(options.wait_buckets),
+            fold_memory=fold_memory,
         )
+
+
+def _fallback_time(email: Email) -> float | None:
+    """An email's time when its queuedTime is not a zoned datetime: queuedTime as text (the
+    lenient path's), else receivedTime, else startTime; None when none is usable."""
+    for value in (email.queued_time, email.received_time, email.start_time):
+        ts = parse_timestamp(value)
+        if ts is not None:
+            return ts
+    return None
 
 
 def aggregate(

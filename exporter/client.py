@@ -32,6 +32,8 @@ class ClientOptions:
     email_type: str | None = None
     work_type_ids: tuple[str, ...] = ()
     states: tuple[str, ...] = ()
+    # Decode workHandlerId/workHandlerName (only the per-agent gauge needs them).
+    agent_fields: bool = True
 
 
 class EmailQueueClient:
@@ -52,6 +54,8 @@ class EmailQueueClient:
         self._auth = auth
         self._transport = transport
         self._options = options
+        # Decode pages with the lean decoder until one turns out to have incomplete items.
+        self._lean = True
 
     async def pages(self) -> AsyncGenerator[Page, None]:
         """Every page of the list; after the first, the rest concurrently, in completion order."""
@@ -168,4 +172,12 @@ class EmailQueueClient:
             raise AuthError(f"emails endpoint refused the credentials ({status})", status=status)
         if status != 200:
             raise ClientHTTPError(f"emails endpoint answered {status}", status=status)
-        return decode_page(response.body, start, self._options.page_size)
+        opts = self._options
+        page = decode_page(
+            response.body, start, opts.page_size, lean=self._lean, agents=opts.agent_fields
+        )
+        if page.incomplete:
+            # This upstream sends items without a work type name or queue time: decoding
+            # every page twice would cost more than the lean decoder saves.
+            self._lean = False
+        return page

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from operator import attrgetter
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
@@ -48,6 +48,9 @@ class Page:
     emails: list[Email]
     total_items: int | None = None
     invalid: Counter[str] = field(default_factory=Counter)
+    # The lean decoder (`decode_page(lean=True)`) refused it: an item had no workTypeName or no
+    # zoned queuedTime, so later pages are worth decoding in full from the start.
+    incomplete: bool = False
 
 
 _LOOSE_ITEM = msgspec.defstruct(
@@ -55,6 +58,8 @@ _LOOSE_ITEM = msgspec.defstruct(
 )
 # Timestamps with a zone, as the API sends them ("2019-04-15T18:41:40.874Z").
 _Zoned = Annotated[datetime, msgspec.Meta(tz=True)]
+# A work type name that is a label by itself (an empty one falls back to the id).
+_Named = Annotated[str, msgspec.Meta(min_length=1)]
 
 
 class WireEmail(Email, frozen=True, rename="camel", gc=False):
@@ -67,6 +72,36 @@ class WireEmail(Email, frozen=True, rename="camel", gc=False):
     received_time: _Zoned | None = None  # type: ignore[assignment]
     start_time: _Zoned | None = None  # type: ignore[assignment]
     active_time: _Zoned | None = None  # type: ignore[assignment]
+
+
+# What the lean decoder leaves out: keys no item carries, so msgspec skips the real ones.
+_NOT_DECODED = "(not decoded: {})"
+# The fields a complete item must have for the lean decoder; a page with an item lacking one
+# is decoded in full instead (see `Page.incomplete`).
+_LEAN_REQUIRED = ("workTypeName", "queuedTime")
+
+
+def _lean_item(agents: bool) -> type[WireEmail]:
+    """`WireEmail` for complete items (a decimal id, a work type name and a zoned queuedTime,
+    as Alvaria sends them): what the aggregation never reads of such an item is not decoded
+    (the work type id and the fallback timestamps; the agent fields unless `agents`), which
+    saves a fifth of the decoding."""
+    skipped = ["work_type_id", "received_time", "start_time"]
+    if not agents:
+        skipped += ["work_handler_id", "work_handler_name"]
+    camel = {name: name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
+             for name in skipped}  # fmt: skip
+    fields: list[tuple[str, Any, Any]] = [
+        ("id", int, msgspec.NODEFAULT),
+        ("work_type_name", _Named, msgspec.NODEFAULT),
+        ("queued_time", _Zoned, msgspec.NODEFAULT),
+        *((name, None, msgspec.field(default=None, name=_NOT_DECODED.format(camel[name])))
+          for name in skipped),
+    ]  # fmt: skip
+    item = msgspec.defstruct(
+        "LeanWireEmail", fields, bases=(WireEmail,), kw_only=True, frozen=True, gc=False
+    )
+    return cast("type[WireEmail]", item)
 
 
 _WIRE = msgspec.json.Decoder(WireEmail, strict=False)
@@ -82,18 +117,27 @@ def _slots(item: Any, count: int) -> Any:
     return msgspec.defstruct("Items", fields, array_like=True, forbid_unknown_fields=True, gc=False)
 
 
-@lru_cache(maxsize=8)
-def _decoders(max_items: int) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
-    """The typed page decoder, and the raw one for pages it refused, for `max_items` per page."""
-    typed = msgspec.defstruct(
+def _page_type(item: type[WireEmail], max_items: int) -> Any:
+    return msgspec.defstruct(
         "EmailList",
         [
             ("kind", str | None, None),
             ("total_items", int | None, None),
-            ("items", _slots(WireEmail, max_items) | None, None),
+            ("items", _slots(item, max_items) | None, None),
         ],
         rename="camel",
     )
+
+
+@lru_cache(maxsize=16)
+def _lean_decoder(max_items: int, agents: bool) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(_page_type(_lean_item(agents), max_items), strict=False)
+
+
+@lru_cache(maxsize=8)
+def _decoders(max_items: int) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
+    """The typed page decoder, and the raw one for pages it refused, for `max_items` per page."""
+    typed = _page_type(WireEmail, max_items)
     # Every field raw, items one by one: a wrong-typed item costs only itself.
     loose = msgspec.defstruct(
         "LooseEmailList",
@@ -126,9 +170,33 @@ def _too_many(exc: msgspec.ValidationError, max_items: int) -> InconsistentError
 
 
 def decode_page(
-    body: bytes | bytearray | memoryview, start: int = 0, max_items: int = MAX_PAGE_ITEMS
+    body: bytes | bytearray | memoryview,
+    start: int = 0,
+    max_items: int = MAX_PAGE_ITEMS,
+    *,
+    lean: bool = False,
+    agents: bool = True,
 ) -> Page:
-    """Decode an `EmailList` body; items of the wrong shape are counted, not fatal."""
+    """Decode an `EmailList` body; items of the wrong shape are counted, not fatal.
+
+    `lean=True` tries the lean decoder first (`_lean_item`; `agents=False` also leaves the
+    agent fields out); a page it refuses is decoded in full, and says so when an item was
+    incomplete (`Page.incomplete`). Either way the page holds the same usable emails.
+    """
+    if lean:
+        try:
+            decoded = _lean_decoder(max_items, agents).decode(body)
+        except msgspec.ValidationError as exc:
+            if (error := _too_many(exc, max_items)) is not None:
+                raise error from None
+            page = decode_page(body, start, max_items)
+            page.incomplete = any(name in str(exc) for name in _LEAN_REQUIRED)
+            return page
+        except _MALFORMED as exc:
+            raise _malformed(exc) from None
+        if decoded.items is not None or decoded.total_items is not None:
+            return _typed_page(decoded, start, lean=True)
+        return decode_page(body, start, max_items)  # not a list, or an empty one: in full
     typed, _ = _decoders(max_items)
     try:
         decoded = typed.decode(body)
@@ -138,15 +206,20 @@ def decode_page(
         return _decode_leniently(body, start, max_items)
     except _MALFORMED as exc:
         raise _malformed(exc) from None
-    total = decoded.total_items
-    if decoded.items is None and total is None and decoded.kind != LIST_KIND:
+    if decoded.items is None and decoded.total_items is None and decoded.kind != LIST_KIND:
         return _decode_leniently(body, start, max_items)  # tells a missing key from a null one
+    return _typed_page(decoded, start, lean=False)
+
+
+def _typed_page(decoded: Any, start: int, *, lean: bool) -> Page:
+    """The page of a body the typed (or lean) decoder accepted."""
+    total = decoded.total_items
     _check_total(total)
     emails = _filled(decoded.items) if decoded.items is not None else []
     page = Page(start, len(emails), emails, total)
-    # Well-typed items can still lack an id (the fast path's ids are ints or None); drop them
-    # here as the slow path does. `None in map(...)` runs in C: this is per email.
-    if None in map(_ID, emails):
+    # Well-typed items can still lack an id (the typed decoder's ids are ints or None; the lean
+    # one's always ints); drop them here as the slow path does. `None in map(...)` runs in C.
+    if not lean and None in map(_ID, emails):
         page.emails = [email for email in emails if email.id is not None]
         page.invalid["missing_id"] = len(emails) - len(page.emails)
     return page

@@ -62,4 +62,5 @@ def client_options(cfg: Settings, target: TargetSettings) -> ClientOptions:
         email_type=target.email_type,
         work_type_ids=target.work_type_ids,
         states=target.states,
+        agent_fields=cfg.agent_metrics,
     )

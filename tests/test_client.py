@@ -14,6 +14,7 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
+from exporter import client as client_module
 from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
 from exporter.client import ClientOptions, EmailQueueClient, Page, decode_page
 from exporter.decode import WireEmail
@@ -554,3 +555,31 @@ def test_unknown_fields_are_ignored() -> None:
 
 def test_boolean_total_items_is_ignored() -> None:
     assert decode_page(body(totalItems=True, items=[{"id": "1", "state": 3}])).total_items is None
+
+
+async def test_the_client_decodes_in_full_once_an_item_is_incomplete(
+    session: aiohttp.ClientSession,
+    mocked: aioresponses,
+    sleep: FakeSleep,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = serve(mocked, FakeApi(20, cap=5))
+    api.items[7]["workTypeName"] = None  # an item Alvaria sent without its work type name
+    asked: list[bool] = []
+    real = client_module.decode_page
+
+    def recording(*args: Any, lean: bool = False, **kwargs: Any) -> Page:
+        asked.append(lean)
+        return real(*args, lean=lean, **kwargs)
+
+    monkeypatch.setattr(client_module, "decode_page", recording)
+    client = make_client(session, sleep, page_size=5, max_concurrency=1)
+    pages = await collect(client)
+    assert sorted(ids(pages), key=int) == [str(i) for i in range(20)]
+    by_id = {email.id: email for page in pages for email in page.emails}
+    assert by_id[7].work_type_id == "111" and by_id[6].work_type_name == "Service01"
+    # Lean until the page holding item 7 (the second); in full from then on, next poll too.
+    assert asked == [True, True, False, False]
+    asked.clear()
+    await collect(client)
+    assert asked == [False] * 4

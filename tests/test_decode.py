@@ -9,16 +9,17 @@ import pytest
 
 from exporter.decode import decode_page
 from exporter.errors import DecodeError, InconsistentError
+from exporter.models import Email
 
 MiB = 1024 * 1024
 
 
-def peak_while(body: bytes, max_items: int) -> tuple[BaseException | None, int]:
+def peak_while(body: bytes, max_items: int, lean: bool = False) -> tuple[BaseException | None, int]:
     """The error decoding raised (if any) and the peak memory it allocated."""
     tracemalloc.start()
     error: BaseException | None = None
     try:
-        decode_page(body, 0, max_items)
+        decode_page(body, 0, max_items, lean=lean)
     except (DecodeError, InconsistentError) as exc:
         error = exc
     finally:
@@ -27,6 +28,7 @@ def peak_while(body: bytes, max_items: int) -> tuple[BaseException | None, int]:
     return error, peak
 
 
+@pytest.mark.parametrize("lean", [False, True])
 @pytest.mark.parametrize(
     "items",
     [
@@ -36,9 +38,9 @@ def peak_while(body: bytes, max_items: int) -> tuple[BaseException | None, int]:
         b",".join([b"null"] * 1_000_000),
     ],
 )
-def test_more_items_than_asked_fail_without_materialising_them(items: bytes) -> None:
+def test_more_items_than_asked_fail_without_materialising_them(items: bytes, lean: bool) -> None:
     body = b'{"totalItems": 3, "items": [' + items + b"]}"
-    error, peak = peak_while(body, 500)
+    error, peak = peak_while(body, 500, lean)
     assert isinstance(error, InconsistentError)
     assert "more items than the 500 asked for" in str(error)
     # A list of that many items would take 50-200 MB; 500 items take well under one.
@@ -101,3 +103,82 @@ def test_the_fast_path_aggregates_exactly_like_text() -> None:
         k: list(v.timestamps) for k, v in slow.waiting.items()
     }
     assert dict(fast.memberships) == dict(slow.memberships)
+
+
+def complete(n: int, **extra: object) -> dict[str, object]:
+    """An item as Alvaria sends it, with every field the aggregation may read."""
+    return {
+        "id": str(1000 + n),
+        "state": "Queued" if n % 2 else "Active",
+        "emailType": "InboundEmail",
+        "workTypeId": str(100 + n % 3),
+        "workTypeName": f"Work type {n % 3}",
+        "workHandlerId": "a1",
+        "workHandlerName": "doe, jane",
+        "receivedTime": "2027-01-15T06:00:00Z",
+        "startTime": "2027-01-15T06:00:01Z",
+        "queuedTime": f"2027-01-15T07:{n:02d}:00.250Z",
+        "activeTime": "2027-01-15T08:00:00Z",
+        **extra,
+    }
+
+
+def aggregated(page_emails: list[Email]) -> tuple[object, ...]:
+    from exporter.aggregate import AggregationOptions, aggregate
+
+    snap = aggregate(page_emails, now=1_800_000_000.0, options=AggregationOptions())
+    waiting = {k: list(v.timestamps) for k, v in snap.waiting.items()}
+    return snap.counts, snap.oldest, waiting, snap.memberships, snap.undated
+
+
+def test_the_lean_decoder_aggregates_exactly_like_the_full_one() -> None:
+    body = json.dumps({"totalItems": 20, "items": [complete(n) for n in range(20)]}).encode()
+    lean = decode_page(body, 0, 20, lean=True, agents=False)
+    full = decode_page(body, 0, 20)
+    assert not lean.incomplete and lean.returned == full.returned == 20
+    assert aggregated(lean.emails) == aggregated(full.emails)
+    # What the aggregation never reads of a complete item is not decoded.
+    email = lean.emails[0]
+    assert (email.work_type_id, email.received_time, email.start_time) == (None, None, None)
+    assert (email.work_handler_id, email.work_handler_name) == (None, None)
+    assert email.active_time is not None
+    with_agents = decode_page(body, 0, 20, lean=True, agents=True).emails[0]
+    assert (with_agents.work_handler_id, with_agents.work_handler_name) == ("a1", "doe, jane")
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"workTypeName": None},  # the label falls back to the work type id
+        {"workTypeName": ""},
+        {"queuedTime": None},  # the age falls back to receivedTime
+        {"queuedTime": "2027-01-15T07:00:00"},  # no zone: the lenient path reads it as UTC
+    ],
+)
+def test_a_page_with_an_incomplete_item_is_decoded_in_full(odd: dict[str, object]) -> None:
+    items = [complete(n) for n in range(5)] + [complete(5, **odd)]
+    body = json.dumps({"items": items}).encode()
+    lean = decode_page(body, 0, 10, lean=True)
+    full = decode_page(body, 0, 10)
+    assert lean.incomplete and not full.incomplete
+    assert aggregated(lean.emails) == aggregated(full.emails)
+    assert [e.id for e in lean.emails] == [e.id for e in full.emails]
+
+
+def test_other_refusals_of_the_lean_decoder_keep_it() -> None:
+    body = json.dumps({"items": [complete(0), complete(1, id="007"), complete(2, state=3)]})
+    page = decode_page(body.encode(), 0, 10, lean=True)
+    assert not page.incomplete  # nothing the lean decoder needs was missing
+    assert [e.id for e in page.emails] == [1000, "007", "1002"]  # as the full decoder reads them
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"kind": "via#emailList"}', b'{"items": null}'])
+def test_the_lean_decoder_tells_an_empty_list_from_an_error_body(body: bytes) -> None:
+    def outcome(lean: bool) -> object:
+        try:
+            page = decode_page(body, 0, 10, lean=lean)
+        except DecodeError as exc:
+            return str(exc)
+        return page.emails, page.total_items
+
+    assert outcome(True) == outcome(False)

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -204,3 +205,35 @@ async def test_flow_label_sets_of_groups_gone_longer_than_series_ttl_are_dropped
     assert ("InboundEmail", "Campaign") not in p.state.arrivals
     assert not any(key[2] == "Campaign" for key in p.state.departures)
     assert p.state.arrivals == {("InboundEmail", "Billing"): 0}
+
+
+@pytest.mark.parametrize("agent_metrics", [True, False])
+async def test_the_agent_gauge_is_fed_through_the_daemons_wiring(agent_metrics: bool) -> None:
+    # The client leaves the agent fields undecoded unless the per-agent gauge is exported.
+    api = FakeApi(page_cap=2)
+    api.items = [
+        {"id": str(i), "state": "Active", "emailType": "InboundEmail", "workTypeName": "Sales",
+         "queuedTime": "2027-01-15T07:00:00Z", "workHandlerName": f"agent {i % 2}"}
+        for i in range(5)
+    ]  # fmt: skip
+    async with serve_fake(api), aiohttp.ClientSession() as session:
+        cfg = Settings(
+            agent_metrics=agent_metrics,
+            targets=(
+                TargetSettings(
+                    org_id=api.org,
+                    api_key=SecretStr(api.api_key),
+                    client_id=api.client_id,
+                    client_secret=SecretStr(api.client_secret),
+                    api_url=api.base_url,
+                    token_url=api.base_url + TOKEN,
+                ),
+            ),
+        )
+        store = Store([api.org])
+        p = build_poller(cfg.targets[0], cfg, session, store.orgs[api.org], True)
+        assert await p.poll_once()
+    snapshot = store.orgs[api.org].snapshot
+    assert snapshot is not None
+    expected = {("agent 0", "Active"): 3, ("agent 1", "Active"): 2} if agent_metrics else {}
+    assert dict(snapshot.agents) == expected
