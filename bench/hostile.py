@@ -100,6 +100,20 @@ def _long_names() -> bytes:
     return json.dumps({"totalItems": 200, "items": items}).encode()
 
 
+def _bulky_items() -> bytes:
+    # 30 MB in a page of exactly the 1000 items asked for: each carries a field the exporter
+    # never reads, an array of 10,000 numbers (skipped, not decoded).
+    filler = "[" + ",".join(["1.5"] * 7_500) + "]"
+    items = ",".join(json.dumps(item)[:-1] + ', "x": ' + filler + "}" for item in _items(0, 1000))
+    return ('{"totalItems": 1000, "items": [' + items + "]}").encode()
+
+
+def _huge_labels() -> bytes:
+    # 30 MB in the 1000 items asked for, all of it in a field that is decoded: the work type.
+    items = [{**item, "workTypeName": "W" * 30_000} for item in _items(0, 1000)]
+    return json.dumps({"totalItems": 1000, "items": items}).encode()
+
+
 CASES: dict[str, Callable[[], Handler]] = {
     "endless bodies on pages 2-5": lambda: oversized_later_pages,
     "30 MB page of {} items": lambda: _static(_empty_objects()),
@@ -110,6 +124,10 @@ CASES: dict[str, Callable[[], Handler]] = {
         b'{"totalItems": 1, "items": [{"id": "1", "state": "Q\xff\xfe"}]}'
     ),
     "200 emails with 10 KB work-type names": lambda: _static(_long_names()),
+    "30 MB page of the 1000 items asked, with bulky unread fields": lambda: _static(_bulky_items()),
+    "30 MB page of the 1000 items asked, with 30 KB work-type names": lambda: _static(
+        _huge_labels()
+    ),
 }
 
 

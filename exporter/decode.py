@@ -21,6 +21,7 @@ import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from exporter.errors import DecodeError, InconsistentError
+from exporter.http import Body
 from exporter.models import Email
 
 LIST_KIND = "via#emailList"
@@ -51,6 +52,7 @@ class Page:
     # The lean decoder (`decode_page(lean=True)`) refused it: an item had no workTypeName or no
     # zoned queuedTime, so later pages are worth decoding in full from the start.
     incomplete: bool = False
+    size: int = 0  # bytes of the body it was decoded from
 
 
 _LOOSE_ITEM = msgspec.defstruct(
@@ -170,7 +172,7 @@ def _too_many(exc: msgspec.ValidationError, max_items: int) -> InconsistentError
 
 
 def decode_page(
-    body: bytes | bytearray | memoryview,
+    body: Body,
     start: int = 0,
     max_items: int = MAX_PAGE_ITEMS,
     *,
@@ -183,20 +185,28 @@ def decode_page(
     agent fields out); a page it refuses is decoded in full, and says so when an item was
     incomplete (`Page.incomplete`). Either way the page holds the same usable emails.
     """
-    if lean:
-        try:
-            decoded = _lean_decoder(max_items, agents).decode(body)
-        except msgspec.ValidationError as exc:
-            if (error := _too_many(exc, max_items)) is not None:
-                raise error from None
-            page = decode_page(body, start, max_items)
-            page.incomplete = any(name in str(exc) for name in _LEAN_REQUIRED)
-            return page
-        except _MALFORMED as exc:
-            raise _malformed(exc) from None
-        if decoded.items is not None or decoded.total_items is not None:
-            return _typed_page(decoded, start, lean=True)
-        return decode_page(body, start, max_items)  # not a list, or an empty one: in full
+    page = _lean(body, start, max_items, agents) if lean else _full(body, start, max_items)
+    page.size = len(body)
+    return page
+
+
+def _lean(body: Body, start: int, max_items: int, agents: bool) -> Page:
+    try:
+        decoded = _lean_decoder(max_items, agents).decode(body)
+    except msgspec.ValidationError as exc:
+        if (error := _too_many(exc, max_items)) is not None:
+            raise error from None
+        page = _full(body, start, max_items)
+        page.incomplete = any(name in str(exc) for name in _LEAN_REQUIRED)
+        return page
+    except _MALFORMED as exc:
+        raise _malformed(exc) from None
+    if decoded.items is not None or decoded.total_items is not None:
+        return _typed_page(decoded, start, lean=True)
+    return _full(body, start, max_items)  # not a list, or an empty one: decoded in full
+
+
+def _full(body: Body, start: int, max_items: int) -> Page:
     typed, _ = _decoders(max_items)
     try:
         decoded = typed.decode(body)
@@ -242,7 +252,7 @@ def _check_total(total: int | None) -> None:
         )
 
 
-def _decode_leniently(body: bytes | bytearray | memoryview, start: int, max_items: int) -> Page:
+def _decode_leniently(body: Body, start: int, max_items: int) -> Page:
     """Slow path for a body that is JSON but not quite an `EmailList`; still never unbounded."""
     try:
         envelope = _decoders(max_items)[1].decode(body)

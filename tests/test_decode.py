@@ -51,6 +51,7 @@ def test_exactly_the_items_asked_for_decode() -> None:
     body = json.dumps({"totalItems": 3, "items": [{"id": str(n)} for n in range(3)]}).encode()
     page = decode_page(body, 0, 3)
     assert [e.id for e in page.emails] == [0, 1, 2] and page.returned == 3
+    assert page.size == len(body)
     with pytest.raises(InconsistentError):
         decode_page(body, 0, 2)
 

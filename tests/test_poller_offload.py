@@ -16,7 +16,7 @@ import exporter.poller as poller_module
 from exporter.aggregate import AggregationOptions, SnapshotBuilder
 from exporter.client import Page
 from exporter.models import Email, Flow, Snapshot
-from exporter.poller import INLINE_PAGE_ITEMS, Poller, PollTiming
+from exporter.poller import INLINE_PAGE_BYTES, INLINE_PAGE_ITEMS, Poller, PollTiming
 from exporter.store import Counted, OrgState
 from tests.fakes import Clock, NoAuth
 
@@ -116,6 +116,23 @@ async def test_a_large_page_is_aggregated_off_the_loop_and_a_small_one_on_it(
     p._client = ListSource([e(str(i)) for i in range(INLINE_PAGE_ITEMS)])
     assert await run_with_loop(p)
     assert on_loop == [True]  # the common page size stays inline: no thread hop per page
+
+
+async def test_a_page_from_a_large_body_is_aggregated_off_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A few emails, but from a body of many megabytes: their labels may be huge.
+    monkeypatch.setattr(poller_module, "SnapshotBuilder", BlockingAdd)
+
+    class LargeBody(ListSource):
+        async def pages(self) -> AsyncGenerator[Page, None]:
+            page = Page(0, len(self.emails), list(self.emails), len(self.emails))
+            page.size = INLINE_PAGE_BYTES + 1
+            yield page
+
+    p = make_poller(OrgState("acme"), LargeBody([e("1"), e("2")]), Clock(1_800_000_000.0))
+    assert await run_with_loop(p)
+    assert p.state.snapshot is not None and p.state.snapshot.unique_items == 2
 
 
 async def test_a_crash_in_the_worker_thread_is_reported_as_internal_and_polling_goes_on(
