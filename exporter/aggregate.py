@@ -128,8 +128,9 @@ class SnapshotBuilder:
         self._duplicates = 0
         self._undated = 0
         self._pickups = PickupDetector(
-            previous.seen_waiting if previous else frozenset(),
+            previous.watched if previous else frozenset(),
             previous.picked if previous else frozenset(),
+            waiting_states=options.waiting_states,
             first_poll=previous is None,
             parse=parse_timestamp,
         )
@@ -143,8 +144,8 @@ class SnapshotBuilder:
         resolved_get, resolve = groups.resolved.get, groups.resolve
         agent_metrics = self._options.agent_metrics
         pickups = self._pickups
-        previous_picked, previous_waiting = pickups.previous_picked, pickups.previous_waiting
-        picked_add, waiting_add = pickups.picked.add, pickups.seen_waiting.add
+        previous_picked, picked_add = pickups.previous_picked, pickups.picked.add
+        previous_watched, waiting_states = pickups.previous_watched, self._options.waiting_states
         for email in emails:
             email_id: EmailId | None = email.id
             # Ids are int32 strings: as ints they hash and compare faster and take less memory,
@@ -174,13 +175,13 @@ class SnapshotBuilder:
                 self._carried[old] += 1
                 if old[0] != key[0]:
                     self._transitions[(old[0], key[0])] += 1
-            # Pickup detection (servicelevel.PickupDetector; its `waiting` inlined here).
-            if group.stamps is not None:
-                (picked_add if email_id in previous_picked else waiting_add)(email_id)
-            elif email_id in previous_picked:
+            # Pickup detection (servicelevel.PickupDetector; `waiting` and `was_waiting` inlined).
+            if email_id in previous_picked:
                 picked_add(email_id)
-            elif old is None or email_id in previous_waiting:
-                pickups.not_waiting(email_id, email, old is None)
+            elif group.stamps is None and (
+                old is None or old[0] in waiting_states or email_id in previous_watched
+            ):
+                pickups.not_waiting(email_id, email, old)
             if agent_metrics:
                 agent = label_value(email.work_handler_name, email.work_handler_id)
                 if agent != UNKNOWN:
@@ -302,7 +303,7 @@ class SnapshotBuilder:
                     now, level, options.wait_buckets, lambda i: memberships[i][1:]
                 )
             ),
-            seen_waiting=self._pickups.seen_waiting,
+            watched=self._pickups.watched,
             picked=self._pickups.picked,
             wait_bounds=tuple(options.wait_buckets),
             fold_memory=fold_memory,

@@ -12,7 +12,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from exporter.auth import TokenProvider
-from exporter.decode import Page, decode_page
+from exporter.decode import Page, Shape, decode_page
 from exporter.errors import AuthError, ClientHTTPError, InconsistentError
 from exporter.http import HttpTransport
 
@@ -54,8 +54,8 @@ class EmailQueueClient:
         self._auth = auth
         self._transport = transport
         self._options = options
-        # Decode pages with the lean decoder until one turns out to have incomplete items.
-        self._lean = True
+        # How much of each item to decode: the leanest until a page needs more (see Shape).
+        self._shape = Shape.DOCUMENTED
 
     async def pages(self) -> AsyncGenerator[Page, None]:
         """Every page of the list; after the first, the rest concurrently, in completion order."""
@@ -174,10 +174,9 @@ class EmailQueueClient:
             raise ClientHTTPError(f"emails endpoint answered {status}", status=status)
         opts = self._options
         page = decode_page(
-            response.body, start, opts.page_size, lean=self._lean, agents=opts.agent_fields
+            response.body, start, opts.page_size, shape=self._shape, agents=opts.agent_fields
         )
-        if page.incomplete:
-            # This upstream sends items without a work type name or queue time: decoding
-            # every page twice would cost more than the lean decoder saves.
-            self._lean = False
+        # An upstream that sent an item of a fuller shape will send more: ask for that from
+        # now on rather than decoding pages twice.
+        self._shape = max(self._shape, page.shape)
         return page

@@ -176,8 +176,9 @@ class Snapshot:
     # Service levels per (email_type, work_type), and the pickups since the previous snapshot.
     service: Mapping[PairKey, ServiceLevelGroup] = field(default_factory=dict)
     pickups: tuple[Pickup, ...] = ()
-    # Pickup memory, ids of this snapshot only: seen waiting and not yet counted; counted.
-    seen_waiting: AbstractSet[EmailId] = frozenset()
+    # Pickup memory, ids of this snapshot only: turned Invalid while waiting (still watched);
+    # counted. (Whether an email was waiting is its group's state in `memberships`.)
+    watched: AbstractSet[EmailId] = frozenset()
     picked: AbstractSet[EmailId] = frozenset()
     # The wait-histogram bounds the pickups' `bucket` indexes refer to.
     wait_bounds: tuple[float, ...] = ()

@@ -33,7 +33,7 @@ from exporter.businesshours import (
     BusinessCalendar,
     Clock,
 )
-from exporter.models import Email, EmailId, PairKey, Pickup
+from exporter.models import Email, EmailId, GroupKey, PairKey, Pickup
 
 # (email_type, work_type) -> level, remembered; groups are bounded by the label caps, this
 # bound only guards against a policy object kept across very many polls.
@@ -112,28 +112,32 @@ class _Candidate:
 
 
 class PickupDetector:
-    """Pickups of one poll, from the ids remembered by the previous one.
+    """Pickups of one poll, from what the previous one remembered.
 
-    `seen_waiting` and `picked` of the previous snapshot are the memory; the new memory holds
-    only ids present in this poll, so it is pruned as emails leave the list.
+    Whether an email was waiting at the previous poll is its previous group's state; besides
+    that the memory is `picked` (counted already) and `watched` (turned Invalid while waiting,
+    so still watched), both of the previous snapshot. The new memory holds only ids present in
+    this poll, so it is pruned as emails leave the list.
     """
 
-    __slots__ = ("_candidates", "_parse", "first_poll", "picked", "previous_picked",
-                 "previous_waiting", "seen_waiting")  # fmt: skip
+    __slots__ = ("_candidates", "_parse", "_waiting_states", "first_poll", "picked",
+                 "previous_picked", "previous_watched", "watched")  # fmt: skip
 
     def __init__(
         self,
-        previous_waiting: Set[EmailId],
+        previous_watched: Set[EmailId],
         previous_picked: Set[EmailId],
         *,
+        waiting_states: Set[str],
         first_poll: bool,
         parse: Parse,
     ) -> None:
-        self.previous_waiting = previous_waiting
+        self.previous_watched = previous_watched
         self.previous_picked = previous_picked
         self.first_poll = first_poll
+        self._waiting_states = waiting_states
         self._parse = parse
-        self.seen_waiting: set[EmailId] = set()
+        self.watched: set[EmailId] = set()
         self.picked: set[EmailId] = set()
         self._candidates: list[_Candidate] = []
 
@@ -142,23 +146,28 @@ class PickupDetector:
             return value.timestamp()
         return self._parse(value)
 
+    def was_waiting(self, email_id: EmailId, old: GroupKey | None) -> bool:
+        """Whether the previous poll saw the email waiting (or watched it)."""
+        if old is not None and old[0] in self._waiting_states:
+            return True
+        return email_id in self.previous_watched
+
     def waiting(self, email_id: EmailId) -> None:
         """An email in a waiting state (the builder inlines this for speed)."""
         if email_id in self.previous_picked:
             self.picked.add(email_id)
-        else:
-            self.seen_waiting.add(email_id)
 
-    def not_waiting(self, email_id: EmailId, email: Email, new: bool) -> None:
-        """An email outside the waiting states; `new` when the previous poll did not have it."""
+    def not_waiting(self, email_id: EmailId, email: Email, old: GroupKey | None) -> None:
+        """An email outside the waiting states; `old` is its previous group (None: new)."""
         if email_id in self.previous_picked:
             self.picked.add(email_id)
             return
-        was_waiting = email_id in self.previous_waiting
+        was_waiting = self.was_waiting(email_id, old)
         if email.state == INVALID_STATE:
             if was_waiting:
-                self.seen_waiting.add(email_id)  # not a pickup, but keep watching it
+                self.watched.add(email_id)  # not a pickup, but keep watching it
             return
+        new = old is None
         if was_waiting or (new and not self.first_poll and self._active_after_queued(email)):
             self.picked.add(email_id)
             self._candidates.append(_Candidate(email_id, email))

@@ -17,7 +17,7 @@ from yarl import URL
 from exporter import client as client_module
 from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
 from exporter.client import ClientOptions, EmailQueueClient, Page, decode_page
-from exporter.decode import WireEmail
+from exporter.decode import Shape, WireEmail
 from exporter.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
 from exporter.http import HttpTransport
 from exporter.models import Email
@@ -557,29 +557,30 @@ def test_boolean_total_items_is_ignored() -> None:
     assert decode_page(body(totalItems=True, items=[{"id": "1", "state": 3}])).total_items is None
 
 
-async def test_the_client_decodes_in_full_once_an_item_is_incomplete(
+async def test_the_client_asks_for_a_fuller_shape_once_an_item_needs_it(
     session: aiohttp.ClientSession,
     mocked: aioresponses,
     sleep: FakeSleep,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api = serve(mocked, FakeApi(20, cap=5))
-    api.items[7]["workTypeName"] = None  # an item Alvaria sent without its work type name
-    asked: list[bool] = []
+    api.items[7]["state"] = "Parked"  # an undocumented state
+    api.items[12]["workTypeName"] = None  # an item without its work type name
+    asked: list[Shape] = []
     real = client_module.decode_page
 
-    def recording(*args: Any, lean: bool = False, **kwargs: Any) -> Page:
-        asked.append(lean)
-        return real(*args, lean=lean, **kwargs)
+    def recording(*args: Any, shape: Shape = Shape.FULL, **kwargs: Any) -> Page:
+        asked.append(shape)
+        return real(*args, shape=shape, **kwargs)
 
     monkeypatch.setattr(client_module, "decode_page", recording)
     client = make_client(session, sleep, page_size=5, max_concurrency=1)
     pages = await collect(client)
     assert sorted(ids(pages), key=int) == [str(i) for i in range(20)]
     by_id = {email.id: email for page in pages for email in page.emails}
-    assert by_id[7].work_type_id == "111" and by_id[6].work_type_name == "Service01"
-    # Lean until the page holding item 7 (the second); in full from then on, next poll too.
-    assert asked == [True, True, False, False]
+    assert by_id[7].state == "Parked" and by_id[12].work_type_id == "111"
+    # Each page asks for the shape the pages before it needed; the next poll starts there.
+    assert asked == [Shape.DOCUMENTED, Shape.DOCUMENTED, Shape.LEAN, Shape.FULL]
     asked.clear()
     await collect(client)
-    assert asked == [False] * 4
+    assert asked == [Shape.FULL] * 4

@@ -7,19 +7,21 @@ import tracemalloc
 
 import pytest
 
-from exporter.decode import decode_page
+from exporter.decode import Shape, decode_page
 from exporter.errors import DecodeError, InconsistentError
 from exporter.models import Email
 
 MiB = 1024 * 1024
 
 
-def peak_while(body: bytes, max_items: int, lean: bool = False) -> tuple[BaseException | None, int]:
+def peak_while(
+    body: bytes, max_items: int, shape: Shape = Shape.FULL
+) -> tuple[BaseException | None, int]:
     """The error decoding raised (if any) and the peak memory it allocated."""
     tracemalloc.start()
     error: BaseException | None = None
     try:
-        decode_page(body, 0, max_items, lean=lean)
+        decode_page(body, 0, max_items, shape=shape)
     except (DecodeError, InconsistentError) as exc:
         error = exc
     finally:
@@ -28,7 +30,7 @@ def peak_while(body: bytes, max_items: int, lean: bool = False) -> tuple[BaseExc
     return error, peak
 
 
-@pytest.mark.parametrize("lean", [False, True])
+@pytest.mark.parametrize("shape", list(Shape))
 @pytest.mark.parametrize(
     "items",
     [
@@ -38,9 +40,9 @@ def peak_while(body: bytes, max_items: int, lean: bool = False) -> tuple[BaseExc
         b",".join([b"null"] * 1_000_000),
     ],
 )
-def test_more_items_than_asked_fail_without_materialising_them(items: bytes, lean: bool) -> None:
+def test_more_items_than_asked_fail_without_materialising_them(items: bytes, shape: Shape) -> None:
     body = b'{"totalItems": 3, "items": [' + items + b"]}"
-    error, peak = peak_while(body, 500, lean)
+    error, peak = peak_while(body, 500, shape)
     assert isinstance(error, InconsistentError)
     assert "more items than the 500 asked for" in str(error)
     # A list of that many items would take 50-200 MB; 500 items take well under one.
@@ -132,54 +134,62 @@ def aggregated(page_emails: list[Email]) -> tuple[object, ...]:
     return snap.counts, snap.oldest, waiting, snap.memberships, snap.undated
 
 
-def test_the_lean_decoder_aggregates_exactly_like_the_full_one() -> None:
+@pytest.mark.parametrize("shape", [Shape.DOCUMENTED, Shape.LEAN])
+def test_the_lean_shapes_aggregate_exactly_like_the_full_one(shape: Shape) -> None:
     body = json.dumps({"totalItems": 20, "items": [complete(n) for n in range(20)]}).encode()
-    lean = decode_page(body, 0, 20, lean=True, agents=False)
+    lean = decode_page(body, 0, 20, shape=shape, agents=False)
     full = decode_page(body, 0, 20)
-    assert not lean.incomplete and lean.returned == full.returned == 20
+    assert lean.shape == shape and lean.returned == full.returned == 20
     assert aggregated(lean.emails) == aggregated(full.emails)
     # What the aggregation never reads of a complete item is not decoded.
     email = lean.emails[0]
     assert (email.work_type_id, email.received_time, email.start_time) == (None, None, None)
     assert (email.work_handler_id, email.work_handler_name) == (None, None)
     assert email.active_time is not None
-    with_agents = decode_page(body, 0, 20, lean=True, agents=True).emails[0]
+    with_agents = decode_page(body, 0, 20, shape=shape, agents=True).emails[0]
     assert (with_agents.work_handler_id, with_agents.work_handler_name) == ("a1", "doe, jane")
 
 
 @pytest.mark.parametrize(
-    "odd",
+    ("odd", "needs"),
     [
-        {"workTypeName": None},  # the label falls back to the work type id
-        {"workTypeName": ""},
-        {"queuedTime": None},  # the age falls back to receivedTime
-        {"queuedTime": "2027-01-15T07:00:00"},  # no zone: the lenient path reads it as UTC
+        ({"state": "Parked"}, Shape.LEAN),  # an undocumented state is passed through
+        ({"emailType": "Fax"}, Shape.LEAN),
+        ({"workTypeName": None}, Shape.FULL),  # the label falls back to the work type id
+        ({"workTypeName": ""}, Shape.FULL),
+        ({"queuedTime": None}, Shape.FULL),  # the age falls back to receivedTime
+        ({"queuedTime": "2027-01-15T07:00:00"}, Shape.FULL),  # no zone: read as UTC
+        ({"state": "Parked", "queuedTime": None}, Shape.FULL),
     ],
 )
-def test_a_page_with_an_incomplete_item_is_decoded_in_full(odd: dict[str, object]) -> None:
+@pytest.mark.parametrize("shape", [Shape.DOCUMENTED, Shape.LEAN])
+def test_a_page_with_an_item_of_a_fuller_shape_is_decoded_in_it(
+    odd: dict[str, object], needs: Shape, shape: Shape
+) -> None:
     items = [complete(n) for n in range(5)] + [complete(5, **odd)]
     body = json.dumps({"items": items}).encode()
-    lean = decode_page(body, 0, 10, lean=True)
+    page = decode_page(body, 0, 10, shape=shape)
     full = decode_page(body, 0, 10)
-    assert lean.incomplete and not full.incomplete
-    assert aggregated(lean.emails) == aggregated(full.emails)
-    assert [e.id for e in lean.emails] == [e.id for e in full.emails]
+    assert page.shape == max(needs, shape) and full.shape == Shape.FULL
+    assert aggregated(page.emails) == aggregated(full.emails)
+    assert [(e.id, e.state) for e in page.emails] == [(e.id, e.state) for e in full.emails]
 
 
-def test_other_refusals_of_the_lean_decoder_keep_it() -> None:
+@pytest.mark.parametrize("shape", [Shape.DOCUMENTED, Shape.LEAN])
+def test_other_refusals_of_a_lean_shape_keep_it(shape: Shape) -> None:
     body = json.dumps({"items": [complete(0), complete(1, id="007"), complete(2, state=3)]})
-    page = decode_page(body.encode(), 0, 10, lean=True)
-    assert not page.incomplete  # nothing the lean decoder needs was missing
+    page = decode_page(body.encode(), 0, 10, shape=shape)
+    assert page.shape == shape  # nothing about the shape: these items are odd, not fuller
     assert [e.id for e in page.emails] == [1000, "007", "1002"]  # as the full decoder reads them
 
 
 @pytest.mark.parametrize("body", [b"{}", b'{"kind": "via#emailList"}', b'{"items": null}'])
 def test_the_lean_decoder_tells_an_empty_list_from_an_error_body(body: bytes) -> None:
-    def outcome(lean: bool) -> object:
+    def outcome(shape: Shape) -> object:
         try:
-            page = decode_page(body, 0, 10, lean=lean)
+            page = decode_page(body, 0, 10, shape=shape)
         except DecodeError as exc:
             return str(exc)
         return page.emails, page.total_items
 
-    assert outcome(True) == outcome(False)
+    assert outcome(Shape.DOCUMENTED) == outcome(Shape.LEAN) == outcome(Shape.FULL)

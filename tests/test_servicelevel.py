@@ -134,7 +134,7 @@ def test_without_active_time_the_poll_that_sees_it_times_the_pickup() -> None:
 def test_the_first_poll_is_a_baseline() -> None:
     snap = polls([email("1", "Active", active_time=iso(T0 - 60)), email("2", "Queued")])
     assert snap.pickups == ()
-    assert snap.seen_waiting == {2}
+    assert snap.picked == set() and snap.memberships[2][0] == "Queued"
 
 
 def test_leaving_straight_from_waiting_is_not_a_pickup() -> None:
@@ -162,7 +162,8 @@ def test_invalid_is_not_a_pickup_but_the_email_is_still_watched() -> None:
         [email("1", "Invalid")],
         [email("1", "Active", active_time=iso(T0 + 45))],
     )
-    assert polls([email("1", "Queued")], [email("1", "Invalid")]).pickups == ()
+    invalid = polls([email("1", "Queued")], [email("1", "Invalid")])
+    assert invalid.pickups == () and invalid.watched == {1}
     (pickup,) = snap.pickups
     assert pickup.wait == 645.0
 
@@ -178,7 +179,7 @@ def test_each_email_counts_once_and_memory_is_pruned() -> None:
         snap = aggregate(emails, now=T0 + 30 * i, options=options(), previous=snap)
         snaps.append(snap)
     assert [len(s.pickups) for s in snaps] == [0, 1, 0, 0]
-    assert snaps[-1].picked == {1} and snaps[-1].seen_waiting == set()  # 2 left: forgotten
+    assert snaps[-1].picked == {1} and snaps[-1].watched == set()  # 2 left: forgotten
 
 
 def test_met_and_missed_on_the_group_clock() -> None:
