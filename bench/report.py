@@ -228,7 +228,9 @@ def render_verdicts(results: Results) -> list[tuple[str, bool]]:
     ]
     for name, live in (
         ("renders", results.render_liveness),
+        ("renders and polls", results.render_poll_liveness),
         ("renders and daemon polls", results.daemon_liveness),
+        ("daemon polls", results.daemon_poll_liveness),
     ):
         if live is not None:
             checks.append(
