@@ -44,7 +44,7 @@ class DurationHistogram:
 class WaitHistogram:
     """Pickup waits of one group: counts per bucket index (non-cumulative), sum and count."""
 
-    counts: Counter[int] = field(default_factory=Counter)
+    counts: dict[int, int] = field(default_factory=dict)
     total: float = 0.0
     count: int = 0
 
@@ -62,10 +62,10 @@ class Counted:
     """A successful poll's counters, computed off the loop (`OrgState.prepare_success`)."""
 
     snapshot: Snapshot
-    arrivals: Counter[PairKey]
-    departures: Counter[GroupKey]
-    transitions: Counter[tuple[str, str]]
-    pickups: Counter[tuple[str, str, str]]
+    arrivals: dict[PairKey, int]
+    departures: dict[GroupKey, int]
+    transitions: dict[tuple[str, str], int]
+    pickups: dict[tuple[str, str, str], int]
     pickup_waits: dict[PairKey, WaitHistogram]
     pickup_bounds: tuple[float, ...]
     # The counters these were computed from (by identity): a commit checks they are current.
@@ -97,11 +97,13 @@ class OrgState:
     invalid: Counter[str] = field(default_factory=Counter)
     overflow: Counter[str] = field(default_factory=Counter)
     token_expiry: float | None = None
-    arrivals: Counter[PairKey] = field(default_factory=Counter)
-    departures: Counter[GroupKey] = field(default_factory=Counter)
-    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Per-series counters are plain dicts, not Counters: a dict of strings and numbers is one
+    # the garbage collector stops tracking, so full collections do not walk every series.
+    arrivals: dict[PairKey, int] = field(default_factory=dict)
+    departures: dict[GroupKey, int] = field(default_factory=dict)
+    transitions: dict[tuple[str, str], int] = field(default_factory=dict)
     # (email_type, work_type, "met" or "missed") -> pickups; and their waits per group.
-    pickups: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    pickups: dict[tuple[str, str, str], int] = field(default_factory=dict)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
     pickup_bounds: tuple[float, ...] = ()  # the bounds pickup_waits are counted in
     # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
@@ -149,17 +151,24 @@ class OrgState:
             transitions.update(flow.transitions)
         # Pre-create the label sets of every live group so rate() sees the first increase, and
         # drop those of groups gone for longer than series_ttl so they do not pile up forever.
-        arrivals = Counter({pair: n for pair, n in arrivals.items() if pair in live})
-        departures = Counter({key: n for key, n in departures.items() if key[1:] in live})
+        live_arrivals = {pair: n for pair, n in arrivals.items() if pair in live}
+        live_departures = {key: n for key, n in departures.items() if key[1:] in live}
         for pair in live:
-            if pair not in arrivals:
-                arrivals[pair] = 0
+            live_arrivals.setdefault(pair, 0)
         for key in snapshot.counts:
-            if key not in departures:
-                departures[key] = 0
+            live_departures.setdefault(key, 0)
         pickups, waits, bounds = self._count_pickups(snapshot, gap=flow is None)
         base = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
-        return Counted(snapshot, arrivals, departures, transitions, pickups, waits, bounds, base)
+        return Counted(
+            snapshot,
+            live_arrivals,
+            live_departures,
+            dict(transitions),
+            pickups,
+            waits,
+            bounds,
+            base,
+        )
 
     def commit_success(self, counted: Counted, duration: float, token_expiry: float | None) -> bool:
         """Swap in what `prepare_success` computed; False (nothing changed) when another result
@@ -188,7 +197,7 @@ class OrgState:
 
     def _count_pickups(
         self, snapshot: Snapshot, *, gap: bool
-    ) -> tuple[Counter[tuple[str, str, str]], dict[PairKey, WaitHistogram], tuple[float, ...]]:
+    ) -> tuple[dict[tuple[str, str, str], int], dict[PairKey, WaitHistogram], tuple[float, ...]]:
         """Count the snapshot's pickups; after a stale gap only those timed by activeTime.
 
         The counters and histograms are replaced, never changed in place: a scrape being
@@ -196,7 +205,7 @@ class OrgState:
         renderer reuse its lines.
         """
         live = snapshot.last_seen
-        pickups = Counter({k: n for k, n in self.pickups.items() if k[:2] in live})
+        pickups = {k: n for k, n in self.pickups.items() if k[:2] in live}
         waits = {pair: h for pair, h in self.pickup_waits.items() if pair in live}
         bounds = self.pickup_bounds
         if snapshot.wait_bounds != bounds:  # age_buckets changed by a reload
@@ -205,22 +214,19 @@ class OrgState:
         for pickup in snapshot.pickups:
             if gap and not pickup.exact:
                 continue  # picked up some time in the gap: cannot be judged against a target
-            pickups[(*pickup.pair, "met" if pickup.met else "missed")] += 1
+            key = (*pickup.pair, "met" if pickup.met else "missed")
+            pickups[key] = pickups.get(key, 0) + 1
             hist = changed.get(pickup.pair)
             if hist is None:
                 old = waits.get(pickup.pair) or WaitHistogram()
-                hist = changed[pickup.pair] = WaitHistogram(
-                    Counter(old.counts), old.total, old.count
-                )
-            hist.counts[pickup.bucket] += 1
+                hist = changed[pickup.pair] = WaitHistogram(dict(old.counts), old.total, old.count)
+            hist.counts[pickup.bucket] = hist.counts.get(pickup.bucket, 0) + 1
             hist.total += pickup.wait
             hist.count += 1
         waits.update(changed)
         for email_type, work_type in live:
             for outcome in SERVICE_LEVEL_OUTCOMES:
-                key = (email_type, work_type, outcome)
-                if key not in pickups:
-                    pickups[key] = 0
+                pickups.setdefault((email_type, work_type, outcome), 0)
             waits.setdefault((email_type, work_type), WaitHistogram())
         return pickups, waits, bounds
 

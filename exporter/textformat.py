@@ -206,7 +206,7 @@ def _series(
     _histogram(block, lines, [f(*key) for f in formats], value)
 
 
-def _histogram(block: Block, lines: list[list[str]], prefixes: list[str], value: Any) -> None:
+def _histogram(block: Block, lines: list[list[str]], prefixes: Sequence[str], value: Any) -> None:
     counts, total = value
     buckets = "".join([f"{p}{go_float(c)}\n" for p, c in zip(prefixes, counts, strict=False)])
     count = f"{prefixes[-2]}{go_float(counts[-1])}\n"
@@ -258,7 +258,9 @@ def _rows_lines(block: Block, rows: Rows, escaped: _Escaped, memo: dict[Any, Any
         prefixes_of = memo.get(key) if fn is not None else None
         if prefixes_of is None:
             tail = [get(k) for k in ((key,) if scalar else key)]
-            prefixes_of = [f(*tail) for f in formats]
+            # A tuple, not a list: kept in the memo, a tuple of strings is one the garbage
+            # collector stops tracking (a list it walks at every full collection).
+            prefixes_of = tuple([f(*tail) for f in formats])
             if fn is not None:
                 memo[key] = prefixes_of
         _histogram(block, lines, prefixes_of, value)

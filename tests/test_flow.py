@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -59,6 +59,13 @@ async def test_first_poll_is_the_baseline_and_counts_nothing() -> None:
     assert p.state.arrivals == {("InboundEmail", "Billing"): 0}  # pre-created for rate()
 
 
+K = TypeVar("K")
+
+
+def nonzero(counts: Mapping[K, int]) -> dict[K, int]:
+    return {key: n for key, n in counts.items() if n}
+
+
 async def test_scripted_changes_are_counted_exactly() -> None:
     source, clock = ListSource(), Clock(1_800_000_000.0)
     p = poller(source, clock)
@@ -77,12 +84,15 @@ async def test_scripted_changes_are_counted_exactly() -> None:
     ]
     await p.poll_once()
     s = p.state
-    assert +s.arrivals == {("InboundEmail", "Billing"): 2, ("ManualOutboundEmail", "Sales"): 1}
-    assert +s.departures == {
+    assert nonzero(s.arrivals) == {
+        ("InboundEmail", "Billing"): 2,
+        ("ManualOutboundEmail", "Sales"): 1,
+    }
+    assert nonzero(s.departures) == {
         ("Queued", "InboundEmail", "Billing"): 2,
         ("Active", "InboundEmail", "Billing"): 1,
     }
-    assert +s.transitions == {("Queued", "Active"): 1, ("Active", "Wrap"): 1}
+    assert nonzero(s.transitions) == {("Queued", "Active"): 1, ("Active", "Wrap"): 1}
 
 
 async def test_failed_poll_keeps_the_baseline_but_a_stale_gap_resets_it() -> None:

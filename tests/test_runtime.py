@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from exporter import runtime
+from exporter.models import Snapshot
 
 
 @pytest.fixture
@@ -46,3 +47,30 @@ def test_frozen_objects_are_still_freed_by_reference_counting(restored: None) ->
     runtime.prepare_for_serving()
     del thing
     assert ref() is None
+
+
+def test_per_series_state_is_not_walked_by_full_collections() -> None:
+    # What grows with the series (counters, rendered prefixes) must be made of strings,
+    # numbers and tuples of them, which the collector stops tracking after one collection.
+    from exporter.aggregate import AggregationOptions, aggregate
+    from exporter.models import Email
+    from exporter.store import OrgState
+
+    def poll(ids: range, state: str, previous: Snapshot | None) -> Snapshot:
+        emails = [
+            Email(id=str(i), state=state, email_type="InboundEmail", work_type_name=f"W{i % 9}")
+            for i in ids
+        ]
+        return aggregate(
+            emails, now=1_800_000_000.0, options=AggregationOptions(), previous=previous
+        )
+
+    org = OrgState("acme")
+    first = poll(range(50), "Queued", None)
+    org.record_success(first, 1.0, None, None)
+    second = poll(range(25, 75), "Active", first)
+    org.record_success(second, 1.0, second.flow, None)
+    gc.collect()
+    for counters in (org.arrivals, org.departures, org.transitions, org.pickups):
+        assert counters and not gc.is_tracked(counters)
+    assert not gc.is_tracked(second.memberships) and not gc.is_tracked(second.counts)
