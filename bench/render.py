@@ -23,6 +23,7 @@ from prometheus_client import generate_latest
 
 from exporter.aggregate import AggregationOptions, SnapshotBuilder
 from exporter.client import Page
+from exporter.decode import Shape, decode_page
 from exporter.families import gather
 from exporter.main import build_registry
 from exporter.models import Email
@@ -138,17 +139,30 @@ class Liveness:
 
 
 class _Pages:
-    """The synthetic queue as the API would page it (1000 emails a page, the default)."""
+    """The synthetic queue as the API would page it (1000 emails a page, the default): JSON
+    bodies, decoded page by page on the loop as the daemon's client does."""
 
     def __init__(self, emails: list[Email]) -> None:
-        self.emails = emails
+        total = len(emails)
+        self.bodies = [
+            json.dumps({"totalItems": total, "items": [_item(e) for e in emails[i : i + PAGE_SIZE]]})
+            .encode()
+            for i in range(0, total, PAGE_SIZE)
+        ]  # fmt: skip
+        self.shape = Shape.DOCUMENTED
 
     async def pages(self) -> AsyncGenerator[Page, None]:
-        total = len(self.emails)
-        for start in range(0, total, PAGE_SIZE):
-            page = self.emails[start : start + PAGE_SIZE]
-            yield Page(start, len(page), page, total)
+        for n, body in enumerate(self.bodies):
+            page = decode_page(body, n * PAGE_SIZE, PAGE_SIZE, shape=self.shape, agents=False)
+            self.shape = max(self.shape, page.shape)
+            yield page
             await asyncio.sleep(0)  # as if each page had been awaited from the network
+
+
+def _item(email: Email) -> dict[str, object]:
+    fields = {"id": email.id, "state": email.state, "emailType": email.email_type}
+    fields |= {"workTypeId": email.work_type_id, "workTypeName": email.work_type_name}
+    return {**fields, "queuedTime": email.queued_time}
 
 
 async def _server(size: tuple[int, int, int], port: int, poll_interval: float) -> None:
