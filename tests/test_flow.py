@@ -126,24 +126,26 @@ async def test_failed_poll_keeps_the_baseline_but_a_stale_gap_resets_it() -> Non
     assert sum(p.state.departures.values()) == 1
 
 
+def settings_for(api: FakeApi, **settings: Any) -> Settings:
+    """Settings polling the fake API as its one organisation."""
+    target = TargetSettings(
+        org_id=api.org,
+        api_key=SecretStr(api.api_key),
+        client_id=api.client_id,
+        client_secret=SecretStr(api.client_secret),
+        api_url=api.base_url,
+        token_url=api.base_url + TOKEN,
+    )
+    return Settings(targets=(target,), **settings)
+
+
 async def test_counters_scraped_over_http_match_hand_computed_values() -> None:
     api = FakeApi(page_cap=2)
     items = lambda *specs: [  # noqa: E731 -- a tiny local builder reads best inline
         {"id": i, "state": s, "emailType": "InboundEmail", "workTypeName": w} for i, s, w in specs
     ]
     async with serve_fake(api), aiohttp.ClientSession() as session:
-        cfg = Settings(
-            targets=(
-                TargetSettings(
-                    org_id=api.org,
-                    api_key=SecretStr(api.api_key),
-                    client_id=api.client_id,
-                    client_secret=SecretStr(api.client_secret),
-                    api_url=api.base_url,
-                    token_url=api.base_url + TOKEN,
-                ),
-            )
-        )
+        cfg = settings_for(api)
         store = Store([api.org])
         p = build_poller(cfg.targets[0], cfg, session, store.orgs[api.org], True)
         registry = build_registry(store, cfg)
@@ -227,19 +229,7 @@ async def test_the_agent_gauge_is_fed_through_the_daemons_wiring(agent_metrics: 
         for i in range(5)
     ]  # fmt: skip
     async with serve_fake(api), aiohttp.ClientSession() as session:
-        cfg = Settings(
-            agent_metrics=agent_metrics,
-            targets=(
-                TargetSettings(
-                    org_id=api.org,
-                    api_key=SecretStr(api.api_key),
-                    client_id=api.client_id,
-                    client_secret=SecretStr(api.client_secret),
-                    api_url=api.base_url,
-                    token_url=api.base_url + TOKEN,
-                ),
-            ),
-        )
+        cfg = settings_for(api, agent_metrics=agent_metrics)
         store = Store([api.org])
         p = build_poller(cfg.targets[0], cfg, session, store.orgs[api.org], True)
         assert await p.poll_once()
