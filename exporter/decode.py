@@ -47,8 +47,9 @@ class Shape(IntEnum):
     """How much of an item the page decoder reads, from the least to the most.
 
     Alvaria's items fit the leanest; a client starts there, and once a page had an item that
-    did not fit (an undocumented state, an item without a work type name or queue time), it
-    asks for the fuller shape from then on: a page is decoded again at most twice, once.
+    did not fit (an undocumented state, no work type name or queue time, an odd id), it asks
+    for a fuller shape from then on. So besides the first pages that need each fuller shape,
+    nothing is decoded twice, and a poll never costs more than decoding everything in full.
     """
 
     # Lean, and state and emailType among the documented values: msgspec hands out the same
@@ -99,10 +100,9 @@ class WireEmail(Email, frozen=True, rename="camel", gc=False):
 
 # What a lean item leaves out: keys no item carries, so msgspec skips the real ones.
 _NOT_DECODED = "(not decoded: {})"
-# The shape an item needs when a leaner one refused it for this field (other refusals, an id
-# like "007" say, concern that item only: its page is decoded in full, the shape stays).
+# The shape an item needs when a leaner one refused it for this field; any other refusal (an
+# id like "007", a wrong-typed field) needs the full one.
 _NEEDS = {"state": Shape.LEAN, "emailType": Shape.LEAN}
-_NEEDS |= {"workTypeName": Shape.FULL, "queuedTime": Shape.FULL}
 # The field a ValidationError names: "... field `queuedTime` - at ..." or "... at `$.items[3].state`".
 _REFUSED = re.compile(r"field `(\w+)`|\.(\w+)`$")
 
@@ -231,12 +231,9 @@ def _decode(body: Body, start: int, max_items: int, shape: Shape, agents: bool) 
         if (error := _too_many(exc, max_items)) is not None:
             raise error from None
         refused = _REFUSED.search(str(exc))
-        needs = _NEEDS.get(next(filter(None, refused.groups()))) if refused else None
-        if needs is None or needs <= shape:  # an odd item: this page in full, the shape stays
-            page = _full(body, start, max_items)
-            page.shape = shape
-            return page
-        return _decode(body, start, max_items, needs, agents)
+        name = next(filter(None, refused.groups()), "") if refused else ""
+        fuller = max(_NEEDS.get(name, Shape.FULL), Shape(shape + 1))
+        return _decode(body, start, max_items, fuller, agents)
     except _MALFORMED as exc:
         raise _malformed(exc) from None
     if decoded.items is None and decoded.total_items is None:
