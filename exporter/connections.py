@@ -43,6 +43,9 @@ class ConnectionLimits:
     max_connections: int = 512
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0  # longer than the usual 1m scrape interval, so reused
+    # A client that takes none of a response for this long is dropped (a scrape reading slowly
+    # but steadily is not); until then a large response waits in pieces (see exposition).
+    write_timeout: float = 30.0
 
 
 @dataclass(slots=True)
@@ -53,10 +56,11 @@ class ConnectionStats:
     rejected: int = 0  # closed at once: max_connections reached
     header_timeouts: int = 0  # closed: headers not complete within header_timeout
     accept_errors: int = 0  # accept() failed for want of descriptors or memory
+    write_timeouts: int = 0  # closed: the client took none of a response within write_timeout
 
     def rejections(self) -> dict[str, int]:
         """Closed connections by the `reason` label of http_connections_rejected_total."""
-        counts = (self.rejected, self.header_timeouts, self.accept_errors)
+        counts = (self.rejected, self.header_timeouts, self.accept_errors, self.write_timeouts)
         return dict(zip(names.CONNECTION_REJECT_REASONS, counts, strict=True))
 
 
@@ -89,6 +93,7 @@ class _Guarded(asyncio.Protocol):
         self._inner: RequestHandler | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None  # armed while writing is paused
         self._in_request = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,16 +142,29 @@ class _Guarded(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self._inner is not None:
+            if self._stalled is None:
+                loop = asyncio.get_running_loop()
+                self._stalled = loop.call_later(self._guard.limits.write_timeout, self._stall)
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         if self._inner is not None:
             self._inner.resume_writing()
 
+    def _stall(self) -> None:
+        self._stalled = None
+        if self._transport is not None:
+            self._guard.stats.write_timeouts += 1
+            self._transport.abort()  # type: ignore[attr-defined]
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._stalled):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._stalled = None
         inner, self._inner, self._transport = self._inner, None, None
         if inner is None:
             return  # rejected at once

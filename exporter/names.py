@@ -55,6 +55,7 @@ CONNECTION_REJECT_REASONS: Final[tuple[str, ...]] = (
     "max_connections",
     "header_timeout",
     "accept_failed",
+    "write_timeout",
 )
 
 # Fleet: shards, reload and the per-key request budget (SPEC §8)

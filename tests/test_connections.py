@@ -1,11 +1,14 @@
 """The server's own bounds, against the real aiohttp server on loopback with raw sockets:
-header_timeout (slowloris), max_connections, keep-alive idle timeout, malformed requests."""
+header_timeout (slowloris), max_connections, keep-alive idle timeout, malformed requests,
+clients that stop reading a response."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,6 +22,7 @@ from exporter.connections import (
     Throttle,
     raise_fd_limit,
 )
+from exporter.exposition import WRITE_CHUNK, ExpositionCache
 from exporter.server import build_app, serve
 from exporter.store import Store
 
@@ -248,3 +252,84 @@ def test_the_open_files_limit_is_raised_and_checked_against_max_connections() ->
     assert raise_fd_limit(16) is None
     warning = raise_fd_limit(10**9)
     assert warning is not None and "max_connections (1000000000)" in warning
+
+
+@contextlib.asynccontextmanager
+async def serving_body(
+    monkeypatch: pytest.MonkeyPatch, body: bytes, **limits: float
+) -> AsyncIterator[Rig]:
+    """The server with `/metrics` answering `body` (whatever the exposition would render)."""
+
+    async def rendered(self: ExpositionCache, fmt: str, gzipped: bool) -> bytes:
+        return body
+
+    monkeypatch.setattr(ExpositionCache, "body", rendered)
+    async with running(**limits) as rig:
+        yield rig
+
+
+async def stalled_client(rig: Rig) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client that asks for /metrics with a tiny receive window and never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", rig.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    rig.writers.append(writer)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    return reader, writer
+
+
+async def test_a_client_that_stops_reading_holds_a_piece_of_the_body_then_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = b"x" * (16 * 1024 * 1024)
+    async with serving_body(monkeypatch, body, write_timeout=1.0) as rig:
+        reader, _ = await stalled_client(rig)
+        await rig.wait_open(1)
+        await asyncio.sleep(0.5)  # the kernel's buffers are full, the response is waiting
+        (guarded,) = rig.guard.connections.values()
+        transport = guarded._transport
+        assert transport is not None
+        # Queued in the process: at most a piece or two, not the rest of a 16 MB body.
+        assert transport.get_write_buffer_size() <= 3 * WRITE_CHUNK  # type: ignore[attr-defined]
+        assert await closed_within_reading(reader, 5)
+        assert rig.guard.stats.write_timeouts == 1
+        await rig.wait_open(0)
+
+
+async def closed_within_reading(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True when the connection ends within `seconds` (reading nothing until then)."""
+    await asyncio.sleep(seconds / 2)  # not reading: the server must give up on its own
+    try:
+        await asyncio.wait_for(reader.read(-1), seconds)
+    except ConnectionResetError:
+        return True
+    except (TimeoutError, asyncio.LimitOverrunError):
+        return False
+    return True
+
+
+async def test_a_client_reading_slowly_but_steadily_gets_the_whole_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = bytes(range(256)) * (32 * 1024)  # 8 MiB: more than the sockets' buffers hold
+    async with serving_body(monkeypatch, body, write_timeout=0.5) as rig:
+        reader, writer = await stalled_client(rig)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"Content-Length: %d" % len(body) in head
+        received = bytearray()
+        paused = False
+        for reads in itertools.count():
+            if len(received) >= len(body):
+                break
+            received += await asyncio.wait_for(reader.read(256 * 1024), 5)
+            if reads % 256 == 255:  # pauses shorter than write_timeout
+                await asyncio.sleep(0.3)
+                paused |= any(g._stalled is not None for g in rig.guard.connections.values())
+        assert bytes(received) == body
+        assert paused  # the server did wait for this client
+        assert rig.guard.stats.write_timeouts == 0
+        # The connection stays usable for the next scrape.
+        writer.write(REQUEST)
+        assert (await response(reader)).startswith(b"HTTP/1.1 200")
