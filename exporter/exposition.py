@@ -33,6 +33,12 @@ VARY = "Accept, Accept-Encoding"
 # clients that asked for a 29 MB body and never read it held 1.3 GB.) The connection guard
 # drops a connection whose client takes nothing for `write_timeout`.
 WRITE_CHUNK = 64 * 1024
+# Each response being written keeps the body it started with alive (a later render is a new
+# object), so at most this many are written at once (as client_golang's MaxRequestsInFlight;
+# more scrapes get 503 and come again), and none for longer than WRITE_DEADLINE: a client
+# reading a few bytes now and then cannot keep a body, or a place, for ever.
+MAX_IN_FLIGHT = 16
+WRITE_DEADLINE = 120.0
 # (format, how specific the media range was): exact type 2, `type/*` 1, `*/*` 0.
 _RANGES: dict[str, tuple[tuple[Format, int], ...]] = {
     "application/openmetrics-text": (("openmetrics", 2),),
@@ -62,8 +68,13 @@ class ExpositionCache:
         max_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         executor: Executor | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        write_deadline: float = WRITE_DEADLINE,
     ) -> None:
         self._registry = registry
+        self._max_in_flight = max_in_flight
+        self._write_deadline = write_deadline
+        self.in_flight = 0  # responses being written now
         self._store = store
         self._max_age = max_age
         self._clock = clock
@@ -117,7 +128,19 @@ class ExpositionCache:
                 text="acceptable: text/plain; version=0.0.4, application/openmetrics-text; version=1.0.0\n",
                 headers={"Vary": VARY},
             )
+        if self.in_flight >= self._max_in_flight:
+            text = f"{self.in_flight} scrapes in flight, the most this exporter serves at once\n"
+            return web.Response(status=503, text=text, headers={"Retry-After": "1"})
         gzipped = accepts_gzip(",".join(request.headers.getall("Accept-Encoding", [])))
+        self.in_flight += 1
+        try:
+            return await self._respond(request, fmt, gzipped)
+        finally:
+            self.in_flight -= 1
+
+    async def _respond(
+        self, request: web.Request, fmt: Format, gzipped: bool
+    ) -> web.StreamResponse:
         body = await self.body(fmt, gzipped)
         headers = {"Vary": VARY, "Content-Type": CONTENT_TYPES[fmt]}
         if gzipped:
@@ -127,12 +150,16 @@ class ExpositionCache:
         response = web.StreamResponse(headers=headers)
         response.content_length = len(body)
         try:
-            await response.prepare(request)
-            view = memoryview(body)
-            for start in range(0, len(view), WRITE_CHUNK):
-                await response.write(view[start : start + WRITE_CHUNK])  # waits for the client
+            async with asyncio.timeout(self._write_deadline):
+                await response.prepare(request)
+                view = memoryview(body)
+                for start in range(0, len(view), WRITE_CHUNK):
+                    await response.write(view[start : start + WRITE_CHUNK])  # as the client reads
         except ConnectionError:
             pass  # the client went away, or was dropped for not reading: nothing to answer
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()  # too slow: the rest of the body is not worth its memory
         return response
 
     async def close(self, _app: web.Application | None = None) -> None:

@@ -27,6 +27,7 @@ from exporter.server import build_app, serve
 from exporter.store import Store
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+MiB = 1024 * 1024
 
 
 class Rig:
@@ -264,7 +265,7 @@ async def serving_body(
         return body
 
     monkeypatch.setattr(ExpositionCache, "body", rendered)
-    async with running(**limits) as rig:
+    async with running(None, **limits) as rig:
         yield rig
 
 
@@ -333,3 +334,52 @@ async def test_a_client_reading_slowly_but_steadily_gets_the_whole_body(
         # The connection stays usable for the next scrape.
         writer.write(REQUEST)
         assert (await response(reader)).startswith(b"HTTP/1.1 200")
+
+
+EXPOSITION = web.AppKey("exposition", ExpositionCache)
+
+
+def metrics_app(**options: float) -> web.Application:
+    """An app serving only `/metrics`, with the exposition's own limits set."""
+    app = web.Application()
+    exposition = ExpositionCache(CollectorRegistry(), Store([]), **options)  # type: ignore[arg-type]
+    app.router.add_get("/metrics", exposition.handle)
+    app[EXPOSITION] = exposition
+    return app
+
+
+async def test_responses_written_at_once_are_capped_and_the_rest_get_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ExpositionCache, "body", lambda *_: asyncio.sleep(0, b"x" * 16 * MiB))
+    app = metrics_app(max_in_flight=2)
+    async with running(app, write_timeout=1.0) as rig:
+        stalled = [await stalled_client(rig) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        assert app[EXPOSITION].in_flight == 2  # each keeps its body alive while written
+        reader, writer = await rig.connect()
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in head
+        for stalled_reader, _ in stalled:
+            assert await closed_within_reading(stalled_reader, 5)
+        assert app[EXPOSITION].in_flight == 0
+
+
+async def test_a_response_is_cut_off_after_the_write_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ExpositionCache, "body", lambda *_: asyncio.sleep(0, b"x" * 16 * MiB))
+    app = metrics_app(write_deadline=1.0)
+    async with running(app, write_timeout=30.0) as rig:
+        reader, _ = await stalled_client(rig)
+        received = 0
+        for _ in range(40):  # 2 s of reading steadily, but far too slowly for 16 MB
+            received += len(await asyncio.wait_for(reader.read(64 * 1024), 5))
+            await asyncio.sleep(0.05)
+        assert received > 0
+        # The server let go of the response and its connection (what the kernel had taken of
+        # the body still trickles out); it never stalled: the deadline cut it.
+        assert app[EXPOSITION].in_flight == 0
+        await rig.wait_open(0)
+        assert rig.guard.stats.write_timeouts == 0
