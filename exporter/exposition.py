@@ -33,10 +33,11 @@ VARY = "Accept, Accept-Encoding"
 # clients that asked for a 29 MB body and never read it held 1.3 GB.) The connection guard
 # drops a connection whose client takes nothing for `write_timeout`.
 WRITE_CHUNK = 64 * 1024
-# Each response being written keeps the body it started with alive (a later render is a new
-# object), so at most this many are written at once (as client_golang's MaxRequestsInFlight;
-# more scrapes get 503 and come again), and none for longer than WRITE_DEADLINE: a client
-# reading a few bytes now and then cannot keep a body, or a place, for ever.
+# A large response being written keeps the body it started with alive (a later render is a
+# new object), so at most this many are written at once (as client_golang's
+# MaxRequestsInFlight; more scrapes get 503 and come again), and none for longer than
+# WRITE_DEADLINE: a client reading a few bytes now and then cannot keep a body, or a place, for
+# ever. (Scrapes waiting for a render share it; a small body is handed to the socket at once.)
 MAX_IN_FLIGHT = 16
 WRITE_DEADLINE = 120.0
 # (format, how specific the media range was): exact type 2, `type/*` 1, `*/*` 0.
@@ -74,7 +75,7 @@ class ExpositionCache:
         self._registry = registry
         self._max_in_flight = max_in_flight
         self._write_deadline = write_deadline
-        self.in_flight = 0  # responses being written now
+        self.in_flight = 0  # large responses being written now
         self._store = store
         self._max_age = max_age
         self._clock = clock
@@ -128,25 +129,26 @@ class ExpositionCache:
                 text="acceptable: text/plain; version=0.0.4, application/openmetrics-text; version=1.0.0\n",
                 headers={"Vary": VARY},
             )
-        if self.in_flight >= self._max_in_flight:
-            text = f"{self.in_flight} scrapes in flight, the most this exporter serves at once\n"
-            return web.Response(status=503, text=text, headers={"Retry-After": "1"})
         gzipped = accepts_gzip(",".join(request.headers.getall("Accept-Encoding", [])))
-        self.in_flight += 1
-        try:
-            return await self._respond(request, fmt, gzipped)
-        finally:
-            self.in_flight -= 1
-
-    async def _respond(
-        self, request: web.Request, fmt: Format, gzipped: bool
-    ) -> web.StreamResponse:
-        body = await self.body(fmt, gzipped)
+        body = await self.body(fmt, gzipped)  # scrapes waiting for one render share it
         headers = {"Vary": VARY, "Content-Type": CONTENT_TYPES[fmt]}
         if gzipped:
             headers["Content-Encoding"] = "gzip"
         if len(body) <= 4 * WRITE_CHUNK or request.method == "HEAD":
             return web.Response(body=body, headers=headers)
+        if self.in_flight >= self._max_in_flight:
+            text = f"{self.in_flight} responses in flight, the most this exporter writes at once\n"
+            return web.Response(status=503, text=text, headers={"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            return await self._stream(request, body, headers)
+        finally:
+            self.in_flight -= 1
+
+    async def _stream(
+        self, request: web.Request, body: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Write `body` a piece at a time, as the client takes it."""
         response = web.StreamResponse(headers=headers)
         response.content_length = len(body)
         try:
@@ -154,7 +156,7 @@ class ExpositionCache:
                 await response.prepare(request)
                 view = memoryview(body)
                 for start in range(0, len(view), WRITE_CHUNK):
-                    await response.write(view[start : start + WRITE_CHUNK])  # as the client reads
+                    await response.write(view[start : start + WRITE_CHUNK])
         except ConnectionError:
             pass  # the client went away, or was dropped for not reading: nothing to answer
         except TimeoutError:
