@@ -27,12 +27,14 @@ from exporter.store import Store
 from exporter.textformat import CONTENT_TYPES, Format, Renderer
 
 VARY = "Accept, Accept-Encoding"
-# Bodies larger than this are written a piece at a time, each once the client has taken the
-# one before: a client that stops reading then holds its connection, not a copy of the body.
-# (Written at once, the kernel takes a few MB and asyncio's transport copies the rest: sixty
-# clients that asked for a 29 MB body and never read it held 1.3 GB.) The connection guard
-# drops a connection whose client takes nothing for `write_timeout`.
-WRITE_CHUNK = 64 * 1024
+# Bodies larger than STREAM_ABOVE are written WRITE_CHUNK at a time, each once the client has
+# taken the one before: a client that stops reading then holds its connection and one piece,
+# not a copy of the body. (Written at once, the kernel takes a few MB and asyncio's transport
+# copies the rest: sixty clients that asked for a 29 MB body and never read it held 1.3 GB.)
+# Pieces are large, so a client that reads promptly costs few turns of the loop. The
+# connection guard drops a connection whose client takes nothing for `write_timeout`.
+STREAM_ABOVE = 256 * 1024
+WRITE_CHUNK = 512 * 1024
 # A large response being written keeps the body it started with alive (a later render is a
 # new object), so at most this many are written at once (as client_golang's
 # MaxRequestsInFlight; more scrapes get 503 and come again), and none for longer than
@@ -134,7 +136,7 @@ class ExpositionCache:
         headers = {"Vary": VARY, "Content-Type": CONTENT_TYPES[fmt]}
         if gzipped:
             headers["Content-Encoding"] = "gzip"
-        if len(body) <= 4 * WRITE_CHUNK or request.method == "HEAD":
+        if len(body) <= STREAM_ABOVE or request.method == "HEAD":
             return web.Response(body=body, headers=headers)
         if self.in_flight >= self._max_in_flight:
             text = f"{self.in_flight} responses in flight, the most this exporter writes at once\n"
