@@ -339,8 +339,9 @@ async def test_a_client_reading_slowly_but_steadily_gets_the_whole_body(
 EXPOSITION = web.AppKey("exposition", ExpositionCache)
 
 
-def metrics_app(**options: float) -> web.Application:
-    """An app serving only `/metrics`, with the exposition's own limits set."""
+def metrics_app(monkeypatch: pytest.MonkeyPatch, body: bytes, **options: float) -> web.Application:
+    """An app serving only `/metrics` (answering `body`), with the exposition's limits set."""
+    monkeypatch.setattr(ExpositionCache, "body", lambda *_: asyncio.sleep(0, body))
     app = web.Application()
     exposition = ExpositionCache(CollectorRegistry(), Store([]), **options)  # type: ignore[arg-type]
     app.router.add_get("/metrics", exposition.handle)
@@ -351,8 +352,7 @@ def metrics_app(**options: float) -> web.Application:
 async def test_responses_written_at_once_are_capped_and_the_rest_get_503(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(ExpositionCache, "body", lambda *_: asyncio.sleep(0, b"x" * 16 * MiB))
-    app = metrics_app(max_in_flight=2)
+    app = metrics_app(monkeypatch, b"x" * 16 * MiB, max_in_flight=2)
     async with running(app, write_timeout=1.0) as rig:
         stalled = [await stalled_client(rig) for _ in range(2)]
         await asyncio.sleep(0.3)
@@ -369,8 +369,7 @@ async def test_responses_written_at_once_are_capped_and_the_rest_get_503(
 async def test_a_response_is_cut_off_after_the_write_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(ExpositionCache, "body", lambda *_: asyncio.sleep(0, b"x" * 16 * MiB))
-    app = metrics_app(write_deadline=1.0)
+    app = metrics_app(monkeypatch, b"x" * 16 * MiB, write_deadline=1.0)
     async with running(app, write_timeout=30.0) as rig:
         reader, _ = await stalled_client(rig)
         received = 0
