@@ -270,9 +270,15 @@ class ServerCollector(Collector):
     alvaria_emailqueue_http_connections_rejected_total{reason="header_timeout"} 12.0
     """
 
-    def __init__(self, guard: ConnectionGuard, auth_busy: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        guard: ConnectionGuard,
+        auth_busy: Callable[[], int] = lambda: 0,
+        metrics_busy: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._guard = guard
         self._auth_busy = auth_busy
+        self._metrics_busy = metrics_busy
 
     def collect(self) -> Iterator[Metric]:
         stats = self._guard.stats
@@ -287,7 +293,8 @@ class ServerCollector(Collector):
         rejected = CounterMetricFamily(
             names.HTTP_CONNECTIONS_REJECTED,
             "Connections closed by the server's limits: max_connections reached, headers not "
-            "complete within header_timeout, or accept() out of file descriptors.",
+            "complete within header_timeout, accept() out of file descriptors, or a client "
+            "that took none of a response within write_timeout.",
             labels=["reason"],
         )
         for reason, count in stats.rejections().items():
@@ -298,4 +305,10 @@ class ServerCollector(Collector):
             "Requests with credentials not yet verified answered 503 because the bcrypt "
             "queue was full.",
             self._auth_busy(),
+        )
+        yield CounterMetricFamily(
+            names.HTTP_METRICS_BUSY,
+            "Scrapes answered 503 because as many large /metrics responses as the exporter "
+            "writes at once were being written.",
+            self._metrics_busy(),
         )

@@ -78,6 +78,7 @@ class ExpositionCache:
         self._max_in_flight = max_in_flight
         self._write_deadline = write_deadline
         self.in_flight = 0  # large responses being written now
+        self.busy = 0  # scrapes answered 503 because MAX_IN_FLIGHT were being written
         self._store = store
         self._max_age = max_age
         self._clock = clock
@@ -139,6 +140,7 @@ class ExpositionCache:
         if len(body) <= STREAM_ABOVE or request.method == "HEAD":
             return web.Response(body=body, headers=headers)
         if self.in_flight >= self._max_in_flight:
+            self.busy += 1
             text = f"{self.in_flight} responses in flight, the most this exporter writes at once\n"
             return web.Response(status=503, text=text, headers={"Retry-After": "1"})
         self.in_flight += 1

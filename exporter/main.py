@@ -35,7 +35,7 @@ from exporter.poller import Poller, PollTiming
 from exporter.ratelimit import Limiter
 from exporter.reload import Hooks, LoadConfig, Reloader
 from exporter.runtime import prepare_for_serving
-from exporter.server import PAGE_INFO_SOURCE, build_app, serve
+from exporter.server import EXPOSITION, PAGE_INFO_SOURCE, build_app, serve
 from exporter.servicelevel_settings import service_level_policy
 from exporter.settings import Settings, TargetSettings
 from exporter.signals import Interrupted, cancel_on_signals
@@ -241,7 +241,11 @@ async def run(
             ConnectionLimits(max_connections=cfg.max_connections, header_timeout=cfg.header_timeout)
         )
         registry.register(
-            ServerCollector(guard, lambda: live.config.auth.busy if live.config.auth else 0)
+            ServerCollector(
+                guard,
+                auth_busy=lambda: live.config.auth.busy if live.config.auth else 0,
+                metrics_busy=lambda: app[EXPOSITION].busy,
+            )
         )
         if warning := raise_fd_limit(cfg.max_connections):
             logger.warning("file descriptor limit", problem=warning)

@@ -50,6 +50,7 @@ HTTP_CONNECTIONS: Final = f"{PREFIX}_http_connections"
 HTTP_MAX_CONNECTIONS: Final = f"{PREFIX}_http_max_connections"
 HTTP_CONNECTIONS_REJECTED: Final = f"{PREFIX}_http_connections_rejected"
 HTTP_AUTH_BUSY: Final = f"{PREFIX}_http_auth_busy"
+HTTP_METRICS_BUSY: Final = f"{PREFIX}_http_metrics_busy"
 # `reason` of http_connections_rejected_total, reported from zero.
 CONNECTION_REJECT_REASONS: Final[tuple[str, ...]] = (
     "max_connections",

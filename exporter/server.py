@@ -41,6 +41,7 @@ PAGE_INFO = web.AppKey("page_info", PageInfo)
 # Where a reloading daemon keeps its current PageInfo (the app's state is frozen once started).
 PAGE_INFO_SOURCE: web.AppKey[Callable[[], PageInfo]] = web.AppKey("page_info_source")
 PAGE_CACHE = web.AppKey("page_cache", PageCache)
+EXPOSITION = web.AppKey("exposition", ExpositionCache)
 DEFAULT_PAGE_INFO = PageInfo()
 POLL_TASKS = web.AppKey("poll_tasks", list[asyncio.Task[None]])
 RELOAD: web.AppKey[Reload] = web.AppKey("reload")
@@ -72,7 +73,7 @@ def build_app(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     app.cleanup_ctx.append(run_pollers)
-    exposition = ExpositionCache(registry, store)
+    exposition = app[EXPOSITION] = ExpositionCache(registry, store)
     app.on_cleanup.append(exposition.close)
     app.router.add_get("/metrics", exposition.handle)
     app.router.add_get("/healthz", healthz)

@@ -23,7 +23,7 @@ from exporter.connections import (
     raise_fd_limit,
 )
 from exporter.exposition import WRITE_CHUNK, ExpositionCache
-from exporter.server import build_app, serve
+from exporter.server import EXPOSITION, build_app, serve
 from exporter.store import Store
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -167,9 +167,12 @@ async def test_connections_past_max_connections_are_closed_at_once() -> None:
         assert "alvaria_emailqueue_http_connections 3.0" in text
 
 
-def registry_of(guard: ConnectionGuard) -> CollectorRegistry:
+def registry_of(
+    guard: ConnectionGuard, exposition: ExpositionCache | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(guard))
+    busy = (lambda: exposition.busy) if exposition is not None else (lambda: 0)
+    registry.register(ServerCollector(guard, metrics_busy=busy))
     return registry
 
 
@@ -336,9 +339,6 @@ async def test_a_client_reading_slowly_but_steadily_gets_the_whole_body(
         assert (await response(reader)).startswith(b"HTTP/1.1 200")
 
 
-EXPOSITION = web.AppKey("exposition", ExpositionCache)
-
-
 def metrics_app(monkeypatch: pytest.MonkeyPatch, body: bytes, **options: float) -> web.Application:
     """An app serving only `/metrics` (answering `body`), with the exposition's limits set."""
     monkeypatch.setattr(ExpositionCache, "body", lambda *_: asyncio.sleep(0, body))
@@ -361,6 +361,9 @@ async def test_responses_written_at_once_are_capped_and_the_rest_get_503(
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in head
+        assert app[EXPOSITION].busy == 1
+        collected = generate_latest(registry_of(rig.guard, app[EXPOSITION])).decode()
+        assert "alvaria_emailqueue_http_metrics_busy_total 1.0" in collected
         for stalled_reader, _ in stalled:
             assert await closed_within_reading(stalled_reader, 5)
         assert app[EXPOSITION].in_flight == 0
