@@ -175,7 +175,8 @@ class SnapshotBuilder:
                 self._carried[old] += 1
                 if old[0] != key[0]:
                     self._transitions[(old[0], key[0])] += 1
-            # Pickup detection (servicelevel.PickupDetector; `waiting` and `was_waiting` inlined).
+            # Pickup detection (servicelevel.PickupDetector): a picked email stays picked; the
+            # others that may have been picked up go to `not_waiting` (`was_waiting` inlined).
             if email_id in previous_picked:
                 picked_add(email_id)
             elif group.stamps is None and (

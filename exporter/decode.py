@@ -115,8 +115,6 @@ def _lean_item(agents: bool, documented: bool) -> type[WireEmail]:
     skipped = ["work_type_id", "received_time", "start_time"]
     if not agents:
         skipped += ["work_handler_id", "work_handler_name"]
-    camel = {name: name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
-             for name in skipped}  # fmt: skip
     labels: list[tuple[str, Any, Any]] = []
     if documented:
         labels = [("state", Literal[STATES] | None, None)]
@@ -126,7 +124,7 @@ def _lean_item(agents: bool, documented: bool) -> type[WireEmail]:
         ("id", int, msgspec.NODEFAULT),
         ("work_type_name", _Named, msgspec.NODEFAULT),
         ("queued_time", _Zoned, msgspec.NODEFAULT),
-        *((name, None, msgspec.field(default=None, name=_NOT_DECODED.format(camel[name])))
+        *((name, None, msgspec.field(default=None, name=_NOT_DECODED.format(name)))
           for name in skipped),
     ]  # fmt: skip
     item = msgspec.defstruct(

@@ -90,22 +90,15 @@ class FoldMemory:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def remember(self, keys: set[int]) -> None:
-        """Add newly counted keys, forgetting the oldest beyond the limit."""
-        seen = self._seen
-        for key in keys:
-            seen[key] = None
-        if len(seen) > self.limit:  # once per poll at most: rebuilt, not popped one by one
-            self._seen = dict.fromkeys(list(seen)[-self.limit :])
-
     def remembering(self, keys: set[int]) -> FoldMemory:
-        """This memory with `keys` added, as a new one when there are any (this one unchanged:
-        a poll that is abandoned after computing its snapshot must not mark values counted)."""
+        """This memory with `keys` added and the oldest beyond the limit forgotten, as a new one
+        when there are any (this one unchanged: a poll that is abandoned after computing its
+        snapshot must not mark values counted)."""
         if not keys - self._seen.keys():
             return self
+        seen = self._seen | dict.fromkeys(keys)
         memory = FoldMemory(self.limit)
-        memory._seen = dict(self._seen)
-        memory.remember(keys)
+        memory._seen = seen if len(seen) <= self.limit else dict.fromkeys(list(seen)[-self.limit :])
         return memory
 
 

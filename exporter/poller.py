@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
@@ -38,15 +38,12 @@ _T = TypeVar("_T")
 INLINE_PAGE_ITEMS = 2000
 INLINE_PAGE_BYTES = 2 * 1024 * 1024
 
-_WORKER: list[ThreadPoolExecutor] = []
 
-
+@cache
 def _worker() -> ThreadPoolExecutor:
     """The one thread every poller's CPU work runs in, one piece at a time: more threads would
     not run Python any faster, and would make the loop wait longer for the GIL."""
-    if not _WORKER:
-        _WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="poll-aggregate"))
-    return _WORKER[0]
+    return ThreadPoolExecutor(1, thread_name_prefix="poll-aggregate")
 
 
 async def _off_loop(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:

@@ -152,11 +152,6 @@ class PickupDetector:
             return True
         return email_id in self.previous_watched
 
-    def waiting(self, email_id: EmailId) -> None:
-        """An email in a waiting state (the builder inlines this for speed)."""
-        if email_id in self.previous_picked:
-            self.picked.add(email_id)
-
     def not_waiting(self, email_id: EmailId, email: Email, old: GroupKey | None) -> None:
         """An email outside the waiting states; `old` is its previous group (None: new)."""
         if email_id in self.previous_picked:
