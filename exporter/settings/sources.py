@@ -15,7 +15,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from exporter.errors import ConfigError, ConfigErrors
+from exporter.domain.errors import ConfigError, ConfigErrors
+from exporter.settings import web_config
 from exporter.settings.argv import parse_argv
 from exporter.settings.checks import check_limits, unknown_env
 from exporter.settings.files import SECRET_FILE_LIMIT, read_text, read_yaml
@@ -33,6 +34,7 @@ from exporter.settings.table import (
     Spec,
 )
 from exporter.settings.values import convert, shown, type_name
+from exporter.settings.web_config import WebConfig
 
 
 class _Value(NamedTuple):
@@ -357,9 +359,21 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     check_limits(global_values, global_sources, problems.add)
     failed = [spec.name for spec in GLOBAL_SPECS if problems.about(spec.name)]
     good = {k: v for k, v in global_values.items() if k not in failed}
+    web = _web_config(good.get("web_config_file"), global_sources, problems)
     settings = _construct(
         Settings, {**good, "targets": tuple(targets)}, global_sources, "", problems
     )
     problems.raise_any()
     assert settings is not None  # noqa: S101 - _construct reported why otherwise
-    return Invocation(mode, settings, tuple(notes))
+    return Invocation(mode, settings, tuple(notes), web)
+
+
+def _web_config(path: Any, sources: dict[str, str], problems: Problems) -> WebConfig:
+    """The web config file, read once here, so its problems are reported with the others'."""
+    if path is None:
+        return WebConfig()
+    try:
+        return web_config.load(Path(path))
+    except ConfigError as exc:
+        problems.add("web_config_file", sources.get("web_config_file", "default"), exc.problem)
+        return WebConfig()
