@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from exporter import settings
-from exporter.app.main import build_poller
+from exporter.app.wiring import build_poller
 from exporter.polling.poller import Poller
 from exporter.polling.store import OrgState
 

@@ -22,8 +22,8 @@ import structlog
 from prometheus_client import generate_latest
 
 from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
-from exporter.app.main import build_registry
 from exporter.app.runtime import prepare_for_serving
+from exporter.app.wiring import build_registry
 from exporter.domain.models import Email
 from exporter.domain.names import STATES
 from exporter.metrics.families import gather

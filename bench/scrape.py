@@ -13,7 +13,7 @@ import aiohttp
 import psutil
 
 from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
-from exporter.app.main import build_registry
+from exporter.app.wiring import build_registry
 from exporter.domain.models import Email
 from exporter.domain.names import STATES
 from exporter.metrics.textformat import render as render_body

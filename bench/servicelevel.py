@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import msgspec
 
 from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
-from exporter.app.main import build_registry
+from exporter.app.wiring import build_registry
 from exporter.domain.models import Email
 from exporter.metrics.families import Block, gather
 from exporter.metrics.servicelevels import (

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from exporter.app.main import build_poller, build_registry
+from exporter.app.wiring import build_poller, build_registry
 from exporter.polling.poller import Poller
 from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app.main import build_registry
+from exporter.app.wiring import build_registry
 from exporter.metrics import buildinfo
 from exporter.metrics.textformat import render
 from exporter.polling.store import Store

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 import pytest
 from pydantic import SecretStr
 
-from exporter.app.main import aggregation_options
+from exporter.app.wiring import aggregation_options
 from exporter.domain.errors import ConfigError
 from exporter.fleet.pollers import Fleet
 from exporter.polling.poller import Poller, PollTiming

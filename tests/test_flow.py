@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from exporter.aggregation.builder import AggregationOptions
-from exporter.app.main import build_poller, build_registry
+from exporter.app.wiring import build_poller, build_registry
 from exporter.domain.models import Email
 from exporter.polling.poller import Poller, PollTiming
 from exporter.polling.store import OrgState, Store

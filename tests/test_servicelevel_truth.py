@@ -24,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from exporter.app.main import build_poller, build_registry
+from exporter.app.wiring import build_poller, build_registry
 from exporter.polling.poller import Poller
 from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings

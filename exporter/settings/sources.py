@@ -320,32 +320,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
             notes.append(f"{line.source}: {line.problem} (ignored; --strict-env refuses it)")
 
     inherited = [flag_layer, env_layer, top, flag_files, env_files, top_files]
-    targets: list[TargetSettings] = []
-    if blocks is None:
-        if mode != "demo" or any("org_id" in layer for layer in inherited[:3]):
-            target = _build_target(inherited, "", mode == "demo", notes, problems)
-            targets += [target] if target else []
-    else:
-        for layer in inherited[:3]:
-            if "org_id" in layer:
-                problem = f"ambiguous with targets: in {config_file}; set org_id in each block"
-                problems.add("org_id", layer["org_id"].source, problem)
-        if not blocks and mode != "demo" and not problems.under("targets"):
-            where = f"config file {config_file} (targets)"
-            problems.add("targets", where, "must list at least one organisation")
-        seen: dict[str, int] = {}
-        for i, (block, block_files) in enumerate(blocks):
-            prefix = f"targets[{i}]."
-            target = _build_target(
-                [block, block_files, *inherited], prefix, mode == "demo", notes, problems
-            )
-            if target is None:
-                continue
-            if target.org_id in seen:
-                where = f"config file {config_file} ({prefix}org_id)"
-                problems.add(f"{prefix}org_id", where, f"duplicates targets[{seen[target.org_id]}]")
-            seen[target.org_id] = i
-            targets.append(target)
+    targets = _targets(inherited, blocks, config_file, mode, notes, problems)
 
     if config_file is not None:
         raw_rules, raw_calendars = (top.get(k) for k in ("service_levels", "calendars"))
@@ -377,3 +352,41 @@ def _web_config(path: Any, sources: dict[str, str], problems: Problems) -> WebCo
     except ConfigError as exc:
         problems.add("web_config_file", sources.get("web_config_file", "default"), exc.problem)
         return WebConfig()
+
+
+def _targets(
+    inherited: list[_Layer],
+    blocks: list[tuple[_Layer, _Layer]] | None,
+    config_file: Any,
+    mode: Mode,
+    notes: list[str],
+    problems: Problems,
+) -> list[TargetSettings]:
+    """The organisations: one from flags/env/YAML, or one per block of `targets:`."""
+    targets: list[TargetSettings] = []
+    if blocks is None:
+        if mode != "demo" or any("org_id" in layer for layer in inherited[:3]):
+            target = _build_target(inherited, "", mode == "demo", notes, problems)
+            targets += [target] if target else []
+    else:
+        for layer in inherited[:3]:
+            if "org_id" in layer:
+                problem = f"ambiguous with targets: in {config_file}; set org_id in each block"
+                problems.add("org_id", layer["org_id"].source, problem)
+        if not blocks and mode != "demo" and not problems.under("targets"):
+            where = f"config file {config_file} (targets)"
+            problems.add("targets", where, "must list at least one organisation")
+        seen: dict[str, int] = {}
+        for i, (block, block_files) in enumerate(blocks):
+            prefix = f"targets[{i}]."
+            target = _build_target(
+                [block, block_files, *inherited], prefix, mode == "demo", notes, problems
+            )
+            if target is None:
+                continue
+            if target.org_id in seen:
+                where = f"config file {config_file} ({prefix}org_id)"
+                problems.add(f"{prefix}org_id", where, f"duplicates targets[{seen[target.org_id]}]")
+            seen[target.org_id] = i
+            targets.append(target)
+    return targets
