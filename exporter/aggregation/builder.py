@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from exporter.aggregation.dating import queued_at
-from exporter.aggregation.groups import Groups, label_value
+from exporter.aggregation.groups import Groups, RawLabels, label_value
+from exporter.aggregation.handling import HandlingOptions, HandlingTracker
 from exporter.aggregation.pickups import PickupDetector
 from exporter.aggregation.series_budget import PairUse, SeriesBudget, SeriesCost
 from exporter.domain.models import (
@@ -61,6 +62,10 @@ class AggregationOptions:
     max_series: int = 20_000
     max_label_length: int = 128
     series_cost: SeriesCost = DEFAULT_COST
+    # The handling KPIs measured (SPEC §10), and what the work_type label holds: the work
+    # type's name (else its id), or its id (else its name).
+    handling: HandlingOptions = field(default_factory=HandlingOptions)
+    work_type_label: str = "name"
 
 
 def _canonical_id(email_id: str) -> EmailId:
@@ -99,6 +104,7 @@ class SnapshotBuilder:
             max_agents=options.max_agents,
             max_label_length=options.max_label_length,
             previous=previous,
+            by_id=options.work_type_label == "id",
         )
         self._previous_members: Mapping[EmailId, GroupKey] = (
             previous.memberships if previous else {}
@@ -116,6 +122,9 @@ class SnapshotBuilder:
             waiting_states=options.waiting_states,
             first_poll=previous is None,
         )
+        self._handling = HandlingTracker(
+            options.handling, previous.handling if previous else None, first_poll=previous is None
+        )
 
     def add(self, emails: Iterable[Email]) -> None:
         """Count a page of emails; repeated ids are counted once and reported as duplicates."""
@@ -128,6 +137,15 @@ class SnapshotBuilder:
         pickups = self._pickups
         previous_picked, picked_add = pickups.previous_picked, pickups.picked.add
         was_waiting, not_waiting = pickups.was_waiting, pickups.not_waiting
+        # Handling KPIs (exporter.aggregation.handling): new emails and state changes only, and
+        # the agents of emails in handling states.
+        handling = self._handling
+        tracking = handling.options.tracking
+        arrive, move = handling.arrive, handling.move
+        loads = handling.loads if handling.options.agents else None
+        # Both the work type's name and its id are read when the id is the label or the
+        # (id, name) pairs are exported; else the name, or the id when there is no name.
+        wide = self._options.work_type_label == "id" or handling.options.work_type_info
         for email in emails:
             email_id: EmailId | None = email.id
             # Ids are int32 strings: as ints they hash and compare faster and take less memory,
@@ -143,7 +161,11 @@ class SnapshotBuilder:
                 self._duplicates += 1
                 continue
             # The work type label is the name, else the id: one value to hash, not two.
-            raw = (email.state, email.email_type, email.work_type_name or email.work_type_id)
+            raw: RawLabels = (
+                (email.state, email.email_type, email.work_type_name, email.work_type_id)
+                if wide
+                else (email.state, email.email_type, email.work_type_name or email.work_type_id)
+            )
             group = resolved_get(raw) or resolve(raw)
             key = group.key
             memberships[email_id] = key
@@ -153,10 +175,18 @@ class SnapshotBuilder:
                 group.carried += 1
             elif old is None:
                 group.arrivals += 1
+                if tracking:
+                    arrive(email_id, email, group)
             else:
                 self._carried[old] += 1
                 if old[0] != key[0]:
                     self._transitions[(old[0], key[0])] += 1
+                    if tracking:
+                        move(email_id, email, old, group)
+            if loads is not None and group.handling:
+                handler = email.work_handler_id
+                if handler is not None and handler != "":
+                    loads[handler] = loads.get(handler, 0) + 1
             # Pickups (exporter.aggregation.pickups): a picked email stays picked; one outside
             # the waiting states that was waiting, or is new, may have been picked up.
             if email_id in previous_picked:
@@ -229,8 +259,14 @@ class SnapshotBuilder:
             self._agent_counts[target] += self._agent_counts.pop(agent)
             groups.fold("agent", agent[0])
 
-    def finish(self, now: float, reported_items: int | None = None) -> Snapshot:
-        """Freeze what was added into a snapshot taken at `now`."""
+    def finish(
+        self, now: float, reported_items: int | None = None, *, continuous: bool = True
+    ) -> Snapshot:
+        """Freeze what was added into a snapshot taken at `now`.
+
+        `continuous`: the previous snapshot is recent enough (within `stale_after`) for what
+        changed since to be dated by this poll; otherwise the handling KPIs start afresh.
+        """
         options = self._options
         previous = self._previous
         groups = self._groups
@@ -290,6 +326,16 @@ class SnapshotBuilder:
             picked=self._pickups.picked,
             wait_bounds=tuple(options.wait_buckets),
             fold_memory=fold_memory,
+            handling=self._handling.finish(
+                now,
+                continuous=continuous,
+                previous_members=self._previous_members,
+                members=memberships,
+                waiting_states=options.waiting_states,
+                info=groups.info,
+                series_ttl=options.series_ttl,
+                max_info=options.max_work_types,
+            ),
         )
 
 

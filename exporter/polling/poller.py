@@ -208,7 +208,7 @@ class Poller:
         Safe off the loop: the builder belongs to this poll alone, the previous snapshot is
         frozen, and the state's counters are only read, to be replaced on the loop.
         """
-        snapshot = builder.finish(now, reported)
+        snapshot = builder.finish(now, reported, continuous=baseline)
         return self.state.prepare_success(snapshot, snapshot.flow if baseline else None)
 
     def _crashed(

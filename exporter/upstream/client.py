@@ -34,6 +34,9 @@ class ClientOptions:
     states: tuple[str, ...] = ()
     # Decode workHandlerId/workHandlerName (only the per-agent gauge needs them).
     agent_fields: bool = True
+    # Further optional item fields to decode (`decode.OPTIONAL_FIELDS`: what the enabled
+    # handling KPIs read); the others are skipped.
+    extra_fields: frozenset[str] = frozenset()
 
 
 class EmailQueueClient:
@@ -174,7 +177,12 @@ class EmailQueueClient:
             raise ClientHTTPError(f"emails endpoint answered {status}", status=status)
         opts = self._options
         page = decode_page(
-            response.body, start, opts.page_size, shape=self._shape, agents=opts.agent_fields
+            response.body,
+            start,
+            opts.page_size,
+            shape=self._shape,
+            agents=opts.agent_fields,
+            extra=opts.extra_fields,
         )
         # An upstream that sent an item of a fuller shape will send more: ask for that from
         # now on rather than decoding pages twice.
