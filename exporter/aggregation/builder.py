@@ -40,7 +40,7 @@ MAX_ID_LENGTH = 64
 
 # The cost with the default 10 age buckets, as `exporter.metrics.families.series_cost` derives it
 # from the declared families (a test holds the two equal); the daemon always passes the derived one.
-DEFAULT_COST = SeriesCost(pair=33, group=2, dated_group=2, agent=1)
+DEFAULT_COST = SeriesCost(pair=61, group=2, dated_group=2, agent=1)
 
 
 @dataclass(frozen=True, slots=True)

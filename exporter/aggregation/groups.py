@@ -159,7 +159,9 @@ class Groups:
         email_type = self._admit(self._email_types, "email_type", raw[1] or UNKNOWN)
         if len(raw) == 4:
             name, work_type_id = raw[2], raw[3]
-            chosen = label_value(work_type_id, name) if self._by_id else label_value(name, work_type_id)
+            chosen = (
+                label_value(work_type_id, name) if self._by_id else label_value(name, work_type_id)
+            )
             work_type = self._admit(self._work_types, "work_type", chosen)
             if name and work_type_id is not None and work_type_id != "" and work_type != OTHER:
                 limit = self._max_label_length

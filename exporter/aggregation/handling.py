@@ -223,11 +223,11 @@ class HandlingTracker:
                     repeats[members[email_id][1:]] += 1
             lags = [(members[email_id][1], lag) for email_id, lag in self._lags]
         return HandlingKpis(
-            handle=tuple(handle) if options.handle else (),
-            resolution=tuple(resolution) if options.resolution else (),
-            dwell=tuple(dwell) if options.dwell else (),
-            delivery_lag=tuple(lags),
-            repeats=dict(repeats),
+            handle=tuple(handle) if options.handle else None,
+            resolution=tuple(resolution) if options.resolution else None,
+            dwell=tuple(dwell) if options.dwell else None,
+            delivery_lag=tuple(lags) if options.delivery_lag else None,
+            repeats=dict(repeats) if options.repeat_contacts else None,
             agents_working=len(self.loads) if options.agents else None,
             agent_load=agent_load(self.loads) if options.agents else None,
             work_type_info=self._info(now, info, series_ttl, max_info),
@@ -250,7 +250,9 @@ class HandlingTracker:
         departed: Set[EmailId],
         previous_members: Mapping[EmailId, GroupKey],
         waiting_states: Set[str],
-        out: tuple[list[tuple[str, float]], list[tuple[PairKey, float]], list[tuple[PairKey, float]]],
+        out: tuple[
+            list[tuple[str, float]], list[tuple[PairKey, float]], list[tuple[PairKey, float]]
+        ],
     ) -> Mapping[int, float]:
         """Observe the departures and free their slots; the thread memory with theirs added."""
         dwell, handle, resolution = out
@@ -350,4 +352,3 @@ def agent_load(loads: Mapping[str | int, int]) -> tuple[tuple[int, ...], int]:
                 counts[i] += 1
         counts[-1] += 1
     return tuple(counts), sum(loads.values())
-

@@ -175,12 +175,13 @@ class HandlingKpis:
     """What the handling KPIs saw in one poll: observations since the previous poll, gauges of
     this one, and the memory the next poll starts from."""
 
-    # (email_type, work_type) or state or email_type, and the observed seconds.
-    handle: tuple[tuple[PairKey, float], ...] = ()
-    resolution: tuple[tuple[PairKey, float], ...] = ()
-    dwell: tuple[tuple[str, float], ...] = ()
-    delivery_lag: tuple[tuple[str, float], ...] = ()
-    repeats: Mapping[PairKey, int] = field(default_factory=dict)
+    # (email_type, work_type) or state or email_type, and the observed seconds; None when the
+    # KPI is not measured (its family is on metric_denylist).
+    handle: tuple[tuple[PairKey, float], ...] | None = None
+    resolution: tuple[tuple[PairKey, float], ...] | None = None
+    dwell: tuple[tuple[str, float], ...] | None = None
+    delivery_lag: tuple[tuple[str, float], ...] | None = None
+    repeats: Mapping[PairKey, int] | None = None
     # Distinct agents on emails in handling states, and the emails per agent as cumulative
     # counts over AGENT_LOAD_BUCKETS and +Inf, with their sum (None: not measured).
     agents_working: int | None = None

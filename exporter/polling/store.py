@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from exporter.aggregation.series_budget import OWN_SERIES
 from exporter.domain.models import Flow, GroupKey, PairKey, Snapshot
 from exporter.domain.names import SERVICE_LEVEL_OUTCOMES
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+K = TypeVar("K")
 
 
 @dataclass(slots=True)
@@ -42,7 +45,8 @@ class DurationHistogram:
 
 @dataclass(slots=True)
 class WaitHistogram:
-    """Pickup waits of one group: counts per bucket index (non-cumulative), sum and count."""
+    """Observed seconds of one series (pickup waits, handling KPIs): counts per bucket index
+    (non-cumulative), sum and count."""
 
     counts: dict[int, int] = field(default_factory=dict)
     total: float = 0.0
@@ -57,6 +61,87 @@ class WaitHistogram:
         return out
 
 
+EMPTY_HISTOGRAM = WaitHistogram()  # shared: histograms are copied before they change
+
+
+@dataclass(frozen=True, slots=True)
+class HandlingCounters:
+    """The handling KPIs' counters (SPEC §10), replaced whole by every poll, never changed in
+    place: histograms of handle and resolution time per (email_type, work_type), of state
+    stays per state and of delivery lags per email_type; repeat contacts per pair."""
+
+    handle: dict[PairKey, WaitHistogram] = field(default_factory=dict)
+    resolution: dict[PairKey, WaitHistogram] = field(default_factory=dict)
+    dwell: dict[str, WaitHistogram] = field(default_factory=dict)
+    delivery_lag: dict[str, WaitHistogram] = field(default_factory=dict)
+    repeats: dict[PairKey, int] = field(default_factory=dict)
+    bounds: tuple[float, ...] = ()  # the bucket bounds all four are counted in
+
+    def counted(self, snapshot: Snapshot) -> HandlingCounters:
+        """These counters with the snapshot's observations added, as new objects. Pair series
+        follow the snapshot's live pairs (pre-created at zero, dropped after series_ttl), like
+        the pickup counters; a KPI that is not measured has none."""
+        kpis, bounds, live = snapshot.handling, snapshot.wait_bounds, snapshot.last_seen
+        old = self if bounds == self.bounds else HandlingCounters()  # a reload changed the buckets
+        repeats: dict[PairKey, int] = {}
+        if kpis.repeats is not None:
+            repeats = {k: n for k, n in old.repeats.items() if k in live}
+            for pair, n in kpis.repeats.items():
+                repeats[pair] = repeats.get(pair, 0) + n
+            repeats |= {pair: 0 for pair in live if pair not in repeats}
+        return HandlingCounters(
+            _by_pair(old.handle, kpis.handle, bounds, live),
+            _by_pair(old.resolution, kpis.resolution, bounds, live),
+            {} if kpis.dwell is None else _observed(old.dwell, kpis.dwell, bounds),
+            {}
+            if kpis.delivery_lag is None
+            else _observed(old.delivery_lag, kpis.delivery_lag, bounds),
+            repeats,
+            bounds,
+        )
+
+    def series(self) -> int:
+        """Series of the state and email-type histograms (not priced per pair: reserved)."""
+        return (len(self.dwell) + len(self.delivery_lag)) * (len(self.bounds) + 3)
+
+
+def _observed(
+    histograms: dict[K, WaitHistogram],
+    observations: Iterable[tuple[K, float]],
+    bounds: tuple[float, ...],
+) -> dict[K, WaitHistogram]:
+    """`histograms` (a new dict) with each (key, seconds) observed; changed ones are copies."""
+    out = dict(histograms)
+    changed: dict[K, WaitHistogram] = {}
+    for key, seconds in observations:
+        hist = changed.get(key)
+        if hist is None:
+            old = out.get(key) or WaitHistogram()
+            hist = changed[key] = WaitHistogram(dict(old.counts), old.total, old.count)
+        bucket = bisect_left(bounds, seconds)
+        hist.counts[bucket] = hist.counts.get(bucket, 0) + 1
+        hist.total += seconds
+        hist.count += 1
+    out.update(changed)
+    return out
+
+
+def _by_pair(
+    histograms: dict[PairKey, WaitHistogram],
+    observations: Iterable[tuple[PairKey, float]] | None,
+    bounds: tuple[float, ...],
+    live: Mapping[PairKey, float],
+) -> dict[PairKey, WaitHistogram]:
+    """Per-pair histograms with `observations` added, one for every live pair (None: the KPI
+    is not measured, so none)."""
+    if observations is None:
+        return {}
+    out = _observed({k: h for k, h in histograms.items() if k in live}, observations, bounds)
+    for pair in live:
+        out.setdefault(pair, EMPTY_HISTOGRAM)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Counted:
     """A successful poll's counters, computed off the loop (`OrgState.prepare_success`)."""
@@ -68,6 +153,7 @@ class Counted:
     pickups: dict[tuple[str, str, str], int]
     pickup_waits: dict[PairKey, WaitHistogram]
     pickup_bounds: tuple[float, ...]
+    handling: HandlingCounters
     # The counters these were computed from (by identity): a commit checks they are current.
     base: tuple[object, ...]
 
@@ -106,6 +192,7 @@ class OrgState:
     pickups: dict[tuple[str, str, str], int] = field(default_factory=dict)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
     pickup_bounds: tuple[float, ...] = ()  # the bounds pickup_waits are counted in
+    handling: HandlingCounters = field(default_factory=HandlingCounters)
     # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
     # that took longer than poll_interval while waiting for it.
     rate_limit_wait: float = 0.0
@@ -120,8 +207,17 @@ class OrgState:
         self.budget_overruns += 1
 
     def reserved_series(self) -> int:
-        """Series this organisation exports that no label combination of the queue pays for."""
-        return OWN_SERIES + len(self.api_requests) + len(self.transitions)
+        """Series this organisation exports that no label combination of the queue pays for:
+        its own, the transitions, and the handling KPIs' series per state and email type, the
+        agent gauges, and work_type_info's beyond one per pair (renames, shared names)."""
+        reserved = OWN_SERIES + len(self.api_requests) + len(self.transitions)
+        reserved += self.handling.series()
+        if (snapshot := self.snapshot) is not None:
+            kpis = snapshot.handling
+            reserved += 1 if kpis.agents_working is not None else 0
+            reserved += len(kpis.agent_load[0]) + 2 if kpis.agent_load is not None else 0
+            reserved += max(0, len(kpis.work_type_info) - len(snapshot.last_seen))
+        return reserved
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one upstream request (the transport's observer)."""
@@ -158,7 +254,8 @@ class OrgState:
         for key in snapshot.counts:
             live_departures.setdefault(key, 0)
         pickups, waits, bounds = self._count_pickups(snapshot, gap=flow is None)
-        base = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
+        base = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits,
+                self.handling)  # fmt: skip
         return Counted(
             snapshot,
             live_arrivals,
@@ -167,13 +264,15 @@ class OrgState:
             pickups,
             waits,
             bounds,
+            self.handling.counted(snapshot),
             base,
         )
 
     def commit_success(self, counted: Counted, duration: float, token_expiry: float | None) -> bool:
         """Swap in what `prepare_success` computed; False (nothing changed) when another result
         was committed since it was prepared, as its counters would be lost."""
-        now = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
+        now = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits,
+               self.handling)  # fmt: skip
         if any(a is not b for a, b in zip(now, counted.base, strict=True)):
             return False
         snapshot = counted.snapshot
@@ -193,6 +292,7 @@ class OrgState:
         self.transitions = counted.transitions
         self.pickups, self.pickup_waits = counted.pickups, counted.pickup_waits
         self.pickup_bounds = counted.pickup_bounds
+        self.handling = counted.handling
         return True
 
     def _count_pickups(

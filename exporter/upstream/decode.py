@@ -36,7 +36,14 @@ MAX_PAGE_ITEMS = 10_000
 # error body sent with status 200, say) must not read as an empty queue.
 _NOT_A_LIST = "response is not an email list (no items or totalItems)"
 _LABEL_FIELDS = ("state", "emailType", "workTypeId", "workTypeName", "workHandlerId", "threadId")
-_TEXT_FIELDS = ("workHandlerName", "queuedTime", "receivedTime", "startTime", "activeTime", "sentTime")
+_TEXT_FIELDS = (
+    "workHandlerName",
+    "queuedTime",
+    "receivedTime",
+    "startTime",
+    "activeTime",
+    "sentTime",
+)
 _ALL_FIELDS = ("id", *_LABEL_FIELDS, *_TEXT_FIELDS)
 # What msgspec raises for input it cannot turn into values at all.
 # (ValueError: Python refuses to turn integers of more than 4300 digits into text and back.)
