@@ -78,9 +78,7 @@ WORK_TYPE_INFO = Family.gauge(
 
 def counter_blocks(states: Sequence[OrgState], bounds: Sequence[float]) -> Iterator[Block]:
     """Handle, resolution, state-dwell and delivery-lag histograms, and repeat contacts."""
-    blocks = {
-        f: f.block(buckets=bounds) for f in (HANDLE, RESOLUTION, STATE_DWELL, DELIVERY_LAG)
-    }
+    blocks = {f: f.block(buckets=bounds) for f in (HANDLE, RESOLUTION, STATE_DWELL, DELIVERY_LAG)}
     repeats = REPEAT_CONTACTS.block()
     buckets = len(bounds)
     bounds = tuple(bounds)
