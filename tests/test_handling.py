@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,8 +28,8 @@ from exporter.app.wiring import build_poller, build_registry, handling_options
 from exporter.domain.names import DEFAULT_WAITING_STATES
 from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings
-from tests.faultkit import CLIENT_ID, CLIENT_SECRET, ORG, TOKEN_PATH, Upstream, serving
 from tests.fakes import Clock
+from tests.faultkit import CLIENT_ID, CLIENT_SECRET, ORG, TOKEN_PATH, Upstream, serving
 
 T0 = 1_800_000_000.0
 POLL = 30.0
@@ -200,13 +200,15 @@ def histogram(samples: Samples, name: str, labels: tuple[tuple[str, str], ...]) 
     return [*counts, samples[(f"{name}_count", labels)], samples[(f"{name}_sum", labels)]]
 
 
-def truth(observations: list[tuple[Any, float]], key: Any) -> tuple[list[int], float, int]:
+def truth(observations: Sequence[tuple[Any, float]], key: Any) -> tuple[list[int], float, int]:
     seconds = [s for k, s in observations if k == key]
     cumulative = [sum(1 for s in seconds if s <= b) for b in BUCKETS] + [len(seconds)]
     return cumulative, float(sum(seconds)), len(seconds)
 
 
-def check(samples: Samples, name: str, observations: list[tuple[Any, float]], labels: Any) -> None:
+def check(
+    samples: Samples, name: str, observations: Sequence[tuple[Any, float]], labels: Any
+) -> None:
     """The family's series for every key observed: exact buckets and count, the sum within
     one poll interval per observation."""
     for key in {k for k, _ in observations}:
@@ -255,12 +257,13 @@ async def test_every_kpi_against_the_script(mode: str) -> None:
     check(samples, "alvaria_emailqueue_state_dwell_seconds", DWELL, lambda s: (("state", s),))
     check(samples, "alvaria_emailqueue_delivery_lag_seconds", LAG, lambda e: (("email_type", e),))
     # Nothing else was observed: the totals are the script's.
-    for name, observations in [
+    totals: list[tuple[str, Sequence[object]]] = [
         ("alvaria_emailqueue_handle_seconds_count", HANDLE),
         ("alvaria_emailqueue_resolution_seconds_count", RESOLUTION),
         ("alvaria_emailqueue_state_dwell_seconds_count", DWELL),
         ("alvaria_emailqueue_delivery_lag_seconds_count", LAG),
-    ]:
+    ]
+    for name, observations in totals:
         assert sum(v for (n, _), v in samples.items() if n == name) == len(observations), name
     repeats = {
         labels: v for (n, labels), v in samples.items() if n.endswith("repeat_contacts_total") and v
