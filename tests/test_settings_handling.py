@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from exporter.app.wiring import aggregation_options, denied_families, handling_options
 from exporter.domain.errors import ConfigError
 from exporter.metrics.families import series_cost
 from exporter.metrics.queue import declared_families
-from exporter.settings import Settings, load
+from exporter.settings import Settings, TargetSettings, load
 from tests.fakeapi import FakeApi
 from tests.test_main import run_cli
 
@@ -92,9 +93,7 @@ def test_a_denied_family_costs_no_series() -> None:
     full = series_cost(declared_families(), len(plain.age_buckets))
 
     def cost(cfg: Settings) -> int:
-        from exporter.settings import TargetSettings
-
-        target = TargetSettings(org_id="a", api_key="k", access_token="t")  # type: ignore[arg-type]
+        target = TargetSettings(org_id="a", api_key=SecretStr("k"), access_token=SecretStr("t"))
         return aggregation_options(cfg, target).series_cost.pair
 
     assert cost(plain) == full.pair
