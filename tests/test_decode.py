@@ -234,3 +234,20 @@ def test_the_lenient_path_keeps_the_handling_fields() -> None:
     emails = decode_page(body.encode(), 0, 5).emails
     assert emails[0].thread_id in ("42", 42) and emails[0].sent_time == "2027-01-15T05:59:00Z"
     assert emails[1].thread_id == "t" and emails[1].active_time == "x"
+
+
+def test_first_sight_fields_are_decoded_on_demand_by_id() -> None:
+    from exporter.upstream.first_sight import first_sight
+
+    extra = {"threadId": "t-1", "sentTime": "2027-01-15T05:59:00Z"}
+    body = json.dumps({"totalItems": 2, "items": [complete(0, **extra), complete(1)]}).encode()
+    found = first_sight(body, 5)
+    assert found.keys() == {1000, 1001}
+    assert (found[1000].thread_id, found[1000].sent_time) == ("t-1", "2027-01-15T05:59:00Z")
+    assert found[1000].received_time == "2027-01-15T06:00:00Z" and found[1001].thread_id is None
+    assert found[1000].state is None and found[1000].work_type_name is None  # nothing else decoded
+    # A field of an odd type does not lose the page: it is decoded in full instead.
+    odd = json.dumps({"items": [complete(0, sentTime=12), complete(1, threadId=7)]}).encode()
+    found = first_sight(odd, 5)
+    assert found.keys() == {1000, 1001} and found[1000].state == "Active"  # the full decoder's
+    assert found[1001].thread_id in (7, "7")

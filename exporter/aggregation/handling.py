@@ -26,7 +26,7 @@ import hashlib
 import math
 from array import array
 from collections import Counter
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -126,10 +126,12 @@ class HandlingTracker:
         # slots of new emails with their start candidate, delivery lags, repeat candidates.
         self._moves: list[tuple[int, str, float]] = []
         self._arrivals: list[tuple[int, float]] = []
+        self._pending: list[tuple[int, EmailId, Email]] = []  # new emails of the current page
         self._lags: list[tuple[EmailId, float]] = []
         self._repeats: list[tuple[EmailId, float]] = []
-        # Emails in handling states per agent id: counts only leave this poll.
-        self.loads: dict[str | int, int] = {}
+        # The agent ids of the emails in handling states (None: no agent); only the counts
+        # per agent leave this poll.
+        self.handlers: list[str | int | None] = []
 
     def _slot(self) -> int:
         if self._free:
@@ -142,28 +144,41 @@ class HandlingTracker:
         return len(self._since) - 1
 
     def arrive(self, email_id: EmailId, email: Email, group: Group) -> None:
-        """A new email: give it a slot; its lag and repeat contact are noted."""
-        options = self.options
+        """A new email: give it a slot; what it is read for at first sight waits for the end
+        of its page (`first_sight`)."""
         if self.first_poll:
-            if options.repeat_contacts:  # not seen to begin: only its thread is of use
+            if self.options.repeat_contacts:  # not seen to begin: only its thread is of use
                 slot = self._new[email_id] = self._slot()
-                self._thread[slot] = thread_hash(email.thread_id)
                 self._observed[slot] = 0
+                self._pending.append((slot, email_id, email))
             return
         slot = self._new[email_id] = self._slot()
         self._observed[slot] = 1
         self._start[slot] = NAN
-        received = received_at(email) if options.resolution else None
-        self._received[slot] = NAN if received is None else received
-        start = handling_start(email, math.inf) if group.handling else NAN
-        self._arrivals.append((slot, start))
-        if options.delivery_lag and (lag := delivery_lag(email)) is not None:
-            self._lags.append((email_id, lag))
-        if options.repeat_contacts:
-            thread = self._thread[slot] = thread_hash(email.thread_id)
-            departed = self._previous_threads.get(thread) if thread else None
-            if departed is not None:
-                self._repeats.append((email_id, departed))
+        self._arrivals.append((slot, handling_start(email, math.inf) if group.handling else NAN))
+        self._pending.append((slot, email_id, email))
+
+    def first_sight(self, details: Callable[[], Mapping[int, Email]] | None) -> None:
+        """Read the page's new emails' receivedTime, sentTime and threadId: from `details`
+        when the page was decoded without them (then decoded for them now), else their own."""
+        if not self._pending:
+            return
+        found = details() if details is not None else {}
+        options = self.options
+        observed = not self.first_poll
+        for slot, email_id, email in self._pending:
+            full = found.get(email_id, email) if type(email_id) is int else email
+            if observed:
+                if options.resolution and (received := received_at(full)) is not None:
+                    self._received[slot] = received
+                if options.delivery_lag and (lag := delivery_lag(full)) is not None:
+                    self._lags.append((email_id, lag))
+            if options.repeat_contacts and (thread := thread_hash(full.thread_id)):
+                self._thread[slot] = thread
+                departed = self._previous_threads.get(thread)
+                if observed and departed is not None:
+                    self._repeats.append((email_id, departed))
+        self._pending.clear()
 
     def move(self, email_id: EmailId, email: Email, old: GroupKey, group: Group) -> None:
         """A state change of an email the previous poll saw."""
@@ -228,11 +243,20 @@ class HandlingTracker:
             dwell=tuple(dwell) if options.dwell else None,
             delivery_lag=tuple(lags) if options.delivery_lag else None,
             repeats=dict(repeats) if options.repeat_contacts else None,
-            agents_working=len(self.loads) if options.agents else None,
-            agent_load=agent_load(self.loads) if options.agents else None,
+            agents_working=len(loads) if (loads := self._loads()) is not None else None,
+            agent_load=agent_load(loads) if loads is not None else None,
             work_type_info=self._info(now, info, series_ttl, max_info),
             memory=self._memory(slots, threads) if options.tracking else None,
         )
+
+    def _loads(self) -> Counter[str | int | None] | None:
+        """Emails in handling states per agent (None when not measured)."""
+        if not self.options.agents:
+            return None
+        loads = Counter(self.handlers)  # counted in C
+        loads.pop(None, None)
+        loads.pop("", None)
+        return loads
 
     def _settle_moves(self, now: float, dwell: list[tuple[str, float]]) -> None:
         since, start, observed = self._since, self._start, self._observed
@@ -342,13 +366,11 @@ class HandlingTracker:
         )
 
 
-def agent_load(loads: Mapping[str | int, int]) -> tuple[tuple[int, ...], int]:
+def agent_load(loads: Mapping[str | int | None, int]) -> tuple[tuple[int, ...], int]:
     """Cumulative counts of agents by emails held, over AGENT_LOAD_BUCKETS and +Inf, and the
     emails they hold together."""
-    counts = [0] * (len(AGENT_LOAD_BUCKETS) + 1)
-    for held in loads.values():
-        for i, bound in enumerate(AGENT_LOAD_BUCKETS):
-            if held <= bound:
-                counts[i] += 1
-        counts[-1] += 1
-    return tuple(counts), sum(loads.values())
+    by_load = Counter(loads.values())  # few distinct loads: the rest is cheap
+    counts = [
+        sum(n for held, n in by_load.items() if held <= bound) for bound in AGENT_LOAD_BUCKETS
+    ]
+    return (*counts, len(loads)), sum(loads.values())

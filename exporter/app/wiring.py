@@ -29,6 +29,7 @@ from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
 from exporter.upstream.client import ClientOptions, EmailQueueClient
+from exporter.upstream.first_sight import FIRST_SIGHT_FIELDS
 from exporter.upstream.ratelimit import Limiter
 from exporter.upstream.targets import client_options, token_provider
 from exporter.upstream.transport import HttpTransport, RetryPolicy, Sleep
@@ -124,7 +125,8 @@ def _client_options(cfg: Settings, target: TargetSettings) -> ClientOptions:
     fields = handling_options(cfg).email_fields()
     if cfg.work_type_label == "id":
         fields |= {"work_type_id"}
-    return dataclasses.replace(client_options(cfg, target), extra_fields=fields)
+    options = client_options(cfg, target)
+    return dataclasses.replace(options, extra_fields=fields, first_sight_fields=FIRST_SIGHT_FIELDS)
 
 
 def queue_collector(

@@ -154,9 +154,9 @@ class Poller:
                         if page.start == 0:
                             reported = page.total_items
                         if len(page.emails) > INLINE_PAGE_ITEMS or page.size > INLINE_PAGE_BYTES:
-                            await _off_loop(builder.add, page.emails)
+                            await _off_loop(builder.add, page.emails, page.details)
                         else:
-                            builder.add(page.emails)
+                            builder.add(page.emails, page.details)
                         for reason, count in page.invalid.items():
                             builder.add_invalid(reason, count)
         except (PollError, TimeoutError) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -82,6 +83,8 @@ class Page:
     # page did not fit it (see `Shape`).
     shape: Shape = Shape.FULL
     size: int = 0  # bytes of the body it was decoded from
+    # Fields a lean page left out, decoded on demand for its new emails (upstream.first_sight).
+    details: Callable[[], Mapping[int, Email]] | None = None
 
 
 _LOOSE_ITEM = msgspec.defstruct(
