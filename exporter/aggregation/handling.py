@@ -27,7 +27,7 @@ import math
 from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import TYPE_CHECKING
 
@@ -111,16 +111,17 @@ class HandlingTracker:
         self.options = options
         self.first_poll = first_poll
         memory = previous.memory if previous and previous.memory else _empty_memory()
+        self._memory_in = memory
         self.previous_slots: Mapping[EmailId, int] = memory.slots
         self._previous_threads = memory.threads
         self._previous_info = previous.work_type_info if previous else {}
-        # Copies this poll writes to (C-level copies: about a millisecond per 100k emails).
-        self._free = array("q", memory.free)
-        self._since = array("d", memory.since)
-        self._start = array("d", memory.start)
-        self._received = array("d", memory.received)
-        self._thread = array("q", memory.thread)
-        self._observed = bytearray(memory.observed)
+        # The previous poll's arrays, read as they are and copied before the first write
+        # (`_own`; C-level copies, about a millisecond per 100k emails): a poll in which no
+        # tracked email arrived, moved or left keeps them.
+        self._owned = False
+        self._free = memory.free
+        self._since, self._start, self._received = memory.since, memory.start, memory.received
+        self._thread, self._observed = memory.thread, memory.observed
         self._new: dict[EmailId, int] = {}
         # Noted in the pass, settled in `finish`: (slot, state left, handling start candidate),
         # slots of new emails with their start candidate, delivery lags, repeat candidates.
@@ -133,7 +134,16 @@ class HandlingTracker:
         # per agent leave this poll.
         self.handlers: list[str | int | None] = []
 
+    def _own(self) -> None:
+        if not self._owned:
+            self._owned = True
+            self._free = array("q", self._free)
+            self._since, self._start = array("d", self._since), array("d", self._start)
+            self._received, self._thread = array("d", self._received), array("q", self._thread)
+            self._observed = bytearray(self._observed)
+
     def _slot(self) -> int:
+        self._own()
         if self._free:
             return self._free.pop()
         self._since.append(NAN)
@@ -208,33 +218,33 @@ class HandlingTracker:
         """
         options = self.options
         observe = continuous and not self.first_poll
-        if not observe:
-            self._observed = bytearray(len(self._observed))
         dwell: list[tuple[str, float]] = []
         handle: list[tuple[PairKey, float]] = []
         resolution: list[tuple[PairKey, float]] = []
-        slots = dict(self.previous_slots) if options.tracking else {}
-        threads: Mapping[int, float] = {}
+        memory: EmailMemory | None = None
         if options.tracking:
-            self._settle_moves(now, dwell)
-            for slot, start in self._arrivals:
-                self._since[slot] = now
-                self._start[slot] = min(start, now)
-            threads = self._depart(
-                now,
-                slots,
-                previous_members.keys() - members.keys(),
-                previous_members,
-                waiting_states,
-                (dwell, handle, resolution),
-            )
-            slots.update(self._new)
+            departed = previous_members.keys() - members.keys()
+            if departed or self._new or self._moves or not observe:
+                self._own()
+                if not observe:
+                    self._observed[:] = bytes(len(self._observed))
+                self._settle_moves(now, dwell)
+                for slot, start in self._arrivals:
+                    self._since[slot] = now
+                    self._start[slot] = min(start, now)
+                slots = dict(self.previous_slots)
+                threads = self._depart(now, slots, departed, previous_members, waiting_states,
+                                       (dwell, handle, resolution))  # fmt: skip
+                slots.update(self._new)
+                memory = self._memory(slots, threads)
+            else:  # nothing arrived, moved or left: the memory stays, but for old threads
+                memory = replace(self._memory_in, threads=self._threads(now, []))
         repeats: Counter[PairKey] = Counter()
         lags: list[tuple[str, float]] = []
         if observe:
             cutoff = now - options.thread_memory
-            for email_id, departed in self._repeats:
-                if departed >= cutoff:
+            for email_id, left in self._repeats:
+                if left >= cutoff:
                     repeats[members[email_id][1:]] += 1
             lags = [(members[email_id][1], lag) for email_id, lag in self._lags]
         return HandlingKpis(
@@ -246,7 +256,7 @@ class HandlingTracker:
             agents_working=len(loads) if (loads := self._loads()) is not None else None,
             agent_load=agent_load(loads) if loads is not None else None,
             work_type_info=self._info(now, info, series_ttl, max_info),
-            memory=self._memory(slots, threads) if options.tracking else None,
+            memory=memory,
         )
 
     def _loads(self) -> Counter[str | int | None] | None:
