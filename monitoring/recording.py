@@ -214,5 +214,5 @@ def groups(config: Config) -> list[dict[str, Any]]:
             "name": "alvaria-emailqueue.recording",
             "rules": _queue(config) + _thresholds(config) + _service_level(config) + _api(config),
         },
-        {"name": "alvaria-emailqueue.handling", "rules": _handling(config)},
+        {"name": "alvaria-emailqueue.recording.handling", "rules": _handling(config)},
     ]
