@@ -139,3 +139,17 @@ def test_handling_start_is_active_time_not_earlier_than_queued_else_the_poll() -
     handle = sorted(seconds for _, seconds in snaps[2].handling.handle or ())
     # Both left at T0+60: one handled since 07:05, the other since the poll that saw it.
     assert handle == [30.0, 3300.0 + 60.0]
+
+
+def test_kpis_enabled_midway_observe_only_emails_that_arrive_after() -> None:
+    off = AggregationOptions(handling=HandlingOptions(handle=False, dwell=False,
+                             resolution=False, repeat_contacts=False))  # fmt: skip
+    on = AggregationOptions()
+    first = aggregate([email(1, "a")], now=T0, options=off)
+    second = aggregate([email(1, "a", "Active"), email(2, "b")], now=T0 + 30, options=on,
+                       previous=first)  # fmt: skip
+    third = aggregate([email(2, "b", "Active")], now=T0 + 60, options=on, previous=second)
+    # Email 1 was there before the KPIs were measured: its stay and departure are not observed;
+    # email 2 arrived after: its Queued stay is.
+    assert third.handling.dwell == (("Queued", 30.0),)
+    assert third.handling.handle == ()
