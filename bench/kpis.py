@@ -6,11 +6,13 @@ subjects and addresses); `uniform` spreads its emails evenly over 13 states x 3 
 work per email weighs the most. For each shape, three polls take turns in this process, each
 `repeats` times: the orjson floor, the exporter's poller with every KPI, and the same poller with
 the eight KPI families on `metric_denylist` (which also removes their per-email work). Taking
-turns puts the three under the same load on a shared machine; the medians are compared.
+turns, each in every place of the order, after a garbage collection, puts the three under the
+same load on a shared machine; the medians are compared.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +69,9 @@ def _poller_run(
 
 
 async def _cpu(run: Callable[[], Awaitable[object]]) -> float:
+    # Each run starts with no garbage of the one before (the floor leaves 100,000 dicts), so
+    # no run pays for another's collection.
+    gc.collect()
     started = time.process_time()
     await run()
     return time.process_time() - started
@@ -86,9 +91,11 @@ async def compare(sim: Simulator, shape: str, emails: int, repeats: int = 7) -> 
             await run()
             await run()
         cpu: dict[str, list[float]] = {name: [] for name in runs}
+        order = list(runs)
         for _ in range(repeats):
-            for name, run in runs.items():
-                cpu[name].append(await _cpu(run))
+            for name in order:
+                cpu[name].append(await _cpu(runs[name]))
+            order.append(order.pop(0))  # each takes every place in turn
     median = {name: statistics.median(values) for name, values in cpu.items()}
     return KpiRow(shape, emails, median["floor"], median["without"], median["with"])
 

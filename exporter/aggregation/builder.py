@@ -309,6 +309,7 @@ class SnapshotBuilder:
         # A new memory, not the previous snapshot's changed: this may run in a worker thread.
         fold_memory = groups.fold_memory.remembering(groups.new_folds)
         memberships = self._memberships
+        flow = self._flow() if previous is not None else None
         return Snapshot(
             taken_at=now,
             counts=counts,
@@ -322,7 +323,7 @@ class SnapshotBuilder:
             invalid=dict(self._invalid),
             overflow=dict(groups.overflow),
             undated=self._undated,
-            flow=self._flow() if previous is not None else None,
+            flow=flow,
             service=service,
             pickups=tuple(
                 self._pickups.pickups(
@@ -336,7 +337,8 @@ class SnapshotBuilder:
             handling=self._handling.finish(
                 now,
                 continuous=continuous,
-                previous_members=self._previous_members,
+                # Only looked for when some email left (a set difference over every id).
+                previous_members=self._previous_members if flow is None or flow.departures else {},
                 members=memberships,
                 waiting_states=options.waiting_states,
                 info=groups.info,
