@@ -145,7 +145,9 @@ async def test_a_crash_in_the_worker_thread_is_reported_as_internal_and_polling_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     class Crashing(SnapshotBuilder):
-        def finish(self, now: float, reported_items: int | None = None) -> Snapshot:
+        def finish(
+            self, now: float, reported_items: int | None = None, *, continuous: bool = True
+        ) -> Snapshot:
             raise ZeroDivisionError("a bug")
 
     state = OrgState("acme")
