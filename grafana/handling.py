@@ -1,8 +1,9 @@
 """The overview dashboard's "Handling" row: what happens to an email after it waits (SPEC §10).
 
 Handle and resolution times, time per state and the repeat-contact rate are judged over a
-fixed hour (`HANDLING_WINDOW`, the recording rules' window): departures come a few a minute,
-too few in the panel's rate interval for an average or a quantile to mean anything.
+fixed window (`handling_window` of the monitoring configuration, 1h, as the recording rules):
+departures come a few a minute, too few in the panel's rate interval for an average or a
+quantile to mean anything.
 """
 
 from __future__ import annotations
@@ -21,8 +22,18 @@ REPEATS = "alvaria_emailqueue_repeat_contacts_total"
 ARRIVALS = "alvaria_emailqueue_arrivals_total"
 WORKING = "alvaria_emailqueue_agents_working"
 LOAD = "alvaria_emailqueue_agent_load"
-HOUR = "a fixed hour ending at each point (not the panel's rate interval, which holds too few "
-HOUR += "departures)"
+
+
+def _over(config: Config) -> str:
+    """How the fixed handling window reads in a panel description."""
+    window = config.handling_window
+    span = "hour" if window == "1h" else f"{window} window"
+    return (
+        f"a fixed {span} ending at each point (not the panel's rate interval, which holds too "
+        "few departures)"
+    )
+
+
 # Series per organisation and state, or organisation and email type: the work type filter
 # (and for states the email type filter) cannot apply to them.
 BY_EMAIL_TYPE = f'{q.EXPORTER}, email_type=~"$email_type"'
@@ -57,7 +68,7 @@ def _handle_panels(board: dash.Dashboard, config: Config) -> None:
             "Average handle time by work type",
             "AHT: how long agents worked the emails that left the queue from a handling state, "
             "from the start of handling (activeTime, else the first poll seeing it handled) to "
-            f"its departure (handle_seconds_sum / _count), over {HOUR}.",
+            f"its departure (handle_seconds_sum / _count), over {_over(config)}.",
             "s",
             p.query(_mean(HANDLE, by, q.QUEUE, window, config), "{{org}} / {{work_type}}"),
         )
@@ -66,7 +77,7 @@ def _handle_panels(board: dash.Dashboard, config: Config) -> None:
         p.series(
             "Handle time p90 by work type",
             "Nine in ten handled emails took at most this long, interpolated within the "
-            f"exporter's age buckets, over {HOUR}.",
+            f"exporter's age buckets, over {_over(config)}.",
             "s",
             p.query(_quantile(0.9, HANDLE, by, q.QUEUE, window, config), "{{org}} / {{work_type}}"),
         )
@@ -75,7 +86,7 @@ def _handle_panels(board: dash.Dashboard, config: Config) -> None:
         p.series(
             "Resolution time p50 / p90",
             "The customer's wait for an answer: from receivedTime (else queuedTime) to the "
-            f"departure of handled emails, over {HOUR}.",
+            f"departure of handled emails, over {_over(config)}.",
             "s",
             p.query(_quantile(0.5, RESOLUTION, "", q.QUEUE, window, config), "p50"),
             p.query(_quantile(0.9, RESOLUTION, "", q.QUEUE, window, config), "p90", ref_id="B"),
@@ -90,8 +101,8 @@ def _state_panels(board: dash.Dashboard, config: Config) -> None:
             "Time in Wrap and Review",
             "Average stay in wrap-up, waiting for a supervisor's review and in review, from the "
             "first poll showing the state to the first showing another (state_dwell_seconds), "
-            f"over {HOUR}. Follows the job and organisation filters only: the metric has no "
-            "work_type or email_type label.",
+            f"over {_over(config)}. Follows the job and organisation filters only: the metric has "
+            "no work_type or email_type label.",
             "s",
             p.query(_mean(DWELL, "state", states, _window(config), config), "{{state}}"),
         )
@@ -113,7 +124,7 @@ def _state_panels(board: dash.Dashboard, config: Config) -> None:
         p.series(
             "Repeat-contact rate by work type",
             "Share of new emails that continue the thread of an email that had already left "
-            f"the queue (within the exporter's thread_memory), over {HOUR}.",
+            f"the queue (within the exporter's thread_memory), over {_over(config)}.",
             "percentunit",
             p.query(f"{repeats} / {arrivals}", "{{org}} / {{work_type}}"),
         ).min(0)
