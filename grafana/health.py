@@ -205,20 +205,18 @@ def _fleet_row(board: dash.Dashboard) -> None:
     board.with_row(dash.Row("Fleet"))
     job = 'job=~"$job"'
     board.with_panel(
-        p.top_table(
+        p.merged_table(
             "Replicas and shards",
             "Per scraped replica: its shard, the number of shards it was configured with, how "
             "many organisations it polls, and whether its last configuration reload succeeded "
             "(1). Every replica must report the same total, and every shard below it must be "
             "listed (AlvariaEmailQueueShardingMismatch, AlvariaEmailQueueShardMissing).",
-            "none",
-            p.instant_table(
-                f"alvaria_emailqueue_shard_ordinal{{{job}}}"
-                f" or alvaria_emailqueue_total_shards{{{job}}}"
-                f" or alvaria_emailqueue_targets{{{job}}}"
-                f" or alvaria_emailqueue_config_last_reload_successful{{{job}}}"
-            ),
-            "value",
+            {
+                "shard": f"alvaria_emailqueue_shard_ordinal{{{job}}}",
+                "total_shards": f"alvaria_emailqueue_total_shards{{{job}}}",
+                "organisations": f"alvaria_emailqueue_targets{{{job}}}",
+                "reload ok": f"alvaria_emailqueue_config_last_reload_successful{{{job}}}",
+            },
         )
     )
     board.with_panel(
