@@ -30,11 +30,17 @@ def _lost(config: Config) -> str:
     )
 
 
+# A description lists at most this many organisations, then says how many there are.
+LISTED = 20
+
+
 def _org_list(query: str, empty: str) -> str:
-    """The `org` labels of a template query's result, sorted, or `empty`."""
+    """The `org` labels of a template query's result, sorted and comma-separated (the first
+    LISTED, then the count), or `empty`."""
     return (
-        f'{{{{ with {query} }}}}{{{{ range sortByLabel "org" . }}}}{{{{ .Labels.org }}}} '
-        f"{{{{ end }}}}{{{{ else }}}}{empty} {{{{ end }}}}"
+        f"{{{{ with {query} }}}}{{{{ range $i, $s := sortByLabel \"org\" . }}}}"
+        f"{{{{ if lt $i {LISTED} }}}}{{{{ if $i }}}}, {{{{ end }}}}{{{{ $s.Labels.org }}}}{{{{ end }}}}{{{{ end }}}}"
+        f"{{{{ if gt (len .) {LISTED} }}}} ... ({{{{ len . }}}} in all){{{{ end }}}}{{{{ else }}}}{empty}{{{{ end }}}}"
     )
 
 
@@ -54,18 +60,19 @@ def _organisation_lost(config: Config) -> dict[str, Any]:
     )
     shard = t.query(
         f"last_over_time({q.metric('shard_ordinal')}{{job=%q, instance=%q}}[{window}])",
-        "$labels.job .Labels.instance",
+        "$labels.job $r.Labels.instance",
     )
     where = (
-        f'{{{{ range {replicas} | sortByLabel "instance" }}}}{{{{ .Labels.instance }}}}'
-        f"{{{{ with {shard} }}}} (shard {{{{ (first .).Value }}}}){{{{ end }}}} {{{{ end }}}}"
+        f'{{{{ range $i, $r := {replicas} | sortByLabel "instance" }}}}{{{{ if $i }}}}, {{{{ end }}}}'
+        f"{{{{ $r.Labels.instance }}}}{{{{ with {shard} }}}} (shard {{{{ (first .).Value }}}}){{{{ end }}}}"
+        "{{ end }}"
     )
     return alert(
         config,
         "OrganisationLost",
         f"group by ({by}) (last_over_time({up}[{window}]))\nunless on ({by})\n{up}",
         "Organisation {{ $labels.org }} is exported by no replica of job {{ $labels.job }}",
-        f"""Organisation {{{{ $labels.org }}}} was exported in the last {window} by {where}and
+        f"""Organisation {{{{ $labels.org }}}} was exported in the last {window} by {where} and
         now by no replica of job {{{{ $labels.job }}}}: the replica died, left service discovery
         or stopped polling it, so its queue is not monitored and no queue or service-level
         alert can fire for it (they are inhibited). Organisations of the job lost now:

@@ -117,6 +117,7 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
             "AlvariaEmailQueueShardingMismatch",
             "AlvariaEmailQueueShardMissing",
             "AlvariaEmailQueueConfigReloadFailed",
+            "AlvariaEmailQueueOrganisationLost",
         }
         | QUEUE_ALERTS
     )
@@ -240,8 +241,27 @@ def test_queue_alerts_outlive_stale_after_until_the_exporter_alerts_take_over() 
     assert (
         "alvaria_emailqueue_poll_interval_seconds" in _rule("AlvariaEmailQueuePollsFailing")["expr"]
     )
+    lost = _rule("AlvariaEmailQueueOrganisationLost")
     for name in QUEUE_ALERTS - {"AlvariaEmailQueueServiceLevelBelowObjective"}:
-        assert seconds(_rule(name)["keep_firing_for"]) >= seconds(data_stale["for"]) + 60, name
+        keep = seconds(_rule(name)["keep_firing_for"])
+        assert keep >= seconds(data_stale["for"]) + 60, name
+        # A dead replica: the series vanish at once; OrganisationLost must fire (and inhibit)
+        # at an evaluation before the alert would resolve.
+        assert keep >= seconds(lost["for"]) + 30, name
+
+
+def test_at_risk_pages_soon_and_stops_soon() -> None:
+    """`for` and keep_firing_for of ServiceLevelAtRisk leave most of the warning window."""
+    rule = _rule("AlvariaEmailQueueServiceLevelAtRisk")
+    assert seconds(rule["for"]) <= 30
+    assert seconds(rule["keep_firing_for"]) <= 120
+    assert "humanizeTimestamp" in rule["annotations"]["description"]
+    assert "due in" not in rule["annotations"]["description"]
+
+
+def test_not_draining_reads_pickups_not_departures() -> None:
+    expr = _rule("AlvariaEmailQueueNotDraining")["expr"]
+    assert "pickups:increase30m" in expr and "departures" not in expr
 
 
 @pytest.mark.parametrize("name", sorted(QUEUE_ALERTS))
@@ -284,19 +304,50 @@ def test_alertmanager_config_is_valid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("labels", "receiver"),
+    ("labels", "receivers"),
     [
-        (["alertname=AlvariaEmailQueueServiceLevelAtRisk", "severity=critical"], "pager"),
-        (["alertname=AlvariaEmailQueueAuthFailing", "severity=critical"], "pager"),
-        (["alertname=AlvariaEmailQueueBacklogGrowing", "severity=warning"], "chat"),
-        (["alertname=AlvariaEmailQueueBacklogHigh", "severity=warning"], "chat"),
-        (["alertname=AlvariaEmailQueueNotDraining", "severity=warning"], "chat"),
-        (["alertname=AlvariaEmailQueueDataStale", "severity=critical"], "pager"),
-        (["alertname=Other", "severity=critical"], "null"),
-        (["alertname=Other"], "null"),
+        # A rule without a calendar (VIP: a continuous clock) pages at any hour.
+        (
+            [
+                "alertname=AlvariaEmailQueueServiceLevelAtRisk",
+                "severity=critical",
+                "work_type=VIP-gold",
+                "email_type=InboundEmail",
+            ],
+            ["pager"],
+        ),
+        # A rule with a calendar: a page while it is open, a ticket while it is closed (the
+        # time intervals decide which of the two routes is active).
+        (
+            [
+                "alertname=AlvariaEmailQueueServiceLevelBreached",
+                "severity=critical",
+                "work_type=Sales",
+                "email_type=InboundEmail",
+            ],
+            ["pager", "ticket"],
+        ),
+        (
+            [
+                "alertname=AlvariaEmailQueueServiceLevelBelowObjective",
+                "severity=warning",
+                "work_type=Sales",
+            ],
+            ["ticket"],
+        ),
+        (["alertname=AlvariaEmailQueueOrganisationLost", "severity=critical"], ["pager"]),
+        (["alertname=AlvariaEmailQueueAuthFailing", "severity=critical"], ["pager"]),
+        (["alertname=AlvariaEmailQueueBacklogGrowing", "severity=warning"], ["chat"]),
+        (["alertname=AlvariaEmailQueueBacklogHigh", "severity=warning"], ["chat"]),
+        (["alertname=AlvariaEmailQueueNotDraining", "severity=warning"], ["chat"]),
+        (["alertname=AlvariaEmailQueueDataStale", "severity=critical"], ["pager"]),
+        (["alertname=Other", "severity=critical"], ["null"]),
+        (["alertname=Other"], ["null"]),
     ],
 )
-def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:
+def test_alertmanager_routes_by_severity_and_calendar(
+    labels: list[str], receivers: list[str]
+) -> None:
     result = run(
         tool("amtool"),
         "config",
@@ -307,7 +358,7 @@ def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> No
         *labels,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.split() == [receiver]
+    assert result.stdout.strip().split(",") == receivers
 
 
 def _alertmanager_config() -> dict[str, Any]:
@@ -324,11 +375,25 @@ def _inhibited_by(source: str, equal: list[str]) -> set[str]:
     return inhibited
 
 
-def test_alertmanager_inhibits_queue_alerts_while_the_exporter_fails() -> None:
-    assert _inhibited_by("AlvariaEmailQueueExporterDown", ["job"]) == QUEUE_ALERTS
+def test_alertmanager_inhibits_by_organisation_never_by_job_alone() -> None:
+    per_org = {
+        "AlvariaEmailQueueAuthFailing",
+        "AlvariaEmailQueuePollsFailing",
+        "AlvariaEmailQueueDataStale",
+        "AlvariaEmailQueueApiRateLimited",
+        "AlvariaEmailQueueTokenRefreshFailing",
+        "AlvariaEmailQueueLabelOverflow",
+    }
+    assert _inhibited_by("AlvariaEmailQueueOrganisationLost", ["job", "org"]) == (
+        QUEUE_ALERTS | per_org
+    )
+    # A replica that cannot be scraped mutes only its own alerts (they carry `instance`).
+    assert _inhibited_by("AlvariaEmailQueueExporterDown", ["job", "instance"]) == per_org
     for source in ("AlvariaEmailQueueAuthFailing", "AlvariaEmailQueueDataStale"):
         assert _inhibited_by(source, ["job", "org"]) == QUEUE_ALERTS, source
     assert _inhibited_by("AlvariaEmailQueuePollsFailing", ["job", "org"]) == WARNING_QUEUE_ALERTS
+    for inhibit in _alertmanager_config()["inhibit_rules"]:
+        assert {"org", "instance"} & set(inhibit["equal"]), inhibit
 
 
 def test_refused_credentials_inhibit_their_symptoms() -> None:
@@ -384,15 +449,46 @@ def test_alertmanager_groups_only_this_exporters_alerts() -> None:
     assert sub["group_by"] == ["alertname", "org"]
 
 
-def test_every_alert_reaches_a_receiver_at_any_hour() -> None:
-    """Business hours are only a commented option: the shipped routing mutes nothing by time."""
+def _service_level_route() -> dict[str, Any]:
+    (sub,) = _alertmanager_config()["route"]["routes"]
+    (route,) = [r for r in sub["routes"] if "ServiceLevel" in r["matchers"][0]]
+    return dict(route)
+
+
+def test_service_level_alerts_have_their_own_quick_groups() -> None:
+    """A new at-risk alert is not held back by a group already notified for another."""
+    route = _service_level_route()
+    assert route["group_by"] == ["alertname", "org"]
+    assert seconds(route["group_wait"]) <= 10
+    assert seconds(route["group_interval"]) <= 30
+    (sub,) = _alertmanager_config()["route"]["routes"]
+    assert sub["routes"].index(route) == 0, "before the routes by severity"
+
+
+def test_only_service_level_alerts_follow_the_calendar() -> None:
+    """Exporter and queue alerts reach a receiver at any hour; service-level pages are gated
+    by the calendar, and whenever their page route is muted a ticket route is active."""
     config = _alertmanager_config()
-    assert "time_intervals" not in config and "mute_time_intervals" not in config
-    for route in config["route"]["routes"][0]["routes"]:
-        assert "active_time_intervals" not in route and "mute_time_intervals" not in route
-    text = ALERTMANAGER_CONFIG.read_text()
-    assert "#   active_time_intervals: [business-hours]" in text
-    assert "#   - name: business-hours" in text
+    (sub,) = config["route"]["routes"]
+    for route in sub["routes"]:
+        if route is not sub["routes"][0]:
+            assert "active_time_intervals" not in route and "mute_time_intervals" not in route
+    names = {interval["name"] for interval in config["time_intervals"]}
+    routes = _service_level_route()["routes"]
+    gated = [i for i, r in enumerate(routes) if "active_time_intervals" in r]
+    assert gated, "the example's calendar rules"
+    for i, route in enumerate(routes):
+        intervals = route.get("active_time_intervals", []) + route.get("mute_time_intervals", [])
+        assert set(intervals) <= names
+        if route["receiver"] == "pager" and "active_time_intervals" in route:
+            (calendar,) = {n.rsplit("-", 1)[0] for n in intervals}
+            assert route["active_time_intervals"] == [f"{calendar}-open"]
+            assert route["continue"] is True
+            ticket = routes[i + 1]
+            assert ticket["matchers"] == route["matchers"] and ticket["receiver"] == "ticket"
+            holidays = route.get("mute_time_intervals", [])
+            assert ticket["active_time_intervals"] == [f"{calendar}-closed", *holidays]
+    assert routes[-1] == {"matchers": ['severity="critical"'], "receiver": "pager"}
 
 
 def _matches(matchers: list[str], alertname: str) -> bool:
