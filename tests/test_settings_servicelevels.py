@@ -177,3 +177,40 @@ service_levels:
     assert notes[1] == "service_levels[2] never applies: service_levels[1] matches every group"
     assert len(notes) == 2
     assert not advice(load([], config(tmp_path, GOOD)).settings)
+
+
+def test_advice_on_warnings_shorter_than_the_alerting_pipeline(tmp_path: Path) -> None:
+    text = """
+service_level_warning: 90s
+service_levels:
+  - match: {work_type: Sales}
+    target: 1h
+    warning: 1m
+  - match: {work_type: Billing}
+    target: 1h
+    warning: 0s
+  - match: {work_type: Support}
+    target: 1h
+    warning: 2m
+"""
+    notes = advice(load([], config(tmp_path, text)).settings)
+    assert notes == [
+        "service_levels[0].warning (60s) is shorter than the 120s the shipped alerting takes to "
+        "deliver AlvariaEmailQueueServiceLevelAtRisk (scrape 30s + evaluation 30s + for 30s + "
+        "group_interval 30s): the page would come after the breach; what reaches people is "
+        "warning - 120s",
+        "service_level_warning (90s) is shorter than the 120s the shipped alerting takes to "
+        "deliver AlvariaEmailQueueServiceLevelAtRisk (scrape 30s + evaluation 30s + for 30s + "
+        "group_interval 30s): the page would come after the breach; what reaches people is "
+        "warning - 120s",
+    ]
+
+
+def test_check_config_warns_about_a_warning_too_short_to_page_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in config(tmp_path, "service_level_warning: 1m\n").items():
+        monkeypatch.setenv(key, value)
+    assert main(["--check-config"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: service_level_warning (60s) is shorter than the 120s" in err
