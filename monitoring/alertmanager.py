@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SERVICE_LEVELS = Path("deploy/alertmanager/service-levels.example.yml")
 PATH = Path("deploy/alertmanager/alertmanager.yml")
 PREFIX = "AlvariaEmailQueue"
-EXPORTER_ALERTS = "AuthFailing|PollsFailing|DataStale|ApiRateLimited|TokenRefreshFailing|LabelOverflow"
+EXPORTER_ALERTS = (
+    "AuthFailing|PollsFailing|DataStale|ApiRateLimited|TokenRefreshFailing|LabelOverflow"
+)
 QUEUE_ALERTS = "BacklogHigh|BacklogGrowing|NotDraining|ServiceLevel.*"
 # Group the service-level alerts across organisations (service_level_group_by).
 FLEET_GROUP_BY = ("alertname", "work_type", "email_type")
@@ -66,7 +68,9 @@ def _quoted(content: Any) -> Any:
 
 
 def _yaml(content: Any, indent: int) -> str:
-    text = yaml.dump(_quoted(content), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096)
+    text = yaml.dump(
+        _quoted(content), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096
+    )
     return textwrap.indent(text, " " * indent).rstrip("\n")
 
 
@@ -85,7 +89,9 @@ def pipeline_delay(config: Config) -> float:
         seconds(config.scrape_interval)
         + seconds(config.evaluation_interval)
         + seconds(config.alert("ServiceLevelAtRisk").for_)
-        + max(seconds(config.service_level_group_wait), seconds(config.service_level_group_interval))
+        + max(
+            seconds(config.service_level_group_wait), seconds(config.service_level_group_interval)
+        )
     )
 
 
@@ -178,7 +184,9 @@ def render(config: Config = CONFIG, levels: calendars.ServiceLevels | None = Non
     """The example alertmanager.yml."""
     if levels is None:
         levels = calendars.load(ROOT / EXAMPLE_SERVICE_LEVELS)
-        levels = calendars.ServiceLevels(levels.rules, levels.calendars, EXAMPLE_SERVICE_LEVELS.name)
+        levels = calendars.ServiceLevels(
+            levels.rules, levels.calendars, EXAMPLE_SERVICE_LEVELS.name
+        )
     business = next(iter(levels.calendars), "business-hours")
     return f"""\
 # Example Alertmanager configuration for the Alvaria EmailQueue alerts.

@@ -38,7 +38,7 @@ def _org_list(query: str, empty: str) -> str:
     """The `org` labels of a template query's result, sorted and comma-separated (the first
     LISTED, then the count), or `empty`."""
     return (
-        f"{{{{ with {query} }}}}{{{{ range $i, $s := sortByLabel \"org\" . }}}}"
+        f'{{{{ with {query} }}}}{{{{ range $i, $s := sortByLabel "org" . }}}}'
         f"{{{{ if lt $i {LISTED} }}}}{{{{ if $i }}}}, {{{{ end }}}}{{{{ $s.Labels.org }}}}{{{{ end }}}}{{{{ end }}}}"
         f"{{{{ if gt (len .) {LISTED} }}}} ... ({{{{ len . }}}} in all){{{{ end }}}}{{{{ else }}}}{empty}{{{{ end }}}}"
     )
