@@ -35,7 +35,7 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 
-from monitoring import generate, recording
+from monitoring import alertmanager, calendars, generate, recording
 from monitoring.config import CONFIG, Threshold
 from monitoring.durations import seconds
 from monitoring.timelapse import time_lapse
@@ -173,9 +173,19 @@ def prometheus_config(tmp: Path, exporters: dict[str, str], alertmanager: str) -
     return path
 
 
-def alertmanager_config(tmp: Path, webhook_port: int) -> Path:
-    """The example alertmanager.yml, its webhooks sent to the test and its waits lapsed."""
-    config = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+def alertmanager_config(tmp: Path, webhook_port: int, exporter_config: Path | None = None) -> Path:
+    """The example alertmanager.yml, its webhooks sent to the test and its waits lapsed.
+
+    Generated as the committed example is, but from the service levels and calendars of the
+    exporters under test (`exporter_config`; none: every service-level alert pages at any hour),
+    so no route here depends on the time of day the test runs at.
+    """
+    levels = (
+        calendars.load(exporter_config)
+        if exporter_config
+        else calendars.ServiceLevels((), {}, "the test's exporters")
+    )
+    config = yaml.safe_load(alertmanager.render(CONFIG, levels))
     routes = [config["route"]]
     while routes:  # every route that sets its own timing, the sub-route of these alerts included
         route = routes.pop()
