@@ -19,6 +19,7 @@ import functools
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from monitoring.config import CONFIG
 from tests.fakes import free_port
 from tests.test_e2e_alerting import (
     BIN,
+    GROUP_WAIT,
     LAPSE,
     Webhook,
     _answers,
@@ -200,3 +202,80 @@ async def test_each_work_type_is_warned_before_its_first_breach(
     alert = next(a for _, _, a in hook.received if a["labels"]["alertname"] == AT_RISK)
     assert alert["annotations"]["runbook_url"].endswith("#alvariaemailqueueservicelevelatrisk")
     assert "the next breach is at " in alert["annotations"]["description"]
+
+
+def calendars_yaml(path: Path) -> Path:
+    """Two calendars: open around the clock, and closed today (holidays around today, UTC)."""
+    today = datetime.now(UTC).date()
+    every_day = dict.fromkeys(("mon", "tue", "wed", "thu", "fri", "sat", "sun"), "00:00-24:00")
+    config = {
+        "service_levels": [
+            {"match": {"work_type": "Open"}, "target": "1h", "calendar": "always"},
+            {"match": {"work_type": "Closed"}, "target": "1h", "calendar": "closed-today"},
+        ],
+        "calendars": {
+            "always": {"timezone": "UTC", "hours": every_day},
+            "closed-today": {
+                "timezone": "UTC",
+                "hours": every_day,
+                "holidays": [str(today + timedelta(days=d)) for d in (-1, 0, 1)],
+            },
+        },
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+async def test_a_closed_calendar_opens_a_ticket_instead_of_a_page(tmp_path: Path) -> None:
+    """Real Alertmanager with the generated time intervals: the route of a calendar that is
+    closed now is muted, its ticket route is not; an open calendar pages."""
+    hook = Webhook()
+    app = web.Application()
+    app.router.add_post("/{receiver}", hook.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    am = f"127.0.0.1:{free_port()}"
+    config = alertmanager_config(tmp_path, hook_port, calendars_yaml(tmp_path / "exporter.yml"))
+    with (tmp_path / "alertmanager.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address={am}",
+            "--cluster.listen-address=",
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        async with aiohttp.ClientSession() as session:
+            await eventually(functools.partial(_answers, session, f"http://{am}/-/ready"), "AM")
+            alerts = [
+                {
+                    "labels": {
+                        "alertname": AT_RISK,
+                        "severity": "critical",
+                        "job": "alvaria-emailqueue",
+                        "org": "acme",
+                        "work_type": work_type,
+                        "email_type": "InboundEmail",
+                    }
+                }
+                for work_type in ("Open", "Closed")
+            ]
+            async with session.post(f"http://{am}/api/v2/alerts", json=alerts) as resp:
+                assert resp.status == 200, await resp.text()
+
+            async def delivered() -> set[tuple[str, str]]:
+                got = {(r, a["labels"]["work_type"]) for _, r, a in hook.received}
+                return got if {("pager", "Open"), ("ticket", "Closed")} <= got else set()
+
+            await eventually(delivered, "a page for Open and a ticket for Closed")
+            # The muted page route would have flushed with the ticket route's group.
+            await asyncio.sleep(2 * GROUP_WAIT)
+            got = {(r, a["labels"]["work_type"]) for _, r, a in hook.received}
+            assert got == {("pager", "Open"), ("ticket", "Closed")}
+    finally:
+        await _stop(proc)
+        await runner.cleanup()
