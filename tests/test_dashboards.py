@@ -226,6 +226,24 @@ def test_agent_workload_says_which_filters_do_not_apply() -> None:
     assert "$work_type" not in panel["targets"][0]["expr"]
 
 
+def test_the_shard_table_shows_every_field_of_every_replica() -> None:
+    """One query per column, merged by replica: an `or` chain of series with the same labels
+    would keep only its first metric (`or` ignores the name) and hide total_shards."""
+    board = load_dashboards()["exporter-health.json"]
+    (panel,) = [p for p in panels(board) if p["title"] == "Replicas and shards"]
+    exprs = {t["refId"]: t["expr"] for t in panel["targets"]}
+    assert all(" or " not in e for e in exprs.values())
+    names = {re.match(r"alvaria_emailqueue_(\w+)", e).group(1) for e in exprs.values()}  # type: ignore[union-attr]
+    assert names == {"shard_ordinal", "total_shards", "targets", "config_last_reload_successful"}
+    assert all(t["instant"] and t["format"] == "table" for t in panel["targets"])
+    merge, organize = panel["transformations"]
+    assert merge["id"] == "merge" and organize["id"] == "organize"
+    renamed = organize["options"]["renameByName"]
+    assert set(renamed) == {f"Value #{ref}" for ref in exprs}
+    total = next(ref for ref, expr in exprs.items() if "total_shards" in expr)
+    assert renamed[f"Value #{total}"] == "total_shards"
+
+
 def test_waiting_age_quantiles_per_work_type() -> None:
     board = load_dashboards()["emailqueue-overview.json"]
     (panel,) = [p for p in panels(board) if p["title"] == "Waiting age p50 / p90 by work type"]

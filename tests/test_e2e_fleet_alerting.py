@@ -120,6 +120,19 @@ def _prometheus_config(tmp: Path, fleet: list[str], discovery: Path, am: str) ->
     return path
 
 
+def _simulator(address: str) -> list[str]:
+    """Eight organisations with static queues (cheap on a busy machine), each its own API key."""
+    return [
+        str(BIN / "alvaria-emailqueue-simulator"),
+        "--scenario=large",
+        "--emails=40",
+        "--orgs=8",
+        "--api-key-per-org",
+        f"--client-secret={SECRET}",
+        f"--listen-address={address}",
+    ]
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
     """Webhook, simulator, Alertmanager, three exporters and Prometheus, stopped afterwards."""
@@ -145,19 +158,7 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet
     exporter = [str(BIN / "alvaria-emailqueue-exporter")]
     shards = {"shard-0": ["--shard=0", "--total-shards=2"], "shard-1": ["--shard=1", "--total-shards=2"]}  # fmt: skip
     commands: dict[str, tuple[list[str], dict[str, str], str]] = {
-        "simulator": (
-            [
-                str(BIN / "alvaria-emailqueue-simulator"),
-                "--scenario=large",
-                "--emails=40",
-                "--orgs=8",
-                "--api-key-per-org",
-                f"--client-secret={SECRET}",
-                f"--listen-address={sim}",
-            ],
-            env,
-            f"{sim}/",
-        ),
+        "simulator": (_simulator(sim), env, f"{sim}/"),
         "alertmanager": (
             [
                 binary("prometheus-alertmanager", "alertmanager"),
