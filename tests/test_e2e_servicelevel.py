@@ -10,6 +10,10 @@ generated from the same exporter configuration → webhook. Each work type's
 `AlvariaEmailQueueServiceLevelAtRisk` must reach the pager before that work type's first breach,
 as the simulator's ground truth (`/_sim/truth`) times it, and not before its warning window:
 a second work type of the same organisation is not held back by the first one's group.
+
+And a real Alertmanager with the routing generated from two calendars, one open around the
+clock and one closed today: a service-level alert of the closed one opens a ticket, the open
+one pages.
 """
 
 from __future__ import annotations
