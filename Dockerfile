@@ -12,7 +12,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 # The source revision: written into the package as plain text, so build_info{revision} and the
-# landing page show it (exporter/buildinfo.py); anything but a plain revision reads as unknown.
+# landing page show it (exporter/metrics/buildinfo.py); anything but a plain revision reads as unknown.
 ARG REVISION=unknown
 
 WORKDIR /src

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv system-deps test lint typecheck pytest demo bench soak monitoring dashboards clean
+.PHONY: help venv system-deps test lint typecheck imports pytest demo bench soak monitoring dashboards clean
 
 help:
 	@echo "make demo        run the exporter against the built-in simulator on :9654"
@@ -45,10 +45,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy exporter
 	$(BIN)/mypy tests grafana bench monitoring
 
+# The stages' layers (pyproject.toml [tool.importlinter]): every import points down.
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
 pytest: $(STAMP) system-deps
 	$(BIN)/pytest -W error
 
-test: lint typecheck pytest
+test: lint typecheck imports pytest
 
 demo: $(STAMP)
 	$(BIN)/alvaria-emailqueue-exporter --demo --listen-address 127.0.0.1:9654 --poll-interval 5s --agent-metrics

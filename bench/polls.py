@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from exporter import settings
-from exporter.main import build_poller
-from exporter.poller import Poller
-from exporter.store import OrgState
+from exporter.app.wiring import build_poller
+from exporter.polling.poller import Poller
+from exporter.polling.store import OrgState
 
 from .procs import API_KEY, CLIENT_ID, CLIENT_SECRET, ORG, PAGE_CAP, Simulator, exporter_args
 

@@ -21,19 +21,19 @@ import aiohttp
 import structlog
 from prometheus_client import generate_latest
 
-from exporter.aggregate import AggregationOptions, SnapshotBuilder
-from exporter.client import Page
-from exporter.decode import Shape, decode_page
-from exporter.families import gather
-from exporter.main import build_registry
-from exporter.models import Email
-from exporter.names import STATES
-from exporter.poller import Poller, PollTiming
-from exporter.runtime import prepare_for_serving
-from exporter.server import build_app, serve
+from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
+from exporter.app.runtime import prepare_for_serving
+from exporter.app.wiring import build_registry
+from exporter.domain.models import Email
+from exporter.domain.names import STATES
+from exporter.metrics.families import gather
+from exporter.metrics.textformat import Renderer
+from exporter.polling.poller import Poller, PollTiming
+from exporter.polling.store import Store
 from exporter.settings import Settings
-from exporter.store import Store
-from exporter.textformat import Renderer
+from exporter.upstream.client import Page
+from exporter.upstream.decode import Shape, decode_page
+from exporter.web.server import build_app, serve
 
 from .procs import Simulator, _stop, daemon, free_port, wait_http
 from .scrape import _peak_rss

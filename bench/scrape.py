@@ -12,13 +12,13 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from exporter.aggregate import AggregationOptions, SnapshotBuilder
-from exporter.main import build_registry
-from exporter.models import Email
-from exporter.names import STATES
+from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
+from exporter.app.wiring import build_registry
+from exporter.domain.models import Email
+from exporter.domain.names import STATES
+from exporter.metrics.textformat import render as render_body
+from exporter.polling.store import Store
 from exporter.settings import Settings
-from exporter.store import Store
-from exporter.textformat import render as render_body
 
 from .procs import Simulator, daemon
 

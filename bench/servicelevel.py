@@ -18,13 +18,11 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
-from exporter.aggregate import AggregationOptions, SnapshotBuilder
-from exporter.businesshours import BusinessCalendar
-from exporter.families import Block, gather
-from exporter.main import build_registry
-from exporter.models import Email
-from exporter.servicelevel import ServiceLevel, ServiceLevelPolicy, ServiceLevelRule
-from exporter.servicelevel_metrics import (
+from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
+from exporter.app.wiring import build_registry
+from exporter.domain.models import Email
+from exporter.metrics.families import Block, gather
+from exporter.metrics.servicelevels import (
     AT_RISK,
     BREACHED,
     NEXT_BREACH,
@@ -32,8 +30,10 @@ from exporter.servicelevel_metrics import (
     PICKUPS,
     TARGET,
 )
-from exporter.store import Store
-from exporter.textformat import Renderer
+from exporter.metrics.textformat import Renderer
+from exporter.polling.store import Store
+from exporter.servicelevels.calendar import BusinessCalendar
+from exporter.servicelevels.policy import ServiceLevel, ServiceLevelPolicy, ServiceLevelRule
 
 from .render import ORG, options, settings
 

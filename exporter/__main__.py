@@ -2,7 +2,7 @@
 
 import sys
 
-from exporter.main import main
+from exporter.app.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

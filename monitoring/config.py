@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from exporter.domain.names import DEFAULT_WAITING_STATES
 from monitoring.durations import seconds
 
 
@@ -66,7 +67,7 @@ class Config:
     # Change it if your scrape job is named otherwise.
     job_selector: str = 'job=~".*alvaria-emailqueue.*"'
     # The exporter's `waiting_states` (ALVARIA_WAITING_STATES). Change both together.
-    waiting_states: tuple[str, ...] = ("Queued", "Queued2", "Transferred", "Reassigned")
+    waiting_states: tuple[str, ...] = DEFAULT_WAITING_STATES
     # Email types the queue and service-level alerts judge: customers wait for inbound emails;
     # outbound ones queue for other reasons. Add e.g. "ManualOutboundEmail" to alert on it too.
     alert_email_types: tuple[str, ...] = ("InboundEmail",)

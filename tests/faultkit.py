@@ -25,11 +25,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from exporter.main import build_poller, build_registry
-from exporter.poller import Poller
-from exporter.server import build_app, landing_page
+from exporter.app.wiring import build_poller, build_registry
+from exporter.polling.poller import Poller
+from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings
-from exporter.store import Store
+from exporter.web.server import build_app, landing_page
 from tests.fakes import Clock
 
 ORG = "acme"

@@ -10,9 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.aggregate import AggregationOptions, SnapshotBuilder, aggregate, diff, parse_timestamp
-from exporter.models import Email
-from exporter.names import STATES
+from exporter.aggregation.builder import (
+    AggregationOptions,
+    SnapshotBuilder,
+    aggregate,
+    diff,
+)
+from exporter.aggregation.dating import parse_timestamp
+from exporter.domain.models import Email
+from exporter.domain.names import STATES
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC).timestamp()
 OPTIONS = AggregationOptions()

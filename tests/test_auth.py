@@ -16,15 +16,7 @@ from aiohttp.test_utils import TestServer
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from exporter.auth import (
-    DEFAULT_TOKEN_LIFETIME,
-    ClientCredentials,
-    ClientCredentialsConfig,
-    StaticToken,
-    TokenState,
-    with_realm,
-)
-from exporter.errors import (
+from exporter.domain.errors import (
     AuthError,
     ConnectionFailedError,
     PollError,
@@ -32,7 +24,15 @@ from exporter.errors import (
     RequestTimeoutError,
     ServerHTTPError,
 )
-from exporter.http import HttpTransport, RetryPolicy
+from exporter.upstream.auth import (
+    DEFAULT_TOKEN_LIFETIME,
+    ClientCredentials,
+    ClientCredentialsConfig,
+    StaticToken,
+    TokenState,
+    with_realm,
+)
+from exporter.upstream.transport import HttpTransport, RetryPolicy
 from tests.fakes import Clock, FakeSleep
 
 TOKEN_URL = "http://id.test/tokenservice/oauth2/access_token"

@@ -16,10 +16,11 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter.basic_auth import BCRYPT_MAX_PASSWORD, BasicAuth, Verdict, check_password
-from exporter.server import build_app
-from exporter.store import Store
-from exporter.web_config import WebConfig
+from exporter.polling.store import Store
+from exporter.settings.web_config import WebConfig
+from exporter.web.access import guard_for
+from exporter.web.basic_auth import BCRYPT_MAX_PASSWORD, BasicAuth, Verdict, check_password
+from exporter.web.server import build_app
 
 LONG = "p" * 70 + "ü" * 10  # 90 bytes in UTF-8
 SHORT = "correct horse battery"
@@ -41,7 +42,7 @@ USERS = {"alice": hashed(SHORT), "bob": hashed(LONG)}
 @asynccontextmanager
 async def served(auth: BasicAuth) -> AsyncIterator[str]:
     """The exporter's app behind `auth` on a free loopback port; yields its base URL."""
-    app = build_app(Store([]), CollectorRegistry(), middlewares=[WebConfig(auth=auth).middleware])
+    app = build_app(Store([]), CollectorRegistry(), middlewares=[guard_for(WebConfig(), auth)])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

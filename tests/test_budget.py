@@ -10,13 +10,14 @@ import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.aggregate import AggregationOptions, SnapshotBuilder
-from exporter.budget import OWN_SERIES, SeriesCost
-from exporter.collector import QueueCollector
-from exporter.errors import POLL_ERROR_REASONS
-from exporter.models import Email, Snapshot
-from exporter.names import OTHER, SERIES
-from exporter.store import OrgState, Store
+from exporter.aggregation.builder import DEFAULT_COST, AggregationOptions, SnapshotBuilder
+from exporter.aggregation.series_budget import OWN_SERIES, SeriesCost
+from exporter.domain.errors import POLL_ERROR_REASONS
+from exporter.domain.models import Email, Snapshot
+from exporter.domain.names import OTHER, SERIES
+from exporter.metrics.families import Family, series_cost
+from exporter.metrics.queue import QueueCollector, declared_families
+from exporter.polling.store import OrgState, Store
 from tests.fakes import Clock
 
 T0 = 1_800_000_000.0
@@ -25,7 +26,7 @@ ORG = "acme"
 
 
 def options(**kw: object) -> AggregationOptions:
-    return AggregationOptions(series_cost=SeriesCost.for_buckets(len(BUCKETS)), **kw)  # type: ignore[arg-type]
+    return AggregationOptions(series_cost=series_cost(declared_families(), len(BUCKETS)), **kw)  # type: ignore[arg-type]
 
 
 def emails_of(types: int, work_types: int, per_pair: int = 1) -> list[Email]:
@@ -215,7 +216,7 @@ def test_without_a_budget_the_same_queue_exports_far_more() -> None:
 
 
 def test_flow_counted_while_folding_matches_the_reference_diff() -> None:
-    from exporter.aggregate import diff
+    from exporter.aggregation.builder import diff
 
     rng = random.Random(3)
     org = Org(options(max_series=1200))
@@ -233,3 +234,18 @@ def test_flow_counted_while_folding_matches_the_reference_diff() -> None:
             assert +snap.flow.departures == +reference.departures
             assert +snap.flow.transitions == +reference.transitions
         previous = snap
+
+
+def test_series_costs_are_derived_from_the_family_declarations() -> None:
+    derived = series_cost(declared_families(), 10)
+    assert derived == DEFAULT_COST  # the aggregation's default is the derived one
+    # A family added with `per` is priced from then on, with no table to keep in step.
+    extra = Family.histogram("alvaria_emailqueue_extra", "x", "org", "work_type", per="pair")
+    more = series_cost((*declared_families(), extra), 10)
+    assert more == SeriesCost(derived.pair + 13, derived.group, derived.dated_group, derived.agent)
+
+
+def test_every_family_keyed_by_queue_labels_declares_what_it_grows_with() -> None:
+    growing = {"work_type", "agent"}
+    unpriced = [f.name for f in declared_families() if growing & set(f.labels) and f.per is None]
+    assert unpriced == []

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import buildinfo
-from exporter.main import build_registry
+from exporter.app.wiring import build_registry
+from exporter.metrics import buildinfo
+from exporter.metrics.textformat import render
+from exporter.polling.store import Store
 from exporter.settings import Settings
-from exporter.store import Store
-from exporter.textformat import render
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,12 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from exporter.businesshours import CONTINUOUS, HORIZON_DAYS, BusinessCalendar, parse_day_hours
+from exporter.servicelevels.calendar import (
+    CONTINUOUS,
+    HORIZON_DAYS,
+    BusinessCalendar,
+    parse_day_hours,
+)
 
 ZONES = ("Europe/London", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "UTC")
 # 2026-01-01 .. 2027-12-31: both DST seasons twice over.
@@ -251,7 +256,7 @@ def test_the_intervals_kept_are_bounded_whatever_the_instants() -> None:
 def test_breach_times_clamp_stamps_far_from_now() -> None:
     from array import array
 
-    from exporter.servicelevel import ServiceLevel, breach_times
+    from exporter.servicelevels.policy import ServiceLevel, breach_times
 
     level = ServiceLevel(3600.0, 600.0, BusinessCalendar("UTC", OFFICE))
     times = breach_times(array("d", [-1e10, T0, 1e11]), level, T0)

@@ -14,13 +14,18 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from exporter import client as client_module
-from exporter.auth import ClientCredentials, ClientCredentialsConfig, StaticToken, TokenProvider
-from exporter.client import ClientOptions, EmailQueueClient, Page, decode_page
-from exporter.decode import Shape, WireEmail
-from exporter.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
-from exporter.http import HttpTransport
-from exporter.models import Email
+from exporter.domain.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
+from exporter.domain.models import Email
+from exporter.upstream import client as client_module
+from exporter.upstream.auth import (
+    ClientCredentials,
+    ClientCredentialsConfig,
+    StaticToken,
+    TokenProvider,
+)
+from exporter.upstream.client import ClientOptions, EmailQueueClient, Page, decode_page
+from exporter.upstream.decode import Shape, WireEmail
+from exporter.upstream.transport import HttpTransport
 from tests.fakes import FakeSleep
 
 API = "http://api.test"

@@ -7,12 +7,13 @@ import platform
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import __version__, buildinfo
-from exporter.aggregate import AggregationOptions, aggregate
-from exporter.collector import QueueCollector
-from exporter.errors import POLL_ERROR_REASONS
-from exporter.models import Email
-from exporter.store import Store
+from exporter import __version__
+from exporter.aggregation.builder import AggregationOptions, aggregate
+from exporter.domain.errors import POLL_ERROR_REASONS
+from exporter.domain.models import Email
+from exporter.metrics import buildinfo
+from exporter.metrics.queue import QueueCollector
+from exporter.polling.store import Store
 from tests.fakes import Clock
 
 T0 = 1_800_000_000.0
@@ -147,8 +148,8 @@ def test_configured_timing_is_exported_per_org_whatever_the_poll_outcome() -> No
 
 
 def test_flow_counters_follow_each_poll_and_removed_organisations() -> None:
-    from exporter.families import Registry, gather
-    from exporter.textformat import Renderer
+    from exporter.metrics.families import Registry, gather
+    from exporter.metrics.textformat import Renderer
 
     store = store_with([Email(id="1", state="Queued", work_type_name="Billing")])
     collector = QueueCollector(store, age_buckets=(60.0,), stale_after=1e9, poll_interval=60)

@@ -15,16 +15,16 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.connections import (
+from exporter.polling.store import Store
+from exporter.web.connections import (
     ConnectionGuard,
     ConnectionLimits,
     ServerCollector,
     Throttle,
     raise_fd_limit,
 )
-from exporter.exposition import WRITE_CHUNK, ExpositionCache
-from exporter.server import EXPOSITION, build_app, serve
-from exporter.store import Store
+from exporter.web.exposition import WRITE_CHUNK, ExpositionCache
+from exporter.web.server import EXPOSITION, build_app, serve
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 MiB = 1024 * 1024

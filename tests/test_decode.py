@@ -7,9 +7,9 @@ import tracemalloc
 
 import pytest
 
-from exporter.decode import Shape, decode_page
-from exporter.errors import DecodeError, InconsistentError
-from exporter.models import Email
+from exporter.domain.errors import DecodeError, InconsistentError
+from exporter.domain.models import Email
+from exporter.upstream.decode import Shape, decode_page
 
 MiB = 1024 * 1024
 
@@ -81,8 +81,8 @@ def test_huge_integers_in_a_label_field_count_as_missing() -> None:
 
 
 def test_the_fast_path_aggregates_exactly_like_text() -> None:
-    from exporter.aggregate import AggregationOptions, aggregate
-    from exporter.models import Email
+    from exporter.aggregation.builder import AggregationOptions, aggregate
+    from exporter.domain.models import Email
 
     items = [
         {"id": str(n), "state": "Queued", "queuedTime": f"2027-01-15T07:0{n}:00.250+01:00"}
@@ -127,7 +127,7 @@ def complete(n: int, **extra: object) -> dict[str, object]:
 
 
 def aggregated(page_emails: list[Email]) -> tuple[object, ...]:
-    from exporter.aggregate import AggregationOptions, aggregate
+    from exporter.aggregation.builder import AggregationOptions, aggregate
 
     snap = aggregate(page_emails, now=1_800_000_000.0, options=AggregationOptions())
     waiting = {k: list(v.timestamps) for k, v in snap.waiting.items()}

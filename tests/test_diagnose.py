@@ -10,12 +10,12 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter import buildinfo
-from exporter.auth import TokenResponse
-from exporter.diagnose import check_connection
-from exporter.findings import token_problems
+from exporter.app.check_connection import check_connection
+from exporter.app.findings import token_problems
+from exporter.metrics import buildinfo
 from exporter.settings import Settings, TargetSettings
 from exporter.simulator import SimulatorConfig, start_simulator
+from exporter.upstream.auth import TokenResponse
 from tests.certs import Certs, make_certs
 from tests.fakes import free_port
 from tests.faultkit import (

@@ -11,11 +11,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from prometheus_client.core import GaugeMetricFamily
 
-from exporter.aggregate import AggregationOptions, aggregate
-from exporter.exposition import ExpositionCache, accepts_gzip, negotiate
-from exporter.families import Block, Family, Registry
-from exporter.server import build_app
-from exporter.store import Store
+from exporter.aggregation.builder import AggregationOptions, aggregate
+from exporter.metrics.families import Block, Family, Registry
+from exporter.polling.store import Store
+from exporter.web.exposition import ExpositionCache, accepts_gzip, negotiate
+from exporter.web.server import build_app
 from tests.fakes import Clock
 
 SLOW = Family.gauge("slow_value", "A value that takes its time to render.", "org", "k")

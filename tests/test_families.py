@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.families import Family, gather, series_by_org
-from exporter.textformat import render
+from exporter.metrics.families import Family, gather, series_by_org
+from exporter.metrics.textformat import render
 from tests.test_textformat import ODD, Synthetic, queue_registry, registry_of
 
 

@@ -8,14 +8,14 @@ from collections.abc import AsyncGenerator
 import pytest
 from pydantic import SecretStr
 
-from exporter.client import Page
-from exporter.errors import ConfigError
-from exporter.fleet import Fleet
-from exporter.main import aggregation_options
-from exporter.poller import Poller, PollTiming
-from exporter.ratelimit import Limiter
+from exporter.app.wiring import aggregation_options
+from exporter.domain.errors import ConfigError
+from exporter.fleet.pollers import Fleet
+from exporter.polling.poller import Poller, PollTiming
+from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
-from exporter.store import OrgState, Store
+from exporter.upstream.client import Page
+from exporter.upstream.ratelimit import Limiter
 from tests.fakes import NoAuth
 
 

@@ -85,7 +85,7 @@ async def test_reload_adds_removes_rotates_and_keeps_the_rest(tmp_path: Path) ->
             write_config(config, targets, poll_interval="1s", **settings)
 
         configure("org-0001", "org-0002", "org-0003")
-        async with exporter(config, log=tmp_path / "exporter.log") as daemon:
+        async with exporter(config, log=tmp_path / "exporter.app.log") as daemon:
             await wait_for(
                 lambda: scrape(daemon.base), lambda m: get(m, POLLS, org="org-0001") >= 3, 10
             )
@@ -161,7 +161,7 @@ async def test_invalid_reload_answers_500_and_changes_nothing(tmp_path: Path) ->
         config = tmp_path / "config.yaml"
         good = [sim.target("org-0001", secret), sim.target("org-0002", secret)]
         write_config(config, good, poll_interval="1s")
-        async with exporter(config, log=tmp_path / "exporter.log") as daemon:
+        async with exporter(config, log=tmp_path / "exporter.app.log") as daemon:
             assert await status(daemon.base + "/-/reload") == 405
             before = await scrape(daemon.base)
             write_config(config, good[:1], poll_interval="soon")
@@ -204,7 +204,7 @@ async def test_reload_rereads_the_web_config(tmp_path: Path) -> None:
             poll_interval="1s",
             web_config_file=str(web),
         )
-        async with exporter(config, log=tmp_path / "exporter.log", auth=old) as daemon:
+        async with exporter(config, log=tmp_path / "exporter.app.log", auth=old) as daemon:
             url = daemon.base + "/-/reload"
             assert await status(url, method="POST") == 401, "reload is behind basic auth too"
             web.write_text(users("new password"))
@@ -226,7 +226,7 @@ async def test_request_budget_holds_across_ten_organisations(tmp_path: Path) -> 
         config = write_config(
             tmp_path / "config.yaml", targets, poll_interval="1s", max_requests_per_second=5
         )
-        async with exporter(config, log=tmp_path / "exporter.log") as daemon:
+        async with exporter(config, log=tmp_path / "exporter.app.log") as daemon:
             started = int(time.time()) + 1
             await asyncio.sleep(4.2)
             ended = int(time.time()) - 1

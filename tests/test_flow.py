@@ -11,14 +11,14 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from exporter.aggregate import AggregationOptions
-from exporter.auth import TokenProvider
-from exporter.client import Page
-from exporter.main import build_poller, build_registry
-from exporter.models import Email
-from exporter.poller import Poller, PollTiming
+from exporter.aggregation.builder import AggregationOptions
+from exporter.app.wiring import build_poller, build_registry
+from exporter.domain.models import Email
+from exporter.polling.poller import Poller, PollTiming
+from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
-from exporter.store import OrgState, Store
+from exporter.upstream.auth import TokenProvider
+from exporter.upstream.client import Page
 from tests.fakeapi import TOKEN, FakeApi, serve_fake
 from tests.fakes import Clock, NoAuth
 
@@ -103,7 +103,7 @@ async def test_failed_poll_keeps_the_baseline_but_a_stale_gap_resets_it() -> Non
 
     class Failing:
         async def pages(self) -> AsyncGenerator[Page, None]:
-            from exporter.errors import ServerHTTPError
+            from exporter.domain.errors import ServerHTTPError
 
             raise ServerHTTPError("boom", status=503)
             yield  # pragma: no cover

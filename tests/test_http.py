@@ -14,14 +14,14 @@ from aiohttp.test_utils import TestServer
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from exporter.errors import (
+from exporter.domain.errors import (
     ConnectionFailedError,
     DecodeError,
     RateLimitedError,
     RequestTimeoutError,
     ServerHTTPError,
 )
-from exporter.http import HttpTransport, RetryPolicy, parse_retry_after
+from exporter.upstream.transport import HttpTransport, RetryPolicy, parse_retry_after
 from tests.fakes import FakeSleep
 
 URL_ = "http://api.test/emails"

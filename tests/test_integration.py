@@ -105,7 +105,7 @@ async def exporter(env: dict[str, str]) -> AsyncIterator[Daemon]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
     full_env |= {"ALVARIA_LISTEN_ADDRESS": f"127.0.0.1:{port}", "ALVARIA_LOG_FORMAT": "json", **env}
     with tempfile.TemporaryDirectory() as tmp:
-        daemon = Daemon(f"http://127.0.0.1:{port}", Path(tmp) / "exporter.log")
+        daemon = Daemon(f"http://127.0.0.1:{port}", Path(tmp) / "exporter.app.log")
         # A file, not a pipe: a pipe nobody reads fills up and blocks the process.
         with daemon.log.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(

@@ -7,9 +7,9 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.aggregate import AggregationOptions, aggregate
-from exporter.labels import bound_label
-from exporter.models import Email
+from exporter.aggregation.builder import AggregationOptions, aggregate
+from exporter.aggregation.labels import bound_label
+from exporter.domain.models import Email
 
 
 def test_short_printable_values_are_kept_as_they_are() -> None:

@@ -6,13 +6,14 @@ from html.parser import HTMLParser
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter import __version__, buildinfo
-from exporter.aggregate import AggregationOptions, aggregate
-from exporter.families import Registry
-from exporter.landing import PageCache, PageInfo, ago, render
-from exporter.models import Email
-from exporter.server import PAGE_INFO, build_app
-from exporter.store import Store
+from exporter import __version__
+from exporter.aggregation.builder import AggregationOptions, aggregate
+from exporter.domain.models import Email
+from exporter.metrics import buildinfo
+from exporter.metrics.families import Registry
+from exporter.polling.store import Store
+from exporter.web.landing import PageCache, PageInfo, ago, render
+from exporter.web.server import PAGE_INFO, build_app
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 

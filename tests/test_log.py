@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from exporter import log
+from exporter.app import log
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +30,8 @@ def lines(buf: io.StringIO) -> list[dict[str, object]]:
 def test_auto_format_is_json_off_a_tty_and_levels_filter() -> None:
     buf = io.StringIO()
     log.configure("warning", "auto", buf)
-    structlog.get_logger("exporter.poller").info("poll", org="acme")
-    structlog.get_logger("exporter.poller").warning("poll", org="acme", outcome="failure")
+    structlog.get_logger("exporter.polling.poller").info("poll", org="acme")
+    structlog.get_logger("exporter.polling.poller").warning("poll", org="acme", outcome="failure")
     (event,) = lines(buf)
     assert event["event"] == "poll" and event["org"] == "acme" and event["level"] == "warning"
 

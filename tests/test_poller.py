@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from exporter.aggregate import AggregationOptions
-from exporter.client import Page
-from exporter.errors import RateLimitedError
-from exporter.poller import Poller, PollTiming
-from exporter.store import OrgState
+from exporter.aggregation.builder import AggregationOptions
+from exporter.domain.errors import RateLimitedError
+from exporter.polling.poller import Poller, PollTiming
+from exporter.polling.store import OrgState
+from exporter.upstream.client import Page
 from tests.fakes import NoAuth
 
 

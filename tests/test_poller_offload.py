@@ -12,12 +12,12 @@ from collections.abc import AsyncGenerator, Iterable
 
 import pytest
 
-import exporter.poller as poller_module
-from exporter.aggregate import AggregationOptions, SnapshotBuilder
-from exporter.client import Page
-from exporter.models import Email, Flow, Snapshot
-from exporter.poller import INLINE_PAGE_BYTES, INLINE_PAGE_ITEMS, Poller, PollTiming
-from exporter.store import Counted, OrgState
+import exporter.polling.poller as poller_module
+from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
+from exporter.domain.models import Email, Flow, Snapshot
+from exporter.polling.poller import INLINE_PAGE_BYTES, INLINE_PAGE_ITEMS, Poller, PollTiming
+from exporter.polling.store import Counted, OrgState
+from exporter.upstream.client import Page
 from tests.fakes import Clock, NoAuth
 
 GIVE_UP = 10.0  # seconds a blocked step waits for the loop before it fails the poll

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from exporter.ratelimit import RequestBudget
+from exporter.upstream.ratelimit import RequestBudget
 
 
 async def _take_times(

@@ -11,14 +11,14 @@ import pytest
 from aiohttp import web as aiohttp_web
 from prometheus_client import CollectorRegistry
 
-from exporter import web_config
-from exporter.errors import ConfigError
-from exporter.fleet import Fleet
-from exporter.reload import Hooks, Reloader
-from exporter.server import build_app
-from exporter.settings import Settings
-from exporter.store import Store
-from exporter.web_config import LiveWebConfig, WebConfig
+from exporter.domain.errors import ConfigError
+from exporter.fleet.pollers import Fleet
+from exporter.fleet.reload import Hooks, Reloader
+from exporter.polling.store import Store
+from exporter.settings import Settings, web_config
+from exporter.settings.web_config import WebConfig
+from exporter.web.access import LiveWebConfig
+from exporter.web.server import build_app
 from tests.certs import Certs, make_certs
 from tests.fakes import free_port
 from tests.test_fleet import Builder, settings, target

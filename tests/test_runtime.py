@@ -1,4 +1,4 @@
-"""The interpreter settings the daemon serves with (exporter.runtime)."""
+"""The interpreter settings the daemon serves with (exporter.app.runtime)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter import runtime
-from exporter.models import Snapshot
+from exporter.app import runtime
+from exporter.domain.models import Snapshot
 
 
 @pytest.fixture
@@ -52,9 +52,9 @@ def test_frozen_objects_are_still_freed_by_reference_counting(restored: None) ->
 def test_per_series_state_is_not_walked_by_full_collections() -> None:
     # What grows with the series (counters, rendered prefixes) must be made of strings,
     # numbers and tuples of them, which the collector stops tracking after one collection.
-    from exporter.aggregate import AggregationOptions, aggregate
-    from exporter.models import Email
-    from exporter.store import OrgState
+    from exporter.aggregation.builder import AggregationOptions, aggregate
+    from exporter.domain.models import Email
+    from exporter.polling.store import OrgState
 
     def poll(ids: range, state: str, previous: Snapshot | None) -> Snapshot:
         emails = [

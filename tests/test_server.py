@@ -8,11 +8,11 @@ import gzip
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from exporter.aggregate import AggregationOptions, aggregate
-from exporter.collector import QueueCollector
-from exporter.models import Email
-from exporter.server import build_app
-from exporter.store import Store
+from exporter.aggregation.builder import AggregationOptions, aggregate
+from exporter.domain.models import Email
+from exporter.metrics.queue import QueueCollector
+from exporter.polling.store import Store
+from exporter.web.server import build_app
 
 
 def make_app(store: Store, loops=()):

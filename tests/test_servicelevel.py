@@ -9,19 +9,19 @@ from datetime import UTC, datetime
 
 from prometheus_client import generate_latest
 
-from exporter.aggregate import AggregationOptions, aggregate
-from exporter.businesshours import BusinessCalendar
-from exporter.collector import QueueCollector
-from exporter.families import Registry
-from exporter.models import Email, ServiceLevelGroup, Snapshot
-from exporter.servicelevel import (
+from exporter.aggregation.builder import AggregationOptions, aggregate
+from exporter.domain.models import Email, ServiceLevelGroup, Snapshot
+from exporter.metrics.families import Registry
+from exporter.metrics.queue import QueueCollector
+from exporter.metrics.textformat import render
+from exporter.polling.store import Store
+from exporter.servicelevels.calendar import BusinessCalendar
+from exporter.servicelevels.policy import (
     ServiceLevel,
     ServiceLevelPolicy,
     ServiceLevelRule,
     breach_times,
 )
-from exporter.store import Store
-from exporter.textformat import render
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC).timestamp()  # a Thursday
 BILLING = ("InboundEmail", "Billing")

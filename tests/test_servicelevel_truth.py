@@ -24,8 +24,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from exporter.main import build_poller, build_registry
-from exporter.poller import Poller
+from exporter.app.wiring import build_poller, build_registry
+from exporter.polling.poller import Poller
+from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.servicelevels import (
     CalendarSettings,
@@ -35,7 +36,6 @@ from exporter.settings.servicelevels import (
 from exporter.simulator import SimulatorConfig
 from exporter.simulator.app import TOKEN_PATH, create_app
 from exporter.simulator.scenarios import SLA_DEFAULT_TARGET, SLA_TARGETS, sla_target
-from exporter.store import Store
 from tests.fakes import Clock
 from tests.test_businesshours import wall_clock_open
 

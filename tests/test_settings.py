@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from exporter.errors import ConfigError
+from exporter.domain.errors import ConfigError
 from exporter.settings import (
     REGIONS,
     SECRET_MASK,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import ConfigError
-from exporter.main import main
+from exporter.app.main import main
+from exporter.domain.errors import ConfigError
 from exporter.settings import load
 
 BASE = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}

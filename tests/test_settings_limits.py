@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.errors import ConfigError
+from exporter.domain.errors import ConfigError
 from exporter.settings import load
 from tests.certs import make_certs
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.businesshours import BusinessCalendar
-from exporter.errors import ConfigError
-from exporter.main import main
-from exporter.servicelevel_settings import service_level_policy
+from exporter.app.main import main
+from exporter.domain.errors import ConfigError
+from exporter.fleet.policies import service_level_policy
+from exporter.servicelevels.calendar import BusinessCalendar
 from exporter.settings import advice, load, masked_dump
 from exporter.settings.servicelevels import parse_service_levels
 

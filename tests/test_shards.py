@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter import shards
+from exporter.fleet import shards
+from exporter.settings.values import host_ordinal
 
 
 def _targets(orgs: int, orgs_per_key: int) -> list[tuple[str, str]]:
@@ -85,10 +86,10 @@ def test_shard_must_be_below_total() -> None:
     [("exporter-0", 0), ("alvaria-emailqueue-exporter-12", 12), ("web-3.svc.cluster.local", 3)],
 )
 def test_host_ordinal(hostname: str, ordinal: int) -> None:
-    assert shards.host_ordinal(hostname) == ordinal
+    assert host_ordinal(hostname) == ordinal
 
 
 @pytest.mark.parametrize("hostname", ["exporter", "exporter-", "exporter-x1", "laptop.local"])
 def test_host_without_ordinal_is_refused(hostname: str) -> None:
     with pytest.raises(ValueError, match="does not end in -<ordinal>"):
-        shards.host_ordinal(hostname)
+        host_ordinal(hostname)

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter.names import EMAIL_TYPES, STATES
+from exporter.domain.names import EMAIL_TYPES, STATES
 from exporter.simulator import SimulatorConfig, start_simulator
 from exporter.simulator.app import create_app
 from exporter.simulator.scenarios import API_FAULTS, Faults

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.names import EMAIL_TYPES, STATES
+from exporter.domain.names import EMAIL_TYPES, STATES
 from exporter.simulator.entities import ALLOWED_TRANSITIONS, WAITING, iso, new_email, to_item
 from exporter.simulator.model import QueueModel
 from exporter.simulator.query import Filters

@@ -17,12 +17,12 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.platform_collector import PlatformCollector
 
-from exporter.aggregate import AggregationOptions, aggregate
-from exporter.collector import QueueCollector
-from exporter.families import Block, Family, Registry, gather, to_metric_family
-from exporter.models import Email
-from exporter.store import Store
-from exporter.textformat import Renderer, go_float, render
+from exporter.aggregation.builder import AggregationOptions, aggregate
+from exporter.domain.models import Email
+from exporter.metrics.families import Block, Family, Registry, gather, to_metric_family
+from exporter.metrics.queue import QueueCollector
+from exporter.metrics.textformat import Renderer, go_float, render
+from exporter.polling.store import Store
 from tests.fakes import Clock
 
 T0 = 1_800_000_000.0

@@ -19,11 +19,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter.basic_auth import BasicAuth
-from exporter.errors import ConfigError
-from exporter.server import build_app
-from exporter.store import Store
-from exporter.web_config import WebConfig, load
+from exporter.domain.errors import ConfigError
+from exporter.polling.store import Store
+from exporter.settings.web_config import WebConfig, load
+from exporter.web.access import LiveWebConfig
+from exporter.web.basic_auth import BasicAuth
+from exporter.web.server import build_app
 from tests.certs import Certs, make_certs
 
 PASSWORD = "correct horse battery"
@@ -126,7 +127,7 @@ def test_relative_paths_are_read_next_to_the_file(tmp_path: Path, certs: Certs) 
 
 def test_an_empty_file_means_plain_http_without_auth(tmp_path: Path) -> None:
     config = load(write(tmp_path, ""))
-    assert config.ssl_context is None and config.auth is None and not config.headers
+    assert config.ssl_context is None and not config.users and not config.headers
 
 
 async def test_bcrypt_runs_once_per_distinct_credential_even_in_a_storm() -> None:
@@ -169,7 +170,9 @@ async def test_malformed_authorization_headers_fail(header: str | None) -> None:
 @asynccontextmanager
 async def running(config: WebConfig) -> AsyncIterator[str]:
     """The exporter's app behind `config` on a free loopback port; yields its base URL."""
-    app = build_app(Store(["acme"]), CollectorRegistry(), middlewares=[config.middleware])
+    app = build_app(
+        Store(["acme"]), CollectorRegistry(), middlewares=[LiveWebConfig(config).middleware]
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=config.ssl_context)

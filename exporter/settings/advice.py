@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.names import EMAIL_TYPES, STATES
+from exporter.domain.names import EMAIL_TYPES, STATES
 from exporter.settings.models import Settings
 
 # How late the shipped monitoring (deploy/prometheus, deploy/alertmanager) delivers

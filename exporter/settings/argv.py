@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from exporter.errors import ConfigError, ConfigErrors
+from exporter.domain.errors import ConfigError, ConfigErrors
 from exporter.settings.table import build_parser
 
 _ARGUMENT = re.compile(r"argument (\S+?)(?:/\S+)?: (.*)", re.DOTALL)

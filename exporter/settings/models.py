@@ -7,7 +7,7 @@ import math
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -22,12 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.errors import ConfigError
+from exporter.domain.names import DEFAULT_WAITING_STATES
 from exporter.settings import regions
 from exporter.settings.files import client_ssl_context
 from exporter.settings.regions import Region
 from exporter.settings.servicelevels import CalendarSettings, ServiceLevelRuleSettings
-from exporter.shards import host_ordinal
+from exporter.settings.values import host_ordinal
+from exporter.settings.web_config import WebConfig
 
 Mode = Literal["run", "demo", "once", "check_config", "check_connection", "version"]
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -147,14 +148,14 @@ class Settings(BaseModel):
     max_retries: int = Field(3, ge=0)
     stale_after: float = 0.0  # 0 is replaced by 5 * poll_interval
     series_ttl: float = Field(3600.0, ge=0)
-    waiting_states: tuple[str, ...] = ("Queued", "Queued2", "Transferred", "Reassigned")
+    waiting_states: tuple[str, ...] = DEFAULT_WAITING_STATES
     age_buckets: tuple[float, ...] = tuple(
         float(b) for b in (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800)
     )
     max_work_types: int = Field(500, ge=1)
     agent_metrics: bool = False
     max_agents: int = Field(2000, ge=1)
-    # The exporter's own series and a catch-all pair must fit (see exporter.budget).
+    # The exporter's own series and a catch-all pair must fit (see exporter.aggregation.series_budget).
     max_series: int = Field(20_000, ge=1000)
     max_label_length: int = Field(128, ge=16, le=4096)
     max_pages: int = Field(1000, ge=1)
@@ -224,19 +225,6 @@ class Settings(BaseModel):
             raise ValueError("must be strictly increasing")
         return value
 
-    @field_validator("web_config_file")
-    @classmethod
-    def _web_config(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            # Loaded now, so its problems are reported with every other setting's.
-            from exporter import web_config  # imported here: it reads files through this package
-
-            try:
-                web_config.load(value)
-            except ConfigError as exc:
-                raise ValueError(exc.problem) from None
-        return value
-
     @field_validator("ca_file")
     @classmethod
     def _ca_bundle(cls, value: Path | None) -> Path | None:
@@ -269,3 +257,5 @@ class Invocation:
     settings: Settings
     # Valid but surprising layering, e.g. a secret file shadowed by a value from the YAML file.
     notes: tuple[str, ...] = ()
+    # The web config file as read (once) while the settings were validated.
+    web: WebConfig = field(default_factory=WebConfig)

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
 
-from exporter.businesshours import WEEKDAYS, parse_day_hours
-from exporter.errors import ConfigError
+from exporter.domain.errors import ConfigError
+from exporter.servicelevels.calendar import WEEKDAYS, parse_day_hours
 from exporter.settings.values import parse_duration, type_name
 
 # Bounds on what one config file can ask for (each rule is tried per new group; each holiday

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from exporter.errors import ConfigError, ConfigErrors
+from exporter.domain.errors import ConfigError, ConfigErrors
+from exporter.settings import web_config
 from exporter.settings.argv import parse_argv
 from exporter.settings.checks import check_limits, unknown_env
 from exporter.settings.files import SECRET_FILE_LIMIT, read_text, read_yaml
@@ -33,6 +34,7 @@ from exporter.settings.table import (
     Spec,
 )
 from exporter.settings.values import convert, shown, type_name
+from exporter.settings.web_config import WebConfig
 
 
 class _Value(NamedTuple):
@@ -318,6 +320,49 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
             notes.append(f"{line.source}: {line.problem} (ignored; --strict-env refuses it)")
 
     inherited = [flag_layer, env_layer, top, flag_files, env_files, top_files]
+    targets = _targets(inherited, blocks, config_file, mode, notes, problems)
+
+    if config_file is not None:
+        raw_rules, raw_calendars = (top.get(k) for k in ("service_levels", "calendars"))
+        rules, calendars, found = parse_service_levels(
+            raw_rules and raw_rules.raw,
+            raw_calendars and raw_calendars.raw,
+            f"config file {config_file}",
+        )
+        problems.errors += found
+        global_values |= {"service_levels": rules, "calendars": calendars}
+    check_limits(global_values, global_sources, problems.add)
+    failed = [spec.name for spec in GLOBAL_SPECS if problems.about(spec.name)]
+    good = {k: v for k, v in global_values.items() if k not in failed}
+    web = _web_config(good.get("web_config_file"), global_sources, problems)
+    settings = _construct(
+        Settings, {**good, "targets": tuple(targets)}, global_sources, "", problems
+    )
+    problems.raise_any()
+    assert settings is not None  # noqa: S101 - _construct reported why otherwise
+    return Invocation(mode, settings, tuple(notes), web)
+
+
+def _web_config(path: Any, sources: dict[str, str], problems: Problems) -> WebConfig:
+    """The web config file, read once here, so its problems are reported with the others'."""
+    if path is None:
+        return WebConfig()
+    try:
+        return web_config.load(Path(path))
+    except ConfigError as exc:
+        problems.add("web_config_file", sources.get("web_config_file", "default"), exc.problem)
+        return WebConfig()
+
+
+def _targets(
+    inherited: list[_Layer],
+    blocks: list[tuple[_Layer, _Layer]] | None,
+    config_file: Any,
+    mode: Mode,
+    notes: list[str],
+    problems: Problems,
+) -> list[TargetSettings]:
+    """The organisations: one from flags/env/YAML, or one per block of `targets:`."""
     targets: list[TargetSettings] = []
     if blocks is None:
         if mode != "demo" or any("org_id" in layer for layer in inherited[:3]):
@@ -344,22 +389,4 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
                 problems.add(f"{prefix}org_id", where, f"duplicates targets[{seen[target.org_id]}]")
             seen[target.org_id] = i
             targets.append(target)
-
-    if config_file is not None:
-        raw_rules, raw_calendars = (top.get(k) for k in ("service_levels", "calendars"))
-        rules, calendars, found = parse_service_levels(
-            raw_rules and raw_rules.raw,
-            raw_calendars and raw_calendars.raw,
-            f"config file {config_file}",
-        )
-        problems.errors += found
-        global_values |= {"service_levels": rules, "calendars": calendars}
-    check_limits(global_values, global_sources, problems.add)
-    failed = [spec.name for spec in GLOBAL_SPECS if problems.about(spec.name)]
-    good = {k: v for k, v in global_values.items() if k not in failed}
-    settings = _construct(
-        Settings, {**good, "targets": tuple(targets)}, global_sources, "", problems
-    )
-    problems.raise_any()
-    assert settings is not None  # noqa: S101 - _construct reported why otherwise
-    return Invocation(mode, settings, tuple(notes))
+    return targets

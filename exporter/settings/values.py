@@ -119,3 +119,12 @@ def convert(kind: str, raw: Any) -> Any:
             return None
         raise ValueError("must not be empty")
     return {"choice": text.lower(), "path": Path(text)}.get(kind, text)
+
+
+def host_ordinal(hostname: str) -> int:
+    """The ordinal at the end of a StatefulSet pod's host name: ``exporter-3`` → 3."""
+    name = hostname.split(".", 1)[0]
+    _, sep, digits = name.rpartition("-")
+    if not sep or not digits.isascii() or not digits.isdigit():
+        raise ValueError(f"host name {hostname!r} does not end in -<ordinal>, as in name-3")
+    return int(digits)

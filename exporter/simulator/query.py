@@ -10,7 +10,7 @@ from typing import Final
 import msgspec
 from multidict import MultiMapping
 
-from exporter.names import EMAIL_TYPES, STATES
+from exporter.domain.names import EMAIL_TYPES, STATES
 
 from .entities import Email, to_item
 

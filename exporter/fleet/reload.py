@@ -1,0 +1,126 @@
+"""Configuration reload (SIGHUP, `POST /-/reload`): read and validate everything, then swap.
+
+The order is the one Prometheus' own reload lacks: the YAML file, its secret files and the web
+config file are read and validated, the complete new state is built (sharding, pollers, request
+budgets, collector), and only then is it swapped in, in one synchronous step. Any error before
+the swap leaves everything as it was (the last good configuration keeps running), sets
+`config_last_reload_successful` to 0 and is logged and returned as one line.
+
+Flags and environment variables are those of the start: `load` closes over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from exporter.domain.errors import ConfigError
+from exporter.fleet.pollers import Fleet
+from exporter.settings import Settings
+from exporter.settings.web_config import WebConfig
+
+# Read at start only; a reload that changes them is refused rather than half-applied.
+RESTART_ONLY = ("listen_address", "max_connections", "header_timeout")
+READ_TIMEOUT = 30.0  # a config or secret "file" that never ends (a FIFO) must not wedge reloads
+
+LoadConfig = Callable[[], tuple[Settings, WebConfig]]
+
+
+class WebSwap(Protocol):
+    """The web config in force (`exporter.web.access.LiveWebConfig`), as a reload sees it."""
+
+    def check(self, new: WebConfig) -> str | None:
+        """Why `new` cannot replace the config in force without a restart, or None."""
+
+    def swap(self, new: WebConfig) -> None:
+        """Put `new` in force."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Synchronous steps of the swap beyond the fleet (collector, logging); must not fail."""
+
+    prepare: Callable[[Settings], Callable[[], None]]
+
+
+class Reloader:
+    """Serialises reloads and applies each one completely or not at all."""
+
+    def __init__(
+        self,
+        load: LoadConfig,
+        fleet: Fleet,
+        web: WebSwap,
+        current: Settings,
+        *,
+        hooks: Hooks | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self._load = load
+        self._fleet = fleet
+        self._web = web
+        self.current = current
+        self._hooks = hooks
+        self._clock = clock
+        self._log = logger or structlog.get_logger("exporter.fleet.reload")
+        self._lock = asyncio.Lock()
+
+    async def reload(self, trigger: str) -> None:
+        """Reload now; raises ConfigError (already logged) when the new configuration is refused."""
+        async with self._lock:
+            status = self._fleet.store.fleet
+            try:
+                async with asyncio.timeout(READ_TIMEOUT):
+                    cfg, web = await asyncio.to_thread(self._load)
+                self._refuse_restart_only(cfg, web)
+                plan = self._fleet.plan(cfg)
+                finish = self._hooks.prepare(cfg) if self._hooks else None
+            except TimeoutError:
+                status.last_reload_successful = False
+                error = ConfigError("config_file", "reload", "reading the files timed out")
+                self._log.error("reload_failed", trigger=trigger, error=str(error))
+                raise error from None
+            except ConfigError as exc:
+                status.last_reload_successful = False
+                errors = [str(e) for e in exc.all]
+                self._log.error("reload_failed", trigger=trigger, error="; ".join(errors))
+                raise
+            except Exception as exc:  # a bug must not kill the server; nothing was applied
+                status.last_reload_successful = False
+                self._log.exception("reload_failed", trigger=trigger)
+                problem = f"internal error: {type(exc).__name__}"
+                raise ConfigError("configuration", "reload", problem) from exc
+            # The swap: synchronous, so no scrape or poll runs in the middle of it.
+            self._web.swap(web)
+            stopped = self._fleet.apply(plan)
+            if finish is not None:
+                finish()
+            self.current = cfg
+            status.last_reload_successful = True
+            status.last_reload_success = self._clock()
+            self._log.info(
+                "reloaded",
+                trigger=trigger,
+                targets=len(plan.runners),
+                unchanged=len(plan.kept),
+                rebuilt=len(plan.rebuilt),
+                added=len(plan.added),
+                removed=len(plan.removed),
+            )
+            await asyncio.gather(*stopped, return_exceptions=True)
+
+    def _refuse_restart_only(self, cfg: Settings, web: WebConfig) -> None:
+        for name in RESTART_ONLY:
+            old, new = getattr(self.current, name), getattr(cfg, name)
+            if old != new:
+                problem = f"changing it from {old!r} to {new!r} needs a restart"
+                raise ConfigError(name, "reload", problem)
+        refusal = self._web.check(web)
+        if refusal is not None:
+            raise ConfigError("web_config_file", "reload", refusal)

@@ -1,0 +1,131 @@
+"""The service-level metric families (SPEC §6), declared once and filled at scrape time.
+
+Only reads memory, and per organisation rather than per series: breached, at-risk and
+next-breach values are bisections of the breach instants each poll sorted per group, done in
+the render thread through the `value` functions (see exporter.metrics.families)::
+
+    alvaria_emailqueue_service_level_target_seconds{email_type="InboundEmail",org="acme",work_type="Sales"} 14400.0
+    alvaria_emailqueue_service_level_breached_emails{email_type="InboundEmail",org="acme",work_type="Sales"} 3.0
+    alvaria_emailqueue_pickups_total{email_type="InboundEmail",org="acme",service_level="met",work_type="Sales"} 812.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from exporter.domain import names
+from exporter.domain.models import PairKey, ServiceLevelGroup, Snapshot
+from exporter.metrics.families import Block, Family
+from exporter.polling.store import OrgState, WaitHistogram
+
+PAIR = names.PAIR_LABELS
+
+TARGET = Family.gauge(
+    names.SERVICE_LEVEL_TARGET,
+    "Service-level target of the group: seconds from queued to picked up, on its clock.",
+    *PAIR,
+    per="pair",
+)
+BREACHED = Family.gauge(
+    names.SERVICE_LEVEL_BREACHED,
+    "Waiting emails whose age on the group's clock has reached the target" + names.FROM_LAST_POLL,
+    *PAIR,
+    per="pair",
+)
+AT_RISK = Family.gauge(
+    names.SERVICE_LEVEL_AT_RISK,
+    "Waiting emails not yet breached that breach within the warning time" + names.FROM_LAST_POLL,
+    *PAIR,
+    per="pair",
+)
+NEXT_BREACH = Family.gauge(
+    names.SERVICE_LEVEL_NEXT_BREACH,
+    "Unix time at which the next not-yet-breached waiting email breaches (absent when none).",
+    *PAIR,
+    per="pair",
+)
+PICKUPS = Family.counter(
+    names.PICKUPS,
+    "Emails picked up by an agent, judged on the group's clock against its target.",
+    *PAIR,
+    "service_level",
+    per="pair",
+    per_unit=len(names.SERVICE_LEVEL_OUTCOMES),
+)
+PICKUP_WAIT = Family.histogram(
+    names.PICKUP_WAIT,
+    "Wall-clock wait of picked-up emails: activeTime (else the poll seeing it) - queuedTime.",
+    *PAIR,
+    per="pair",
+)
+
+
+class _NextBreaches(Mapping[PairKey, float]):
+    """The groups of a snapshot that have a next breach, and when; evaluated when read."""
+
+    def __init__(self, service: Mapping[PairKey, ServiceLevelGroup], now: float) -> None:
+        self._service = service
+        self._now = now
+
+    def _pairs(self) -> Iterator[tuple[PairKey, float]]:
+        for pair, group in self._service.items():
+            when = group.next_breach(self._now)
+            if when is not None:
+                yield pair, when
+
+    def __getitem__(self, pair: PairKey) -> float:
+        when = self._service[pair].next_breach(self._now)
+        if when is None:
+            raise KeyError(pair)
+        return when
+
+    def __iter__(self) -> Iterator[PairKey]:
+        return (pair for pair, _ in self._pairs())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._pairs())
+
+    def items(self) -> Iterator[tuple[PairKey, float]]:  # type: ignore[override]
+        return self._pairs()
+
+
+def queue_blocks(live: Sequence[tuple[str, Snapshot]], now: float) -> Iterator[Block]:
+    """Target, breached, at risk and next breach of every live group."""
+    target, breached, at_risk, next_breach = (
+        f.block() for f in (TARGET, BREACHED, AT_RISK, NEXT_BREACH)
+    )
+
+    def target_of(group: ServiceLevelGroup) -> float:
+        return group.target
+
+    def breached_at_now(group: ServiceLevelGroup) -> int:
+        return group.breached(now)
+
+    def at_risk_at_now(group: ServiceLevelGroup) -> int:
+        return group.at_risk(now)
+
+    for org, snap in live:
+        target.add_all((org,), snap.service, target_of)
+        breached.add_all((org,), snap.service, breached_at_now)
+        at_risk.add_all((org,), snap.service, at_risk_at_now)
+        next_breach.add_all((org,), _NextBreaches(snap.service, now))
+    yield from (target, breached, at_risk, next_breach)
+
+
+def pickup_blocks(states: Sequence[OrgState], bounds: Sequence[float]) -> Iterator[Block]:
+    """Pickups by outcome and their waits (histogram over `bounds`)."""
+    pickups, waits = PICKUPS.block(), PICKUP_WAIT.block(buckets=bounds)
+    buckets = len(bounds)
+
+    def histogram(hist: WaitHistogram) -> tuple[list[int], float]:
+        return hist.cumulative(buckets), hist.total
+
+    bounds = tuple(bounds)
+    for s in states:
+        # No copies needed: the store replaces these mappings on every poll, never changes them.
+        pickups.add_all((s.org,), s.pickups)
+        # Counted in other bounds (age_buckets changed by a reload, before the next poll): left
+        # out rather than shown under the wrong `le`.
+        if s.pickup_bounds == bounds:
+            waits.add_all((s.org,), s.pickup_waits, histogram)
+    yield from (pickups, waits)

@@ -1,0 +1,282 @@
+"""The poll loop of one organisation: fetch → aggregate → store.
+
+This is the one place where errors become status: a failed poll is turned into
+`poll_errors_total{reason}`, `up`=0 and one structured log event. Nothing here raises.
+
+The poll's heavy CPU work (large pages, `finish()`, the new counters) runs in a worker thread;
+pure Python there gives the GIL back every switch interval, so `/healthz` keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from dataclasses import dataclass
+from functools import cache, partial
+from typing import ParamSpec, Protocol, TypeVar
+
+import structlog
+
+from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
+from exporter.domain.errors import INTERNAL_REASON, PollError, RateLimitedError, RequestTimeoutError
+from exporter.polling.store import Counted, OrgState
+from exporter.settings.checks import DEADLINE_FACTOR
+from exporter.upstream.auth import TokenProvider
+from exporter.upstream.client import Page
+from exporter.upstream.transport import Sleep
+
+MAX_RETRY_AFTER = 3600.0
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+# Pages up to this many emails and bytes are aggregated on the loop (a few ms at most); larger
+# ones in a worker thread, so a big page never stalls the loop while a thread hop stays rare
+# (a page of 1000 emails is about 700 KB; a body of 30 MB in 1000 items holds huge labels,
+# whose hashing and bounding alone would take ~40 ms).
+INLINE_PAGE_ITEMS = 2000
+INLINE_PAGE_BYTES = 2 * 1024 * 1024
+
+
+@cache
+def _worker() -> ThreadPoolExecutor:
+    """The one thread every poller's CPU work runs in, one piece at a time: more threads would
+    not run Python any faster, and would make the loop wait longer for the GIL."""
+    return ThreadPoolExecutor(1, thread_name_prefix="poll-aggregate")
+
+
+async def _off_loop(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """`fn(...)` in the poll worker thread; its exceptions are raised here."""
+    return await asyncio.get_running_loop().run_in_executor(_worker(), partial(fn, *args, **kwargs))
+
+
+class PageSource(Protocol):
+    """Where a poll's pages come from (the API client, or a fake in tests)."""
+
+    def pages(self) -> AsyncGenerator[Page, None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PollTiming:
+    """When polls start and how long their results stay valid."""
+
+    poll_interval: float = 30.0
+    stale_after: float = 150.0
+    # A poll never outlasts this many intervals, which leaves room for retries and Retry-After;
+    # the settings refuse a request_timeout that would not fit in it.
+    deadline_factor: float = DEADLINE_FACTOR
+    # The longest a run of rate-limited polls stretches the interval.
+    max_backoff_factor: float = 8.0
+
+
+def _forget(*errors: BaseException) -> None:
+    """Drop the tracebacks of a handled failure.
+
+    A traceback keeps every frame it passed through alive, and with them what they held: the
+    response body that was too large, the page that did not decode. It also points back at this
+    poll's own frame, which holds the exception: a cycle that only the cyclic garbage collector
+    frees, and it runs too rarely to keep up with 64 MiB bodies failing every poll.
+    """
+    for error in errors:
+        seen: set[int] = set()
+        current: BaseException | None = error
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            current.__traceback__ = None
+            current = current.__cause__ or current.__context__
+
+
+class Poller:
+    """Polls one organisation forever (or once) and writes the results to its `OrgState`."""
+
+    def __init__(
+        self,
+        state: OrgState,
+        client: PageSource,
+        auth: TokenProvider,
+        *,
+        options: AggregationOptions,
+        timing: PollTiming,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+        sleep: Sleep = asyncio.sleep,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.state = state
+        self._client = client
+        self._auth = auth
+        self._options = options
+        self._timing = timing
+        self._clock = clock
+        self._monotonic = monotonic
+        self._cpu_clock = cpu_clock
+        self._sleep = sleep
+        self._log = logger or structlog.get_logger("exporter.polling.poller")
+        self._rate_limited_in_a_row = 0
+        self._retry_after: float | None = None
+
+    async def poll_once(self) -> bool:
+        """Run one complete poll; True when it succeeded."""
+        started = self._monotonic()
+        waited_before = self.state.rate_limit_wait
+        ok = await self._poll()
+        waited = self.state.rate_limit_wait - waited_before
+        elapsed = self._monotonic() - started
+        if waited > 0 and elapsed > self._timing.poll_interval:
+            # Say so rather than silently stretching the interval: the budget is too small.
+            self.state.record_budget_overrun()
+            self._log.warning(
+                "poll_over_budget",
+                org=self.state.org,
+                duration_seconds=round(elapsed, 3),
+                budget_wait_seconds=round(waited, 3),
+                poll_interval_seconds=self._timing.poll_interval,
+                advice="raise max_requests_per_second or poll_interval, or split the key's orgs",
+            )
+        return ok
+
+    async def _poll(self) -> bool:
+        started, cpu_started = self._monotonic(), self._cpu_clock()
+        throttled_before = self._throttled()
+        previous = self.state.snapshot
+        builder = SnapshotBuilder(self._options, previous, self.state.reserved_series())
+        pages = 0
+        reported: int | None = None
+        log = self._log.bind(org=self.state.org)
+        try:
+            async with asyncio.timeout(self._timing.poll_interval * self._timing.deadline_factor):
+                # aclosing: a failure here cancels the page requests still in flight at once.
+                async with aclosing(self._client.pages()) as stream:
+                    async for page in stream:
+                        pages += 1
+                        if page.start == 0:
+                            reported = page.total_items
+                        if len(page.emails) > INLINE_PAGE_ITEMS or page.size > INLINE_PAGE_BYTES:
+                            await _off_loop(builder.add, page.emails)
+                        else:
+                            builder.add(page.emails)
+                        for reason, count in page.invalid.items():
+                            builder.add_invalid(reason, count)
+        except (PollError, TimeoutError) as exc:
+            error = exc if isinstance(exc, PollError) else self._deadline_error(throttled_before)
+            self._fail(error.reason, str(error), started, pages, log)
+            self._note_rate_limit(error)
+            _forget(exc, error)
+            del error
+            return False
+        except Exception as exc:  # a bug must not kill the loop; it is reported, not hidden
+            self._crashed(exc, started, pages, log)
+            return False
+        self._rate_limited_in_a_row = 0
+        self._retry_after = None
+        now = self._clock()
+        # After a gap longer than stale_after the change cannot be attributed: a new baseline.
+        baseline = previous is not None and now - previous.taken_at <= self._timing.stale_after
+        try:
+            counted = await _off_loop(self._settle, builder, now, reported, baseline)
+        except Exception as exc:  # as above: a bug in the worker thread is reported, not fatal
+            self._crashed(exc, started, pages, log)
+            return False
+        snapshot = counted.snapshot
+        duration = self._monotonic() - started
+        if not self.state.commit_success(counted, duration, self._auth.expires_at):
+            # Another result was committed meanwhile (not by this poller): count on top of it.
+            flow = snapshot.flow if baseline else None
+            self.state.record_success(snapshot, duration, flow, self._auth.expires_at)
+        log.info(
+            "poll",
+            outcome="success",
+            duration_seconds=round(duration, 3),
+            # The process's CPU time during the poll (the poll's own cost when nothing else runs).
+            cpu_seconds=round(self._cpu_clock() - cpu_started, 3),
+            pages=pages,
+            items=snapshot.unique_items,
+            reported_items=reported,
+            duplicates=snapshot.duplicates,
+            invalid=sum(snapshot.invalid.values()),
+            undated=snapshot.undated,
+        )
+        return True
+
+    def _settle(
+        self, builder: SnapshotBuilder, now: float, reported: int | None, baseline: bool
+    ) -> Counted:
+        """The snapshot and the state's new counters (run in a worker thread: pure CPU work).
+
+        Safe off the loop: the builder belongs to this poll alone, the previous snapshot is
+        frozen, and the state's counters are only read, to be replaced on the loop.
+        """
+        snapshot = builder.finish(now, reported)
+        return self.state.prepare_success(snapshot, snapshot.flow if baseline else None)
+
+    def _crashed(
+        self,
+        exc: Exception,
+        started: float,
+        pages: int,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        log.exception("poll_crashed", error_type=type(exc).__name__)
+        self._fail(INTERNAL_REASON, f"internal error: {type(exc).__name__}", started, pages, log)
+        _forget(exc)
+
+    def _fail(
+        self,
+        reason: str,
+        message: str,
+        started: float,
+        pages: int,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        duration = self._monotonic() - started
+        expiry = self._auth.expires_at
+        self.state.record_failure(reason, message, duration, expiry, at=self._clock())
+        log.warning(
+            "poll",
+            outcome="failure",
+            reason=reason,
+            error=message,
+            duration_seconds=round(duration, 3),
+            pages=pages,
+        )
+
+    def _throttled(self) -> int:
+        """429 answers received so far, from any endpoint."""
+        return sum(n for (_, code), n in self.state.api_requests.items() if code == "429")
+
+    def _deadline_error(self, throttled_before: int) -> PollError:
+        """Why a poll ran out of time: waiting out 429s is rate limiting, anything else a timeout."""
+        if self._throttled() > throttled_before:
+            return RateLimitedError("rate limited (429) until the poll deadline", status=429)
+        return RequestTimeoutError("poll deadline exceeded")
+
+    def _note_rate_limit(self, error: PollError) -> None:
+        if isinstance(error, RateLimitedError):
+            self._rate_limited_in_a_row += 1
+            self._retry_after = error.retry_after
+        else:
+            self._rate_limited_in_a_row = 0
+            self._retry_after = None
+
+    def next_delay(self, elapsed: float) -> float:
+        """Seconds until the next poll should start, `elapsed` after this one started."""
+        interval = self._timing.poll_interval
+        delay = max(0.0, interval - elapsed)
+        if self._rate_limited_in_a_row:
+            # Back off further on every rate-limited poll in a row, and honour Retry-After, but
+            # only up to an hour (or the backoff cap): a bogus far-future date must not stop polling.
+            cap = max(interval * self._timing.max_backoff_factor, MAX_RETRY_AFTER)
+            factor = min(self._timing.max_backoff_factor, 2.0 ** (self._rate_limited_in_a_row - 1))
+            delay = max(delay, interval * factor, min(self._retry_after or 0.0, cap))
+        return delay
+
+    async def run(self, start_delay: float = 0.0) -> None:
+        """Poll until cancelled; each poll starts `poll_interval` after the previous one started."""
+        if start_delay > 0:
+            await self._sleep(start_delay)
+        while True:
+            started = self._monotonic()
+            await self.poll_once()
+            await self._sleep(self.next_delay(self._monotonic() - started))

@@ -1,0 +1,296 @@
+"""The latest snapshot and poll status of every organisation.
+
+The poller is the only writer; the collector and the landing page only read. Every update is
+a synchronous method on the event loop, so a scrape never sees half a poll; the costly part of a
+success (`prepare_success`) only reads, in a worker thread, and builds new counters to swap in.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+
+from exporter.aggregation.series_budget import OWN_SERIES
+from exporter.domain.models import Flow, GroupKey, PairKey, Snapshot
+from exporter.domain.names import SERVICE_LEVEL_OUTCOMES
+
+REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class DurationHistogram:
+    """A fixed-bucket histogram of request durations (non-cumulative counts per bucket)."""
+
+    bounds: tuple[float, ...] = REQUEST_DURATION_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(REQUEST_DURATION_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(`le`, cumulative count) pairs ending with `+Inf`."""
+        running = 0
+        out = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+@dataclass(slots=True)
+class WaitHistogram:
+    """Pickup waits of one group: counts per bucket index (non-cumulative), sum and count."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+    total: float = 0.0
+    count: int = 0
+
+    def cumulative(self, buckets: int) -> list[int]:
+        """Cumulative counts for bucket indexes 0 .. `buckets` (the last one is +Inf)."""
+        running, out = 0, []
+        for i in range(buckets + 1):
+            running += self.counts.get(i, 0)
+            out.append(running)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A successful poll's counters, computed off the loop (`OrgState.prepare_success`)."""
+
+    snapshot: Snapshot
+    arrivals: dict[PairKey, int]
+    departures: dict[GroupKey, int]
+    transitions: dict[tuple[str, str], int]
+    pickups: dict[tuple[str, str, str], int]
+    pickup_waits: dict[PairKey, WaitHistogram]
+    pickup_bounds: tuple[float, ...]
+    # The counters these were computed from (by identity): a commit checks they are current.
+    base: tuple[object, ...]
+
+
+@dataclass(slots=True)
+class OrgState:
+    """Everything the exporter knows about one organisation."""
+
+    org: str
+    snapshot: Snapshot | None = None
+    up: bool = False
+    polled: bool = False
+    # Bumped by every poll result, so cached renders of the store know they are outdated.
+    version: int = 0
+    last_success: float | None = None
+    last_duration: float | None = None
+    # The last failure stays after a recovery, with its time: "failed at 09:10, fine since".
+    last_error: str | None = None
+    last_error_reason: str | None = None
+    last_error_at: float | None = None
+    failures_in_a_row: int = 0
+    polls: int = 0
+    poll_errors: Counter[str] = field(default_factory=Counter)
+    api_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    api_durations: dict[str, DurationHistogram] = field(default_factory=dict)
+    duplicates: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    overflow: Counter[str] = field(default_factory=Counter)
+    token_expiry: float | None = None
+    # Per-series counters are plain dicts, not Counters: a dict of strings and numbers is one
+    # the garbage collector stops tracking, so full collections do not walk every series.
+    arrivals: dict[PairKey, int] = field(default_factory=dict)
+    departures: dict[GroupKey, int] = field(default_factory=dict)
+    transitions: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (email_type, work_type, "met" or "missed") -> pickups; and their waits per group.
+    pickups: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
+    pickup_bounds: tuple[float, ...] = ()  # the bounds pickup_waits are counted in
+    # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
+    # that took longer than poll_interval while waiting for it.
+    rate_limit_wait: float = 0.0
+    budget_overruns: int = 0
+
+    def observe_rate_limit_wait(self, seconds: float) -> None:
+        """Add time one request waited for the key's request budget."""
+        self.rate_limit_wait += seconds
+
+    def record_budget_overrun(self) -> None:
+        """A poll outlasted poll_interval while waiting for the request budget."""
+        self.budget_overruns += 1
+
+    def reserved_series(self) -> int:
+        """Series this organisation exports that no label combination of the queue pays for."""
+        return OWN_SERIES + len(self.api_requests) + len(self.transitions)
+
+    def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
+        """Count one upstream request (the transport's observer)."""
+        self.api_requests[(endpoint, code)] += 1
+        self.api_durations.setdefault(endpoint, DurationHistogram()).observe(seconds)
+
+    def record_success(
+        self, snapshot: Snapshot, duration: float, flow: Flow | None, token_expiry: float | None
+    ) -> None:
+        """Swap in a new snapshot and add what changed since the previous one."""
+        self.commit_success(self.prepare_success(snapshot, flow), duration, token_expiry)
+
+    def prepare_success(self, snapshot: Snapshot, flow: Flow | None) -> Counted:
+        """The flow and pickup counters after `snapshot`, as new objects; changes nothing.
+
+        The costly half of a successful poll (loops over every live group), so the poller runs
+        it in a worker thread: it only reads this state's counters, which are replaced, never
+        changed in place (a render thread may be reading them too).
+        """
+        live = snapshot.last_seen
+        arrivals = Counter(self.arrivals)
+        departures = Counter(self.departures)
+        transitions = Counter(self.transitions)
+        if flow is not None:
+            arrivals.update(flow.arrivals)
+            departures.update(flow.departures)
+            transitions.update(flow.transitions)
+        # Pre-create the label sets of every live group so rate() sees the first increase, and
+        # drop those of groups gone for longer than series_ttl so they do not pile up forever.
+        live_arrivals = {pair: n for pair, n in arrivals.items() if pair in live}
+        live_departures = {key: n for key, n in departures.items() if key[1:] in live}
+        for pair in live:
+            live_arrivals.setdefault(pair, 0)
+        for key in snapshot.counts:
+            live_departures.setdefault(key, 0)
+        pickups, waits, bounds = self._count_pickups(snapshot, gap=flow is None)
+        base = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
+        return Counted(
+            snapshot,
+            live_arrivals,
+            live_departures,
+            dict(transitions),
+            pickups,
+            waits,
+            bounds,
+            base,
+        )
+
+    def commit_success(self, counted: Counted, duration: float, token_expiry: float | None) -> bool:
+        """Swap in what `prepare_success` computed; False (nothing changed) when another result
+        was committed since it was prepared, as its counters would be lost."""
+        now = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
+        if any(a is not b for a, b in zip(now, counted.base, strict=True)):
+            return False
+        snapshot = counted.snapshot
+        self.snapshot = snapshot
+        self.version += 1
+        self.up = True
+        self.polled = True
+        self.polls += 1
+        self.last_success = snapshot.taken_at
+        self.last_duration = duration
+        self.failures_in_a_row = 0
+        self.token_expiry = token_expiry
+        self.duplicates += snapshot.duplicates
+        self.invalid.update(snapshot.invalid)
+        self.overflow.update(snapshot.overflow)
+        self.arrivals, self.departures = counted.arrivals, counted.departures
+        self.transitions = counted.transitions
+        self.pickups, self.pickup_waits = counted.pickups, counted.pickup_waits
+        self.pickup_bounds = counted.pickup_bounds
+        return True
+
+    def _count_pickups(
+        self, snapshot: Snapshot, *, gap: bool
+    ) -> tuple[dict[tuple[str, str, str], int], dict[PairKey, WaitHistogram], tuple[float, ...]]:
+        """Count the snapshot's pickups; after a stale gap only those timed by activeTime.
+
+        The counters and histograms are replaced, never changed in place: a scrape being
+        rendered in another thread reads the previous ones, and an unchanged mapping lets the
+        renderer reuse its lines.
+        """
+        live = snapshot.last_seen
+        pickups = {k: n for k, n in self.pickups.items() if k[:2] in live}
+        waits = {pair: h for pair, h in self.pickup_waits.items() if pair in live}
+        bounds = self.pickup_bounds
+        if snapshot.wait_bounds != bounds:  # age_buckets changed by a reload
+            waits, bounds = {}, snapshot.wait_bounds  # the histograms start afresh
+        changed: dict[PairKey, WaitHistogram] = {}
+        for pickup in snapshot.pickups:
+            if gap and not pickup.exact:
+                continue  # picked up some time in the gap: cannot be judged against a target
+            key = (*pickup.pair, "met" if pickup.met else "missed")
+            pickups[key] = pickups.get(key, 0) + 1
+            hist = changed.get(pickup.pair)
+            if hist is None:
+                old = waits.get(pickup.pair) or WaitHistogram()
+                hist = changed[pickup.pair] = WaitHistogram(dict(old.counts), old.total, old.count)
+            hist.counts[pickup.bucket] = hist.counts.get(pickup.bucket, 0) + 1
+            hist.total += pickup.wait
+            hist.count += 1
+        waits.update(changed)
+        for email_type, work_type in live:
+            for outcome in SERVICE_LEVEL_OUTCOMES:
+                pickups.setdefault((email_type, work_type, outcome), 0)
+            waits.setdefault((email_type, work_type), WaitHistogram())
+        return pickups, waits, bounds
+
+    def record_failure(
+        self,
+        reason: str,
+        message: str,
+        duration: float,
+        token_expiry: float | None,
+        at: float | None = None,
+    ) -> None:
+        """Mark the organisation down; the last snapshot stays until it goes stale."""
+        self.up = False
+        self.version += 1
+        self.polled = True
+        self.polls += 1
+        self.poll_errors[reason] += 1
+        self.last_duration = duration
+        self.last_error = message
+        self.last_error_reason = reason
+        self.last_error_at = at
+        self.failures_in_a_row += 1
+        self.token_expiry = token_expiry
+
+    def live_snapshot(self, now: float, stale_after: float) -> Snapshot | None:
+        """The snapshot to serve, or None once it is older than `stale_after`."""
+        snapshot = self.snapshot
+        if snapshot is None or now - snapshot.taken_at > stale_after:
+            return None
+        return snapshot
+
+
+@dataclass(slots=True)
+class FleetStatus:
+    """This replica's shard and the outcome of the last configuration (re)load."""
+
+    shard: int = 0
+    total_shards: int = 1
+    last_reload_successful: bool = True
+    last_reload_success: float | None = None
+
+
+class Store:
+    """All organisations' state, in configuration order."""
+
+    def __init__(self, org_ids: list[str]) -> None:
+        self.orgs: dict[str, OrgState] = {org: OrgState(org) for org in org_ids}
+        self.fleet = FleetStatus()
+        # Versions of organisations removed by reloads, so `version` never goes back.
+        self._retired = 0
+
+    @property
+    def version(self) -> int:
+        """Changes whenever any organisation's poll finishes, or a reload changes the set."""
+        return self._retired + sum(state.version for state in self.orgs.values())
+
+    def replace(self, orgs: dict[str, OrgState]) -> None:
+        """Swap in a new set of organisations at once (a reload); kept states keep everything."""
+        self._retired += 1 + sum(
+            s.version for org, s in self.orgs.items() if orgs.get(org) is not s
+        )
+        self.orgs = orgs
+
+    @property
+    def ready(self) -> bool:
+        """Every organisation has finished its first poll, successfully or not."""
+        return all(state.polled for state in self.orgs.values())
