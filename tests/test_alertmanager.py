@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from exporter.businesshours import BusinessCalendar, parse_day_hours
-from exporter.main import main as exporter_main
+from exporter.app.main import main as exporter_main
+from exporter.servicelevels.calendar import BusinessCalendar, parse_day_hours
 from exporter.settings.advice import ALERT_PIPELINE
 from exporter.settings.servicelevels import CalendarSettings
 from monitoring import alertmanager, calendars
