@@ -177,3 +177,56 @@ def test_durations_round_trip(text: str, value: float) -> None:
 def test_bad_durations_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="not a Prometheus duration"):
         seconds(bad)
+
+
+def test_a_lost_shard_of_many_organisations_is_named_in_bounded_text(tmp_path: Path) -> None:
+    """22 organisations lost at once: each alert names the first 20 and says how many."""
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(generate.outputs()[generate.RULES_DIR / "alerts.rules.yml"])
+    orgs = [f"org-{i:02d}" for i in range(22)]
+    up = 'alvaria_emailqueue_up{job="alvaria-emailqueue", instance="e-1", org="%s"}'
+    listed = ", ".join(orgs[:20]) + " ... (22 in all)"
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": up % org, "values": "1x2 stale"} for org in orgs],
+                "alert_rule_test": [
+                    {
+                        "alertname": "AlvariaEmailQueueOrganisationLost",
+                        "eval_time": "5m",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": "alvaria-emailqueue",
+                                    "org": org,
+                                },
+                                "exp_annotations": {
+                                    "summary": f"Organisation {org} is exported by no replica "
+                                    "of job alvaria-emailqueue",
+                                    "description": f"Organisation {org} was exported in the last "
+                                    "1h by e-1 and now by no replica of job alvaria-emailqueue: "
+                                    "the replica died, left service discovery or stopped polling "
+                                    "it, so its queue is not monitored and no queue or "
+                                    "service-level alert can fire for it (they are inhibited). "
+                                    f"Organisations of the job lost now: {listed}.",
+                                    "runbook_url": f"{CONFIG.runbook_url}#alvariaemailqueueorganisationlost",
+                                    "dashboard_url": "http://localhost:3000/d/alvaria-emailqueue-"
+                                    "exporter-health?orgId=1&var-job=alvaria-emailqueue"
+                                    f"&var-org={org}",
+                                },
+                            }
+                            for org in orgs
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "lost.test.yml"
+    test_file.write_text(yaml.safe_dump(tests))
+    result = run(tool("promtool"), "test", "rules", str(test_file))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
