@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.faultkit import TOKEN, Rig, Upstream, item, rig
+from tests.fake_alvaria import TOKEN, FakeAlvaria, item
+from tests.pipeline import Rig, rig
 
 MiB = 1024 * 1024
 
@@ -43,9 +44,9 @@ def only_failure(r: Rig, reason: str) -> MutableMapping[str, Any]:
     return event
 
 
-def endless_later_pages() -> Upstream:
+def endless_later_pages() -> FakeAlvaria:
     """Page 0 is fine and announces more pages; every later page is a 12.8 MiB body."""
-    upstream = Upstream(items=[item(n) for n in range(3)], page_cap=3)
+    upstream = FakeAlvaria(items=[item(n) for n in range(3)], page_cap=3)
 
     async def endless(request: web.Request) -> web.StreamResponse:
         if request.query["startIndex"] == "0":
@@ -109,7 +110,7 @@ async def test_large_bodies_are_mapped_and_unmapped_when_dropped(
 
 
 async def test_a_page_with_more_items_than_asked_is_inconsistent() -> None:
-    upstream = Upstream(items=[item(n) for n in range(3)], page_cap=3)
+    upstream = FakeAlvaria(items=[item(n) for n in range(3)], page_cap=3)
 
     async def flood(request: web.Request) -> web.StreamResponse:
         asked = int(request.query["maxResults"])
@@ -131,7 +132,7 @@ def _page(text: bytes) -> Any:
 
 
 async def poll_body(body: bytes, reason: str) -> MutableMapping[str, Any]:
-    upstream = Upstream()
+    upstream = FakeAlvaria()
     upstream.on_emails = _page(body)
     async with rig(upstream) as r:
         ok, _ = await r.poll()
@@ -169,7 +170,7 @@ async def test_absurd_total_items_is_a_decode_error() -> None:
 
 
 async def test_a_token_with_a_line_break_is_an_auth_error() -> None:
-    upstream = Upstream()
+    upstream = FakeAlvaria()
 
     async def smuggling(request: web.Request) -> web.StreamResponse:
         body = {"access_token": TOKEN + "\r\nX-Injected: 1", "expires_in": 3600}

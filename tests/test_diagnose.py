@@ -17,8 +17,7 @@ from exporter.settings import Settings, TargetSettings
 from exporter.simulator import SimulatorConfig, start_simulator
 from exporter.upstream.auth import TokenResponse
 from tests.certs import Certs, make_certs
-from tests.fakes import free_port
-from tests.faultkit import (
+from tests.fake_alvaria import (
     API_KEY,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -26,9 +25,10 @@ from tests.faultkit import (
     SECRETS,
     TOKEN,
     TOKEN_PATH,
-    Upstream,
+    FakeAlvaria,
     serving,
 )
+from tests.fakes import free_port
 from tests.test_faults_tls_proxy import connect_proxy
 from tests.test_main import run_cli
 
@@ -119,7 +119,7 @@ async def test_an_unresolvable_host_fails_at_resolve() -> None:
 async def test_an_untrusted_certificate_fails_at_the_tls_handshake(certs: Certs) -> None:
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(certs.server_cert, certs.server_key)
-    async with serving(Upstream(), server) as upstream:
+    async with serving(FakeAlvaria(), server) as upstream:
         code, steps, _ = await diagnose(settings(upstream.base_url))
         assert code == 1
         assert statuses(steps) == ["ok", "ok", "FAIL", "FAIL", "skip", "skip"]
@@ -139,7 +139,7 @@ async def test_through_an_https_proxy(certs: Certs, monkeypatch: pytest.MonkeyPa
         monkeypatch.delenv(name, raising=False)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(certs.server_cert, certs.server_key)
-    async with connect_proxy() as proxy, serving(Upstream(page_cap=100), server) as upstream:
+    async with connect_proxy() as proxy, serving(FakeAlvaria(page_cap=100), server) as upstream:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
         cfg = settings(upstream.base_url).model_copy(update={"ca_file": certs.ca})
         code, steps, text = await diagnose(cfg)
@@ -153,7 +153,7 @@ async def test_through_an_https_proxy(certs: Certs, monkeypatch: pytest.MonkeyPa
 
 
 async def test_https_to_a_plain_http_port_fails_at_the_tls_handshake() -> None:
-    async with serving(Upstream()) as upstream:
+    async with serving(FakeAlvaria()) as upstream:
         code, steps, _ = await diagnose(settings(upstream.base_url.replace("http:", "https:")))
     assert code == 1
     assert steps["connect token host"][0] == "FAIL"
@@ -161,7 +161,7 @@ async def test_https_to_a_plain_http_port_fails_at_the_tls_handshake() -> None:
 
 
 async def test_a_wrong_secret_fails_at_the_token_step() -> None:
-    async with serving(Upstream()) as upstream:
+    async with serving(FakeAlvaria()) as upstream:
         cfg = settings(upstream.base_url, client_secret=SecretStr("not-the-secret"))
         code, steps, _ = await diagnose(cfg)
     assert code == 1
@@ -177,7 +177,7 @@ async def test_a_scope_that_was_not_granted_fails_at_the_token_step() -> None:
         body = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 60, "scope": "other"}
         return web.json_response(body)
 
-    async with serving(Upstream(on_token=token)) as upstream:
+    async with serving(FakeAlvaria(on_token=token)) as upstream:
         code, steps, _ = await diagnose(settings(upstream.base_url))
     assert code == 1
     assert steps["token"][0] == "FAIL" and steps["first page"][0] == "skip"
@@ -188,7 +188,7 @@ async def test_a_refused_scope_points_at_the_scope_not_the_credentials() -> None
     async def token(request: web.Request) -> web.Response:
         return web.json_response({"error": "invalid_scope"}, status=400)
 
-    async with serving(Upstream(on_token=token)) as upstream:
+    async with serving(FakeAlvaria(on_token=token)) as upstream:
         code, steps, _ = await diagnose(settings(upstream.base_url))
     assert code == 1
     detail = steps["token"][1]
@@ -197,7 +197,7 @@ async def test_a_refused_scope_points_at_the_scope_not_the_credentials() -> None
 
 
 async def test_an_unknown_org_fails_at_the_first_page_with_404() -> None:
-    async with serving(Upstream()) as upstream:
+    async with serving(FakeAlvaria()) as upstream:
         code, steps, _ = await diagnose(settings(upstream.base_url, org_id="no-such-org"))
     assert code == 1
     assert statuses(steps) == ["ok"] * 5 + ["FAIL"]
@@ -206,7 +206,7 @@ async def test_an_unknown_org_fails_at_the_first_page_with_404() -> None:
 
 
 async def test_a_page_cap_below_page_size_is_detected_but_passes() -> None:
-    async with serving(Upstream(page_cap=3)) as upstream:  # 7 items, 3 per page at most
+    async with serving(FakeAlvaria(page_cap=3)) as upstream:  # 7 items, 3 per page at most
         code, steps, _ = await diagnose(settings(upstream.base_url))
     assert code == 0
     assert steps["first page"] == (
@@ -217,7 +217,7 @@ async def test_a_page_cap_below_page_size_is_detected_but_passes() -> None:
 
 
 async def test_missing_work_type_names_are_a_warning() -> None:
-    upstream = Upstream(page_cap=100)
+    upstream = FakeAlvaria(page_cap=100)
     for item in upstream.items:
         del item["workTypeName"]
     async with serving(upstream):
@@ -228,7 +228,7 @@ async def test_missing_work_type_names_are_a_warning() -> None:
 
 
 async def test_a_static_token_skips_the_token_steps() -> None:
-    async with serving(Upstream(page_cap=100)) as upstream:
+    async with serving(FakeAlvaria(page_cap=100, accepted={TOKEN})) as upstream:
         cfg = settings(upstream.base_url, access_token=SecretStr(TOKEN), client_id=None,
                        client_secret=None)  # fmt: skip
         code, steps, text = await diagnose(cfg)
@@ -238,7 +238,7 @@ async def test_a_static_token_skips_the_token_steps() -> None:
 
 
 async def test_every_organisation_is_checked_in_order_by_the_cli(tmp_path: Path) -> None:
-    async with serving(Upstream(page_cap=100)) as upstream:
+    async with serving(FakeAlvaria(page_cap=100)) as upstream:
         config = f"""
 api_key: {API_KEY}
 client_id: {CLIENT_ID}

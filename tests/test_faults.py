@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.faultkit import ADDRESS, API_KEY, TOKEN, Handler, Upstream, rig
+from tests.fake_alvaria import ADDRESS, API_KEY, TOKEN, FakeAlvaria, Handler
+from tests.pipeline import rig
 
 
 def status(code: int, headers: dict[str, str] | None = None, body: str | None = None) -> Handler:
@@ -36,7 +37,7 @@ def status(code: int, headers: dict[str, str] | None = None, body: str | None = 
     return handler
 
 
-def first(times: int, handler: Handler, upstream: Upstream) -> Handler:
+def first(times: int, handler: Handler, upstream: FakeAlvaria) -> Handler:
     """`handler` for the first `times` calls, then the honest answer."""
     used = 0
 
@@ -48,7 +49,7 @@ def first(times: int, handler: Handler, upstream: Upstream) -> Handler:
     return scripted
 
 
-async def check(upstream: Upstream, *, ok: bool, reason: str | None = None, within: float = 3.0,
+async def check(upstream: FakeAlvaria, *, ok: bool, reason: str | None = None, within: float = 3.0,
                 **options: Any) -> Any:  # fmt: skip
     """Poll once and assert outcome, reason, time bound and no leak; returns the rig's state."""
     async with rig(upstream, **options) as r:
@@ -67,7 +68,7 @@ async def check(upstream: Upstream, *, ok: bool, reason: str | None = None, with
 
 @pytest.mark.parametrize("code", [500, 502, 503, 504])
 async def test_5xx_once_is_retried(code: int) -> None:
-    upstream = Upstream()
+    upstream = FakeAlvaria()
     upstream.on_emails = first(1, status(code), upstream)
     r = await check(upstream, ok=True)
     assert r.value("alvaria_emailqueue_api_requests_total", endpoint="emails", code=str(code)) == 1
@@ -75,13 +76,13 @@ async def test_5xx_once_is_retried(code: int) -> None:
 
 @pytest.mark.parametrize("code", [500, 502, 503, 504])
 async def test_5xx_always_fails_after_the_retries(code: int) -> None:
-    upstream = Upstream(on_emails=status(code))
+    upstream = FakeAlvaria(on_emails=status(code))
     await check(upstream, ok=False, reason="http_5xx", max_retries=2)
     assert upstream.calls["emails"] == 3
 
 
 async def test_retry_after_in_seconds_is_waited_out() -> None:
-    upstream = Upstream()
+    upstream = FakeAlvaria()
     upstream.on_emails = first(1, status(429, {"Retry-After": "7"}), upstream)
     r = await check(upstream, ok=True)
     assert 7.0 in r.sleeps
@@ -89,7 +90,7 @@ async def test_retry_after_in_seconds_is_waited_out() -> None:
 
 
 async def test_retry_after_as_an_http_date_is_waited_out() -> None:
-    upstream = Upstream()
+    upstream = FakeAlvaria()
     when = formatdate(time.time() + 20, usegmt=True)
     upstream.on_emails = first(1, status(429, {"Retry-After": when}), upstream)
     # Waited out inside the poll: 20 s fits in min(60 s, poll_interval).
@@ -98,7 +99,7 @@ async def test_retry_after_as_an_http_date_is_waited_out() -> None:
 
 
 async def test_a_429_storm_fails_the_poll_and_pushes_the_next_one_back() -> None:
-    upstream = Upstream(on_emails=status(429, {"Retry-After": "30"}))
+    upstream = FakeAlvaria(on_emails=status(429, {"Retry-After": "30"}))
     async with rig(upstream, max_retries=2, poll_interval=60) as r:
         ok, elapsed = await r.poll()
         assert not ok and elapsed < 3 and r.state.last_error_reason == "rate_limited"
@@ -115,7 +116,7 @@ async def test_a_429_storm_fails_the_poll_and_pushes_the_next_one_back() -> None
 
 
 async def test_a_retry_after_longer_than_the_interval_is_not_waited_inside_the_poll() -> None:
-    upstream = Upstream(on_emails=status(429, {"Retry-After": "30"}))
+    upstream = FakeAlvaria(on_emails=status(429, {"Retry-After": "30"}))
     async with rig(upstream, poll_interval=10) as r:
         ok, _ = await r.poll()
         assert not ok and r.state.last_error_reason == "rate_limited"
@@ -124,7 +125,7 @@ async def test_a_retry_after_longer_than_the_interval_is_not_waited_inside_the_p
 
 
 async def test_a_retry_after_beyond_the_poll_is_not_waited_inside_it() -> None:
-    upstream = Upstream(on_emails=status(429, {"Retry-After": "3600"}))
+    upstream = FakeAlvaria(on_emails=status(429, {"Retry-After": "3600"}))
     async with rig(upstream) as r:
         ok, _ = await r.poll()
         assert not ok and upstream.calls["emails"] == 1 and r.sleeps == []
@@ -133,49 +134,49 @@ async def test_a_retry_after_beyond_the_poll_is_not_waited_inside_it() -> None:
 
 async def test_an_html_error_page_is_a_5xx_and_its_body_is_never_shown() -> None:
     page = f"<html><body><h1>502 Bad Gateway</h1>{API_KEY} {ADDRESS}</body></html>"
-    upstream = Upstream(on_emails=status(502, {"Content-Type": "text/html"}, page))
+    upstream = FakeAlvaria(on_emails=status(502, {"Content-Type": "text/html"}, page))
     await check(upstream, ok=False, reason="http_5xx")
 
 
 async def test_an_html_page_with_status_200_is_a_decode_error() -> None:
-    upstream = Upstream(on_emails=status(200, body="<html>maintenance</html>"))
+    upstream = FakeAlvaria(on_emails=status(200, body="<html>maintenance</html>"))
     await check(upstream, ok=False, reason="decode")
 
 
 async def test_a_401_once_refreshes_the_token_and_retries() -> None:
-    upstream = Upstream()
+    upstream = FakeAlvaria()
     upstream.on_emails = first(1, status(401), upstream)
     await check(upstream, ok=True)
     assert upstream.calls["token"] == 2
 
 
 async def test_a_401_always_fails_as_auth_after_one_refresh() -> None:
-    upstream = Upstream(on_emails=status(401))
+    upstream = FakeAlvaria(on_emails=status(401))
     await check(upstream, ok=False, reason="auth")
     assert upstream.calls["token"] == 2 and upstream.calls["emails"] == 2
 
 
 async def test_403_wrong_api_key_is_auth() -> None:
-    await check(Upstream(on_emails=status(403)), ok=False, reason="auth")
+    await check(FakeAlvaria(on_emails=status(403)), ok=False, reason="auth")
 
 
 async def test_404_unknown_org_is_http_4xx() -> None:
-    await check(Upstream(on_emails=status(404)), ok=False, reason="http_4xx")
+    await check(FakeAlvaria(on_emails=status(404)), ok=False, reason="http_4xx")
 
 
 async def test_bad_client_credentials_are_auth() -> None:
-    upstream = Upstream(on_token=status(401, body='{"error": "invalid_client"}'))
+    upstream = FakeAlvaria(on_token=status(401, body='{"error": "invalid_client"}'))
     await check(upstream, ok=False, reason="auth")
     assert upstream.calls["emails"] == 0
 
 
 async def test_token_endpoint_down_is_connection_not_auth(closed_port: int) -> None:
     url = f"http://127.0.0.1:{closed_port}/tokenservice/oauth2/access_token"
-    await check(Upstream(), ok=False, reason="connection", token_url=url)
+    await check(FakeAlvaria(), ok=False, reason="connection", token_url=url)
 
 
 async def test_token_endpoint_5xx_is_http_5xx_not_auth() -> None:
-    upstream = Upstream(on_token=status(503, body="down"))
+    upstream = FakeAlvaria(on_token=status(503, body="down"))
     await check(upstream, ok=False, reason="http_5xx", max_retries=1)
     assert upstream.calls["token"] == 2 and upstream.calls["emails"] == 0
 
@@ -185,7 +186,7 @@ async def test_slow_token_endpoint_times_out_within_the_request_timeout() -> Non
         await asyncio.sleep(30)
         raise AssertionError("unreachable")
 
-    upstream = Upstream(on_token=slow)
+    upstream = FakeAlvaria(on_token=slow)
     await check(
         upstream, ok=False, reason="timeout", request_timeout=0.2, max_retries=1, within=1.5
     )
@@ -196,11 +197,11 @@ async def test_slow_token_endpoint_times_out_within_the_request_timeout() -> Non
     ["<html>login</html>", '{"token_type": "Bearer"}', '{"access_token": ""}', "[]", "null"],
 )
 async def test_junk_from_the_token_endpoint_is_auth(body: str) -> None:
-    await check(Upstream(on_token=status(200, body=body)), ok=False, reason="auth")
+    await check(FakeAlvaria(on_token=status(200, body=body)), ok=False, reason="auth")
 
 
 async def test_a_token_without_expires_in_lives_an_hour() -> None:
-    r = await check(Upstream(expires_in=None), ok=True)
+    r = await check(FakeAlvaria(expires_in=None), ok=True)
     expiry = r.value("alvaria_emailqueue_token_expiry_timestamp_seconds")
     assert expiry == pytest.approx(r.clock.now + 3600)
 
@@ -210,7 +211,7 @@ async def test_a_read_timeout_is_timeout() -> None:
         await asyncio.sleep(30)
         raise AssertionError("unreachable")
 
-    upstream = Upstream(on_emails=stall)
+    upstream = FakeAlvaria(on_emails=stall)
     await check(
         upstream, ok=False, reason="timeout", request_timeout=0.2, max_retries=1, within=1.5
     )
@@ -220,15 +221,15 @@ async def test_a_read_timeout_is_timeout() -> None:
 async def test_a_connect_timeout_is_timeout(blackhole_port: int) -> None:
     url = f"http://127.0.0.1:{blackhole_port}"
     options = {"api_url": url, "token_url": url + "/token", "request_timeout": 0.3}
-    await check(Upstream(), ok=False, reason="timeout", max_retries=0, within=2, **options)
+    await check(FakeAlvaria(), ok=False, reason="timeout", max_retries=0, within=2, **options)
     # With a working token endpoint the emails request itself times out.
-    await check(Upstream(), ok=False, reason="timeout", max_retries=0, within=2, api_url=url,
+    await check(FakeAlvaria(), ok=False, reason="timeout", max_retries=0, within=2, api_url=url,
                 request_timeout=0.3)  # fmt: skip
 
 
 async def test_connection_refused_is_connection(closed_port: int) -> None:
     url = f"http://127.0.0.1:{closed_port}"
-    await check(Upstream(), ok=False, reason="connection", api_url=url, within=2)
+    await check(FakeAlvaria(), ok=False, reason="connection", api_url=url, within=2)
 
 
 async def test_a_reset_in_the_middle_of_the_body_is_connection() -> None:
@@ -241,7 +242,7 @@ async def test_a_reset_in_the_middle_of_the_body_is_connection() -> None:
         request.transport.abort()  # RST, not FIN
         return response
 
-    await check(Upstream(on_emails=reset), ok=False, reason="connection")
+    await check(FakeAlvaria(on_emails=reset), ok=False, reason="connection")
 
 
 async def test_a_body_shorter_than_its_content_length_is_connection() -> None:
@@ -254,7 +255,7 @@ async def test_a_body_shorter_than_its_content_length_is_connection() -> None:
         request.transport.close()
         return response
 
-    await check(Upstream(on_emails=short), ok=False, reason="connection")
+    await check(FakeAlvaria(on_emails=short), ok=False, reason="connection")
 
 
 @pytest.mark.parametrize(
@@ -271,7 +272,7 @@ async def test_a_body_shorter_than_its_content_length_is_connection() -> None:
     ],
 )
 async def test_malformed_or_misshapen_json_is_decode(body: str) -> None:
-    await check(Upstream(on_emails=status(200, body=body)), ok=False, reason="decode")
+    await check(FakeAlvaria(on_emails=status(200, body=body)), ok=False, reason="decode")
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -288,7 +289,9 @@ async def test_a_huge_response_is_cut_off_as_decode(chunked: bool) -> None:
             await response.write(chunk)
         return response
 
-    await check(Upstream(on_emails=huge), ok=False, reason="decode", max_response_bytes=256 * 1024)
+    await check(
+        FakeAlvaria(on_emails=huge), ok=False, reason="decode", max_response_bytes=256 * 1024
+    )
 
 
 async def test_a_poll_never_outlasts_three_intervals() -> None:
@@ -296,7 +299,7 @@ async def test_a_poll_never_outlasts_three_intervals() -> None:
         await asyncio.sleep(0.15)  # each request well inside its timeout
         return await upstream.serve_page(request)
 
-    upstream = Upstream(items=[{"id": str(n)} for n in range(300)], page_cap=1, on_emails=slow)
+    upstream = FakeAlvaria(items=[{"id": str(n)} for n in range(300)], page_cap=1, on_emails=slow)
     async with rig(upstream, poll_interval=0.2) as r:
         ok, elapsed = await r.poll()
         assert not ok and r.state.last_error_reason == "timeout"
@@ -305,7 +308,7 @@ async def test_a_poll_never_outlasts_three_intervals() -> None:
 
 
 async def test_secrets_travel_in_headers_never_in_urls() -> None:
-    upstream = Upstream()
+    upstream = FakeAlvaria()
     seen: list[str] = []
 
     async def record(request: web.Request) -> web.StreamResponse:

@@ -7,14 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.faultkit import Upstream, item, rig
+from tests.fake_alvaria import FakeAlvaria, item
+from tests.pipeline import rig
 
 EMAILS = "alvaria_emailqueue_emails"
 
 
 async def test_items_that_are_not_objects_or_lack_an_id_are_counted_and_skipped() -> None:
     items: list[Any] = [item(1), "junk", 7, None, {"state": "Queued"}, {"id": ""}, item(2)]
-    upstream = Upstream(items=items, page_cap=10)
+    upstream = FakeAlvaria(items=items, page_cap=10)
     async with rig(upstream) as r:
         ok, _ = await r.poll()
         assert ok
@@ -26,7 +27,7 @@ async def test_items_that_are_not_objects_or_lack_an_id_are_counted_and_skipped(
 
 
 async def test_duplicates_from_a_moving_list_are_counted_once() -> None:
-    upstream = Upstream(items=[item(n) for n in range(6)], page_cap=3)
+    upstream = FakeAlvaria(items=[item(n) for n in range(6)], page_cap=3)
 
     async def shifting(request: web.Request) -> web.StreamResponse:
         # Email 0 left between page requests: the second page starts one item later than asked,
@@ -46,7 +47,7 @@ async def test_duplicates_from_a_moving_list_are_counted_once() -> None:
 async def test_total_items_larger_than_what_the_pages_deliver_is_reported_as_is() -> None:
     # The list shrank while paged: totalItems says 9, the pages hold 5. The exporter serves the
     # emails it saw and the API's own number side by side, and stays up.
-    upstream = Upstream(items=[item(n) for n in range(5)], page_cap=3)
+    upstream = FakeAlvaria(items=[item(n) for n in range(5)], page_cap=3)
 
     async def overstated(request: web.Request) -> web.StreamResponse:
         start = int(request.query["startIndex"])
@@ -64,7 +65,7 @@ async def test_total_items_larger_than_what_the_pages_deliver_is_reported_as_is(
 async def test_an_empty_page_before_the_end_is_an_inconsistent_poll() -> None:
     # Counting around the hole would report 6 of 9 emails with up=1 and turn the 3 missing
     # ones into departures; the poll fails instead and the last good snapshot stays.
-    upstream = Upstream(items=[item(n) for n in range(9)], page_cap=3)
+    upstream = FakeAlvaria(items=[item(n) for n in range(9)], page_cap=3)
     async with rig(upstream) as r:
         assert (await r.poll())[0]
 
@@ -81,7 +82,7 @@ async def test_an_empty_page_before_the_end_is_an_inconsistent_poll() -> None:
 
 
 async def test_an_empty_first_page_with_items_reported_is_an_inconsistent_poll() -> None:
-    upstream = Upstream(items=[item(n) for n in range(4)], page_cap=3)
+    upstream = FakeAlvaria(items=[item(n) for n in range(4)], page_cap=3)
 
     async def empty(request: web.Request) -> web.StreamResponse:
         return web.json_response({"totalItems": 4, "items": []})
@@ -93,7 +94,7 @@ async def test_an_empty_first_page_with_items_reported_is_an_inconsistent_poll()
 
 
 async def test_without_total_items_an_empty_page_ends_the_listing() -> None:
-    upstream = Upstream(items=[item(n) for n in range(7)], page_cap=3, report_total=False)
+    upstream = FakeAlvaria(items=[item(n) for n in range(7)], page_cap=3, report_total=False)
     async with rig(upstream) as r:
         assert (await r.poll())[0]
         assert r.emails_total() == 7 and upstream.calls["emails"] == 4
@@ -101,12 +102,12 @@ async def test_without_total_items_an_empty_page_ends_the_listing() -> None:
 
 
 async def test_more_pages_than_max_pages_is_inconsistent() -> None:
-    upstream = Upstream(items=[item(n) for n in range(30)], page_cap=3)
+    upstream = FakeAlvaria(items=[item(n) for n in range(30)], page_cap=3)
     async with rig(upstream, max_pages=5) as r:
         ok, _ = await r.poll()
         assert not ok and r.state.last_error_reason == "inconsistent"
         assert upstream.calls["emails"] == 1
-    endless = Upstream(items=[item(n) for n in range(30)], page_cap=3, report_total=False)
+    endless = FakeAlvaria(items=[item(n) for n in range(30)], page_cap=3, report_total=False)
     async with rig(endless, max_pages=5) as r:
         ok, _ = await r.poll()
         assert not ok and r.state.last_error_reason == "inconsistent"
@@ -115,7 +116,7 @@ async def test_more_pages_than_max_pages_is_inconsistent() -> None:
 
 
 async def test_unknown_enum_values_are_passed_through() -> None:
-    upstream = Upstream(items=[item(1, state="Teleported", emailType="CarrierPigeon")])
+    upstream = FakeAlvaria(items=[item(1, state="Teleported", emailType="CarrierPigeon")])
     async with rig(upstream) as r:
         assert (await r.poll())[0]
         labels = {"state": "Teleported", "email_type": "CarrierPigeon", "work_type": "Billing"}
@@ -124,7 +125,7 @@ async def test_unknown_enum_values_are_passed_through() -> None:
 
 async def test_timestamps_in_the_future_give_age_zero_never_negative() -> None:
     future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7200))
-    upstream = Upstream(items=[item(1, queuedTime=future)])
+    upstream = FakeAlvaria(items=[item(1, queuedTime=future)])
     async with rig(upstream) as r:
         assert (await r.poll())[0]
         labels = {"state": "Queued", "email_type": "InboundEmail", "work_type": "Billing"}
@@ -141,7 +142,7 @@ async def unavailable(request: web.Request) -> web.Response:
 
 
 async def test_failure_keeps_the_snapshot_until_stale_then_drops_it_and_recovers() -> None:
-    upstream = Upstream(items=[item(n) for n in range(4)])
+    upstream = FakeAlvaria(items=[item(n) for n in range(4)])
     async with rig(upstream, poll_interval=10, max_retries=0) as r:
         assert (await r.poll())[0]
         success_at = r.value("alvaria_emailqueue_last_poll_success_timestamp_seconds")

@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.fakes import free_port
-from tests.faultkit import (
+from tests.fake_alvaria import (
     ADDRESS,
     API_KEY,
     CLIENT_ID,
@@ -23,9 +22,10 @@ from tests.faultkit import (
     ORG,
     SECRETS,
     TOKEN_PATH,
-    Upstream,
+    FakeAlvaria,
     serving,
 )
+from tests.fakes import free_port
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -130,7 +130,7 @@ async def test_sigterm_during_a_stalled_poll_exits_cleanly_within_a_second() -> 
         await asyncio.sleep(60)
         raise AssertionError("unreachable")
 
-    upstream = Upstream(on_emails=stall)
+    upstream = FakeAlvaria(on_emails=stall)
     async with serving(upstream):
         port = free_port()
         env = valid_env(

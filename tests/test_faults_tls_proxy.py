@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.certs import Certs, make_certs
-from tests.faultkit import Upstream, rig
+from tests.fake_alvaria import FakeAlvaria
+from tests.pipeline import rig
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ async def connect_proxy() -> AsyncIterator[ConnectProxy]:
 
 
 async def test_certificates_are_verified_by_default(certs: Certs) -> None:
-    upstream = Upstream()
+    upstream = FakeAlvaria()
     async with rig(upstream, server_ssl=server_context(certs), max_retries=0) as r:
         assert upstream.base_url.startswith("https://")
         ok, _ = await r.poll()
@@ -86,7 +87,7 @@ async def test_certificates_are_verified_by_default(certs: Certs) -> None:
 
 async def test_a_private_ca_file_is_trusted(certs: Certs) -> None:
     trusted = ssl.create_default_context(cafile=str(certs.ca))
-    async with rig(Upstream(), server_ssl=server_context(certs), ssl=trusted) as r:
+    async with rig(FakeAlvaria(), server_ssl=server_context(certs), ssl=trusted) as r:
         assert (await r.poll())[0]
 
 
@@ -98,7 +99,7 @@ async def test_https_proxy_is_used_and_no_proxy_bypasses_it(
         monkeypatch.delenv(name, raising=False)
     async with connect_proxy() as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-        upstream = Upstream()
+        upstream = FakeAlvaria()
         async with rig(upstream, server_ssl=server_context(certs), ssl=trusted) as r:
             assert (await r.poll())[0]
             port = upstream.base_url.rsplit(":", 1)[1]
@@ -107,6 +108,6 @@ async def test_https_proxy_is_used_and_no_proxy_bypasses_it(
             assert upstream.calls["token"] == 1 and upstream.calls["emails"] == 3
         proxy.tunnels.clear()
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        async with rig(Upstream(), server_ssl=server_context(certs), ssl=trusted) as r:
+        async with rig(FakeAlvaria(), server_ssl=server_context(certs), ssl=trusted) as r:
             assert (await r.poll())[0]
             assert proxy.tunnels == []

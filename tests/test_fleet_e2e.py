@@ -10,6 +10,7 @@ from pathlib import Path
 
 import bcrypt
 
+from tests.fakes import wait_for
 from tests.fleetkit import (
     SECRET,
     Samples,
@@ -24,7 +25,6 @@ from tests.fleetkit import (
     total,
     write_config,
 )
-from tests.test_integration import wait_for
 
 POLLS = "alvaria_emailqueue_polls_total"
 ARRIVALS = "alvaria_emailqueue_arrivals_total"

@@ -19,7 +19,7 @@ from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.upstream.auth import TokenProvider
 from exporter.upstream.client import Page
-from tests.fakeapi import TOKEN, FakeApi, serve_fake
+from tests.fake_alvaria import TOKEN_PATH, FakeAlvaria, serving
 from tests.fakes import Clock, NoAuth
 
 
@@ -126,7 +126,7 @@ async def test_failed_poll_keeps_the_baseline_but_a_stale_gap_resets_it() -> Non
     assert sum(p.state.departures.values()) == 1
 
 
-def settings_for(api: FakeApi, **settings: Any) -> Settings:
+def settings_for(api: FakeAlvaria, **settings: Any) -> Settings:
     """Settings polling the fake API as its one organisation."""
     target = TargetSettings(
         org_id=api.org,
@@ -134,17 +134,17 @@ def settings_for(api: FakeApi, **settings: Any) -> Settings:
         client_id=api.client_id,
         client_secret=SecretStr(api.client_secret),
         api_url=api.base_url,
-        token_url=api.base_url + TOKEN,
+        token_url=api.base_url + TOKEN_PATH,
     )
     return Settings(targets=(target,), **settings)
 
 
 async def test_counters_scraped_over_http_match_hand_computed_values() -> None:
-    api = FakeApi(page_cap=2)
+    api = FakeAlvaria(page_cap=2)
     items = lambda *specs: [  # noqa: E731 -- a tiny local builder reads best inline
         {"id": i, "state": s, "emailType": "InboundEmail", "workTypeName": w} for i, s, w in specs
     ]
-    async with serve_fake(api), aiohttp.ClientSession() as session:
+    async with serving(api), aiohttp.ClientSession() as session:
         cfg = settings_for(api)
         store = Store([api.org])
         p = build_poller(cfg.targets[0], cfg, session, store.orgs[api.org], True)
@@ -222,13 +222,13 @@ async def test_flow_label_sets_of_groups_gone_longer_than_series_ttl_are_dropped
 @pytest.mark.parametrize("agent_metrics", [True, False])
 async def test_the_agent_gauge_is_fed_through_the_daemons_wiring(agent_metrics: bool) -> None:
     # The client leaves the agent fields undecoded unless the per-agent gauge is exported.
-    api = FakeApi(page_cap=2)
+    api = FakeAlvaria(page_cap=2)
     api.items = [
         {"id": str(i), "state": "Active", "emailType": "InboundEmail", "workTypeName": "Sales",
          "queuedTime": "2027-01-15T07:00:00Z", "workHandlerName": f"agent {i % 2}"}
         for i in range(5)
     ]  # fmt: skip
-    async with serve_fake(api), aiohttp.ClientSession() as session:
+    async with serving(api), aiohttp.ClientSession() as session:
         cfg = settings_for(api, agent_metrics=agent_metrics)
         store = Store([api.org])
         p = build_poller(cfg.targets[0], cfg, session, store.orgs[api.org], True)

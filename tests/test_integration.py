@@ -8,7 +8,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,8 +18,8 @@ from typing import TypeVar
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakeapi import FakeApi, serve_fake
-from tests.fakes import free_port
+from tests.fake_alvaria import CLIENT_SECRET, FakeAlvaria, Reply, serving
+from tests.fakes import free_port, wait_for
 
 NOW = time.time()
 T = TypeVar("T")
@@ -130,17 +130,6 @@ async def fetch_status(url: str) -> int:
         return -1
 
 
-async def wait_for(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last: {value!r})")
-        await asyncio.sleep(0.1)
-
-
 async def scrape(base: str) -> Metrics:
     async with aiohttp.ClientSession() as s, s.get(base + "/metrics") as r:
         text = await r.text()
@@ -157,7 +146,7 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
 
 async def test_daemon_reports_every_count_and_oldest_timestamp_exactly() -> None:
     async with (
-        serve_fake(FakeApi(items=TRICKY_ITEMS)) as api,
+        serving(FakeAlvaria(items=TRICKY_ITEMS)) as api,
         exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as daemon,
     ):
         m = await scrape(daemon.base)
@@ -244,13 +233,18 @@ async def test_daemon_reports_every_count_and_oldest_timestamp_exactly() -> None
         )
         assert value(m, "alvaria_emailqueue_up", org=org) == 1
         assert value(m, "alvaria_emailqueue_api_reported_items", org=org) == len(TRICKY_ITEMS)
-        assert api.requests["token"] == 1
-        assert api.requests["emails"] >= 3 * 2  # 7 items in pages of 3, at least two polls
+        assert api.calls["token"] == 1
+        assert api.calls["emails"] >= 3 * 2  # 7 items in pages of 3, at least two polls
 
 
 async def test_retry_after_is_waited_out_and_one_token_serves_many_polls() -> None:
-    api = FakeApi(items=TRICKY_ITEMS[:2], scripted=[(429, {"Retry-After": "1"})])
-    async with serve_fake(api), exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as daemon:
+    api = FakeAlvaria(
+        items=TRICKY_ITEMS[:2],
+        emails_script={
+            0: Reply.json(429, {"code": 429, "message": "scripted"}, {"Retry-After": "1"})
+        },
+    )
+    async with serving(api), exporter(api.env(ALVARIA_POLL_INTERVAL="1s")) as daemon:
         m = await wait_for(
             lambda: scrape(daemon.base),
             lambda m: value(m, "alvaria_emailqueue_polls_total", org="acme") >= 3,
@@ -276,19 +270,19 @@ async def test_retry_after_is_waited_out_and_one_token_serves_many_polls() -> No
             )
             == 1
         )
-        assert api.requests["token"] == 1
+        assert api.calls["token"] == 1
         logs = daemon.logs()
-        assert "s3cret-value" not in logs and "customer@example.com" not in logs
+        assert CLIENT_SECRET not in logs and "customer@example.com" not in logs
         assert '"event": "poll"' in logs  # the log really was captured
 
 
 async def test_failing_api_keeps_last_snapshot_with_up_zero() -> None:
-    api = FakeApi(items=TRICKY_ITEMS)
+    api = FakeAlvaria(items=TRICKY_ITEMS)
     async with (
-        serve_fake(api),
+        serving(api),
         exporter(api.env(ALVARIA_POLL_INTERVAL="1s", ALVARIA_MAX_RETRIES="0")) as daemon,
     ):
-        api.scripted = [(503, {})] * 1000
+        api.emails_reply = Reply.json(503, {"code": 503, "message": "scripted"})
         m = await wait_for(
             lambda: scrape(daemon.base),
             lambda m: value(m, "alvaria_emailqueue_up", org="acme") == 0,
@@ -310,4 +304,4 @@ async def test_failing_api_keeps_last_snapshot_with_up_zero() -> None:
         ) in m
         async with aiohttp.ClientSession() as s, s.get(daemon.base + "/") as r:
             page = await r.text()
-        assert "acme" in page and "http_5xx" in page and "s3cret" not in page
+        assert "acme" in page and "http_5xx" in page and CLIENT_SECRET not in page

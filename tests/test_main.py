@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.fakeapi import FakeApi, serve_fake
+from tests.fake_alvaria import API_KEY, CLIENT_SECRET, FakeAlvaria, serving
 
 
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -33,24 +33,24 @@ async def test_version() -> None:
 
 
 async def test_check_config_masks_secrets() -> None:
-    env = FakeApi(base_url="http://127.0.0.1:1").env()
+    env = FakeAlvaria(base_url="http://127.0.0.1:1").env()
     code, out, err = await run_cli("--check-config", env=env)
     assert code == 0, err
     assert "org_id: acme" in out
-    assert "s3cret-value" not in out and "key-123" not in out
+    assert CLIENT_SECRET not in out and API_KEY not in out
 
 
 async def test_bad_setting_exits_2_naming_it_and_its_source() -> None:
-    env = FakeApi(base_url="http://127.0.0.1:1").env(ALVARIA_POLL_INTERVAL="soon")
+    env = FakeAlvaria(base_url="http://127.0.0.1:1").env(ALVARIA_POLL_INTERVAL="soon")
     code, _, err = await run_cli(env=env)
     assert code == 2
     assert "poll_interval" in err and "ALVARIA_POLL_INTERVAL" in err
     assert len(err.strip().splitlines()) == 1
-    assert "s3cret-value" not in err
+    assert CLIENT_SECRET not in err
 
 
 async def test_once_prints_the_exposition_and_exits_0() -> None:
-    async with serve_fake(FakeApi(items=[{"id": "1", "state": "Queued"}])) as api:
+    async with serving(FakeAlvaria(items=[{"id": "1", "state": "Queued"}])) as api:
         code, out, _ = await run_cli("--once", env=api.env(ALVARIA_POLL_INTERVAL="20s"))
     assert code == 0
     assert 'alvaria_emailqueue_up{org="acme"} 1.0' in out
@@ -64,8 +64,8 @@ async def test_once_prints_the_exposition_and_exits_0() -> None:
 
 
 async def test_once_exits_1_when_a_poll_fails() -> None:
-    api = FakeApi(client_secret="other")
-    async with serve_fake(api):
+    api = FakeAlvaria(client_secret="other")
+    async with serving(api):
         env = api.env(ALVARIA_CLIENT_SECRET="wrong-secret")
         code, out, err = await run_cli("--once", env=env)
     assert code == 1
@@ -81,7 +81,9 @@ async def test_a_taken_listen_address_is_one_line_and_exit_1() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = FakeApi(base_url="http://127.0.0.1:1").env(ALVARIA_LISTEN_ADDRESS=f"127.0.0.1:{port}")
+        env = FakeAlvaria(base_url="http://127.0.0.1:1").env(
+            ALVARIA_LISTEN_ADDRESS=f"127.0.0.1:{port}"
+        )
         code, _, err = await run_cli(env=env)
     assert code == 1
     assert "Traceback" not in err
@@ -89,7 +91,7 @@ async def test_a_taken_listen_address_is_one_line_and_exit_1() -> None:
 
 
 async def test_check_config_warns_about_suspicious_but_valid_settings() -> None:
-    env = FakeApi(base_url="http://127.0.0.1:1").env(
+    env = FakeAlvaria(base_url="http://127.0.0.1:1").env(
         ALVARIA_WAITING_STATES="Queued,Queud", ALVARIA_POLL_INTERVAL="10s"
     )
     code, _, err = await run_cli("--check-config", env=env)
@@ -98,7 +100,7 @@ async def test_check_config_warns_about_suspicious_but_valid_settings() -> None:
 
 
 async def test_check_config_refuses_a_request_timeout_beyond_the_poll_deadline() -> None:
-    env = FakeApi(base_url="http://127.0.0.1:1").env(
+    env = FakeAlvaria(base_url="http://127.0.0.1:1").env(
         ALVARIA_REQUEST_TIMEOUT="2m", ALVARIA_POLL_INTERVAL="10s"
     )
     code, _, err = await run_cli("--check-config", env=env)
@@ -112,7 +114,7 @@ async def test_a_secret_file_shadowed_by_the_config_file_is_reported(tmp_path: P
     key_file.write_text("key-from-file\n")
     config = tmp_path / "exporter.yml"
     config.write_text("api_key: key-from-yaml\n")
-    env = FakeApi(base_url="http://127.0.0.1:1").env(
+    env = FakeAlvaria(base_url="http://127.0.0.1:1").env(
         ALVARIA_CONFIG_FILE=str(config), ALVARIA_API_KEY_FILE=str(key_file)
     )
     del env["ALVARIA_API_KEY"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fakeapi import FakeApi, serve_fake
+from tests.fake_alvaria import FakeAlvaria, serving
 from tests.fakes import free_port
 
 
@@ -99,7 +99,7 @@ async def test_check_connection_interrupted_exits_128_plus_the_signal_not_as_a_f
 async def daemon() -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
     """The daemon polling a fake API; yields the process, its base URL and its log file path."""
     port = free_port()
-    async with serve_fake(FakeApi(items=[{"id": "1", "state": "Queued"}])) as api:
+    async with serving(FakeAlvaria(items=[{"id": "1", "state": "Queued"}])) as api:
         with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
             env = clean_env(
                 api.env(ALVARIA_LISTEN_ADDRESS=f"127.0.0.1:{port}", ALVARIA_LOG_FORMAT="json")

@@ -1,26 +1,24 @@
-"""A loopback upstream whose every answer a test can script, and the real pipeline polling it.
+"""The production pipeline for one organisation, polling the fake Alvaria over a real socket.
 
 The pipeline is the production one (transport, token provider, client, poller, store, collector)
 over a real aiohttp session; only `sleep` is fake, so retries and Retry-After cost no time and
-the delays asked for are recorded.
+the delays asked for are recorded. The upstream is `tests.fake_alvaria.FakeAlvaria`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
-from aiohttp.test_utils import TestServer, make_mocked_request
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -30,105 +28,22 @@ from exporter.polling.poller import Poller
 from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings
 from exporter.web.server import build_app, landing_page
+from tests.fake_alvaria import (
+    API_KEY,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ORG,
+    SECRETS,
+    TOKEN_PATH,
+    FakeAlvaria,
+    serving,
+)
 from tests.fakes import Clock
-
-ORG = "acme"
-API_KEY = "apikey-7f3c9e"
-CLIENT_ID = "client-1"
-CLIENT_SECRET = "clientsecret-41d8"
-TOKEN = "bearer-token-b3a1"
-ADDRESS = "jane.customer@example.com"
-SUBJECT = "Refund for order 1234"
-UM_ID = "um-5550199"
-SECRETS = (API_KEY, CLIENT_SECRET, TOKEN, ADDRESS, SUBJECT, UM_ID)
-EMAILS_PATH = f"/via/v2/organizations/{ORG}/emailQueue/emails"
-TOKEN_PATH = "/tokenservice/oauth2/access_token"
-
-
-def item(n: int, **extra: Any) -> dict[str, Any]:
-    """An email item carrying personal data that must never leave the exporter."""
-    return {
-        "id": str(n),
-        "state": "Queued",
-        "emailType": "InboundEmail",
-        "workTypeId": "11",
-        "workTypeName": "Billing",
-        "queuedTime": "2024-01-01T00:00:00Z",
-        "fromAddress": ADDRESS,
-        "toAddress": ADDRESS,
-        "subject": SUBJECT,
-        "umId": UM_ID,
-        **extra,
-    }
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Upstream:
-    """The API on a loopback port; `on_emails`/`on_token` replace the well-behaved defaults."""
-
-    items: list[dict[str, Any]] = field(default_factory=lambda: [item(n) for n in range(7)])
-    page_cap: int = 3
-    report_total: bool = True
-    expires_in: float | None = 3600
-    on_emails: Handler | None = None
-    on_token: Handler | None = None
-    calls: Counter[str] = field(default_factory=Counter)
-    base_url: str = ""
-
-    async def serve_page(self, request: web.Request) -> web.Response:
-        """The honest answer: one page of `items`."""
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return web.json_response({"code": 401, "message": "unauthorized"}, status=401)
-        start = int(request.query["startIndex"])
-        size = min(int(request.query["maxResults"]), self.page_cap)
-        body: dict[str, Any] = {"items": self.items[start : start + size]}
-        if self.report_total:
-            body["totalItems"] = len(self.items)
-        return web.json_response(body)
-
-    async def issue_token(self, request: web.Request) -> web.Response:
-        expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        if request.headers.get("Authorization") != f"Basic {expected}":
-            return web.json_response({"error": "invalid_client"}, status=401)
-        body: dict[str, Any] = {"access_token": TOKEN, "token_type": "Bearer"}
-        if self.expires_in is not None:
-            body["expires_in"] = self.expires_in
-        return web.json_response(body)
-
-    async def _emails(self, request: web.Request) -> web.StreamResponse:
-        self.calls["emails"] += 1
-        return await (self.on_emails or self.serve_page)(request)
-
-    async def _token(self, request: web.Request) -> web.StreamResponse:
-        self.calls["token"] += 1
-        return await (self.on_token or self.issue_token)(request)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get(EMAILS_PATH, self._emails)
-        app.router.add_post(TOKEN_PATH, self._token)
-        return app
-
-
-@asynccontextmanager
-async def serving(
-    upstream: Upstream, ssl_context: SSLContext | None = None
-) -> AsyncIterator[Upstream]:
-    server = TestServer(upstream.app(), host="127.0.0.1", port=0)
-    await server.start_server(ssl=ssl_context)
-    upstream.base_url = str(server.make_url("")).rstrip("/")
-    try:
-        yield upstream
-    finally:
-        await server.close()
 
 
 @dataclass
 class Rig:
-    """The production pipeline for one organisation, pointed at an `Upstream`."""
+    """The production pipeline for one organisation, pointed at a `FakeAlvaria`."""
 
     poller: Poller
     store: Store
@@ -182,7 +97,7 @@ class Rig:
 
 @asynccontextmanager
 async def rig(
-    upstream: Upstream,
+    upstream: FakeAlvaria,
     *,
     api_url: str | None = None,
     token_url: str | None = None,
