@@ -125,6 +125,9 @@ class Seen:
         return token if scheme == "Bearer" else None
 
 
+SEEN = web.RequestKey("seen", Seen)
+
+
 @dataclass
 class FakeAlvaria:
     """The API of one organisation: `items` served in pages of at most `page_cap`."""
@@ -222,22 +225,22 @@ class FakeAlvaria:
 
     async def serve_page(self, request: web.Request) -> web.Response:
         """The honest answer to an emails request, for `on_emails` handlers to fall back on."""
-        seen = request.get("seen") or await self._seen_on_the_wire(request, self.emails_seen)
+        seen = request.get(SEEN) or await self._seen_on_the_wire(request, self.emails_seen)
         return (await self.reply_emails(seen)).response()
 
     async def issue_token(self, request: web.Request) -> web.Response:
         """The honest answer to a token request, for `on_token` handlers to fall back on."""
-        seen = request.get("seen") or await self._seen_on_the_wire(request, self.token_seen)
+        seen = request.get(SEEN) or await self._seen_on_the_wire(request, self.token_seen)
         return (await self.reply_token(seen)).response()
 
     async def _emails(self, request: web.Request) -> web.StreamResponse:
         self.calls["emails"] += 1
-        request["seen"] = await self._seen_on_the_wire(request, self.emails_seen)
+        request[SEEN] = await self._seen_on_the_wire(request, self.emails_seen)
         return await (self.on_emails or self.serve_page)(request)
 
     async def _token(self, request: web.Request) -> web.StreamResponse:
         self.calls["token"] += 1
-        request["seen"] = await self._seen_on_the_wire(request, self.token_seen)
+        request[SEEN] = await self._seen_on_the_wire(request, self.token_seen)
         return await (self.on_token or self.issue_token)(request)
 
     @staticmethod

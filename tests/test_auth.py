@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import json
 from typing import Any
 from urllib.parse import unquote_plus
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from aioresponses import CallbackResult, aioresponses
-from yarl import URL
+from aioresponses import aioresponses
 
 from exporter.domain.errors import (
     AuthError,
@@ -33,33 +29,23 @@ from exporter.upstream.auth import (
     with_realm,
 )
 from exporter.upstream.transport import HttpTransport, RetryPolicy
+from tests.fake_alvaria import TOKEN_PATH, FakeAlvaria, Reply, serving
 from tests.fakes import Clock, FakeSleep
 
 TOKEN_URL = "http://id.test/tokenservice/oauth2/access_token"
 T0 = 1_700_000_000.0
 
 
-class TokenEndpoint:
-    """An aioresponses callback that issues numbered tokens and records every request."""
-
-    def __init__(self, expires_in: Any = 3600, status: int = 200, body: bytes | None = None):
-        self.expires_in = expires_in
-        self.status = status
-        self.body = body
-        self.requests: list[dict[str, Any]] = []
-
-    async def handle(self, url: URL, **kwargs: Any) -> CallbackResult:
-        self.requests.append(kwargs)
-        await asyncio.sleep(0)  # let concurrent callers pile up behind this request
-        if self.body is not None:
-            return CallbackResult(status=self.status, body=self.body)
-        payload: dict[str, Any] = {
-            "access_token": f"token-{len(self.requests)}",
-            "token_type": "Bearer",
-        }
-        if self.expires_in is not None:
-            payload["expires_in"] = self.expires_in
-        return CallbackResult(status=self.status, payload=payload)
+def issuer(expires_in: Any = 3600, reply: Reply | None = None) -> FakeAlvaria:
+    """The token endpoint for `make_config`'s client: token-1, token-2, ... or `reply`."""
+    return FakeAlvaria(
+        client_id="the-client",
+        client_secret="the-secret",
+        api_key="the-api-key",
+        token_format="token-{n}",
+        expires_in=expires_in,
+        token_reply=reply,
+    )
 
 
 @pytest.fixture
@@ -95,9 +81,8 @@ def make_provider(
     return ClientCredentials(make_config(method, url), transport, clock=clock)
 
 
-def serve(mocked: aioresponses, endpoint: TokenEndpoint) -> TokenEndpoint:
-    mocked.post(TOKEN_URL, callback=endpoint.handle, repeat=True)
-    return endpoint
+def serve(mocked: aioresponses, api: FakeAlvaria) -> FakeAlvaria:
+    return api.mock(mocked, "http://api.test", TOKEN_URL)
 
 
 # --- the request -----------------------------------------------------------------------------
@@ -106,58 +91,40 @@ def serve(mocked: aioresponses, endpoint: TokenEndpoint) -> TokenEndpoint:
 async def test_basic_auth_request(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint())
+    api = serve(mocked, issuer())
     assert await make_provider(session, clock, sleep).token() == "token-1"
-    (request,) = endpoint.requests
+    (request,) = api.token_seen
     expected = base64.b64encode(b"the-client:the-secret").decode()
-    assert request["headers"]["Authorization"] == f"Basic {expected}"
-    assert request["data"] == {"grant_type": "client_credentials", "scope": "emailqueueapi"}
-    assert request["headers"]["x-api-key"] == "the-api-key"
+    assert request.headers["Authorization"] == f"Basic {expected}"
+    assert request.form == {"grant_type": "client_credentials", "scope": "emailqueueapi"}
+    assert request.headers["x-api-key"] == "the-api-key"
 
 
 async def test_client_secret_post_puts_credentials_in_the_form(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint())
+    api = serve(mocked, issuer())
     await make_provider(session, clock, sleep, method="client_secret_post").token()
-    (request,) = endpoint.requests
-    assert "Authorization" not in request["headers"]
-    assert request["data"] == {
+    (request,) = api.token_seen
+    assert "Authorization" not in request.headers
+    assert request.form == {
         "grant_type": "client_credentials",
         "scope": "emailqueueapi",
         "client_id": "the-client",
         "client_secret": "the-secret",
     }
-    assert request["headers"]["x-api-key"] == "the-api-key"
-
-
-class RecordingTokenServer:
-    """A real token endpoint that records the headers and form of each request."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[dict[str, str], dict[str, str]]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        self.seen.append((dict(request.headers), {k: str(v) for k, v in form.items()}))
-        return web.json_response({"access_token": "real", "expires_in": 60})
+    assert request.headers["x-api-key"] == "the-api-key"
 
 
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
 async def test_token_request_on_the_wire(
     session: aiohttp.ClientSession, clock: Clock, sleep: FakeSleep, method: str
 ) -> None:
-    recorder = RecordingTokenServer()
-    app = web.Application()
-    app.router.add_post("/token", recorder.handle)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        url = str(server.make_url("/token"))
-        assert await make_provider(session, clock, sleep, method=method, url=url).token() == "real"
-    finally:
-        await server.close()
-    ((headers, form),) = recorder.seen
+    async with serving(issuer(expires_in=60)) as api:
+        url = api.base_url + TOKEN_PATH
+        token = await make_provider(session, clock, sleep, method=method, url=url).token()
+    assert token == "token-1"  # the fake checked the key, the grant type and the credentials
+    ((headers, form),) = [(seen.headers, seen.form) for seen in api.token_seen]
     assert headers["x-api-key"] == "the-api-key"
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert form["grant_type"] == "client_credentials"
@@ -175,13 +142,14 @@ async def test_basic_credentials_are_form_encoded_first(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
     # RFC 6749 section 2.3.1: a ':' in the id or a '+' in the secret must survive the trip.
-    endpoint = serve(mocked, TokenEndpoint())
+    api = FakeAlvaria(client_id="org:client", client_secret="s+/=é %", api_key="k")
+    serve(mocked, api)  # it decodes the header as RFC 6749 says and checks the pair
     config = ClientCredentialsConfig(
         token_url=TOKEN_URL, client_id="org:client", client_secret="s+/=é %", api_key="k"
     )
     transport = HttpTransport(session, sleep=sleep, clock=clock)
-    assert await ClientCredentials(config, transport, clock=clock).token() == "token-1"
-    scheme, _, encoded = endpoint.requests[0]["headers"]["Authorization"].partition(" ")
+    assert await ClientCredentials(config, transport, clock=clock).token() == api.issued[0]
+    scheme, _, encoded = api.token_seen[0].headers["Authorization"].partition(" ")
     user, _, password = base64.b64decode(encoded).decode().partition(":")
     assert scheme == "Basic"
     assert (unquote_plus(user), unquote_plus(password)) == ("org:client", "s+/=é %")
@@ -193,19 +161,19 @@ async def test_basic_credentials_are_form_encoded_first(
 async def test_token_is_cached_across_many_calls(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint(expires_in=3600))
+    api = serve(mocked, issuer(expires_in=3600))
     provider = make_provider(session, clock, sleep)
     for _ in range(50):
         clock.now += 10  # 500 s in all: well inside the lifetime
         assert await provider.token() == "token-1"
-    assert len(endpoint.requests) == 1
+    assert api.calls["token"] == 1
     assert provider.expires_at == T0 + 10 + 3600
 
 
 async def test_token_is_refreshed_before_it_expires(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint(expires_in=100))
+    api = serve(mocked, issuer(expires_in=100))
     provider = make_provider(session, clock, sleep)
     assert await provider.token() == "token-1"
     clock.now = T0 + 89.9  # refresh margin: 10% of 100 s
@@ -213,13 +181,13 @@ async def test_token_is_refreshed_before_it_expires(
     clock.now = T0 + 90
     assert await provider.token() == "token-2"
     assert provider.expires_at == T0 + 190
-    assert len(endpoint.requests) == 2
+    assert api.calls["token"] == 2
 
 
 async def test_long_lived_token_is_refreshed_a_minute_early(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    serve(mocked, TokenEndpoint(expires_in=7200))
+    serve(mocked, issuer(expires_in=7200))
     provider = make_provider(session, clock, sleep)
     await provider.token()
     clock.now = T0 + 7200 - 60.1
@@ -236,7 +204,7 @@ async def test_missing_or_useless_expires_in_means_an_hour(
     sleep: FakeSleep,
     expires_in: int | str | None,
 ) -> None:
-    serve(mocked, TokenEndpoint(expires_in=expires_in))
+    serve(mocked, issuer(expires_in=expires_in))
     provider = make_provider(session, clock, sleep)
     assert provider.expires_at is None
     await provider.token()
@@ -248,7 +216,7 @@ async def test_expires_in_as_a_string_is_accepted(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
     # Some API gateways send every field of the token response as a string.
-    serve(mocked, TokenEndpoint(expires_in="1799"))
+    serve(mocked, issuer(expires_in="1799"))
     provider = make_provider(session, clock, sleep)
     assert await provider.token() == "token-1"
     assert provider.expires_at == T0 + 1799
@@ -257,20 +225,20 @@ async def test_expires_in_as_a_string_is_accepted(
 async def test_invalidate_forces_a_new_token(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint())
+    api = serve(mocked, issuer())
     provider = make_provider(session, clock, sleep)
     assert await provider.token() == "token-1"
     provider.invalidate()
     assert provider.expires_at is None
     assert await provider.token() == "token-2"
-    assert len(endpoint.requests) == 2
+    assert api.calls["token"] == 2
 
 
 async def test_invalidating_a_token_already_replaced_keeps_the_new_one(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
     # Pages in flight with the old token all get 401; only the first may cause a refresh.
-    endpoint = serve(mocked, TokenEndpoint())
+    api = serve(mocked, issuer())
     provider = make_provider(session, clock, sleep)
     old = await provider.token()
     provider.invalidate(old)
@@ -279,22 +247,22 @@ async def test_invalidating_a_token_already_replaced_keeps_the_new_one(
     assert await provider.token() == "token-2"
     provider.invalidate("token-2")
     assert await provider.token() == "token-3"
-    assert len(endpoint.requests) == 3
+    assert api.calls["token"] == 3
 
 
 async def test_concurrent_callers_share_one_request(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint())
+    api = serve(mocked, issuer())
     provider = make_provider(session, clock, sleep)
     tokens = await asyncio.gather(*(provider.token() for _ in range(20)))
     assert tokens == ["token-1"] * 20
-    assert len(endpoint.requests) == 1
+    assert api.calls["token"] == 1
     # And the same again once the token is due for refresh.
     clock.now += 3600
     tokens = await asyncio.gather(*(provider.token() for _ in range(20)))
     assert tokens == ["token-2"] * 20
-    assert len(endpoint.requests) == 2
+    assert api.calls["token"] == 2
 
 
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
@@ -305,30 +273,21 @@ async def test_realm_goes_in_the_query_and_the_form(
     sleep: FakeSleep,
     method: str,
 ) -> None:
-    endpoint = TokenEndpoint()
-    mocked.post(TOKEN_URL + "?realm=acme%2Feu", callback=endpoint.handle)
+    api = serve(mocked, issuer())
     transport = HttpTransport(session, sleep=sleep, clock=clock)
     config = dataclasses.replace(make_config(method), realm="acme/eu")
     assert await ClientCredentials(config, transport, clock=clock).token() == "token-1"
-    (request,) = endpoint.requests
-    assert request["data"]["realm"] == "acme/eu"
-    assert request["data"]["grant_type"] == "client_credentials"
+    (request,) = api.token_seen
+    assert request.url.query["realm"] == "acme/eu"  # the encoding on the wire: next test
+    assert request.form["realm"] == "acme/eu"
+    assert request.form["grant_type"] == "client_credentials"
 
 
 async def test_realm_on_the_wire_of_a_real_server(session: aiohttp.ClientSession) -> None:
-    seen: list[tuple[str, dict[str, str]]] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        seen.append((request.raw_path.partition("?")[2], dict(await request.post())))  # type: ignore[arg-type]
-        return web.json_response({"access_token": "t", "expires_in": 60})
-
-    app = web.Application()
-    app.router.add_post("/tokenservice/oauth2/access_token", handle)
-    async with TestServer(app, host="127.0.0.1") as server:
-        url = str(server.make_url("/tokenservice/oauth2/access_token"))
-        config = dataclasses.replace(make_config(url=url), realm="org 1")
-        await ClientCredentials(config, HttpTransport(session)).token()
-    ((query, form),) = seen
+    async with serving(issuer(expires_in=60)) as api:
+        config = dataclasses.replace(make_config(url=api.base_url + TOKEN_PATH), realm="org 1")
+        assert await ClientCredentials(config, HttpTransport(session)).token() == "token-1"
+    ((query, form),) = [(seen.raw_query, seen.form) for seen in api.token_seen]
     assert query == "realm=org%201"
     assert form == {"grant_type": "client_credentials", "scope": "emailqueueapi", "realm": "org 1"}
 
@@ -351,16 +310,17 @@ def test_with_realm(url: str, realm: str, expected: str) -> None:
 async def test_no_realm_sends_neither_query_nor_field(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint())  # matches only the URL without a query
+    api = serve(mocked, issuer())
     await make_provider(session, clock, sleep).token()
-    assert "realm" not in endpoint.requests[0]["data"]
+    assert "realm" not in api.token_seen[0].form
+    assert api.token_seen[0].raw_query == ""
 
 
 async def test_a_scope_list_instead_of_a_string_still_gives_the_token(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
     body = b'{"access_token": "tok", "expires_in": 60, "scope": ["emailqueueapi"]}'
-    serve(mocked, TokenEndpoint(body=body))
+    serve(mocked, issuer(reply=Reply(200, body)))
     assert await make_provider(session, clock, sleep).token() == "tok"
 
 
@@ -386,7 +346,7 @@ async def test_unusable_token_response_is_an_auth_error(
     sleep: FakeSleep,
     body: bytes,
 ) -> None:
-    serve(mocked, TokenEndpoint(body=body))
+    serve(mocked, issuer(reply=Reply(200, body)))
     provider = make_provider(session, clock, sleep)
     with pytest.raises(AuthError) as info:
         await provider.token()
@@ -402,22 +362,22 @@ async def test_token_endpoint_refusal_is_an_auth_error_without_retry(
     sleep: FakeSleep,
     status: int,
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint(status=status, body=b'{"error": "invalid_client"}'))
+    api = serve(mocked, issuer(reply=Reply(status, b'{"error": "invalid_client"}')))
     with pytest.raises(AuthError) as info:
         await make_provider(session, clock, sleep).token()
     assert info.value.status == status
-    assert len(endpoint.requests) == 1
+    assert api.calls["token"] == 1
     assert sleep.delays == []
 
 
 async def test_token_endpoint_5xx_is_http_5xx_after_retries_not_auth(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint(status=503, body=b"unavailable"))
+    api = serve(mocked, issuer(reply=Reply(503, b"unavailable")))
     with pytest.raises(ServerHTTPError) as info:
         await make_provider(session, clock, sleep, max_retries=2).token()
     assert info.value.status == 503
-    assert len(endpoint.requests) == 3
+    assert api.calls["token"] == 3
     assert sleep.delays == [0.5, 1.0]
 
 
@@ -462,7 +422,7 @@ async def test_token_endpoint_refusals_and_other_4xx(
     reason: str,
     shown: str,
 ) -> None:
-    serve(mocked, TokenEndpoint(status=status, body=body))
+    serve(mocked, issuer(reply=Reply(status, body)))
     with pytest.raises(PollError) as info:
         await make_provider(session, clock, sleep).token()
     assert info.value.reason == reason
@@ -472,7 +432,7 @@ async def test_token_endpoint_refusals_and_other_4xx(
 async def test_secrets_never_appear_in_errors(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    serve(mocked, TokenEndpoint(status=401, body=json.dumps({"echo": "the-secret"}).encode()))
+    serve(mocked, issuer(reply=Reply.json(401, {"echo": "the-secret"})))
     with pytest.raises(AuthError) as info:
         await make_provider(session, clock, sleep).token()
     assert "the-secret" not in str(info.value)
@@ -482,31 +442,31 @@ async def test_secrets_never_appear_in_errors(
 async def test_a_failed_refresh_is_retried_on_the_next_call(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    mocked.post(TOKEN_URL, status=401)
-    endpoint = serve(mocked, TokenEndpoint())
+    api = serve(mocked, issuer())
+    api.token_script[0] = Reply(401)
     provider = make_provider(session, clock, sleep)
     with pytest.raises(AuthError):
         await provider.token()
     assert await provider.token() == "token-1"
-    assert len(endpoint.requests) == 1
+    assert api.calls["token"] == 2 and api.issued == ["token-1"]
 
 
 async def test_a_failed_early_refresh_keeps_the_valid_token_and_holds_off(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    endpoint = serve(mocked, TokenEndpoint(expires_in=100))
+    api = serve(mocked, issuer(expires_in=100))
     provider = make_provider(session, clock, sleep)
     assert await provider.token() == "token-1"
-    endpoint.status, endpoint.body = 503, b"down"
+    api.token_reply = Reply(503, b"down")
     clock.now = T0 + 95  # inside the early-refresh window, token still valid until T0 + 100
     assert await provider.token() == "token-1"
-    failed_attempts = len(endpoint.requests)
+    failed_attempts = api.calls["token"]
     assert await provider.token() == "token-1"  # held off: no new request per call
-    assert len(endpoint.requests) == failed_attempts
+    assert api.calls["token"] == failed_attempts
     clock.now = T0 + 100  # expired: a failing refresh now fails the call, with its own reason
     with pytest.raises(ServerHTTPError):
         await provider.token()
-    endpoint.status, endpoint.body = 200, None
+    api.token_reply = None
     assert (await provider.token()).startswith("token-")
     assert provider.expires_at == T0 + 200
 
@@ -514,7 +474,7 @@ async def test_a_failed_early_refresh_keeps_the_valid_token_and_holds_off(
 async def test_a_throttled_token_endpoint_is_rate_limiting_not_auth(
     session: aiohttp.ClientSession, mocked: aioresponses, clock: Clock, sleep: FakeSleep
 ) -> None:
-    mocked.post(TOKEN_URL, status=429, headers={"Retry-After": "120"}, repeat=True)
+    serve(mocked, issuer(reply=Reply(429, headers={"Retry-After": "120"})))
     provider = make_provider(session, clock, sleep)
     with pytest.raises(RateLimitedError) as info:
         await provider.token()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
-from aioresponses import CallbackResult, aioresponses
+from aioresponses import aioresponses
 from yarl import URL
 
 from exporter.domain.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
@@ -26,10 +25,10 @@ from exporter.upstream.auth import (
 from exporter.upstream.client import ClientOptions, EmailQueueClient, Page, decode_page
 from exporter.upstream.decode import Shape, WireEmail
 from exporter.upstream.transport import HttpTransport
+from tests.fake_alvaria import FakeAlvaria, Reply
 from tests.fakes import FakeSleep
 
 API = "http://api.test"
-EMAILS = re.compile(r"^http://api\.test/via/v2/organizations/org1/emailQueue/emails(\?.*)?$")
 TOKEN_URL = "http://id.test/token"
 
 
@@ -51,72 +50,31 @@ def item(n: int) -> dict[str, Any]:
     }
 
 
-class FakeApi:
-    """The emails endpoint over a fixed list, with a server-side page cap."""
-
-    def __init__(self, n: int, cap: int, *, with_total: bool = True) -> None:
-        self.items = [item(i) for i in range(n)]
-        self.cap = cap
-        self.with_total = with_total
-        self.calls: list[URL] = []
-        self.headers: list[dict[str, str]] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        # Status answered instead of a page, per call number (0-based).
-        self.statuses: dict[int, int] = {}
-        # Tokens the API no longer accepts.
-        self.rejected: set[str] = set()
-
-    async def handle(self, url: URL, **kwargs: Any) -> CallbackResult:
-        call = len(self.calls)
-        self.calls.append(url)
-        self.headers.append(dict(kwargs["headers"]))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            for _ in range(5):  # stay in flight long enough for others to start
-                await asyncio.sleep(0)
-        finally:
-            self.in_flight -= 1
-        if call in self.statuses:
-            return CallbackResult(status=self.statuses[call], payload={"code": 1})
-        if kwargs["headers"]["Authorization"].removeprefix("Bearer ") in self.rejected:
-            return CallbackResult(status=401)
-        start = int(url.query["startIndex"])
-        count = min(int(url.query["maxResults"]), self.cap)
-        body: dict[str, Any] = {"kind": "via#emailList", "items": self.items[start : start + count]}
-        if self.with_total:
-            body["totalItems"] = len(self.items)
-        return CallbackResult(status=200, payload=body)
-
-    @property
-    def starts(self) -> list[int]:
-        return [int(url.query["startIndex"]) for url in self.calls]
+def fake(n: int, cap: int, *, with_total: bool = True) -> FakeAlvaria:
+    """The emails endpoint over `n` items with a server-side page cap, and its token endpoint."""
+    return FakeAlvaria(
+        items=[item(i) for i in range(n)],
+        page_cap=cap,
+        report_total=with_total,
+        org="org1",
+        api_key="the-api-key",
+        client_id="c",
+        client_secret="s",
+        token_format="token-{n}",
+        accepted={"static"},
+    )
 
 
-class TokenEndpoint:
-    """Issues token-1, token-2, ... and counts requests."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-
-    def handle(self, url: URL, **kwargs: Any) -> CallbackResult:
-        self.requests += 1
-        return CallbackResult(
-            payload={"access_token": f"token-{self.requests}", "expires_in": 3600}
-        )
+def serve(mocked: aioresponses, api: FakeAlvaria) -> FakeAlvaria:
+    return api.mock(mocked, API, TOKEN_URL)
 
 
-@pytest.fixture
-def tokens(mocked: aioresponses) -> TokenEndpoint:
-    endpoint = TokenEndpoint()
-    mocked.post(TOKEN_URL, callback=endpoint.handle, repeat=True)
-    return endpoint
+def refuse(status: int) -> Reply:
+    return Reply.json(status, {"code": 1})
 
 
-def serve(mocked: aioresponses, api: FakeApi) -> FakeApi:
-    mocked.get(EMAILS, callback=api.handle, repeat=True)
-    return api
+def urls(api: FakeAlvaria) -> list[URL]:
+    return [seen.url for seen in api.emails_seen]
 
 
 def make_client(
@@ -157,13 +115,13 @@ def ids(pages: list[Page]) -> list[str]:
 async def test_server_cap_below_page_size_delivers_every_item_once(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(50, cap=7))
+    api = serve(mocked, fake(50, cap=7))
     pages = await collect(make_client(session, sleep, page_size=500, max_concurrency=3))
     assert Counter(ids(pages)) == Counter(str(i) for i in range(50))
     assert api.starts[0] == 0
     assert sorted(api.starts) == [0, 7, 14, 21, 28, 35, 42, 49]
     assert sorted(page.start for page in pages) == sorted(api.starts)
-    assert all(url.query["maxResults"] == "500" for url in api.calls)
+    assert all(url.query["maxResults"] == "500" for url in urls(api))
     assert api.max_in_flight == 3
     assert pages[0].total_items == 50
     assert [p.returned for p in sorted(pages, key=lambda p: p.start)] == [7] * 7 + [1]
@@ -172,7 +130,7 @@ async def test_server_cap_below_page_size_delivers_every_item_once(
 async def test_concurrency_limit_of_one_is_sequential(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(20, cap=5))
+    api = serve(mocked, fake(20, cap=5))
     pages = await collect(make_client(session, sleep, max_concurrency=1))
     assert sorted(ids(pages), key=int) == [str(i) for i in range(20)]
     assert api.max_in_flight == 1
@@ -181,7 +139,7 @@ async def test_concurrency_limit_of_one_is_sequential(
 async def test_page_size_is_the_step_when_the_server_honours_it(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(25, cap=1000))
+    api = serve(mocked, fake(25, cap=1000))
     pages = await collect(make_client(session, sleep, page_size=10))
     assert sorted(api.starts) == [0, 10, 20]
     assert len(ids(pages)) == 25
@@ -190,7 +148,7 @@ async def test_page_size_is_the_step_when_the_server_honours_it(
 async def test_without_total_items_pages_run_sequentially_until_an_empty_page(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(50, cap=7, with_total=False))
+    api = serve(mocked, fake(50, cap=7, with_total=False))
     pages = await collect(make_client(session, sleep, max_concurrency=4))
     assert sorted(ids(pages), key=int) == [str(i) for i in range(50)]
     assert api.starts == [0, 7, 14, 21, 28, 35, 42, 49, 50]
@@ -203,7 +161,7 @@ async def test_without_total_items_pages_run_sequentially_until_an_empty_page(
 async def test_empty_list_takes_one_request(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep, with_total: bool
 ) -> None:
-    api = serve(mocked, FakeApi(0, cap=7, with_total=with_total))
+    api = serve(mocked, fake(0, cap=7, with_total=with_total))
     pages = await collect(make_client(session, sleep))
     assert api.starts == [0]
     assert [(p.returned, p.emails) for p in pages] == [(0, [])]
@@ -213,31 +171,19 @@ async def test_empty_list_takes_one_request(
 async def test_empty_first_page_with_items_reported_is_inconsistent(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    mocked.get(EMAILS, payload={"totalItems": 5, "items": []})
+    api = fake(5, cap=7)
+    api.page_sizes = {0: 0}
+    serve(mocked, api)
     with pytest.raises(InconsistentError):
         await collect(make_client(session, sleep))
-
-
-def serve_shaped(mocked: aioresponses, api: FakeApi, sizes: dict[int, int]) -> FakeApi:
-    """Like `serve`, but the page at each start in `sizes` returns only that many items."""
-
-    async def handle(url: URL, **kwargs: Any) -> CallbackResult:
-        result = await api.handle(url, **kwargs)
-        start = int(url.query["startIndex"])
-        if start in sizes:
-            body = {"kind": "via#emailList", "totalItems": len(api.items)}
-            body["items"] = api.items[start : start + sizes[start]]
-            return CallbackResult(status=200, payload=body)
-        return result
-
-    mocked.get(EMAILS, callback=handle, repeat=True)
-    return api
 
 
 async def test_a_list_that_shrank_while_paged_ends_early_without_error(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    serve_shaped(mocked, FakeApi(20, cap=5), {10: 2, 15: 0})
+    api = fake(20, cap=5)
+    api.page_sizes = {10: 2, 15: 0}  # the list shrank while it was paged
+    serve(mocked, api)
     pages = await collect(make_client(session, sleep))
     assert sum(p.returned for p in pages) == 12
 
@@ -245,7 +191,9 @@ async def test_a_list_that_shrank_while_paged_ends_early_without_error(
 async def test_a_hole_in_the_middle_of_the_list_is_inconsistent(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    serve_shaped(mocked, FakeApi(20, cap=5), {5: 0})
+    api = fake(20, cap=5)
+    api.page_sizes = {5: 0}  # a hole in the middle
+    serve(mocked, api)
     with pytest.raises(InconsistentError, match="startIndex 5"):
         await collect(make_client(session, sleep))
 
@@ -253,7 +201,7 @@ async def test_a_hole_in_the_middle_of_the_list_is_inconsistent(
 async def test_too_many_pages_is_inconsistent(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(50, cap=7))
+    api = serve(mocked, fake(50, cap=7))
     with pytest.raises(InconsistentError) as info:
         await collect(make_client(session, sleep, max_pages=7))
     assert info.value.reason == "inconsistent"
@@ -263,34 +211,34 @@ async def test_too_many_pages_is_inconsistent(
 async def test_exactly_max_pages_is_fine(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    serve(mocked, FakeApi(50, cap=7))
+    serve(mocked, fake(50, cap=7))
     assert len(await collect(make_client(session, sleep, max_pages=8))) == 8
 
 
 async def test_too_many_pages_without_total_items_is_inconsistent(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(50, cap=7, with_total=False))
+    api = serve(mocked, fake(50, cap=7, with_total=False))
     with pytest.raises(InconsistentError):
         await collect(make_client(session, sleep, max_pages=5))
-    assert len(api.calls) == 5
+    assert api.calls["emails"] == 5
 
 
 async def test_a_failing_page_cancels_the_others(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(100, cap=10))
-    api.statuses[2] = 404
+    api = serve(mocked, fake(100, cap=10))
+    api.emails_script[2] = refuse(404)
     with pytest.raises(ClientHTTPError):
         await collect(make_client(session, sleep, max_concurrency=2))
-    assert len(api.calls) < 10
+    assert api.calls["emails"] < 10
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
 async def test_stopping_early_cancels_pending_pages(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    serve(mocked, FakeApi(100, cap=10))
+    serve(mocked, fake(100, cap=10))
     pages = make_client(session, sleep, max_concurrency=2).pages()
     await anext(pages)
     await anext(pages)
@@ -301,8 +249,8 @@ async def test_stopping_early_cancels_pending_pages(
 async def test_a_5xx_page_is_retried(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(10, cap=5))
-    api.statuses[1] = 503
+    api = serve(mocked, fake(10, cap=5))
+    api.emails_script[1] = refuse(503)
     pages = await collect(make_client(session, sleep))
     assert sorted(ids(pages), key=int) == [str(i) for i in range(10)]
     assert sleep.delays == [0.5]
@@ -315,24 +263,25 @@ async def test_401_refreshes_the_token_once_and_retries(
     session: aiohttp.ClientSession,
     mocked: aioresponses,
     sleep: FakeSleep,
-    tokens: TokenEndpoint,
 ) -> None:
-    api = serve(mocked, FakeApi(3, cap=10))
+    api = serve(mocked, fake(3, cap=10))
     api.rejected.add("token-1")
     auth = credentials(session, sleep)
     pages = await collect(make_client(session, sleep, auth=auth))
     assert ids(pages) == ["0", "1", "2"]
-    assert tokens.requests == 2
-    assert [h["Authorization"] for h in api.headers] == ["Bearer token-1", "Bearer token-2"]
+    assert api.calls["token"] == 2
+    assert [seen.headers["Authorization"] for seen in api.emails_seen] == [
+        "Bearer token-1",
+        "Bearer token-2",
+    ]
 
 
 async def test_401_on_concurrent_pages_costs_one_token_request(
     session: aiohttp.ClientSession,
     mocked: aioresponses,
     sleep: FakeSleep,
-    tokens: TokenEndpoint,
 ) -> None:
-    api = serve(mocked, FakeApi(40, cap=5))
+    api = serve(mocked, fake(40, cap=5))
     auth = credentials(session, sleep)
     client = make_client(session, sleep, auth=auth, max_concurrency=4)
     pages = client.pages()
@@ -340,61 +289,59 @@ async def test_401_on_concurrent_pages_costs_one_token_request(
     api.rejected.add("token-1")  # expires while the other pages are in flight
     rest = [page async for page in pages]
     assert len(ids([first, *rest])) == 40
-    assert tokens.requests == 2
+    assert api.calls["token"] == 2
 
 
 async def test_401_after_refresh_is_an_auth_error(
     session: aiohttp.ClientSession,
     mocked: aioresponses,
     sleep: FakeSleep,
-    tokens: TokenEndpoint,
 ) -> None:
-    api = serve(mocked, FakeApi(3, cap=10))
+    api = serve(mocked, fake(3, cap=10))
     api.rejected |= {"token-1", "token-2"}
     with pytest.raises(AuthError) as info:
         await collect(make_client(session, sleep, auth=credentials(session, sleep)))
     assert info.value.status == 401
     assert info.value.reason == "auth"
-    assert tokens.requests == 2
-    assert len(api.calls) == 2
+    assert api.calls["token"] == 2
+    assert api.calls["emails"] == 2
 
 
 async def test_401_with_a_static_token_is_an_auth_error(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(3, cap=10))
+    api = serve(mocked, fake(3, cap=10))
     api.rejected.add("static")
     with pytest.raises(AuthError):
         await collect(make_client(session, sleep))
-    assert len(api.calls) == 2
+    assert api.calls["emails"] == 2
 
 
 async def test_403_is_an_auth_error_without_refresh(
     session: aiohttp.ClientSession,
     mocked: aioresponses,
     sleep: FakeSleep,
-    tokens: TokenEndpoint,
 ) -> None:
-    api = serve(mocked, FakeApi(3, cap=10))
-    api.statuses[0] = 403
+    api = serve(mocked, fake(3, cap=10))
+    api.emails_script[0] = refuse(403)
     with pytest.raises(AuthError) as info:
         await collect(make_client(session, sleep, auth=credentials(session, sleep)))
     assert info.value.status == 403
-    assert tokens.requests == 1
-    assert len(api.calls) == 1
+    assert api.calls["token"] == 1
+    assert api.calls["emails"] == 1
 
 
 @pytest.mark.parametrize("status", [400, 404, 405])
 async def test_other_4xx_is_a_client_http_error(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep, status: int
 ) -> None:
-    api = serve(mocked, FakeApi(3, cap=10))
-    api.statuses[0] = status
+    api = serve(mocked, fake(3, cap=10))
+    api.emails_script[0] = refuse(status)
     with pytest.raises(ClientHTTPError) as info:
         await collect(make_client(session, sleep))
     assert info.value.status == status
     assert info.value.reason == "http_4xx"
-    assert len(api.calls) == 1
+    assert api.calls["emails"] == 1
 
 
 # --- query parameters and headers ------------------------------------------------------------
@@ -403,7 +350,7 @@ async def test_other_4xx_is_a_client_http_error(
 async def test_filters_and_extended_info_are_query_parameters(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(1, cap=10))
+    api = serve(mocked, fake(1, cap=10))
     client = make_client(
         session,
         sleep,
@@ -413,7 +360,7 @@ async def test_filters_and_extended_info_are_query_parameters(
         states=("Queued", "Queued2"),
     )
     await collect(client)
-    (url,) = api.calls
+    (url,) = urls(api)
     assert url.path == "/via/v2/organizations/org1/emailQueue/emails"
     assert url.query["startIndex"] == "0"
     assert url.query["maxResults"] == "250"
@@ -421,7 +368,7 @@ async def test_filters_and_extended_info_are_query_parameters(
     assert url.query["emailType"] == "InboundEmail"
     assert url.query.getall("workTypeId") == ["111", "222"]
     assert url.query.getall("state") == ["Queued", "Queued2"]
-    (headers,) = api.headers
+    (headers,) = [seen.headers for seen in api.emails_seen]
     assert headers["x-api-key"] == "the-api-key"
     assert headers["Authorization"] == "Bearer static"
     assert headers["Accept"] == "application/json"
@@ -430,9 +377,9 @@ async def test_filters_and_extended_info_are_query_parameters(
 async def test_no_filters_by_default_and_extended_info_can_be_off(
     session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
 ) -> None:
-    api = serve(mocked, FakeApi(1, cap=10))
+    api = serve(mocked, fake(1, cap=10))
     await collect(make_client(session, sleep, extended_info=False))
-    (url,) = api.calls
+    (url,) = urls(api)
     assert url.query["getExtendedInfo"] == "false"
     assert set(url.query) == {"startIndex", "maxResults", "getExtendedInfo"}
 
@@ -568,7 +515,7 @@ async def test_the_client_asks_for_a_fuller_shape_once_an_item_needs_it(
     sleep: FakeSleep,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    api = serve(mocked, FakeApi(20, cap=5))
+    api = serve(mocked, fake(20, cap=5))
     api.items[7]["state"] = "Parked"  # an undocumented state
     api.items[12]["workTypeName"] = None  # an item without its work type name
     asked: list[Shape] = []
