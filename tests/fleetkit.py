@@ -1,4 +1,4 @@
-"""Exporter processes over a multi-organisation simulator, for the shard, reload and budget tests."""
+"""Exporter processes over a multi-organisation simulator, for the shard, reload and rate-limit tests."""
 
 from __future__ import annotations
 

@@ -132,7 +132,7 @@ def test_a_failing_plan_changes_nothing(fleet: tuple[Fleet, Builder]) -> None:
     assert f.store.orgs == before
 
 
-def test_shard_filters_and_keys_share_one_budget(fleet: tuple[Fleet, Builder]) -> None:
+def test_shard_filters_and_keys_share_one_rate_limiter(fleet: tuple[Fleet, Builder]) -> None:
     f, build = fleet
     targets = [target(f"o{i}", key=f"key{i // 2}") for i in range(12)]
     owned: list[str] = []
@@ -143,10 +143,10 @@ def test_shard_filters_and_keys_share_one_budget(fleet: tuple[Fleet, Builder]) -
         owned += list(g.store.orgs)
     assert sorted(owned) == sorted(t.org_id for t in targets)
     f.apply(f.plan(settings(*targets, max_requests_per_second=5)))
-    budgets = {id(getattr(build.limiters[f"o{i}"], "_budget", None)) for i in (0, 1)}
-    assert len(budgets) == 1, "two organisations of one key share one budget"
-    other = id(getattr(build.limiters["o2"], "_budget", None))
-    assert other not in budgets
+    shared = {id(vars(build.limiters[f"o{i}"])["_limiter"]) for i in (0, 1)}
+    assert len(shared) == 1, "two organisations of one key share one rate limiter"
+    other = id(vars(build.limiters["o2"])["_limiter"])
+    assert other not in shared
 
 
 async def test_running_fleet_stops_removed_and_starts_added(

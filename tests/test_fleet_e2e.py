@@ -1,4 +1,4 @@
-"""Exporter processes against the multi-organisation simulator: shards, reload and the budget."""
+"""Exporter processes against the multi-organisation simulator: shards, reload and the rate limit."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ async def test_reload_rereads_the_web_config(tmp_path: Path) -> None:
             assert await status(daemon.base + "/metrics", new) == 200
 
 
-async def test_request_budget_holds_across_ten_organisations(tmp_path: Path) -> None:
+async def test_request_rate_limit_holds_across_ten_organisations(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text(SECRET)
     async with simulator(10, scenario="large", emails=200) as sim:  # one API key for all ten
@@ -233,10 +233,10 @@ async def test_request_budget_holds_across_ten_organisations(tmp_path: Path) -> 
             seen = sim.model.requests.per_second
             window = [seen[s] for s in range(started, ended + 1)]
             assert window and max(window) <= 5 + 1, window
-            assert sum(window) >= 3 * len(window), "the budget is used, not idle"
+            assert sum(window) >= 3 * len(window), "the rate limit is used, not idle"
             samples = await scrape(daemon.base)
             waited = total(samples, "alvaria_emailqueue_rate_limit_wait_seconds_total")
             assert waited > 0
             # Ten polls a second cannot fit five requests a second: the overrun is reported.
             assert total(samples, "alvaria_emailqueue_rate_limit_overrun_polls_total") > 0
-            assert '"event": "poll_over_budget"' in daemon.logs()
+            assert '"event": "poll_over_rate_limit"' in daemon.logs()

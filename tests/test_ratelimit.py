@@ -1,4 +1,4 @@
-"""The per-key request budget (ratelimit): spacing, round-robin fairness, cancellation, live rate."""
+"""The per-key request rate limiter (ratelimit): spacing, round-robin fairness, cancellation, live rate."""
 
 from __future__ import annotations
 
@@ -8,28 +8,28 @@ from collections import Counter
 
 import pytest
 
-from exporter.upstream.ratelimit import RequestBudget
+from exporter.upstream.ratelimit import RequestRateLimiter
 
 
 async def _take_times(
-    budget: RequestBudget, org: str, n: int, out: list[tuple[float, str]]
+    limiter: RequestRateLimiter, org: str, n: int, out: list[tuple[float, str]]
 ) -> None:
     loop = asyncio.get_running_loop()
     for _ in range(n):
-        await budget.take(org)
+        await limiter.take(org)
         out.append((loop.time(), org))
 
 
 async def test_unlimited_never_waits() -> None:
-    budget = RequestBudget(None)
-    assert [await budget.take("a") for _ in range(100)] == [0.0] * 100
-    assert budget.rate is None
+    limiter = RequestRateLimiter(None)
+    assert [await limiter.take("a") for _ in range(100)] == [0.0] * 100
+    assert limiter.rate is None
 
 
 async def test_turns_are_spaced_by_the_rate() -> None:
-    budget = RequestBudget(50.0)
+    limiter = RequestRateLimiter(50.0)
     times: list[tuple[float, str]] = []
-    await asyncio.gather(*(_take_times(budget, f"org{i}", 5, times) for i in range(4)))
+    await asyncio.gather(*(_take_times(limiter, f"org{i}", 5, times) for i in range(4)))
     stamps = sorted(t for t, _ in times)
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert min(gaps) >= 0.02 - 0.002, min(gaps)
@@ -38,12 +38,12 @@ async def test_turns_are_spaced_by_the_rate() -> None:
 
 
 async def test_waiting_organisations_take_turns() -> None:
-    budget = RequestBudget(200.0)
+    limiter = RequestRateLimiter(200.0)
     order: list[str] = []
 
     async def burst(org: str, n: int) -> None:
         async def one() -> None:
-            await budget.take(org)
+            await limiter.take(org)
             order.append(org)
 
         await asyncio.gather(*(one() for _ in range(n)))
@@ -56,33 +56,33 @@ async def test_waiting_organisations_take_turns() -> None:
 
 
 async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
-    budget = RequestBudget(20.0)
-    await budget.take("a")  # the next turn is 50 ms away
-    waiter = asyncio.create_task(budget.take("a"))
+    limiter = RequestRateLimiter(20.0)
+    await limiter.take("a")  # the next turn is 50 ms away
+    waiter = asyncio.create_task(limiter.take("a"))
     await asyncio.sleep(0)
-    assert budget.waiting() == 1
+    assert limiter.waiting() == 1
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert budget.waiting() == 0
-    assert await budget.take("b") < 0.1
+    assert limiter.waiting() == 0
+    assert await limiter.take("b") < 0.1
 
 
 async def test_rate_changes_live() -> None:
-    budget = RequestBudget(1.0)
-    await budget.take("a")
-    slow = asyncio.create_task(budget.take("a"))  # would wait a second
+    limiter = RequestRateLimiter(1.0)
+    await limiter.take("a")
+    slow = asyncio.create_task(limiter.take("a"))  # would wait a second
     await asyncio.sleep(0.01)
-    budget.set_rate(1000.0)  # the waiter keeps its place, at the new pace
+    limiter.set_rate(1000.0)  # the waiter keeps its place, at the new pace
     assert await asyncio.wait_for(slow, 2.0) < 0.5
-    budget.set_rate(None)
-    assert await budget.take("a") == 0.0
+    limiter.set_rate(None)
+    assert await limiter.take("a") == 0.0
 
 
 async def test_lane_reports_the_wait() -> None:
-    budget = RequestBudget(20.0)
+    limiter = RequestRateLimiter(20.0)
     waits: list[float] = []
-    lane = budget.lane("acme", waits.append)
+    lane = limiter.lane("acme", waits.append)
     await lane.take()
     await lane.take()
     assert len(waits) == 1 and 0.02 < waits[0] < 0.2
@@ -90,4 +90,4 @@ async def test_lane_reports_the_wait() -> None:
 
 def test_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
-        RequestBudget(0.0)
+        RequestRateLimiter(0.0)

@@ -14,7 +14,7 @@ from exporter.settings import load
 BASE = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": "k", "ALVARIA_ACCESS_TOKEN": "t"}
 
 
-def test_defaults_poll_everything_without_a_budget() -> None:
+def test_defaults_poll_everything_without_a_rate_limit() -> None:
     cfg = load([], BASE).settings
     assert (cfg.shard, cfg.total_shards, cfg.max_requests_per_second) == (0, 1, None)
 
