@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import doctest
 from collections import Counter
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.metrics import families
 from exporter.metrics.families import Family, gather, series_by_org
 from exporter.metrics.textformat import render
 from tests.test_textformat import ODD, Synthetic, queue_registry, registry_of
@@ -59,3 +61,9 @@ def test_a_family_without_org_is_not_counted() -> None:
     block = Family.gauge("x_info", "h", "version").block()
     block.add(("1",), 1)
     assert series_by_org([block]) == Counter()
+
+
+def test_the_modules_example_runs() -> None:
+    # The docstring's example is the API as it is: it fails here when the API moves on.
+    result = doctest.testmod(families, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 8 and result.failed == 0, result
