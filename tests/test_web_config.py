@@ -26,6 +26,9 @@ from exporter.web.access import LiveWebConfig
 from exporter.web.basic_auth import BasicAuth
 from exporter.web.server import build_app
 from tests.certs import Certs, make_certs
+from tests.fake_alvaria import FakeAlvaria, serving
+from tests.fakes import free_port, wait_for
+from tests.fleetkit import status
 
 PASSWORD = "correct horse battery"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)
@@ -280,3 +283,66 @@ def test_check_config_validates_the_web_config_file(tmp_path: Path) -> None:
     result = cli("--check-config", "--web-config-file", str(good))
     assert result.returncode == 0, result.stderr
     assert HASH not in result.stdout
+
+
+# Runs the exporter's command line with every open of the web config file counted (os.open and
+# io.open, so a read by any path, pathlib included, shows).
+COUNT_OPENS = """
+import builtins, io, os, sys
+web, tally = os.path.realpath(os.environ["WEB_CONFIG"]), os.environ["OPEN_TALLY"]
+os_open, io_open = os.open, io.open
+
+def note(path):
+    if not isinstance(path, int) and os.path.realpath(os.fspath(path)) == web:
+        with io_open(tally, "a") as out:
+            out.write("open\\n")
+
+def counting_os_open(path, *args, **kwargs):
+    note(path)
+    return os_open(path, *args, **kwargs)
+
+def counting_io_open(file, *args, **kwargs):
+    note(file)
+    return io_open(file, *args, **kwargs)
+
+os.open, io.open, builtins.open = counting_os_open, counting_io_open, counting_io_open
+from exporter.app.main import main
+sys.exit(main())
+"""
+
+
+async def test_the_web_config_file_is_read_once_per_start_and_once_per_reload(
+    tmp_path: Path,
+) -> None:
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    tally = tmp_path / "opens"
+    tally.touch()
+    port = free_port()
+    async with serving(FakeAlvaria()) as api:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
+        env |= api.env(
+            ALVARIA_LISTEN_ADDRESS=f"127.0.0.1:{port}",
+            ALVARIA_WEB_CONFIG_FILE=str(web_config),
+            WEB_CONFIG=str(web_config),
+            OPEN_TALLY=str(tally),
+        )
+        log = (tmp_path / "log").open("wb")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", COUNT_OPENS, env=env, stdout=log, stderr=log
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await wait_for(lambda: status(base + "/readyz"), lambda s: s == 200, within=20)
+            assert tally.read_text().count("open") == 1
+            async with aiohttp.ClientSession() as session:
+                for reloads in (1, 2):
+                    async with session.post(base + "/-/reload") as response:
+                        assert response.status == 200, await response.text()
+                    assert tally.read_text().count("open") == 1 + reloads
+                async with session.get(base + "/healthz") as response:
+                    assert response.headers["X-Frame-Options"] == "deny"  # the file is applied
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 10)
+            log.close()
