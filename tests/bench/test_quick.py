@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VERDICT = re.compile(r"^(PASS|FAIL)  (.+)$", re.M)
 # Correctness and memory bounds: they hold on any machine, so they must pass.
 MUST_PASS = (

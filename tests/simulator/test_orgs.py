@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from exporter.simulator import SimulatorConfig
 from exporter.simulator.__main__ import parse_args
 from exporter.simulator.app import SIMULATOR, create_app
-from tests.test_simulator_app import TOKEN, basic
+from tests.simulator.test_app import TOKEN, basic
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]

@@ -14,7 +14,7 @@ from exporter.metrics.textformat import render
 from exporter.polling.store import Store
 from exporter.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_dashboards import ONE_REPLICA, QUEUE_METRIC
-from tests.test_rules import run, tool
+from tests.monitoring.test_dashboards import ONE_REPLICA, QUEUE_METRIC
+from tests.monitoring.test_rules import run, tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "deploy" / "README.md"]
 BLOCK = re.compile(r"```promql\n(.*?)```", flags=re.DOTALL)
 

@@ -40,11 +40,11 @@ from monitoring.config import CONFIG, Threshold
 from monitoring.durations import seconds
 from monitoring.timelapse import time_lapse
 from tests.fakes import free_port
-from tests.test_dashboards import dashboard_queries, substitute
+from tests.monitoring.test_dashboards import dashboard_queries, substitute
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEADLINE_SECONDS = 90.0
 LAPSE = 30

@@ -2,7 +2,7 @@
 
 Simulator (`sla` scenario, in real time: a backlog whose first email breaches a minute after the
 start, too few agents) → exporter with the scenario's targets → Prometheus with the production
-rules (generated as tests/test_e2e_alerting.py does, time-lapsed: `for: 1m` is 2 s) →
+rules (generated as tests/e2e/test_alerting.py does, time-lapsed: `for: 1m` is 2 s) →
 Alertmanager with the example configuration → webhook. `AlvariaEmailQueueServiceLevelAtRisk`
 must reach the pager receiver before the first email breaches its target, as the simulator's
 ground truth (`/_sim/truth`) tells it.
@@ -24,8 +24,7 @@ import yaml
 from aiohttp import web
 
 from exporter.simulator.scenarios import SLA_DEFAULT_TARGET, SLA_TARGETS, sla_target
-from tests.fakes import free_port
-from tests.test_e2e_alerting import (
+from tests.e2e.test_alerting import (
     BIN,
     Webhook,
     _answers,
@@ -36,6 +35,7 @@ from tests.test_e2e_alerting import (
     exporter_env,
     prometheus_config,
 )
+from tests.fakes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 AT_RISK = "AlvariaEmailQueueServiceLevelAtRisk"

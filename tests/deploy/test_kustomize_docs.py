@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "deploy" / "README.md"
 SNIPPET = re.compile(r"```yaml\n# ([\w.-]+)/kustomization\.yaml\n(.*?)```", flags=re.DOTALL)
 # The only file a snippet may leave to the reader: its own organisations.

@@ -151,7 +151,7 @@ def test_bad_service_level_config_exits_2(
 
 
 def test_the_readme_example_loads(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Service levels") :]
     example = section[section.index("```yaml") + len("```yaml") : section.index("```\n")]
     s = load([], config(tmp_path, example)).settings

@@ -16,6 +16,7 @@ from exporter.metrics import buildinfo
 from exporter.settings import Settings, TargetSettings
 from exporter.simulator import SimulatorConfig, start_simulator
 from exporter.upstream.auth import TokenResponse
+from tests.app.test_main import run_cli
 from tests.certs import Certs, make_certs
 from tests.fake_alvaria import (
     API_KEY,
@@ -29,8 +30,7 @@ from tests.fake_alvaria import (
     serving,
 )
 from tests.fakes import free_port
-from tests.test_faults_tls_proxy import connect_proxy
-from tests.test_main import run_cli
+from tests.faults.test_tls_proxy import connect_proxy
 
 STEPS = (
     "resolve token host",

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.metrics import families
 from exporter.metrics.families import Family, gather, series_by_org
 from exporter.metrics.textformat import render
-from tests.test_textformat import ODD, Synthetic, queue_registry, registry_of
+from tests.metrics.test_textformat import ODD, Synthetic, queue_registry, registry_of
 
 
 def samples_per_org(body: bytes) -> Counter[str]:

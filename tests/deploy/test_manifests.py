@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 K8S = ROOT / "deploy" / "kubernetes"
 CRDS = {"ServiceMonitor", "PrometheusRule"}  # not in kubernetes-validate's core schemas

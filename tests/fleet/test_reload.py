@@ -21,7 +21,7 @@ from exporter.web.access import LiveWebConfig
 from exporter.web.server import build_app
 from tests.certs import Certs, make_certs
 from tests.fakes import free_port
-from tests.test_fleet import Builder, settings, target
+from tests.fleet.test_pollers import Builder, settings, target
 
 
 class Loads:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPORTER = ROOT / "exporter"
 TESTS = ROOT / "tests"
 README = ROOT / "README.md"

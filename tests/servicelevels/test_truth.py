@@ -37,7 +37,7 @@ from exporter.simulator import SimulatorConfig
 from exporter.simulator.app import TOKEN_PATH, create_app
 from exporter.simulator.scenarios import SLA_DEFAULT_TARGET, SLA_TARGETS, sla_target
 from tests.fakes import Clock
-from tests.test_businesshours import wall_clock_open
+from tests.servicelevels.test_calendar import wall_clock_open
 
 ORG = "demo"
 WARNING = 240.0

@@ -19,7 +19,7 @@ import yaml
 from grafana import generate
 from tests.fakes import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.rules.yml"))
 EXPORTER = Path(sys.executable).parent / "alvaria-emailqueue-exporter"

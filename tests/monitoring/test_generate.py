@@ -14,9 +14,9 @@ from monitoring import generate
 from monitoring.config import CONFIG, BurnWindow, Override, Threshold
 from monitoring.durations import duration, scaled, seconds
 from monitoring.timelapse import time_lapse
-from tests.test_rules import run, tool
+from tests.monitoring.test_rules import run, tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WAITING = "Queued|Queued2|Transferred|Reassigned"
 
 
