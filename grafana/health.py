@@ -221,10 +221,10 @@ def _fleet_row(board: dash.Dashboard) -> None:
     )
     board.with_panel(
         p.series(
-            "Waiting for the API budget",
-            "Seconds per second that requests waited for the max_requests_per_second budget of "
-            "their API key, per organisation: near 1, polls are throttled by the budget rather "
-            "than by the API. Zero without a budget.",
+            "Waiting for the request rate limit",
+            "Seconds per second that requests waited for the request rate limit of their API key "
+            "(max_requests_per_second), per organisation: near 1, polls are throttled by the "
+            "rate limit rather than by the API. Zero without a rate limit.",
             "s",
             p.query(
                 f"{q.rate_sum('alvaria_emailqueue_rate_limit_wait_seconds_total', X, 'org')}"

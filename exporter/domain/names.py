@@ -59,7 +59,7 @@ CONNECTION_REJECT_REASONS: Final[tuple[str, ...]] = (
     "write_timeout",
 )
 
-# Fleet: shards, reload and the per-key request budget (SPEC §8)
+# Fleet: shards, reload and the per-key request rate limit (SPEC §8)
 SHARD_ORDINAL: Final = f"{PREFIX}_shard_ordinal"
 TOTAL_SHARDS: Final = f"{PREFIX}_total_shards"
 TARGETS: Final = f"{PREFIX}_targets"

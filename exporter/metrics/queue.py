@@ -75,12 +75,12 @@ TOKEN_EXPIRY = Family.gauge(
 )
 RATE_LIMIT_WAIT = Family.counter(
     names.RATE_LIMIT_WAIT,
-    "Seconds requests waited for the max_requests_per_second budget of their API key.",
+    "Seconds requests waited for the request rate limit of their API key (max_requests_per_second).",
     "org",
 )
 RATE_LIMIT_OVERRUNS = Family.counter(
     names.RATE_LIMIT_OVERRUNS,
-    "Polls that took longer than poll_interval while waiting for the request budget.",
+    "Polls that took longer than poll_interval while waiting for the request rate limit.",
     "org",
 )
 POLL_INTERVAL = Family.gauge(
@@ -210,7 +210,7 @@ class QueueCollector(Collector):
             LABEL_OVERFLOW.block(),
             TOKEN_EXPIRY.block(),
         )
-        budget_wait, overruns = RATE_LIMIT_WAIT.block(), RATE_LIMIT_OVERRUNS.block()
+        rate_limit_wait, overruns = RATE_LIMIT_WAIT.block(), RATE_LIMIT_OVERRUNS.block()
         for s in states:
             org = s.org
             up.add((org,), 1 if s.up else 0)
@@ -234,10 +234,10 @@ class QueueCollector(Collector):
                 overflow.add((org, label), s.overflow[label])
             if s.token_expiry is not None:
                 expiry.add((org,), s.token_expiry)
-            budget_wait.add((org,), s.rate_limit_wait)
-            overruns.add((org,), s.budget_overruns)
+            rate_limit_wait.add((org,), s.rate_limit_wait)
+            overruns.add((org,), s.rate_limit_overruns)
         yield from (up, success, duration, polls, errors, requests, latency, reported)
-        yield from (duplicates, invalid, overflow, expiry, budget_wait, overruns)
+        yield from (duplicates, invalid, overflow, expiry, rate_limit_wait, overruns)
 
     def _timing_blocks(self, states: list[OrgState]) -> Iterator[Block]:
         """The configured timing, so alert rules can adapt their windows to it."""

@@ -125,13 +125,13 @@ class Poller:
         waited = self.state.rate_limit_wait - waited_before
         elapsed = self._monotonic() - started
         if waited > 0 and elapsed > self._timing.poll_interval:
-            # Say so rather than silently stretching the interval: the budget is too small.
-            self.state.record_budget_overrun()
+            # Say so rather than silently stretching the interval: the rate limit is too low.
+            self.state.record_rate_limit_overrun()
             self._log.warning(
-                "poll_over_budget",
+                "poll_over_rate_limit",
                 org=self.state.org,
                 duration_seconds=round(elapsed, 3),
-                budget_wait_seconds=round(waited, 3),
+                rate_limit_wait_seconds=round(waited, 3),
                 poll_interval_seconds=self._timing.poll_interval,
                 advice="raise max_requests_per_second or poll_interval, or split the key's orgs",
             )

@@ -106,18 +106,18 @@ class OrgState:
     pickups: dict[tuple[str, str, str], int] = field(default_factory=dict)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
     pickup_bounds: tuple[float, ...] = ()  # the bounds pickup_waits are counted in
-    # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
+    # Seconds requests waited for the request rate limiter of the API key, and polls
     # that took longer than poll_interval while waiting for it.
     rate_limit_wait: float = 0.0
-    budget_overruns: int = 0
+    rate_limit_overruns: int = 0
 
     def observe_rate_limit_wait(self, seconds: float) -> None:
-        """Add time one request waited for the key's request budget."""
+        """Add time one request waited for the key's request rate limiter."""
         self.rate_limit_wait += seconds
 
-    def record_budget_overrun(self) -> None:
-        """A poll outlasted poll_interval while waiting for the request budget."""
-        self.budget_overruns += 1
+    def record_rate_limit_overrun(self) -> None:
+        """A poll outlasted poll_interval while waiting for the request rate limiter."""
+        self.rate_limit_overruns += 1
 
     def reserved_series(self) -> int:
         """Series this organisation exports that no label combination of the queue pays for."""

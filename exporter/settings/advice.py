@@ -8,7 +8,7 @@ from exporter.settings.models import Settings
 # How late the shipped monitoring (deploy/prometheus, deploy/alertmanager) delivers
 # AlvariaEmailQueueServiceLevelAtRisk after an email enters its warning window, at the latest:
 # one scrape, one evaluation, the alert's `for`, and Alertmanager's group_interval for an alert
-# joining a group already notified. tests/test_alertmanager.py keeps these equal to the files.
+# joining a group already notified. tests/monitoring/test_alertmanager.py keeps these equal to the files.
 ALERT_PIPELINE: tuple[tuple[str, float], ...] = (
     ("scrape", 30.0),
     ("evaluation", 30.0),

@@ -1,7 +1,7 @@
-"""A request budget per API key (`max_requests_per_second`), shared by its organisations.
+"""The request rate limiter per API key (`max_requests_per_second`), shared by its organisations.
 
 Every HTTP attempt to the API (token and emails requests, retries included) takes a turn from
-the budget of its key before it is sent. Turns are spaced at least ``1 / rate`` seconds apart,
+its key's rate limiter before it is sent. Turns are spaced at least ``1 / rate`` seconds apart,
 so no one-second window ever holds more than ``rate`` requests (plus the one on its edge), and
 waiting organisations are served round-robin: an organisation paging with four requests in
 flight does not starve one that needs a single request. Waiters sleep on futures woken by one
@@ -23,7 +23,7 @@ class Limiter(Protocol):
     async def take(self) -> float: ...
 
 
-class RequestBudget:
+class RequestRateLimiter:
     """Round-robin turns between organisations, at most `rate` per second; None = no limit."""
 
     def __init__(self, rate: float | None) -> None:
@@ -40,7 +40,7 @@ class RequestBudget:
         return 1.0 / self._interval if self._interval else None
 
     def set_rate(self, rate: float | None) -> None:
-        """Change the budget live (on reload); waiters keep their places."""
+        """Change the rate live (on reload); waiters keep their places."""
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive")
         self._interval = 1.0 / rate if rate else 0.0
@@ -108,15 +108,17 @@ class RequestBudget:
 
 
 class OrgLane:
-    """One organisation's view of its key's budget: a `Limiter` for its HTTP transport."""
+    """One organisation's view of its key's rate limiter: a `Limiter` for its HTTP transport."""
 
-    def __init__(self, budget: RequestBudget, org: str, on_wait: Callable[[float], None]) -> None:
-        self._budget = budget
+    def __init__(
+        self, limiter: RequestRateLimiter, org: str, on_wait: Callable[[float], None]
+    ) -> None:
+        self._limiter = limiter
         self._org = org
         self._on_wait = on_wait
 
     async def take(self) -> float:
-        waited = await self._budget.take(self._org)
+        waited = await self._limiter.take(self._org)
         if waited > 0:
             self._on_wait(waited)
         return waited

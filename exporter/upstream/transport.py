@@ -111,7 +111,7 @@ class HttpTransport:
         limiter: Limiter | None = None,
     ) -> None:
         self._session = session
-        # The request budget of the API key (max_requests_per_second), shared with the other
+        # The request rate limiter of the API key (max_requests_per_second), shared with the other
         # organisations of the key; every attempt, retries included, waits for its turn.
         self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
