@@ -65,13 +65,18 @@ async def test_retry_after_delays_the_next_poll_and_rate_limits_stretch_the_inte
         assert not await p.poll_once()
         delays.append(p.next_delay(1.0))
     assert delays == [30.0, 60.0, 120.0, 240.0, 240.0]
-    p._client = RateLimited(500.0)
-    await p.poll_once()
-    assert p.next_delay(1.0) == 500.0
+    q = poller(RateLimited(100.0), OrgState("acme"))
+    await q.poll_once()
+    assert q.next_delay(1.0) == 100.0  # within stale_after (150 s): waited out before the next
 
 
-async def test_a_far_future_retry_after_is_capped_at_an_hour() -> None:
-    state = OrgState("acme")
-    p = poller(RateLimited(86400.0 * 365 * 70), state)
-    await p.poll_once()
-    assert p.next_delay(1.0) == 3600.0
+async def test_a_retry_after_beyond_stale_after_keeps_polls_on_schedule() -> None:
+    # Waiting out 70 years (or the old one-hour cap, or even 151 s) would leave the data stale:
+    # each poll tries on schedule and fails as rate_limited, without stretching the interval.
+    for retry_after in (86400.0 * 365 * 70, 3600.0, 151.0):
+        state = OrgState("acme")
+        p = poller(RateLimited(retry_after), state)
+        for _ in range(4):
+            assert not await p.poll_once()
+            assert p.next_delay(1.0) == 29.0
+        assert state.poll_errors["rate_limited"] == 4
