@@ -58,12 +58,17 @@ def build_poller(
     clock: Callable[[], float] = time.time,
     sleep: Sleep = asyncio.sleep,
     limiter: OrgLane | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Poller:
     """One organisation's transport, token provider, client and poller; `limiter` is its share
     of its API key's budget (a key of its own when None)."""
     if limiter is None:
         limiter = RequestBudget(None, clock=clock).lane(
-            target.org_id, state.observe_rate_limit_wait, max_wait=cfg.stale_after, sleep=sleep
+            target.org_id,
+            state.observe_rate_limit_wait,
+            max_wait=cfg.stale_after,
+            sleep=sleep,
+            monotonic=monotonic,
         )
     transport = HttpTransport(
         session,
@@ -94,7 +99,15 @@ def build_poller(
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
     options = aggregation_options(cfg, target)
     return Poller(
-        state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep, pacer=limiter
+        state,
+        client,
+        auth,
+        options=options,
+        timing=timing,
+        clock=clock,
+        monotonic=monotonic,
+        sleep=sleep,
+        pacer=limiter,
     )
 
 
