@@ -88,6 +88,9 @@ class Config:
     # Window in which poll errors are counted to name the reason of a failure, and to judge
     # AlvariaEmailQueueAuthFailing. Keep it above 2 x the longest poll_interval you use.
     reason_window: str = "5m"
+    # AlvariaEmailQueueCertificateExpiring: the certificate the API (or token) host presents
+    # expires within this many days (blackbox_exporter's usual threshold).
+    certificate_expiry_days: float = 14
 
     # Waiting emails per work type considered a high backlog (AlvariaEmailQueueBacklogHigh).
     # Overrides, e.g. Override(2000, (("work_type", "Campaigns"),)), are tried first.
@@ -143,6 +146,8 @@ class Config:
             # Token requests failing while the cached token still works: fix before it expires.
             "TokenRefreshFailing": AlertSettings("10m", "warning"),
             "LabelOverflow": AlertSettings("5m", "warning"),
+            # Weeks of warning: `for` only rides out a certificate being swapped.
+            "CertificateExpiring": AlertSettings("15m", "warning"),
             # Replicas disagree during a rollout for a minute or two; 15m as kube-state-metrics.
             "ShardingMismatch": AlertSettings("15m", "warning"),
             "ShardMissing": AlertSettings("15m", "critical"),
