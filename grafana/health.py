@@ -151,6 +151,11 @@ def _api_row(board: dash.Dashboard) -> None:
             width=12,
         )
     )
+    _api_limits(board)
+
+
+def _api_limits(board: dash.Dashboard) -> None:
+    """The API's own limits: its gateway's budget and its hosts' certificates (SPEC §11)."""
     board.with_panel(
         p.series(
             "Gateway budget left",
