@@ -230,3 +230,16 @@ def test_pace_says_how_long_a_poll_should_wait() -> None:
     lane.learn("emails", Announced(25, 5, NOW + 6))
     assert lane.pace(5) is None
     assert lane.pace(11) == Pace(6.0, 5, 11, NOW + 6)
+
+
+async def test_a_window_spent_while_waiting_for_a_turn_is_waited_for() -> None:
+    # With max_requests_per_second too, a request that waited for its turn finds the window as
+    # the others left it: two requests left, three sent at once, the third waits for the reset.
+    clock = [NOW]
+    budget = RequestBudget(50.0, clock=lambda: clock[0])
+    waits: list[float] = []
+    lane, sleep = lane_of(budget, clock, waits)
+    lane.learn("emails", Announced(25, 2, NOW + 7))
+    await asyncio.gather(*(lane.take("emails") for _ in range(3)))
+    assert sleep.delays == [7.0]
+    assert budget.window("emails").remaining == 24  # the third one, in the new window

@@ -262,28 +262,45 @@ class OrgLane:
         self._deadline: float | None = None
 
     async def take(self, endpoint: str = "emails") -> float:
+        """Wait for the gateway's window (when spent) and for a turn of the key's rate, then
+        count the request against the window; the seconds waited."""
         waited = 0.0
         try:
-            for _ in range(MAX_GATEWAY_WAITS):
-                wait = self._budget.gateway_wait(endpoint, 1)
-                if wait <= 0 or wait > self._max_wait:
-                    break  # a reset beyond max_wait is not believed: the gateway will answer
-                left = self.time_left()
-                if left is not None and wait > left:
-                    error = RateLimitedError(
-                        f"{endpoint} budget of the API key is spent until its reset in "
-                        f"{wait:.0f} s, after the poll's deadline"
-                    )
-                    error.retry_after = wait
-                    raise error
-                await self._sleep(wait)
-                waited += wait
-            waited += await self._budget.take(self._org)
+            for attempt in range(MAX_GATEWAY_WAITS + 1):
+                last = attempt == MAX_GATEWAY_WAITS
+                wait = self._gateway_wait(endpoint)
+                if wait > 0 and not last:
+                    await self._sleep(wait)
+                    waited += wait
+                    continue
+                turn = await self._budget.take(self._org)
+                waited += turn
+                # Waiting for the turn let others spend the window: wait for its reset again.
+                # (Without a wait, nothing ran between the check and the count below.)
+                if turn == 0 or last or self._gateway_wait(endpoint) <= 0:
+                    break
             self._budget.spend(endpoint)
         finally:
             if waited > 0:
                 self._on_wait(waited)
         return waited
+
+    def _gateway_wait(self, endpoint: str) -> float:
+        """Seconds until the window has room for a request: 0 when it has, or when the reset is
+        beyond max_wait (not believed: the gateway will answer for itself). Raises when the
+        wait would outlast the poll's deadline."""
+        wait = self._budget.gateway_wait(endpoint, 1)
+        if wait <= 0 or wait > self._max_wait:
+            return 0.0
+        left = self.time_left()
+        if left is not None and wait > left:
+            error = RateLimitedError(
+                f"{endpoint} budget of the API key is spent until its reset in {wait:.0f} s, "
+                "after the poll's deadline"
+            )
+            error.retry_after = wait
+            raise error
+        return wait
 
     def learn(self, endpoint: str, announced: Announced) -> None:
         self._budget.learn(endpoint, announced)
