@@ -169,16 +169,16 @@ class Poller:
         """Wait for the gateway's window to reset when the key has fewer requests left in it
         than this poll needs (the last poll's + 1), rather than draw 429s.
 
-        The poll then starts late (by at most `stale_after`, so the data never goes stale
-        waiting) and keeps its whole deadline. A reset further away than that is not believed:
-        the poll goes ahead, and fails as rate limited if the gateway says no.
+        The poll then starts late, by at most `stale_after` (waiting longer would leave the data
+        stale longer than any poll could), and keeps its whole deadline. A reset further away is
+        not believed: the poll goes ahead, and fails as rate limited if the gateway says no.
         """
         pace = self._pacer.pace(self._last_requests + 1) if self._pacer is not None else None
         if pace is None:
             return
         log = self._log.bind(org=self.state.org, reset_timestamp_seconds=round(pace.reset_at, 3))
         if pace.wait > self._timing.stale_after:
-            log.info(
+            log.debug(
                 "poll_not_paced",
                 wait_seconds=round(pace.wait, 3),
                 reason="reset beyond stale_after",
