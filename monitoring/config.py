@@ -92,6 +92,9 @@ class Config:
     # Window in which poll errors are counted to name the reason of a failure, and to judge
     # AlvariaEmailQueueAuthFailing. Keep it above 2 x the longest poll_interval you use.
     reason_window: str = "5m"
+    # AlvariaEmailQueueCertificateExpiring: the certificate the API (or token) host presents
+    # expires within this many days (blackbox_exporter's usual threshold).
+    certificate_expiry_days: float = 14
 
     # Waiting emails per work type considered a high backlog (AlvariaEmailQueueBacklogHigh).
     # Overrides, e.g. Override(2000, (("work_type", "Campaigns"),)), are tried first.
@@ -155,6 +158,8 @@ class Config:
             # 15m; OrganisationLost pages for the organisations polled by nobody meanwhile).
             "ShardingMismatch": AlertSettings("5m", "warning"),
             "ShardMissing": AlertSettings("5m", "critical"),
+            # Weeks of warning: `for` only rides out a certificate being swapped.
+            "CertificateExpiring": AlertSettings("15m", "warning"),
             # The previous configuration keeps running; someone must read the error.
             "ConfigReloadFailed": AlertSettings("5m", "warning"),
             # Queue alerts keep firing 10m after their series vanish (stale_after), so the

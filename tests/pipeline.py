@@ -3,6 +3,7 @@
 The pipeline is the production one (transport, token provider, client, poller, store, collector)
 over a real aiohttp session; only `sleep` is fake, so retries and Retry-After cost no time and
 the delays asked for are recorded. The upstream is `tests.fake_alvaria.FakeAlvaria`.
+the delays asked for are recorded (the fake wall clock moves on by them).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ async def rig(
 
         async def sleep(seconds: float) -> None:
             sleeps.append(seconds)
+            clock.now += seconds  # the wall clock moves with the time slept
             await asyncio.sleep(0)
 
         target = TargetSettings(

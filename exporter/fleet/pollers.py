@@ -20,9 +20,9 @@ from exporter.fleet import shards
 from exporter.polling.poller import Poller
 from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
-from exporter.upstream.ratelimit import Limiter, RequestRateLimiter
+from exporter.upstream.ratelimit import OrgLane, RequestRateLimiter
 
-BuildPoller = Callable[[TargetSettings, Settings, OrgState, Limiter | None], Poller]
+BuildPoller = Callable[[TargetSettings, Settings, OrgState, OrgLane | None], Poller]
 # Settings that never change how a poller is built or what it produces.
 _NOT_POLLER = {"targets", "listen_address", "log_level", "log_format", "config_file"}
 _NOT_POLLER |= {"web_config_file", "shard", "total_shards", "max_requests_per_second"}
@@ -119,7 +119,9 @@ class Fleet:
                 continue
             carried = old is not None and old.identity == identity
             state = old.poller.state if old is not None and carried else OrgState(target.org_id)
-            lane = limiters[key].lane(target.org_id, state.observe_rate_limit_wait)
+            lane = limiters[key].lane(
+                target.org_id, state.observe_rate_limit_wait, max_wait=cfg.stale_after
+            )
             poller = self.build(target, cfg, state, lane)
             runners[target.org_id] = _Runner(recipe, identity, key, poller)
             (rebuilt if old is not None else added).append(target.org_id)

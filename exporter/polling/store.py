@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from exporter.aggregation.series_budget import OWN_SERIES
 from exporter.domain.models import Flow, GroupKey, PairKey, Snapshot
 from exporter.domain.names import SERVICE_LEVEL_OUTCOMES
+from exporter.upstream.limit_headers import Announced
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -110,18 +111,36 @@ class OrgState:
     # that took longer than poll_interval while waiting for it.
     rate_limit_wait: float = 0.0
     rate_limit_overruns: int = 0
+    # Per endpoint: what the answers' rate-limit headers said last (each of limit, remaining and
+    # reset from the last answer that carried it), and the notAfter (Unix time) of the
+    # certificate the endpoint's host presented on the last TLS connection.
+    rate_limits: dict[str, Announced] = field(default_factory=dict)
+    certificate_expiry: dict[str, float] = field(default_factory=dict)
 
     def observe_rate_limit_wait(self, seconds: float) -> None:
-        """Add time one request waited for the key's request rate limiter."""
+        """Add time a request or a poll waited for the key's rate limit (ours or the gateway's)."""
         self.rate_limit_wait += seconds
 
+    def observe_limits(self, endpoint: str, announced: Announced) -> None:
+        """An answer's rate-limit headers (the transport's `on_limits`)."""
+        self.rate_limits[endpoint] = self.rate_limits.get(endpoint, Announced()).merged(announced)
+
+    def observe_certificate(self, endpoint: str, not_after: float) -> None:
+        """The expiry of the certificate an https answer came with (the transport's
+        `on_certificate`)."""
+        self.certificate_expiry[endpoint] = not_after
+
     def record_rate_limit_overrun(self) -> None:
-        """A poll outlasted poll_interval while waiting for the request rate limiter."""
+        """A poll outlasted poll_interval while waiting for the request rate limit."""
         self.rate_limit_overruns += 1
 
     def reserved_series(self) -> int:
         """Series this organisation exports that no label combination of the queue pays for."""
         return OWN_SERIES + len(self.api_requests) + len(self.transitions)
+
+    def requests_sent(self) -> int:
+        """Requests sent to the API so far, every endpoint and answer."""
+        return sum(self.api_requests.values())
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one upstream request (the transport's observer)."""

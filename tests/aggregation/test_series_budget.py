@@ -18,6 +18,7 @@ from exporter.domain.names import OTHER, SERIES
 from exporter.metrics.families import Family, series_cost
 from exporter.metrics.queue import QueueCollector, declared_families
 from exporter.polling.store import OrgState, Store
+from exporter.upstream.limit_headers import Announced
 from tests.fakes import Clock
 
 T0 = 1_800_000_000.0
@@ -190,6 +191,9 @@ def test_the_reserve_covers_the_exporters_own_series() -> None:
         state.poll_errors[reason] += 1
     for endpoint in ("token", "emails"):
         state.observe_request(endpoint, "200", 0.1)
+        # The API's own limits (SPEC §11): fixed series per endpoint, paid from the reserve.
+        state.observe_limits(endpoint, Announced(110, 17, 1e9))
+        state.observe_certificate(endpoint, 2e9)
     queue_families = {
         "alvaria_emailqueue_emails",
         "alvaria_emailqueue_oldest_email_timestamp_seconds",
@@ -204,6 +208,8 @@ def test_the_reserve_covers_the_exporters_own_series() -> None:
         and name not in queue_families
         and not name.startswith("alvaria_emailqueue_waiting_email_age_seconds")
     )
+    assert own["alvaria_emailqueue_api_rate_limit_remaining"] == 2
+    assert own["alvaria_emailqueue_api_certificate_expiry_timestamp_seconds"] == 2
     assert sum(own.values()) <= OWN_SERIES + len(state.api_requests) + len(state.transitions)
 
 

@@ -210,6 +210,8 @@ def simulator(address: str, org: str, scenario: str) -> list[str]:
         f"--speed={LAPSE}",
         f"--org-id={org}",
         f"--listen-address={address}",
+        # A gateway budget never reached, so its rate-limit headers reach the dashboards.
+        "--rate-limit=100000/1m",
     ]
 
 

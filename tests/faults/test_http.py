@@ -124,12 +124,16 @@ async def test_a_retry_after_longer_than_the_interval_is_not_waited_inside_the_p
         assert r.poller.next_delay(0) == 30
 
 
-async def test_a_retry_after_beyond_the_poll_is_not_waited_inside_it() -> None:
+async def test_a_retry_after_beyond_stale_after_is_not_waited_out_at_all() -> None:
+    # stale_after is 50 s here: waiting an hour would only leave the data stale. The poll fails
+    # as rate limited at once, and the next one tries on schedule (and fails again, and so on).
     upstream = FakeAlvaria(on_emails=status(429, {"Retry-After": "3600"}))
     async with rig(upstream) as r:
-        ok, _ = await r.poll()
-        assert not ok and upstream.calls["emails"] == 1 and r.sleeps == []
-        assert r.poller.next_delay(0) >= 3600
+        for polls in (1, 2, 3):
+            ok, _ = await r.poll()
+            assert not ok and r.state.last_error_reason == "rate_limited"
+            assert upstream.calls["emails"] == polls and r.sleeps == []
+            assert r.poller.next_delay(0) == 10
 
 
 async def test_an_html_error_page_is_a_5xx_and_its_body_is_never_shown() -> None:

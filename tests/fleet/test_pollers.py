@@ -15,7 +15,7 @@ from exporter.polling.poller import Poller, PollTiming
 from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.upstream.client import Page
-from exporter.upstream.ratelimit import Limiter
+from exporter.upstream.ratelimit import OrgLane
 from tests.fakes import NoAuth
 
 
@@ -35,11 +35,11 @@ class Builder:
 
     def __init__(self) -> None:
         self.built: list[str] = []
-        self.limiters: dict[str, Limiter | None] = {}
+        self.limiters: dict[str, OrgLane | None] = {}
         self.fail_for: str | None = None
 
     def __call__(
-        self, target: TargetSettings, cfg: Settings, state: OrgState, limiter: Limiter | None
+        self, target: TargetSettings, cfg: Settings, state: OrgState, limiter: OrgLane | None
     ) -> Poller:
         if target.org_id == self.fail_for:
             raise ConfigError("client_id", "test", "refused")

@@ -114,6 +114,7 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
             "AlvariaEmailQueueApiRateLimited",
             "AlvariaEmailQueueTokenRefreshFailing",
             "AlvariaEmailQueueLabelOverflow",
+            "AlvariaEmailQueueCertificateExpiring",
             "AlvariaEmailQueueShardingMismatch",
             "AlvariaEmailQueueShardMissing",
             "AlvariaEmailQueueConfigReloadFailed",

@@ -21,6 +21,7 @@ from exporter.domain.errors import (
     RequestTimeoutError,
     ServerHTTPError,
 )
+from exporter.upstream.limit_headers import Announced
 from exporter.upstream.transport import HttpTransport, RetryPolicy, parse_retry_after
 from tests.fakes import FakeSleep
 
@@ -132,6 +133,95 @@ async def test_429_storm_with_retry_after_reports_it_on_the_error(
     assert info.value.retry_after == 3.0
     assert sleep.delays == [3.0, 3.0]
     assert sent(mocked) == 3
+
+
+async def test_a_retry_after_date_in_the_past_keeps_the_backoff(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    # A past date means "now": it must not turn the retries into a burst (they were sent back
+    # to back, four requests within 10 ms); the exponential backoff still spaces them.
+    past = formatdate(NOW - 3600, usegmt=True)
+    mocked.get(URL_, status=429, headers={"Retry-After": past}, repeat=True)
+    transport = make_transport(session, sleep, rand=0.5, retry=RetryPolicy(max_retries=3))
+    with pytest.raises(RateLimitedError):
+        await transport.request("emails", "GET", URL_)
+    assert sleep.delays == [0.25, 0.5, 1.0]
+    assert sent(mocked) == 4
+
+
+async def test_a_retry_after_shorter_than_the_backoff_waits_the_backoff(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    mocked.get(URL_, status=429, headers={"Retry-After": "0"}, repeat=True)
+    transport = make_transport(session, sleep, rand=1.0, retry=RetryPolicy(max_retries=2))
+    with pytest.raises(RateLimitedError):
+        await transport.request("emails", "GET", URL_)
+    assert sleep.delays == [0.5, 1.0]
+
+
+async def test_a_429_without_retry_after_waits_for_the_announced_reset(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    mocked.get(URL_, status=429, headers={"RateLimit-Remaining": "0", "RateLimit-Reset": "9"})
+    mocked.get(URL_, status=200)
+    response = await make_transport(session, sleep).request("emails", "GET", URL_)
+    assert response.status == 200 and sleep.delays == [9.0]
+
+
+class HeardLimiter:
+    """A limiter that records what the transport passes on of each answer."""
+
+    def __init__(self) -> None:
+        self.limits: list[tuple[str, Announced]] = []
+        self.learned: list[tuple[str, Announced]] = []
+        self.throttles: list[tuple[str, float]] = []
+        self.left: float | None = None
+
+    async def take(self, endpoint: str) -> float:
+        return 0.0
+
+    def learn(self, endpoint: str, announced: Announced) -> None:
+        self.learned.append((endpoint, announced))
+
+    def throttled(self, endpoint: str, seconds: float) -> None:
+        self.throttles.append((endpoint, seconds))
+
+    def time_left(self) -> float | None:
+        return self.left
+
+
+async def test_every_answers_rate_limit_headers_are_passed_on(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    heard = HeardLimiter()
+    headers = {"X-RateLimit-Limit": "25", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "4"}
+    mocked.get(URL_, status=429, headers=headers)
+    mocked.get(URL_, status=200, headers={"RateLimit-Remaining": "24"})
+    mocked.get(URL_, status=200)
+    transport = make_transport(
+        session,
+        sleep,
+        limiter=heard,
+        on_limits=lambda endpoint, said: heard.limits.append((endpoint, said)),
+    )
+    await transport.request("emails", "GET", URL_)
+    await transport.request("emails", "GET", URL_)
+    said = [("emails", Announced(25, 0, NOW + 4)), ("emails", Announced(None, 24, None))]
+    assert heard.limits == said and heard.learned == said  # the answer without any: nothing
+    assert heard.throttles == [("emails", 4.0)]
+    assert sleep.delays == [4.0]
+
+
+async def test_a_429_wait_past_the_polls_deadline_fails_at_once(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    heard = HeardLimiter()
+    heard.left = 5.0
+    mocked.get(URL_, status=429, headers={"Retry-After": "8"}, repeat=True)
+    transport = make_transport(session, sleep, limiter=heard)
+    with pytest.raises(RateLimitedError) as info:
+        await transport.request("emails", "GET", URL_)
+    assert info.value.retry_after == 8.0 and sleep.delays == [] and sent(mocked) == 1
 
 
 # --- 5xx -------------------------------------------------------------------------------------
