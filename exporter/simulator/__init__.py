@@ -9,6 +9,7 @@ Modules:
 - ``entities``: work types, agents and emails, and their API representation
 - ``model``: a pure, event-driven queue model of a contact centre
 - ``query``: the emails endpoint's query parameters, filters and the EmailList body
+- ``ratelimit``: the gateway's rate limit per API key (``--rate-limit``), with its headers
 - ``scenarios``: the named scenarios and the API faults each injects
 - ``static``: the ``large`` scenario: a big queue generated once and served pre-encoded
 - ``truth``: ground truth of the simulated queue (``GET /_sim/truth``)

@@ -35,6 +35,7 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 
+from exporter.domain import names
 from monitoring import alertmanager, calendars, generate, recording
 from monitoring.config import CONFIG, Threshold
 from monitoring.durations import seconds
@@ -436,9 +437,20 @@ async def test_a_queue_alert_notifies_within_for_two_evaluations_and_group_wait(
     assert "/d/alvaria-emailqueue-overview?" in url and "var-org=outage" in url
 
 
+# Families exported only when the upstream is https (the certificate's expiry): this stack polls
+# its simulators over plain http, so their panels stay empty here; tests/e2e/test_limits.py
+# exports them from a TLS upstream.
+HTTPS_ONLY = {names.API_CERTIFICATE_EXPIRY}
+
+
 async def test_every_dashboard_query_returns_data(stack: Stack) -> None:
-    # Every panel, with no exception: a family that is not exported leaves its panel empty.
-    queries = {where: _as_instant_query(expr) for where, expr in dashboard_queries()}
+    # Every panel but the https-only ones: a family that is not exported leaves its panel empty.
+    queries = {
+        where: _as_instant_query(expr)
+        for where, expr in dashboard_queries()
+        if not any(name in expr for name in HTTPS_ONLY)
+    }
+    assert len(queries) < len(dashboard_queries()), "the https-only panels are on a dashboard"
 
     async def all_answered() -> bool:
         for where, expr in list(queries.items()):

@@ -21,7 +21,7 @@ from monitoring.config import CONFIG
 from monitoring.durations import seconds
 from tests.monitoring.test_rules import run, tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / alertmanager.EXAMPLE_SERVICE_LEVELS
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Two calendars whose clocks change in the weeks sampled below (London 2026-03-29, New York
