@@ -161,8 +161,9 @@ async def test_https_to_a_plain_http_port_fails_at_the_tls_handshake() -> None:
     assert code == 1
     assert steps["connect token host"][0] == "FAIL"
     assert "TLS handshake failed" in steps["connect token host"][1]
-    assert "plain HTTP, not TLS: check the URL's scheme (https://) and port" in (
-        steps["connect token host"][1]
+    assert (
+        "plain HTTP, not TLS: check the URL's scheme (https://) and port"
+        in (steps["connect token host"][1])
     )
 
 

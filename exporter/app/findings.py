@@ -35,9 +35,7 @@ def connect_hint(problem: str) -> str:
     """What to check when a connection failed: `problem` is the OS reason or the TLS reason."""
     text = problem.lower()
     if "wrong_version_number" in text or "record layer failure" in text:
-        return (
-            "the port answered plain HTTP, not TLS: check the URL's scheme (https://) and port"
-        )
+        return "the port answered plain HTTP, not TLS: check the URL's scheme (https://) and port"
     if "refused" in text:
         return (
             "nothing accepts connections there: check the URL's port and the firewall, or set "

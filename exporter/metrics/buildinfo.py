@@ -13,9 +13,9 @@ import platform
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 
 from exporter import __version__
 

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -259,3 +260,5 @@ class Invocation:
     notes: tuple[str, ...] = ()
     # The web config file as read (once) while the settings were validated.
     web: WebConfig = field(default_factory=WebConfig)
+    # With --show-sources: where each value came from (setting, or targets[0].org_id, -> source).
+    sources: Mapping[str, str] | None = None

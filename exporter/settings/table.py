@@ -145,6 +145,8 @@ def build_parser(
     modes.add_argument("--check-connection", action="store_true",
                        help="diagnose the way to Alvaria Cloud step by step, then exit")  # fmt: skip
     modes.add_argument("--version", action="store_true", help="print the version and exit")
+    modes.add_argument("--show-sources", action="store_true",
+                       help="with --check-config: where each value came from, as a comment")  # fmt: skip
     groups = {
         True: parser.add_argument_group("per organisation (defaults for every targets: block)"),
         False: parser.add_argument_group("exporter-wide"),
