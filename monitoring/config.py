@@ -159,17 +159,17 @@ class Config:
         }
     )
 
-    # Where each alert's runbook_url points (a heading anchor per alert is appended).
+    # Where each alert's runbook_url points (a heading anchor per alert is appended): the Alerts
+    # page of the documentation site (mkdocs.yml's site_url + "alerts/"; docs/alerts.md).
     runbook_url: str = (
-        "https://github.com/alvaria-emailqueue-exporter/alvaria-emailqueue-exporter"
-        "/blob/main/deploy/prometheus/runbooks.md"
+        "https://alvaria-emailqueue-exporter.github.io/alvaria-emailqueue-exporter/alerts/"
     )
     # Your Grafana's base URL, for the dashboard_url annotation (the compose demo's by default).
     grafana_url: str = "http://localhost:3000"
     overview_uid: str = "alvaria-emailqueue-overview"
     health_uid: str = "alvaria-emailqueue-exporter-health"
     # The Prometheus evaluation_interval and Alertmanager group_wait the timing table in
-    # runbooks.md assumes (the examples' values).
+    # docs/alerts.md assumes (the examples' values).
     evaluation_interval: str = "30s"
     group_wait: str = "30s"
 
