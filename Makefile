@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Material for MkDocs prints a banner about MkDocs 2 on every build; the builds stay quiet.
+export NO_MKDOCS_2_WARNING := 1
 # The runtime alone (make demo), and the runtime with the test and docs toolchain (make test).
 RUNTIME := $(VENV)/.runtime
 STAMP   := $(VENV)/.installed
