@@ -71,7 +71,7 @@ def render_settings() -> str:
         [
             "#### Per organisation\n",
             "Defaults for every `targets:` block, which may set each of them again.\n",
-            table(HEADER, [_row(spec) for spec in TARGET_SPECS] + files),
+            table(HEADER, [*map(_row, TARGET_SPECS), *files]),
             "#### Exporter-wide\n",
             table(HEADER, [_row(spec) for spec in GLOBAL_SPECS]),
             "#### Only in the config file\n",

@@ -35,9 +35,7 @@ def targets() -> set[str]:
     text = MAKEFILE.read_text(encoding="utf-8").replace("\\\n", " ")
     phony = set(re.search(r"^\.PHONY:(.*)$", text, re.M)[1].split())  # type: ignore[index]
     rules = {
-        name
-        for line in re.findall(r"^([a-z][\w -]*):(?!=)", text, re.M)
-        for name in line.split()
+        name for line in re.findall(r"^([a-z][\w -]*):(?!=)", text, re.M) for name in line.split()
     }
     assert rules <= phony, f"rules missing from .PHONY: {rules - phony}"
     return phony

@@ -141,7 +141,7 @@ class Diagnosis:
         except TimeoutError:
             return Step(name, "FAIL", f"{host}: timed out{via}")
         except OSError as exc:
-            hint = "" if proxy else "; check region, token_url and api_url (README: regions)"
+            hint = "" if proxy else "; check region, token_url and api_url (docs: regions)"
             return Step(name, "FAIL", f"{host}: {exc.strerror or type(exc).__name__}{via}{hint}")
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         more = f" (+{len(addresses) - 3} more)" if len(addresses) > 3 else ""

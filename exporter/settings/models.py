@@ -160,7 +160,7 @@ class Settings(BaseModel):
     max_series: int = Field(20_000, ge=1000)
     max_label_length: int = Field(128, ge=16, le=4096)
     max_pages: int = Field(1000, ge=1)
-    # max_concurrency bodies of this size may be in memory at once (README: memory bound).
+    # max_concurrency bodies of this size may be in memory at once (docs/operations.md: memory).
     max_response_bytes: int = Field(32 * 1024 * 1024, ge=1)
     ca_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
