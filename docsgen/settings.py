@@ -22,7 +22,7 @@ YAML_ONLY_MEANING = {
     "(see Service levels)",
     "calendars": "named business-hours clocks for the rules: timezone, hours, holidays",
 }
-HEADER = ("setting", "flag", "environment", "YAML key", "default", "meaning")
+HEADER = ("setting (YAML key)", "flag", "environment", "default", "meaning")
 
 
 # Defaults that are words, not values.
@@ -36,15 +36,9 @@ def _code(text: str) -> str:
 
 
 def _row(spec: Spec) -> tuple[str, ...]:
-    yaml_key = "—" if spec.name == "config_file" else _code(spec.name)
-    return (
-        f"`{spec.name}`",
-        _code(spec.flag),
-        _code(spec.env),
-        yaml_key,
-        _code(default_text(spec)),
-        spec.help,
-    )
+    # config_file is the one setting the config file cannot hold.
+    name = f"`{spec.name}` (not in the file)" if spec.name == "config_file" else f"`{spec.name}`"
+    return (name, _code(spec.flag), _code(spec.env), _code(default_text(spec)), spec.help)
 
 
 def render_settings() -> str:
@@ -54,7 +48,6 @@ def render_settings() -> str:
             f"`{key}`",
             _code("--" + key.replace("_", "-")),
             _code(f"ALVARIA_{key.upper()}"),
-            _code(key),
             "—",
             f"read {name} from this file (trailing newline stripped); ranks below the YAML file",
         )
@@ -64,7 +57,7 @@ def render_settings() -> str:
     if missing:
         raise ValueError(f"docsgen/settings.py: describe {sorted(missing)} in YAML_ONLY_MEANING")
     only = [
-        (f"`{key}`", "—", "—", _code(key), "—", meaning)
+        (f"`{key}`", "—", "—", "—", meaning)
         for key, meaning in YAML_ONLY_MEANING.items()
     ]
     return "\n".join(
