@@ -25,12 +25,13 @@ from exporter.settings import Settings
 from exporter.web.connections import ConnectionGuard, ServerCollector
 
 # Sections in page order: a family goes to the first whose test it passes.
-QUEUE_STATE = "Queue state and flow"
-SERVICE_LEVELS = "Service levels"
-EXPORTER = "The exporter, per organisation"
-FLEET = "Shards and reload"
-SERVER = "The HTTP server"
-RUNTIME = "Process and Python runtime (prometheus_client, on Linux)"
+# Section titles differ from the page's own headings, so their anchors do too.
+QUEUE_STATE = "Queue state and flow families"
+SERVICE_LEVELS = "Service-level families"
+EXPORTER = "The exporter's families, per organisation"
+FLEET = "Shard and reload families"
+SERVER = "HTTP server families"
+RUNTIME = "Process and Python runtime families (prometheus_client, on Linux)"
 KINDS = {
     "gauge": "gauge",
     "counter": "counter",

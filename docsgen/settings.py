@@ -56,10 +56,7 @@ def render_settings() -> str:
     missing = set(YAML_ONLY_KEYS) - set(YAML_ONLY_MEANING)
     if missing:
         raise ValueError(f"docsgen/settings.py: describe {sorted(missing)} in YAML_ONLY_MEANING")
-    only = [
-        (f"`{key}`", "—", "—", "—", meaning)
-        for key, meaning in YAML_ONLY_MEANING.items()
-    ]
+    only = [(f"`{key}`", "—", "—", "—", meaning) for key, meaning in YAML_ONLY_MEANING.items()]
     return "\n".join(
         [
             "#### Per organisation\n",
