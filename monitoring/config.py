@@ -168,7 +168,7 @@ class Config:
             "BacklogGrowing": AlertSettings("15m", "warning", "10m"),
             "NotDraining": AlertSettings("10m", "warning", "10m"),
             # Pages before the breach: a short `for`, so the warning window is not used up
-            # waiting (runbooks.md, "Effective warning"); keep_firing_for only bridges a scrape
+            # waiting (docs/alerts.md, "Effective warning"); keep_firing_for only bridges a scrape
             # gap until OrganisationLost or DataStale take over, so it ends soon after the
             # emails are picked up.
             "ServiceLevelAtRisk": AlertSettings("30s", "critical", "2m"),
@@ -176,16 +176,16 @@ class Config:
         }
     )
 
-    # Where each alert's runbook_url points (a heading anchor per alert is appended).
+    # Where each alert's runbook_url points (a heading anchor per alert is appended): the Alerts
+    # page of the documentation site (mkdocs.yml's site_url + "alerts/"; docs/alerts.md).
     runbook_url: str = (
-        "https://github.com/alvaria-emailqueue-exporter/alvaria-emailqueue-exporter"
-        "/blob/main/deploy/prometheus/runbooks.md"
+        "https://alvaria-emailqueue-exporter.github.io/alvaria-emailqueue-exporter/alerts/"
     )
     # Your Grafana's base URL, for the dashboard_url annotation (the compose demo's by default).
     grafana_url: str = "http://localhost:3000"
     overview_uid: str = "alvaria-emailqueue-overview"
     health_uid: str = "alvaria-emailqueue-exporter-health"
-    # The Prometheus scrape and evaluation intervals the timing tables in runbooks.md assume
+    # The Prometheus scrape and evaluation intervals the timing tables in docs/alerts.md assume
     # (deploy/prometheus/prometheus.yml's values).
     scrape_interval: str = "30s"
     evaluation_interval: str = "30s"
@@ -196,7 +196,7 @@ class Config:
     repeat_interval: str = "4h"
     # ... except the service-level alerts, which have their own route: a short group_wait for a
     # new group and a short group_interval for an alert joining a group already notified, so a
-    # warning is not held back (runbooks.md, "Effective warning").
+    # warning is not held back (docs/alerts.md, "Effective warning").
     service_level_group_wait: str = "10s"
     service_level_group_interval: str = "30s"
     # Group the service-level alerts per organisation (each notification lists the work types),

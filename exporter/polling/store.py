@@ -278,14 +278,30 @@ class OrgState:
         return snapshot
 
 
-@dataclass(slots=True)
 class FleetStatus:
-    """This replica's shard and the outcome of the last configuration (re)load."""
+    """This replica's shard and the outcome of the last configuration (re)load.
 
-    shard: int = 0
-    total_shards: int = 1
-    last_reload_successful: bool = True
-    last_reload_success: float | None = None
+    Recording a reload's outcome is a change of the store (`Store.version`), so a `/metrics`
+    body rendered before a refused reload is never served after it.
+    """
+
+    __slots__ = ("_successful", "changes", "last_reload_success", "shard", "total_shards")
+
+    def __init__(self) -> None:
+        self.shard = 0
+        self.total_shards = 1
+        self.last_reload_success: float | None = None
+        self.changes = 0
+        self._successful = True
+
+    @property
+    def last_reload_successful(self) -> bool:
+        return self._successful
+
+    @last_reload_successful.setter
+    def last_reload_successful(self, successful: bool) -> None:
+        self._successful = successful
+        self.changes += 1
 
 
 class Store:
@@ -299,8 +315,9 @@ class Store:
 
     @property
     def version(self) -> int:
-        """Changes whenever any organisation's poll finishes, or a reload changes the set."""
-        return self._retired + sum(state.version for state in self.orgs.values())
+        """Changes whenever any organisation's poll finishes, or a reload is done or refused."""
+        orgs = sum(state.version for state in self.orgs.values())
+        return self._retired + self.fleet.changes + orgs
 
     def replace(self, orgs: dict[str, OrgState]) -> None:
         """Swap in a new set of organisations at once (a reload); kept states keep everything."""

@@ -107,6 +107,9 @@ async def test_a_refused_port_fails_at_connect() -> None:
     assert code == 1
     assert statuses(steps) == ["ok", "ok", "FAIL", "FAIL", "skip", "skip"]
     assert "Connection refused" in steps["connect token host"][1]
+    # Advice, as the token and page steps give: what to check for a refused connection.
+    assert "check the URL's port and the firewall" in steps["connect token host"][1]
+    assert "HTTPS_PROXY" in steps["connect token host"][1]
 
 
 async def test_an_unresolvable_host_fails_at_resolve() -> None:
@@ -158,6 +161,10 @@ async def test_https_to_a_plain_http_port_fails_at_the_tls_handshake() -> None:
     assert code == 1
     assert steps["connect token host"][0] == "FAIL"
     assert "TLS handshake failed" in steps["connect token host"][1]
+    assert (
+        "plain HTTP, not TLS: check the URL's scheme (https://) and port"
+        in (steps["connect token host"][1])
+    )
 
 
 async def test_a_wrong_secret_fails_at_the_token_step() -> None:

@@ -68,7 +68,7 @@ async def test_demo_serves_a_moving_queue_within_seconds() -> None:
                 landing = await resp.text()
         assert "Demo mode: polling the built-in simulator at http://127.0.0.1:" in landing
         assert 'data-label="Status" class="up"' in landing
-        assert 'data-label="Poll interval" class="num">1 s<' in landing
+        assert 'data-label="Poll interval" class="num"><span class="nw">1 s</span><' in landing
 
         deadline = time.monotonic() + 30
         while (later := await queue_state(url)) == first:

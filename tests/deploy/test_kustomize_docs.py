@@ -1,4 +1,4 @@
-"""The kustomize overlays deploy/README.md shows build where its step 2 puts them: next to deploy/."""
+"""The kustomize overlays the Deployment page shows build where its step 2 puts them: next to deploy/."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "deploy" / "README.md"
+README = ROOT / "docs" / "deployment.md"
 SNIPPET = re.compile(r"```yaml\n# ([\w.-]+)/kustomization\.yaml\n(.*?)```", flags=re.DOTALL)
 # The only file a snippet may leave to the reader: its own organisations.
 SUPPLIED = {

@@ -520,8 +520,8 @@ def test_exporter_takes_its_shard_from_the_pod_name(tmp_path: Path) -> None:
 
 
 def _readme_block(marker: str) -> str:
-    """The fenced YAML block of deploy/README.md whose first line is `marker`."""
-    text = (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+    """The fenced YAML block of the Deployment page whose first line is `marker`."""
+    text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
     (block,) = [str(b) for b in blocks if b.startswith(marker)]
     return block

@@ -5,7 +5,7 @@ second instead of every 30s, Prometheus scrapes and evaluates every second, the 
 at speed 30, and the rules are generated from the production configuration with every `for`,
 window and fallback divided by 30 (`monitoring.timelapse`). Alertmanager uses the example
 configuration with its waits divided by 30. The timings measured here, times 30, are the ones
-deploy/prometheus/runbooks.md states for the defaults.
+docs/alerts.md (Timing) states for the defaults.
 
 Four exporters, each its own scrape job, so their alerts never inhibit one another:
 - `outage`: the agent_outage scenario (a backlog that only grows); queue alerts.
@@ -372,7 +372,7 @@ async def test_refused_credentials_page_their_cause_first(stack: Stack) -> None:
     assert alert["labels"]["severity"] == "critical"
     assert "failed with reason `auth`" in alert["annotations"]["description"]
     assert "no poll has succeeded since the exporter started" in alert["annotations"]["description"]
-    # runbooks.md: notified at most 1 scrape + 1 evaluation + for + group_wait after the first
+    # docs/alerts.md: notified at most 1 scrape + 1 evaluation + for + group_wait after the first
     # poll (the exporter is ready when its first poll has failed).
     bound = 1 + EVALUATION + seconds(CONFIG_E2E.alert("AuthFailing").for_) + GROUP_WAIT
     took = at - stack.started["badcreds"]
@@ -397,7 +397,7 @@ async def test_an_unreachable_api_is_named_as_the_cause(stack: Stack) -> None:
     description = alert["annotations"]["description"]
     assert "reason `connection`" in description, description
     assert "have failed for" in description, "it succeeded before: 'stopped', not 'never'"
-    # runbooks.md: notified at most 3 poll intervals + 1 evaluation + for + group_wait after
+    # docs/alerts.md: notified at most 3 poll intervals + 1 evaluation + for + group_wait after
     # the last success (which was at most one poll before the kill).
     polls_failing = seconds(CONFIG_E2E.alert("PollsFailing").for_)
     bound = 3 * 1 + EVALUATION + polls_failing + GROUP_WAIT

@@ -14,10 +14,13 @@ from prometheus_client import CollectorRegistry
 from exporter.domain.errors import ConfigError
 from exporter.fleet.pollers import Fleet
 from exporter.fleet.reload import Hooks, Reloader
+from exporter.metrics.families import Registry
+from exporter.metrics.fleet import FleetCollector
 from exporter.polling.store import Store
 from exporter.settings import Settings, web_config
 from exporter.settings.web_config import WebConfig
 from exporter.web.access import LiveWebConfig
+from exporter.web.exposition import ExpositionCache
 from exporter.web.server import build_app
 from tests.certs import Certs, make_certs
 from tests.fakes import free_port
@@ -136,3 +139,25 @@ def _dir(parent: Path, name: str) -> Path:
     path = parent / name
     path.mkdir()
     return path
+
+
+async def test_a_refused_reload_shows_in_the_very_next_scrape() -> None:
+    # A /metrics body is shared for up to a second; one rendered before a refused reload must
+    # not be served after it with config_last_reload_successful 1. The clock stands still here.
+    r, loads, _ = reloader(settings(target("a")))
+    store = r._fleet.store
+    registry = Registry()
+    registry.register(FleetCollector(store))
+    cache = ExpositionCache(registry, store, clock=lambda: 0.0)
+    line = "alvaria_emailqueue_config_last_reload_successful"
+    try:
+        assert f"{line} 1.0" in (await cache.body("text", False)).decode()
+        loads.cfg = ConfigError("poll_interval", "reload", "bad")
+        with pytest.raises(ConfigError):
+            await r.reload("http")
+        assert f"{line} 0.0" in (await cache.body("text", False)).decode()
+        loads.cfg = settings(target("a"))
+        await r.reload("http")
+        assert f"{line} 1.0" in (await cache.body("text", False)).decode()
+    finally:
+        await cache.close()

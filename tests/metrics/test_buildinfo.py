@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,41 @@ def test_registry_has_process_and_runtime_collectors() -> None:
     assert families["process_resident_memory_bytes"].samples[0].value > 0
     (build,) = families["alvaria_emailqueue_exporter_build_info"].samples
     assert build.labels["revision"] == buildinfo.revision()
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(  # noqa: S603
+        [shutil.which("git") or "git", "-C", str(cwd), *args],
+        check=True,
+        capture_output=True,
+        env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+             "PATH": os.environ.get("PATH", "")},
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_checkout_describes_itself(tmp_path: Path) -> None:
+    assert buildinfo.describe_checkout(tmp_path) == "unknown"  # no .git: an installed copy
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "f").write_text("x")
+    _git(tmp_path, "add", "f")
+    _git(tmp_path, "commit", "-q", "-m", "c")
+    _git(tmp_path, "tag", "v9.9.9")
+    assert buildinfo.describe_checkout(tmp_path) == "v9.9.9"
+    (tmp_path / "f").write_text("changed")
+    assert buildinfo.describe_checkout(tmp_path) == "v9.9.9-dirty"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_package_run_from_this_checkout_knows_its_revision() -> None:
+    # `make demo` installs the checkout in place (pip install -e .): no REVISION file is written,
+    # so the revision comes from git describe, not `unknown`.
+    if not (ROOT / ".git").exists() or (ROOT / "exporter" / "REVISION").exists():
+        pytest.skip("not a checkout without a REVISION file")
+    buildinfo.revision.cache_clear()
+    try:
+        assert buildinfo.revision() != "unknown"
+        assert buildinfo.revision() == buildinfo.describe_checkout(ROOT)
+    finally:
+        buildinfo.revision.cache_clear()

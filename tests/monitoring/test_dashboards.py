@@ -316,7 +316,7 @@ def test_every_panel_the_runbooks_name_exists() -> None:
     titles = {
         board["title"]: {p["title"] for p in panels(board)} for board in load_dashboards().values()
     }
-    runbooks = (ROOT / "deploy" / "prometheus" / "runbooks.md").read_text()
+    runbooks = (ROOT / "docs" / "alerts.md").read_text()
     named = []
     # Runbooks point at panels as: *Dashboard title* → "Panel title", "Other panel" ...
     for paragraph in re.split(r"\n(?=- |\n)", runbooks):

@@ -15,13 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.rules.yml"))
 RULE_TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
-RUNBOOKS = PROMETHEUS_DIR / "runbooks.md"
+# The runbooks: a section per alert on the documentation site's Alerts page.
+RUNBOOKS = ROOT / "docs" / "alerts.md"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
-RUNBOOK_BASE_URL = (
-    "https://github.com/alvaria-emailqueue-exporter/alvaria-emailqueue-exporter"
-    "/blob/main/deploy/prometheus/runbooks.md"
-)
+RUNBOOK_BASE_URL = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["site_url"] + "alerts/"
 SEVERITIES = {"critical", "warning"}
 # Labels that tell one firing instance of an alert from another, most specific first.
 IDENTITY_LABELS = ("work_type", "email_type", "label", "org", "instance")
@@ -133,7 +131,7 @@ def test_alert_has_severity_annotations_and_runbook(rule: dict[str, Any]) -> Non
     assert "{{ $labels." in annotations["description"], "description must be templated"
     anchor = rule["alert"].lower()
     assert annotations["runbook_url"] == f"{RUNBOOK_BASE_URL}#{anchor}"
-    assert anchor in runbook_anchors(), f"runbooks.md has no section for {rule['alert']}"
+    assert anchor in runbook_anchors(), f"docs/alerts.md has no section for {rule['alert']}"
     # A link to the right dashboard with the alert's own labels as its variables.
     url = annotations["dashboard_url"]
     if rule["alert"] in QUEUE_ALERTS:

@@ -150,9 +150,10 @@ def test_bad_service_level_config_exits_2(
     assert "service_levels[0].calendar" in capsys.readouterr().err
 
 
-def test_the_readme_example_loads(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Service levels") :]
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    text = page.read_text(encoding="utf-8")
+    section = text[text.index("## Service levels and calendars") :]
     example = section[section.index("```yaml") + len("```yaml") : section.index("```\n")]
     s = load([], config(tmp_path, example)).settings
     policy = service_level_policy(s)

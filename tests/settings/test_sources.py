@@ -340,7 +340,7 @@ def test_masked_dump_hides_every_secret(tmp_path: Path) -> None:
     assert first["api_key"] == first["client_secret"] == first["access_token"] == SECRET_MASK
     assert second["client_secret"] is None and second["client_id"] is None
     assert text.startswith(f"# config_file: {cfg}\n") and "config_file" not in dumped
-    assert dumped["poll_interval"] == 30.0
+    assert dumped["poll_interval"] == "30s"
 
 
 @pytest.mark.parametrize(
@@ -433,7 +433,7 @@ INVALID = [
         None,
         "api_key",
         "file ALVARIA_API_KEY_FILE",
-        "names no file",
+        "names no file (not shown: it may be the secret itself): create it or fix the path",
     ),
     (["--api-key", ""], {}, None, "api_key", "flag --api-key", "empty"),
     (
@@ -530,7 +530,7 @@ INVALID = [
         "targets:\n  - org_id: a\n    api_key_file: missing.key\n",
         "targets[0].api_key",
         "file targets[0].api_key_file (config file",
-        "names no file",
+        "names no file (not shown: it may be the secret itself): create it or fix the path",
     ),
 ]
 

@@ -12,7 +12,7 @@ from exporter.domain.models import Email
 from exporter.metrics import buildinfo
 from exporter.metrics.families import Registry
 from exporter.polling.store import Store
-from exporter.web.landing import PageCache, PageInfo, ago, render
+from exporter.web.landing import PageCache, PageInfo, ago, refresh_seconds, render
 from exporter.web.server import PAGE_INFO, build_app
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -185,10 +185,53 @@ def test_the_page_is_rendered_at_most_once_a_second_per_store_version() -> None:
     store, info, cache = store_with_two_orgs(), PageInfo(), PageCache()
     first = cache.get(info, store, T0 + 0.1)
     assert cache.get(info, store, T0 + 0.9) is first
-    assert "(1 s ago)" in cache.get(info, store, T0 + 1.0)  # the next second: ages move
+    assert '<span class="nw">1 s ago</span>' in cache.get(info, store, T0 + 1.0)  # ages move
     again = cache.get(info, store, T0 + 1.5)
     store.orgs["acme"].record_failure("timeout", "timed out", 1.0, None, at=T0 + 1.5)
     after_poll = cache.get(info, store, T0 + 1.6)
     assert after_poll is not again  # a poll finished
     reloaded = PageInfo(poll_interval=10.0)
     assert cache.get(reloaded, store, T0 + 1.7) is not after_poll  # a reload's new settings
+
+
+def refresh_of(text: str) -> str | None:
+    """The content of the page's meta refresh, or None."""
+    metas = [m for m in Page(text).meta if m.get("http-equiv") == "refresh"]
+    assert len(metas) <= 1
+    return metas[0]["content"] if metas else None
+
+
+def test_refresh_follows_the_poll_interval_and_the_query() -> None:
+    assert refresh_seconds(None, 30.0) == 30
+    assert refresh_seconds(None, 1.0) == 5 and refresh_seconds(None, 3600.0) == 300
+    assert refresh_seconds(None, None) == 30
+    assert refresh_seconds("0", 30.0) == 0
+    assert refresh_seconds("12", 30.0) == 12 and refresh_seconds("1", 30.0) == 5
+    assert refresh_seconds("99999999999999", 30.0) == 300
+    assert refresh_seconds("soon", 30.0) == 30 and refresh_seconds("-1", 30.0) == 30
+
+
+def test_the_page_refreshes_itself_unless_asked_not_to() -> None:
+    on = render(PageInfo(), store_with_two_orgs().orgs.values(), T0, refresh=30)
+    assert refresh_of(on) == "30" and "?refresh=0" in Page(on).links
+    off = render(PageInfo(), store_with_two_orgs().orgs.values(), T0, refresh=0)
+    assert refresh_of(off) is None and "?" in Page(off).links
+
+
+async def test_served_pages_refresh_every_poll_interval_or_not_at_all() -> None:
+    app = build_app(store_with_two_orgs(), Registry())
+    app[PAGE_INFO] = PageInfo(poll_interval=15.0)
+    async with TestClient(TestServer(app)) as client:
+        assert refresh_of(await (await client.get("/")).text()) == "15"
+        assert refresh_of(await (await client.get("/?refresh=0")).text()) is None
+        assert refresh_of(await (await client.get("/?refresh=60")).text()) == "60"
+        assert refresh_of(await (await client.get("/")).text()) == "15"  # not cached across
+
+
+def test_values_stay_on_one_line() -> None:
+    info = PageInfo(poll_interval=722.0)
+    text = render(info, store_with_two_orgs().orgs.values(), T0 + 722)
+    assert ".nw,time{white-space:nowrap}" in text
+    # Every duration (ages, "ago", poll time, interval) sits in one unbreakable span.
+    for value in ("12 min 2 s", "12 min 2 s ago", "0.25 s", "1 h 12 min"):
+        assert f'<span class="nw">{value}</span>' in text, value
