@@ -17,7 +17,7 @@ from docsgen import alerts, blocks
 from docsgen import settings as settings_docs
 from exporter.settings.table import SPEC_OF
 from tests.fakeapi import FakeApi, serve_fake
-from tests.test_main import run_cli
+from tests.app.test_main import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
