@@ -16,8 +16,8 @@ from docsgen import __main__ as docsgen
 from docsgen import alerts, blocks
 from docsgen import settings as settings_docs
 from exporter.settings.table import SPEC_OF
-from tests.fakeapi import FakeApi, serve_fake
 from tests.app.test_main import run_cli
+from tests.fake_alvaria import FakeAlvaria, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -78,7 +78,7 @@ async def test_every_family_once_exposes_is_documented() -> None:
          "queuedTime": "2027-01-15T07:00:00Z", "activeTime": "2027-01-15T07:10:00Z",
          "workHandlerId": "7", "workHandlerName": "Agent Seven"},
     ]  # fmt: skip
-    async with serve_fake(FakeApi(items=items)) as api:
+    async with serving(FakeAlvaria(items=items)) as api:
         code, out, err = await run_cli("--once", env=api.env(ALVARIA_AGENT_METRICS="true"))
     assert code == 0, err
     families = exposed_families(out)
