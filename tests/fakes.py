@@ -1,9 +1,15 @@
-"""Small helpers shared by the tests: a settable clock, a recording sleep, a token provider, ports."""
+"""Small helpers shared by the tests: a settable clock, a recording sleep, a token provider,
+ports, and waiting on a condition."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Clock:
@@ -43,3 +49,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def wait_for(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float) -> T:
+    """The first value of `probe` that is `ok`, asked every 0.1 s for at most `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last: {value!r})")
+        await asyncio.sleep(0.1)

@@ -1,6 +1,6 @@
 """The running set of pollers, and how a new configuration replaces it.
 
-`plan(settings)` builds everything a configuration needs (sharding, pollers, request budgets)
+`plan(settings)` builds everything a configuration needs (sharding, pollers, request rate limiters)
 without touching what runs; `apply(plan)` then swaps it in synchronously, with no `await` in
 between, so a scrape sees either the old set of organisations or the new one, never a mix.
 A target whose poller recipe is unchanged keeps its poller, its task, its state and its cached
@@ -20,9 +20,9 @@ from exporter.fleet import shards
 from exporter.polling.poller import Poller
 from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
-from exporter.upstream.ratelimit import Limiter, RequestBudget
+from exporter.upstream.ratelimit import OrgLane, RequestRateLimiter
 
-BuildPoller = Callable[[TargetSettings, Settings, OrgState, Limiter | None], Poller]
+BuildPoller = Callable[[TargetSettings, Settings, OrgState, OrgLane | None], Poller]
 # Settings that never change how a poller is built or what it produces.
 _NOT_POLLER = {"targets", "listen_address", "log_level", "log_format", "config_file"}
 _NOT_POLLER |= {"web_config_file", "shard", "total_shards", "max_requests_per_second"}
@@ -59,7 +59,7 @@ def start_delays(count: int, poll_interval: float) -> list[float]:
 class _Runner:
     recipe: tuple[object, ...]
     identity: tuple[object, ...]
-    key: bytes  # fingerprint of the API key: which request budget the poller shares
+    key: bytes  # fingerprint of the API key: which request rate limiter the poller shares
     poller: Poller
     start_delay: float = 0.0
     task: asyncio.Task[None] | None = None
@@ -71,7 +71,7 @@ class Plan:
 
     settings: Settings
     runners: dict[str, _Runner]
-    budgets: dict[bytes, RequestBudget]
+    limiters: dict[bytes, RequestRateLimiter]
     kept: tuple[str, ...] = ()
     rebuilt: tuple[str, ...] = ()
     added: tuple[str, ...] = ()
@@ -88,7 +88,7 @@ class Fleet:
         default_factory=lambda: structlog.get_logger("exporter.fleet.pollers")
     )
     _runners: dict[str, _Runner] = field(default_factory=dict)
-    _budgets: dict[bytes, RequestBudget] = field(default_factory=dict)
+    _limiters: dict[bytes, RequestRateLimiter] = field(default_factory=dict)
     _running: bool = False
     _dead: asyncio.Event | None = None
 
@@ -102,15 +102,17 @@ class Fleet:
         targets = shards.owned(
             cfg.targets, cfg.shard, cfg.total_shards, lambda t: t.api_key.get_secret_value()
         )
-        budgets: dict[bytes, RequestBudget] = {}
+        limiters: dict[bytes, RequestRateLimiter] = {}
         runners: dict[str, _Runner] = {}
         kept: list[str] = []
         rebuilt: list[str] = []
         added: list[str] = []
         for target in targets:
             key = shards.key_fingerprint(target.api_key.get_secret_value())
-            if key not in budgets:
-                budgets[key] = self._budgets.get(key) or RequestBudget(cfg.max_requests_per_second)
+            if key not in limiters:
+                limiters[key] = self._limiters.get(key) or RequestRateLimiter(
+                    cfg.max_requests_per_second
+                )
             recipe, identity = _recipe(cfg, target), _identity(cfg, target)
             old = self._runners.get(target.org_id)
             if old is not None and old.recipe == recipe:
@@ -119,7 +121,9 @@ class Fleet:
                 continue
             carried = old is not None and old.identity == identity
             state = old.poller.state if old is not None and carried else OrgState(target.org_id)
-            lane = budgets[key].lane(target.org_id, state.observe_rate_limit_wait)
+            lane = limiters[key].lane(
+                target.org_id, state.observe_rate_limit_wait, max_wait=cfg.stale_after
+            )
             poller = self.build(target, cfg, state, lane)
             runners[target.org_id] = _Runner(recipe, identity, key, poller)
             (rebuilt if old is not None else added).append(target.org_id)
@@ -127,7 +131,7 @@ class Fleet:
         for runner, delay in zip(fresh, start_delays(len(fresh), cfg.poll_interval), strict=True):
             runner.start_delay = delay
         removed = tuple(org for org in self._runners if org not in runners)
-        return Plan(cfg, runners, budgets, tuple(kept), tuple(rebuilt), tuple(added), removed)
+        return Plan(cfg, runners, limiters, tuple(kept), tuple(rebuilt), tuple(added), removed)
 
     def apply(self, plan: Plan) -> list[asyncio.Task[None]]:
         """Swap `plan` in at once; returns the tasks stopped, for the caller to await."""
@@ -136,13 +140,13 @@ class Fleet:
             for org, old in self._runners.items()
             if old.task is not None and plan.runners.get(org) is not old
         ]
-        for budget in plan.budgets.values():
-            budget.set_rate(plan.settings.max_requests_per_second)
+        for limiter in plan.limiters.values():
+            limiter.set_rate(plan.settings.max_requests_per_second)
         self.store.replace({org: runner.poller.state for org, runner in plan.runners.items()})
         self.store.fleet.shard = plan.settings.shard
         self.store.fleet.total_shards = plan.settings.total_shards
         self._runners = dict(plan.runners)
-        self._budgets = dict(plan.budgets)
+        self._limiters = dict(plan.limiters)
         for task in stopped:
             task.cancel()
         if self._running:

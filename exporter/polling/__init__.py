@@ -1,1 +1,7 @@
-"""polling."""
+"""Polling: fetch, aggregate, store; the one error boundary of a poll.
+
+Modules:
+- ``poller``: one organisation's poll loop: fetch → aggregate → store
+- ``store``: the latest snapshot, counters and poll status of every organisation
+- ``counters``: histograms of observed seconds, and the handling KPIs' counters
+"""

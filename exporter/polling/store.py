@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from exporter.aggregation.series_budget import OWN_SERIES
 from exporter.domain.models import Flow, GroupKey, PairKey, Snapshot
 from exporter.domain.names import SERVICE_LEVEL_OUTCOMES
+from exporter.polling.counters import HandlingCounters, WaitHistogram
+from exporter.upstream.limit_headers import Announced
+
+__all__ = ["Counted", "DurationHistogram", "OrgState", "Store", "WaitHistogram"]
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-K = TypeVar("K")
 
 
 @dataclass(slots=True)
@@ -41,105 +42,6 @@ class DurationHistogram:
             running += count
             out.append(("+Inf" if bound == float("inf") else repr(bound), running))
         return out
-
-
-@dataclass(slots=True)
-class WaitHistogram:
-    """Observed seconds of one series (pickup waits, handling KPIs): counts per bucket index
-    (non-cumulative), sum and count."""
-
-    counts: dict[int, int] = field(default_factory=dict)
-    total: float = 0.0
-    count: int = 0
-
-    def cumulative(self, buckets: int) -> list[int]:
-        """Cumulative counts for bucket indexes 0 .. `buckets` (the last one is +Inf)."""
-        running, out = 0, []
-        for i in range(buckets + 1):
-            running += self.counts.get(i, 0)
-            out.append(running)
-        return out
-
-
-EMPTY_HISTOGRAM = WaitHistogram()  # shared: histograms are copied before they change
-
-
-@dataclass(frozen=True, slots=True)
-class HandlingCounters:
-    """The handling KPIs' counters (SPEC §10), replaced whole by every poll, never changed in
-    place: histograms of handle and resolution time per (email_type, work_type), of state
-    stays per state and of delivery lags per email_type; repeat contacts per pair."""
-
-    handle: dict[PairKey, WaitHistogram] = field(default_factory=dict)
-    resolution: dict[PairKey, WaitHistogram] = field(default_factory=dict)
-    dwell: dict[str, WaitHistogram] = field(default_factory=dict)
-    delivery_lag: dict[str, WaitHistogram] = field(default_factory=dict)
-    repeats: dict[PairKey, int] = field(default_factory=dict)
-    bounds: tuple[float, ...] = ()  # the bucket bounds all four are counted in
-
-    def counted(self, snapshot: Snapshot) -> HandlingCounters:
-        """These counters with the snapshot's observations added, as new objects. Pair series
-        follow the snapshot's live pairs (pre-created at zero, dropped after series_ttl), like
-        the pickup counters; a KPI that is not measured has none."""
-        kpis, bounds, live = snapshot.handling, snapshot.wait_bounds, snapshot.last_seen
-        old = self if bounds == self.bounds else HandlingCounters()  # a reload changed the buckets
-        repeats: dict[PairKey, int] = {}
-        if kpis.repeats is not None:
-            repeats = {k: n for k, n in old.repeats.items() if k in live}
-            for pair, n in kpis.repeats.items():
-                repeats[pair] = repeats.get(pair, 0) + n
-            repeats |= {pair: 0 for pair in live if pair not in repeats}
-        return HandlingCounters(
-            _by_pair(old.handle, kpis.handle, bounds, live),
-            _by_pair(old.resolution, kpis.resolution, bounds, live),
-            {} if kpis.dwell is None else _observed(old.dwell, kpis.dwell, bounds),
-            {}
-            if kpis.delivery_lag is None
-            else _observed(old.delivery_lag, kpis.delivery_lag, bounds),
-            repeats,
-            bounds,
-        )
-
-    def series(self) -> int:
-        """Series of the state and email-type histograms (not priced per pair: reserved)."""
-        return (len(self.dwell) + len(self.delivery_lag)) * (len(self.bounds) + 3)
-
-
-def _observed(
-    histograms: dict[K, WaitHistogram],
-    observations: Iterable[tuple[K, float]],
-    bounds: tuple[float, ...],
-) -> dict[K, WaitHistogram]:
-    """`histograms` (a new dict) with each (key, seconds) observed; changed ones are copies."""
-    out = dict(histograms)
-    changed: dict[K, WaitHistogram] = {}
-    for key, seconds in observations:
-        hist = changed.get(key)
-        if hist is None:
-            old = out.get(key) or WaitHistogram()
-            hist = changed[key] = WaitHistogram(dict(old.counts), old.total, old.count)
-        bucket = bisect_left(bounds, seconds)
-        hist.counts[bucket] = hist.counts.get(bucket, 0) + 1
-        hist.total += seconds
-        hist.count += 1
-    out.update(changed)
-    return out
-
-
-def _by_pair(
-    histograms: dict[PairKey, WaitHistogram],
-    observations: Iterable[tuple[PairKey, float]] | None,
-    bounds: tuple[float, ...],
-    live: Mapping[PairKey, float],
-) -> dict[PairKey, WaitHistogram]:
-    """Per-pair histograms with `observations` added, one for every live pair (None: the KPI
-    is not measured, so none)."""
-    if observations is None:
-        return {}
-    out = _observed({k: h for k, h in histograms.items() if k in live}, observations, bounds)
-    for pair in live:
-        out.setdefault(pair, EMPTY_HISTOGRAM)
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,18 +95,32 @@ class OrgState:
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
     pickup_bounds: tuple[float, ...] = ()  # the bounds pickup_waits are counted in
     handling: HandlingCounters = field(default_factory=HandlingCounters)
-    # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
+    # Seconds requests waited for the request rate limiter of the API key, and polls
     # that took longer than poll_interval while waiting for it.
     rate_limit_wait: float = 0.0
-    budget_overruns: int = 0
+    rate_limit_overruns: int = 0
+    # Per endpoint: what the answers' rate-limit headers said last (each of limit, remaining and
+    # reset from the last answer that carried it), and the notAfter (Unix time) of the
+    # certificate the endpoint's host presented on the last TLS connection.
+    rate_limits: dict[str, Announced] = field(default_factory=dict)
+    certificate_expiry: dict[str, float] = field(default_factory=dict)
 
     def observe_rate_limit_wait(self, seconds: float) -> None:
-        """Add time one request waited for the key's request budget."""
+        """Add time a request or a poll waited for the key's rate limit (ours or the gateway's)."""
         self.rate_limit_wait += seconds
 
-    def record_budget_overrun(self) -> None:
-        """A poll outlasted poll_interval while waiting for the request budget."""
-        self.budget_overruns += 1
+    def observe_limits(self, endpoint: str, announced: Announced) -> None:
+        """An answer's rate-limit headers (the transport's `on_limits`)."""
+        self.rate_limits[endpoint] = self.rate_limits.get(endpoint, Announced()).merged(announced)
+
+    def observe_certificate(self, endpoint: str, not_after: float) -> None:
+        """The expiry of the certificate an https answer came with (the transport's
+        `on_certificate`)."""
+        self.certificate_expiry[endpoint] = not_after
+
+    def record_rate_limit_overrun(self) -> None:
+        """A poll outlasted poll_interval while waiting for the request rate limit."""
+        self.rate_limit_overruns += 1
 
     def reserved_series(self) -> int:
         """Series this organisation exports that no label combination of the queue pays for:
@@ -218,6 +134,10 @@ class OrgState:
             reserved += len(kpis.agent_load[0]) + 2 if kpis.agent_load is not None else 0
             reserved += max(0, len(kpis.work_type_info) - len(snapshot.last_seen))
         return reserved
+
+    def requests_sent(self) -> int:
+        """Requests sent to the API so far, every endpoint and answer."""
+        return sum(self.api_requests.values())
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one upstream request (the transport's observer)."""
@@ -359,14 +279,30 @@ class OrgState:
         return snapshot
 
 
-@dataclass(slots=True)
 class FleetStatus:
-    """This replica's shard and the outcome of the last configuration (re)load."""
+    """This replica's shard and the outcome of the last configuration (re)load.
 
-    shard: int = 0
-    total_shards: int = 1
-    last_reload_successful: bool = True
-    last_reload_success: float | None = None
+    Recording a reload's outcome is a change of the store (`Store.version`), so a `/metrics`
+    body rendered before a refused reload is never served after it.
+    """
+
+    __slots__ = ("_successful", "changes", "last_reload_success", "shard", "total_shards")
+
+    def __init__(self) -> None:
+        self.shard = 0
+        self.total_shards = 1
+        self.last_reload_success: float | None = None
+        self.changes = 0
+        self._successful = True
+
+    @property
+    def last_reload_successful(self) -> bool:
+        return self._successful
+
+    @last_reload_successful.setter
+    def last_reload_successful(self, successful: bool) -> None:
+        self._successful = successful
+        self.changes += 1
 
 
 class Store:
@@ -380,8 +316,9 @@ class Store:
 
     @property
     def version(self) -> int:
-        """Changes whenever any organisation's poll finishes, or a reload changes the set."""
-        return self._retired + sum(state.version for state in self.orgs.values())
+        """Changes whenever any organisation's poll finishes, or a reload is done or refused."""
+        orgs = sum(state.version for state in self.orgs.values())
+        return self._retired + self.fleet.changes + orgs
 
     def replace(self, orgs: dict[str, OrgState]) -> None:
         """Swap in a new set of organisations at once (a reload); kept states keep everything."""
