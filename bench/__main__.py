@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from . import fleet, hostile, polls, render, report, scrape, servicelevel, steady
+from . import fleet, hostile, kpis, polls, render, report, scrape, servicelevel, steady
 from .procs import simulator
 
 # The Performance section of the Operations page, between its bench:begin and bench:end markers.
@@ -52,7 +52,10 @@ async def run(args: argparse.Namespace) -> report.Results:
                     if args.quick
                     else steady.steady_state(sim, n)
                 )
+                print("… handling KPIs: polls with and without them", file=sys.stderr)
+                results.kpis.append(await kpis.compare(sim, "large", n, 2 if args.quick else 7))
         results.sizes.append(report.Size(n, floor, exporter, rss))
+    await _uniform_shape(args, sizes[-1], results)
     print("… /metrics render", file=sys.stderr)
     if args.quick:
         results.render = scrape.render(work_types=10, emails=1000, repeats=2)
@@ -65,6 +68,18 @@ async def run(args: argparse.Namespace) -> report.Results:
     else:
         results.hostile = await hostile.run_all(polls=5, long_polls=30)
     return results
+
+
+async def _uniform_shape(args: argparse.Namespace, n: int, results: report.Results) -> None:
+    """The second queue shape: 13 states x 3 email types x 100 work types, short values."""
+    print(f"… uniform queue of {n:,} emails: the daemon against the orjson floor", file=sys.stderr)
+    async with simulator(n, "uniform") as sim:
+        results.uniform = await (
+            steady.steady_state(sim, n, polls=2, interval=1.0)
+            if args.quick
+            else steady.steady_state(sim, n)
+        )
+        results.kpis.append(await kpis.compare(sim, "uniform", n, 2 if args.quick else 7))
 
 
 async def _render_rows(args: argparse.Namespace, results: report.Results) -> None:

@@ -72,12 +72,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @asynccontextmanager
-async def simulator(emails: int) -> AsyncIterator[Simulator]:
-    """The `large` scenario with `emails` static emails, served from its own process."""
+async def simulator(emails: int, scenario: str = "large") -> AsyncIterator[Simulator]:
+    """A static scenario (`large`, or `uniform`) with `emails` emails, served from its own
+    process."""
     port = free_port()
     args = [
         str(BIN / "alvaria-emailqueue-simulator"),
-        *("--listen-address", f"127.0.0.1:{port}", "--scenario", "large", "--seed", "1"),
+        *("--listen-address", f"127.0.0.1:{port}", "--scenario", scenario, "--seed", "1"),
         *("--emails", str(emails), "--page-cap", str(PAGE_CAP), "--org-id", ORG),
         *("--api-key", API_KEY, "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET),
     ]

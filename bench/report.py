@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from . import hostile as hostile_cases
+from . import kpis as handling_kpis
 from . import steady as steady_state
 from .hostile import Hostile
 from .polls import Timing
@@ -48,6 +49,9 @@ class Results:
     daemon_poll_liveness: Liveness | None = None
     steady: Steady | None = None
     hostile: list[Hostile] = field(default_factory=list)
+    # The daemon's steady poll of the uniform queue shape, and the KPIs' cost per shape.
+    uniform: Steady | None = None
+    kpis: list[handling_kpis.KpiRow] = field(default_factory=list)
 
 
 def machine() -> str:
@@ -248,6 +252,9 @@ def bounds_table(results: Results) -> str:
     out = []
     if results.steady is not None:
         out.append(steady_state.table(results.steady))
+    if results.uniform is not None:
+        out.append(steady_state.table(results.uniform, "uniform"))
+    out.append(handling_kpis.table(results.kpis))
     if results.hostile:
         out.append(hostile_cases.table(results.hostile))
     return "\n".join(out)
@@ -255,4 +262,7 @@ def bounds_table(results: Results) -> str:
 
 def bounds_verdicts(results: Results) -> list[tuple[str, bool]]:
     checks = steady_state.verdicts(results.steady) if results.steady is not None else []
+    if results.uniform is not None:
+        checks += steady_state.verdicts(results.uniform, "uniform")
+    checks += handling_kpis.verdicts(results.kpis)
     return checks + hostile_cases.verdicts(results.hostile)

@@ -9,6 +9,7 @@ from grafana_foundation_sdk.models.common import StackingMode
 
 from grafana import panels as p
 from grafana import queries as q
+from grafana.handling import handling_row
 from monitoring.config import CONFIG, Config
 from monitoring.recording import TARGET_SECONDS
 
@@ -338,7 +339,16 @@ def build(config: Config = CONFIG) -> model.Dashboard:
         ),
     ):
         board.with_variable(variable)
-    rows = (_now_row, _service_level_row, _backlog_row, _age_row, _flow_row, _top_row, _agents_row)
+    rows = (
+        _now_row,
+        _service_level_row,
+        _backlog_row,
+        _age_row,
+        _flow_row,
+        handling_row,
+        _top_row,
+        _agents_row,
+    )
     for row in rows:
         row(board, config)
     return board.link(

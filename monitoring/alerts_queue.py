@@ -160,12 +160,42 @@ def _burn(config: Config, window: BurnWindow) -> Any:
     return rule
 
 
+def _delivery_lag_high(config: Config) -> Any:
+    """Mail reaches the queue far later than usual: an upstream incident (SPEC §10)."""
+    window, baseline = config.delivery_lag_window, config.delivery_lag_baseline
+    recent, usual = r.lag_name("seconds:mean", window), r.lag_name("seconds:mean", baseline)
+    emails = r.lag_name("emails:increase", window)
+    expr = (
+        f"{recent}{{{q.alert_types(config)}}}\n> {q.number(config.delivery_lag_factor)} * {usual}\n"
+        f"and\n{recent} > {q.number(config.delivery_lag_min_seconds)}\n"
+        f"and\n{emails} >= {q.number(config.delivery_lag_min_emails)}"
+    )
+    where = "{{ $labels.email_type }} emails of organisation {{ $labels.org }}"
+    return alert(
+        config,
+        "DeliveryLagHigh",
+        expr,
+        "{{ $labels.email_type }} mail to {{ $labels.org }} arrives {{ $value | humanizeDuration }} "
+        "after it was sent",
+        f"""Over the last {window}, {where} reached the queue {{{{ $value | humanizeDuration }}}}
+        after they were sent (mean receivedTime - sentTime), more than
+        {q.number(config.delivery_lag_factor)} times the usual
+        {t.value_of(t.email_type_query(usual + "{}"), "humanizeDuration", "(unknown)")} (the
+        mean over {baseline}), over
+        {t.value_of(t.email_type_query(emails + "{}"), 'printf "%.0f"', "an unknown number of")}
+        emails. Mail is held up before Alvaria queues it.""",
+        config.overview_uid,
+        ("job", "org", "email_type"),
+    )
+
+
 def groups(config: Config) -> list[dict[str, Any]]:
-    """The queue and service-level alert groups."""
+    """The queue, service-level and handling alert groups."""
     queue = [_backlog_high(config), _backlog_growing(config), _not_draining(config)]
     service_level = [_at_risk(config), _breached(config)]
     service_level += [_burn(config, window) for window in config.burn_windows]
     return [
         {"name": "alvaria-emailqueue.queue", "rules": queue},
         {"name": "alvaria-emailqueue.service-level", "rules": service_level},
+        {"name": "alvaria-emailqueue.handling", "rules": [_delivery_lag_high(config)]},
     ]

@@ -132,6 +132,20 @@ class Config:
     # missed, is not a 50% service level).
     burn_min_pickups: float = 10
 
+    # Handling KPIs (SPEC §10): the window of the recorded averages, quantiles and rates
+    # (handle and resolution time, time per state, repeat-contact rate). An hour holds enough
+    # departures to mean something; shorten it for busy queues.
+    handling_window: str = "1h"
+    # AlvariaEmailQueueDeliveryLagHigh: the mean delivery lag (receivedTime - sentTime) of the
+    # emails that arrived over `window` is above `factor` x its mean over `baseline` (its usual
+    # level), and above `min_seconds`, with at least `min_emails` arrivals in the window. Mail
+    # arriving late is an upstream incident (mail gateway, Alvaria ingestion).
+    delivery_lag_window: str = "30m"
+    delivery_lag_baseline: str = "1d"
+    delivery_lag_factor: float = 3
+    delivery_lag_min_seconds: float = 600
+    delivery_lag_min_emails: float = 10
+
     # `for`, severity and keep_firing_for of each alert. `critical` pages; `warning` goes to chat.
     alerts: dict[str, AlertSettings] = field(
         default_factory=lambda: {
@@ -173,6 +187,8 @@ class Config:
             # emails are picked up.
             "ServiceLevelAtRisk": AlertSettings("30s", "critical", "2m"),
             "ServiceLevelBreached": AlertSettings("2m", "critical", "10m"),
+            # Mail arrives late: a ticket for whoever runs the mail path, not a page.
+            "DeliveryLagHigh": AlertSettings("15m", "warning"),
         }
     )
 

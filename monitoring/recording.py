@@ -23,6 +23,22 @@ TARGET_SECONDS = q.group_rule("service_level_target_seconds:max")
 BACKLOG_THRESHOLD = q.group_rule("waiting_emails:threshold")
 OBJECTIVE = q.group_rule("service_level:objective")
 RATE_LIMITED = "org:alvaria_emailqueue_api_requests_rate_limited:ratio_rate5m"
+AGENT_LOAD_MEAN = "org:alvaria_emailqueue_agent_load:mean"
+
+
+def handling_name(kind: str, config: Config) -> str:
+    """A per-group handling rule over the handling window, e.g. `..._handle_seconds:mean1h`."""
+    return q.group_rule(kind + config.handling_window)
+
+
+def lag_name(kind: str, window: str) -> str:
+    """A per-(org, email_type) delivery-lag rule, e.g. `..._delivery_lag_seconds:mean30m`."""
+    return f"org_email_type:{q.PREFIX}_delivery_lag_{kind}{window}"
+
+
+def dwell_name(kind: str, config: Config) -> str:
+    """A per-(org, state) rule of the time spent in each state."""
+    return f"org_state:{q.PREFIX}_state_dwell_seconds:{kind}{config.handling_window}"
 
 
 def window_name(kind: str, window: str) -> str:
@@ -140,11 +156,60 @@ def _api(config: Config) -> list[Rule]:
     ]
 
 
+def _mean(config: Config, family: str, window: str) -> str:
+    """Mean of histogram `family` over `window`: the rate of its sum over that of its count."""
+
+    def rate(series: str) -> str:
+        return q.one_replica(config, f"rate({q.raw(config, f'{family}_{series}')}[{window}])")
+
+    return f"{rate('sum')}\n/\n{rate('count')}"
+
+
+def _quantile(config: Config, family: str, quantile: float, window: str) -> str:
+    rate = f"rate({q.raw(config, f'{family}_bucket')}[{window}])"
+    return f"histogram_quantile({quantile}, {q.one_replica(config, rate)})"
+
+
+def _handling(config: Config) -> list[Rule]:
+    """Handle and resolution time, time per state, repeat-contact rate, agent load and the
+    delivery lag the DeliveryLagHigh alert compares with its usual level (SPEC §10)."""
+    window = config.handling_window
+    rules = []
+    for family in ("handle_seconds", "resolution_seconds"):
+        rules += [
+            _rule(handling_name(f"{family}:mean", config), _mean(config, family, window)),
+            _rule(handling_name(f"{family}:p90_", config), _quantile(config, family, 0.9, window)),
+        ]
+    rules.append(_rule(dwell_name("mean", config), _mean(config, "state_dwell_seconds", window)))
+    repeats = q.one_replica(config, f"rate({q.raw(config, 'repeat_contacts_total')}[{window}])")
+    arrivals = q.one_replica(config, f"rate({q.raw(config, 'arrivals_total')}[{window}])")
+    rules.append(
+        _rule(handling_name("repeat_contacts:ratio_rate", config), f"{repeats}\n/\n{arrivals}")
+    )
+    for span in (config.delivery_lag_window, config.delivery_lag_baseline):
+        rules.append(
+            _rule(lag_name("seconds:mean", span), _mean(config, "delivery_lag_seconds", span))
+        )
+    count = f"increase({q.raw(config, 'delivery_lag_seconds_count')}[{config.delivery_lag_window}])"
+    rules.append(
+        _rule(lag_name("emails:increase", config.delivery_lag_window), q.one_replica(config, count))
+    )
+    load = q.raw(config, "agent_load_gsum"), q.raw(config, "agent_load_gcount")
+    rules.append(
+        _rule(
+            AGENT_LOAD_MEAN,
+            f"{q.one_replica(config, load[0])}\n/\n{q.one_replica(config, load[1])}",
+        )
+    )
+    return rules
+
+
 def groups(config: Config) -> list[dict[str, Any]]:
     """The recording rule groups."""
     return [
         {
             "name": "alvaria-emailqueue.recording",
             "rules": _queue(config) + _thresholds(config) + _service_level(config) + _api(config),
-        }
+        },
+        {"name": "alvaria-emailqueue.recording.handling", "rules": _handling(config)},
     ]

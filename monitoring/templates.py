@@ -43,6 +43,13 @@ def group_query(expr: str) -> str:
     return _query(expr, _GROUP_MATCH, _GROUP_ARGS)
 
 
+def email_type_query(expr: str) -> str:
+    """A `query` of `expr` for the alert's organisation and email type (`{}` = its matchers)."""
+    return _query(
+        expr, "job=%q, org=%q, email_type=%q", "$labels.job $labels.org $labels.email_type"
+    )
+
+
 def value_of(query: str, format_: str, missing: str) -> str:
     """The first value of `query` piped through `format_` (e.g. `humanizeDuration`)."""
     return f"{{{{ with {query} }}}}{{{{ (first .).Value | {format_} }}}}{{{{ else }}}}{missing}{{{{ end }}}}"

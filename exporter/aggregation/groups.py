@@ -13,6 +13,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from exporter.aggregation.handling import is_handling
 from exporter.aggregation.labels import bound_label, fold_key
 from exporter.aggregation.series_budget import CATCH_ALL
 from exporter.domain.models import FoldMemory, GroupKey, PairKey, Snapshot
@@ -24,8 +25,13 @@ MAX_EXTRA_VALUES = 20
 # Raw label combinations remembered within a poll to skip resolving them again (a speed-up
 # only, so bounded: cleared when full; combinations with over-long values are never kept).
 RESOLVED_LIMIT = 16_384
-# (state, email type, work type name or else id), as the items carry them.
-RawLabels = tuple[str | None, str | None, str | int | None]
+# (state, email type, work type name or else id), as the items carry them; or, when the work
+# type id is needed besides the name (`work_type_label: id`, work_type_info), (state, email
+# type, work type name, work type id).
+RawLabels = (
+    tuple[str | None, str | None, str | int | None]
+    | tuple[str | None, str | None, str | None, str | int | None]
+)
 
 
 def label_value(*candidates: str | int | None) -> str:
@@ -61,10 +67,11 @@ class CappedLabel:
 class Group:
     """Running totals of one (state, email_type, work_type) group within a poll."""
 
-    __slots__ = ("arrivals", "carried", "count", "key", "oldest", "stamps")
+    __slots__ = ("arrivals", "carried", "count", "handling", "key", "oldest", "stamps")
 
-    def __init__(self, key: GroupKey, waiting: bool) -> None:
+    def __init__(self, key: GroupKey, waiting: bool, handling: bool = False) -> None:
         self.key = key
+        self.handling = handling  # its state is a handling one (exporter.aggregation.handling)
         # The timestamps of its dated emails when the state is a waiting one (they become
         # the pair's waiting ages), else None.
         self.stamps: array[float] | None = array("d") if waiting else None
@@ -93,8 +100,13 @@ class Groups:
         max_agents: int,
         max_label_length: int,
         previous: Snapshot | None,
+        by_id: bool = False,
     ) -> None:
         self._waiting_states = waiting_states
+        # The work_type label holds the work type id (else the name) rather than the name.
+        self._by_id = by_id
+        # (work type id, name) pairs carried by emails of admitted work types this poll.
+        self.info: dict[tuple[str, str], None] = {}
         self._max_label_length = max_label_length
         self.fold_memory = previous.fold_memory if previous else FoldMemory()
         self.new_folds: set[int] = set()
@@ -145,11 +157,23 @@ class Groups:
         """The group of an item with these raw labels (first sight of the combination)."""
         state = self._admit(self._states, "state", raw[0] or UNKNOWN)
         email_type = self._admit(self._email_types, "email_type", raw[1] or UNKNOWN)
-        work_type = self._admit(self._work_types, "work_type", label_value(raw[2]))
+        if len(raw) == 4:
+            name, work_type_id = raw[2], raw[3]
+            chosen = (
+                label_value(work_type_id, name) if self._by_id else label_value(name, work_type_id)
+            )
+            work_type = self._admit(self._work_types, "work_type", chosen)
+            if name and work_type_id is not None and work_type_id != "" and work_type != OTHER:
+                limit = self._max_label_length
+                self.info[(bound_label(str(work_type_id), limit), bound_label(name, limit))] = None
+        else:
+            work_type = self._admit(self._work_types, "work_type", label_value(raw[2]))
         key = self.key((state, email_type, work_type))
         group = self.by_key.get(key)
         if group is None:
-            group = self.by_key[key] = Group(key, state in self._waiting_states)
+            waiting = state in self._waiting_states
+            handling = is_handling(state, self._waiting_states)
+            group = self.by_key[key] = Group(key, waiting, handling)
         limit = self._max_label_length
         if all(type(v) is not str or len(v) <= limit for v in raw):
             if len(self.resolved) >= RESOLVED_LIMIT:

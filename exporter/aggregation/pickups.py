@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 from exporter.aggregation.dating import parse_timestamp, queued_at
 from exporter.domain.models import Email, EmailId, GroupKey, PairKey, Pickup
+from exporter.domain.names import INVALID_STATE
 from exporter.servicelevels.policy import ServiceLevel
-
-INVALID_STATE = "Invalid"
 
 
 @dataclass(frozen=True, slots=True)

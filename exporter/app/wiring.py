@@ -4,6 +4,7 @@ registry, the landing page's view, and the loader a reload reads the configurati
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,25 +15,53 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import settings
 from exporter.aggregation.builder import AggregationOptions
+from exporter.aggregation.handling import HandlingOptions
+from exporter.domain import names
 from exporter.domain.names import STATES
 from exporter.fleet.policies import service_level_policy
 from exporter.fleet.reload import LoadConfig
 from exporter.metrics.families import Registry, series_cost
 from exporter.metrics.fleet import FleetCollector
+from exporter.metrics.fleet import declared_families as fleet_families
 from exporter.metrics.queue import QueueCollector, declared_families
 from exporter.polling.poller import Poller, PollTiming
 from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
-from exporter.upstream.client import EmailQueueClient
+from exporter.upstream.client import ClientOptions, EmailQueueClient
+from exporter.upstream.first_sight import FIRST_SIGHT_FIELDS
 from exporter.upstream.ratelimit import OrgLane, RequestRateLimiter
 from exporter.upstream.targets import client_options, token_provider
 from exporter.upstream.transport import HttpTransport, RetryPolicy, Sleep
 from exporter.web.landing import PageInfo
 
 
+def denied_families(cfg: Settings) -> frozenset[str]:
+    """The declared names of the families `metric_denylist` removes."""
+    families = (*declared_families(), *fleet_families())
+    return frozenset(f.name for f in families if cfg.denies(f.exposed_name))
+
+
+def handling_options(cfg: Settings) -> HandlingOptions:
+    """Which handling KPIs are measured: those whose families are not denied (SPEC §10)."""
+    denied = denied_families(cfg)
+    return HandlingOptions(
+        handle=names.HANDLE not in denied,
+        resolution=names.RESOLUTION not in denied,
+        dwell=names.STATE_DWELL not in denied,
+        delivery_lag=names.DELIVERY_LAG not in denied,
+        repeat_contacts=names.REPEAT_CONTACTS not in denied,
+        agents=not {names.AGENTS_WORKING, names.AGENT_LOAD} <= denied,
+        work_type_info=names.WORK_TYPE_INFO not in denied,
+        thread_memory=cfg.thread_memory,
+        max_threads=cfg.max_threads,
+    )
+
+
 def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOptions:
     """The aggregation's view of the settings for one organisation."""
+    denied = denied_families(cfg)
+    priced = [f for f in declared_families() if f.name not in denied]
     return AggregationOptions(
         waiting_states=frozenset(cfg.waiting_states),
         series_ttl=cfg.series_ttl,
@@ -44,7 +73,9 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         wait_buckets=cfg.age_buckets,
         max_series=cfg.max_series,
         max_label_length=cfg.max_label_length,
-        series_cost=series_cost(declared_families(), len(cfg.age_buckets)),
+        series_cost=series_cost(priced, len(cfg.age_buckets)),
+        handling=handling_options(cfg),
+        work_type_label=cfg.work_type_label,
     )
 
 
@@ -94,7 +125,7 @@ def build_poller(
         api_key=target.api_key.get_secret_value(),
         auth=auth,
         transport=transport,
-        options=client_options(cfg, target),
+        options=_client_options(cfg, target),
     )
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
     options = aggregation_options(cfg, target)
@@ -111,6 +142,15 @@ def build_poller(
     )
 
 
+def _client_options(cfg: Settings, target: TargetSettings) -> ClientOptions:
+    """What the client asks for, with the item fields the enabled handling KPIs read."""
+    fields = handling_options(cfg).email_fields()
+    if cfg.work_type_label == "id":
+        fields |= {"work_type_id"}
+    options = client_options(cfg, target)
+    return dataclasses.replace(options, extra_fields=fields, first_sight_fields=FIRST_SIGHT_FIELDS)
+
+
 def queue_collector(
     store: Store, cfg: Settings, clock: Callable[[], float] = time.time
 ) -> QueueCollector:
@@ -121,6 +161,7 @@ def queue_collector(
         stale_after=cfg.stale_after,
         poll_interval=cfg.poll_interval,
         clock=clock,
+        denied=denied_families(cfg),
     )
 
 
@@ -138,7 +179,7 @@ def build_registry(
     GCCollector(registry=registry)
     PlatformCollector(registry=registry)
     registry.register(collector or queue_collector(store, cfg, clock))
-    registry.register(FleetCollector(store))
+    registry.register(FleetCollector(store, denied_families(cfg)))
     return registry
 
 

@@ -35,11 +35,13 @@ class Email(msgspec.Struct, frozen=True, rename="camel", gc=False):
     work_type_name: str | None = None
     work_handler_id: str | int | None = None
     work_handler_name: str | None = None
+    thread_id: str | int | None = None
     # ISO 8601 text; the page decoder's fast path (decode.WireEmail) has them parsed already.
     queued_time: str | None = None
     received_time: str | None = None
     start_time: str | None = None
     active_time: str | None = None
+    sent_time: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,49 @@ class Flow:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailMemory:
+    """What the handling KPIs remember of each email for the next poll (SPEC §10).
+
+    Each tracked email has a slot in parallel arrays (about 33 bytes), so the memory is as
+    compact as the snapshot's own: when its current state was first seen, when its handling
+    started (NaN: not yet), its receivedTime (else queuedTime; NaN: neither), an 8-byte hash of
+    its threadId (0: none) and whether its beginning was seen (only then is it observed).
+    Departed threads are remembered by hash with their departure time, oldest first. The
+    arrays are copied by the next poll before it writes, so a snapshot never changes.
+    """
+
+    slots: Mapping[EmailId, int]
+    free: array[int]
+    since: array[float]
+    start: array[float]
+    received: array[float]
+    thread: array[int]
+    observed: bytearray
+    threads: Mapping[int, float]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlingKpis:
+    """What the handling KPIs saw in one poll: observations since the previous poll, gauges of
+    this one, and the memory the next poll starts from."""
+
+    # (email_type, work_type) or state or email_type, and the observed seconds; None when the
+    # KPI is not measured (its family is on metric_denylist).
+    handle: tuple[tuple[PairKey, float], ...] | None = None
+    resolution: tuple[tuple[PairKey, float], ...] | None = None
+    dwell: tuple[tuple[str, float], ...] | None = None
+    delivery_lag: tuple[tuple[str, float], ...] | None = None
+    repeats: Mapping[PairKey, int] | None = None
+    # Distinct agents on emails in handling states, and the emails per agent as cumulative
+    # counts over AGENT_LOAD_BUCKETS and +Inf, with their sum (None: not measured).
+    agents_working: int | None = None
+    agent_load: tuple[tuple[int, ...], int] | None = None
+    # (work_type_id, work_type name) -> when an email last carried the pair.
+    work_type_info: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    memory: EmailMemory | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """What one successful poll of one organisation found; replaced whole by the next one."""
 
@@ -177,6 +222,8 @@ class Snapshot:
     wait_bounds: tuple[float, ...] = ()
     # Which folded label values were already counted in label_overflow_total (exporter.aggregation.labels).
     fold_memory: FoldMemory = field(default_factory=FoldMemory)
+    # Handling KPIs (exporter.aggregation.handling).
+    handling: HandlingKpis = field(default_factory=HandlingKpis)
 
     @property
     def unique_items(self) -> int:

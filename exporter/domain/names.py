@@ -22,6 +22,20 @@ PICKUP_WAIT: Final = f"{PREFIX}_pickup_wait_seconds"
 PICKUPS: Final = f"{PREFIX}_pickups"  # counter: _total is added on exposition
 SERVICE_LEVEL_OUTCOMES: Final[tuple[str, ...]] = ("met", "missed")
 
+# Handling KPIs (SPEC §10)
+HANDLE: Final = f"{PREFIX}_handle_seconds"
+RESOLUTION: Final = f"{PREFIX}_resolution_seconds"
+STATE_DWELL: Final = f"{PREFIX}_state_dwell_seconds"
+DELIVERY_LAG: Final = f"{PREFIX}_delivery_lag_seconds"
+REPEAT_CONTACTS: Final = f"{PREFIX}_repeat_contacts"  # counter: _total is added on exposition
+AGENTS_WORKING: Final = f"{PREFIX}_agents_working"
+AGENT_LOAD: Final = f"{PREFIX}_agent_load"
+WORK_TYPE_INFO: Final = f"{PREFIX}_work_type_info"
+# `le` bounds of the agent-load gauge histogram (emails in handling states per working agent).
+AGENT_LOAD_BUCKETS: Final[tuple[float, ...]] = (1.0, 2.0, 3.0, 5.0, 8.0, 13.0)
+# The one state that is neither waiting nor handling (SPEC §6, §10).
+INVALID_STATE: Final = "Invalid"
+
 # Flow (counter names without the `_total` suffix, as prometheus_client wants them)
 ARRIVALS: Final = f"{PREFIX}_arrivals"
 DEPARTURES: Final = f"{PREFIX}_departures"

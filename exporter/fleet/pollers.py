@@ -32,6 +32,8 @@ _CREDENTIALS |= {"token_auth_method", "scope"}
 # Exporter-wide settings that only say how fast or how hard to poll.
 _TIMING = {"poll_interval", "page_size", "max_concurrency", "request_timeout", "max_retries"}
 _TIMING |= {"max_pages", "max_response_bytes", "ca_file", "stale_after", "age_buckets"}
+# ...and what is measured and remembered, not what it means (work_type_label changes meaning).
+_TIMING |= {"metric_denylist", "thread_memory", "max_threads"}
 
 
 def _recipe(cfg: Settings, target: TargetSettings) -> tuple[object, ...]:

@@ -3,6 +3,7 @@
 Modules:
 - ``families``: the `Family`/`Block` API, and the series each family costs
 - ``queue``: the queue, flow, poll and request families of every organisation
+- ``handling``: the handling KPI families (SPEC §10)
 - ``servicelevels``: the service-level and pickup families
 - ``fleet``: this replica's shard, target count and reload status
 - ``buildinfo``: where this build came from

@@ -142,6 +142,11 @@ class Family:
         """A gauge histogram (`_bucket`, `_gcount`, `_gsum`); bounds are given per `block()`."""
         return cls(name, "gaugehistogram", help, labels, per, per_unit)
 
+    @property
+    def exposed_name(self) -> str:
+        """The name as exposed in the text format (counters end in `_total`)."""
+        return f"{self.name}_total" if self.kind == "counter" else self.name
+
     def series_per_unit(self, buckets: int) -> int:
         """Series per unit of `per`: a histogram has a series per bound, +Inf, count and sum."""
         histogram = self.kind in ("histogram", "gaugehistogram")

@@ -36,8 +36,9 @@ RELOAD_TIME = Family.gauge(
 class FleetCollector(Collector):
     """Shard and reload gauges; only reads the store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, denied: frozenset[str] = frozenset()) -> None:
         self._store = store
+        self._denied = denied  # families on metric_denylist
 
     def collect(self) -> Iterator[Metric]:
         """prometheus_client's view of `blocks()`."""
@@ -54,7 +55,14 @@ class FleetCollector(Collector):
             (RELOAD_TIME, fleet.last_reload_success),
         )
         for family, value in values:
+            if family.name in self._denied:
+                continue
             block = family.block()
             if value is not None:
                 block.add((), value)
             yield block
+
+
+def declared_families() -> tuple[Family, ...]:
+    """The fleet collector's families (for metric_denylist)."""
+    return (SHARD_ORDINAL, TOTAL_SHARDS, TARGETS, RELOAD_OK, RELOAD_TIME)

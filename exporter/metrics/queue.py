@@ -22,9 +22,11 @@ from exporter.domain import names
 from exporter.domain.errors import POLL_ERROR_REASONS
 from exporter.domain.models import Snapshot, WaitingAges
 from exporter.metrics import buildinfo
+from exporter.metrics import handling as handling_metrics
 from exporter.metrics import servicelevels as servicelevel_metrics
 from exporter.metrics.families import Block, Family, series_by_org, to_metric_family
-from exporter.polling.store import REQUEST_DURATION_BUCKETS, OrgState, Store
+from exporter.polling.histograms import REQUEST_DURATION_BUCKETS
+from exporter.polling.store import OrgState, Store
 
 GROUP = names.GROUP_LABELS
 PAIR = names.PAIR_LABELS
@@ -175,7 +177,11 @@ SERIES = Family.gauge(
 def declared_families() -> tuple[Family, ...]:
     """Every family the queue and service-level collectors declare (the series budget prices
     those whose series grow with label values: `families.series_cost`)."""
-    found = (*globals().values(), *vars(servicelevel_metrics).values())
+    found = (
+        *globals().values(),
+        *vars(servicelevel_metrics).values(),
+        *vars(handling_metrics).values(),
+    )
     return tuple(value for value in found if isinstance(value, Family))
 
 
@@ -190,8 +196,11 @@ class QueueCollector(Collector):
         stale_after: float,
         poll_interval: float,
         clock: Callable[[], float] = time.time,
+        denied: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
+        # Families on metric_denylist (by declared name): never exported, never counted.
+        self._denied = denied
         self._bounds = age_buckets
         self._stale_after = stale_after
         self._poll_interval = poll_interval
@@ -205,9 +214,11 @@ class QueueCollector(Collector):
     def blocks(self) -> Iterator[Block]:
         """Every family's series at this moment; cheap: whole mappings, rendered later."""
         now = self._clock()
-        build = BUILD_INFO.block()
-        build.add(buildinfo.labels(), 1)
-        yield build
+        denied = self._denied
+        if BUILD_INFO.name not in denied:
+            build = BUILD_INFO.block()
+            build.add(buildinfo.labels(), 1)
+            yield build
         states = list(self._store.orgs.values())
         live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
         blocks = [
@@ -218,8 +229,14 @@ class QueueCollector(Collector):
             *self._queue_blocks(live, now),
             *servicelevel_metrics.queue_blocks(live, now),
             *servicelevel_metrics.pickup_blocks(states, self._bounds),
+            *handling_metrics.counter_blocks(states, self._bounds),
+            *handling_metrics.gauge_blocks(live),
         ]
+        if denied:
+            blocks = [block for block in blocks if block.family.name not in denied]
         yield from blocks
+        if SERIES.name in denied:
+            return
         # Counted from what is exported, not estimated: every family with an `org` label.
         counted = series_by_org(blocks)
         series = SERIES.block()

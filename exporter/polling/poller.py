@@ -211,9 +211,9 @@ class Poller:
                         if page.start == 0:
                             reported = page.total_items
                         if len(page.emails) > INLINE_PAGE_ITEMS or page.size > INLINE_PAGE_BYTES:
-                            await _off_loop(builder.add, page.emails)
+                            await _off_loop(builder.add, page.emails, page.details)
                         else:
-                            builder.add(page.emails)
+                            builder.add(page.emails, page.details)
                         for reason, count in page.invalid.items():
                             builder.add_invalid(reason, count)
         except (PollError, TimeoutError) as exc:
@@ -266,7 +266,7 @@ class Poller:
         Safe off the loop: the builder belongs to this poll alone, the previous snapshot is
         frozen, and the state's counters are only read, to be replaced on the loop.
         """
-        snapshot = builder.finish(now, reported)
+        snapshot = builder.finish(now, reported, continuous=baseline)
         return self.state.prepare_success(snapshot, snapshot.flow if baseline else None)
 
     def _crashed(

@@ -7,55 +7,18 @@ success (`prepare_success`) only reads, in a worker thread, and builds new count
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
 from exporter.aggregation.series_budget import OWN_SERIES
 from exporter.domain.models import Flow, GroupKey, PairKey, Snapshot
 from exporter.domain.names import SERVICE_LEVEL_OUTCOMES
+from exporter.polling.histograms import (
+    DurationHistogram,
+    HandlingCounters,
+    WaitHistogram,
+)
 from exporter.upstream.limit_headers import Announced
-
-REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-@dataclass(slots=True)
-class DurationHistogram:
-    """A fixed-bucket histogram of request durations (non-cumulative counts per bucket)."""
-
-    bounds: tuple[float, ...] = REQUEST_DURATION_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(REQUEST_DURATION_BUCKETS) + 1))
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(`le`, cumulative count) pairs ending with `+Inf`."""
-        running = 0
-        out = []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return out
-
-
-@dataclass(slots=True)
-class WaitHistogram:
-    """Pickup waits of one group: counts per bucket index (non-cumulative), sum and count."""
-
-    counts: dict[int, int] = field(default_factory=dict)
-    total: float = 0.0
-    count: int = 0
-
-    def cumulative(self, buckets: int) -> list[int]:
-        """Cumulative counts for bucket indexes 0 .. `buckets` (the last one is +Inf)."""
-        running, out = 0, []
-        for i in range(buckets + 1):
-            running += self.counts.get(i, 0)
-            out.append(running)
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +32,7 @@ class Counted:
     pickups: dict[tuple[str, str, str], int]
     pickup_waits: dict[PairKey, WaitHistogram]
     pickup_bounds: tuple[float, ...]
+    handling: HandlingCounters
     # The counters these were computed from (by identity): a commit checks they are current.
     base: tuple[object, ...]
 
@@ -107,6 +71,7 @@ class OrgState:
     pickups: dict[tuple[str, str, str], int] = field(default_factory=dict)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
     pickup_bounds: tuple[float, ...] = ()  # the bounds pickup_waits are counted in
+    handling: HandlingCounters = field(default_factory=HandlingCounters)
     # Seconds requests waited for the request rate limiter of the API key, and polls
     # that took longer than poll_interval while waiting for it.
     rate_limit_wait: float = 0.0
@@ -135,8 +100,17 @@ class OrgState:
         self.rate_limit_overruns += 1
 
     def reserved_series(self) -> int:
-        """Series this organisation exports that no label combination of the queue pays for."""
-        return OWN_SERIES + len(self.api_requests) + len(self.transitions)
+        """Series this organisation exports that no label combination of the queue pays for:
+        its own, the transitions, and the handling KPIs' series per state and email type, the
+        agent gauges, and work_type_info's beyond one per pair (renames, shared names)."""
+        reserved = OWN_SERIES + len(self.api_requests) + len(self.transitions)
+        reserved += self.handling.series()
+        if (snapshot := self.snapshot) is not None:
+            kpis = snapshot.handling
+            reserved += 1 if kpis.agents_working is not None else 0
+            reserved += len(kpis.agent_load[0]) + 2 if kpis.agent_load is not None else 0
+            reserved += max(0, len(kpis.work_type_info) - len(snapshot.last_seen))
+        return reserved
 
     def requests_sent(self) -> int:
         """Requests sent to the API so far, every endpoint and answer."""
@@ -177,7 +151,8 @@ class OrgState:
         for key in snapshot.counts:
             live_departures.setdefault(key, 0)
         pickups, waits, bounds = self._count_pickups(snapshot, gap=flow is None)
-        base = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
+        base = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits,
+                self.handling)  # fmt: skip
         return Counted(
             snapshot,
             live_arrivals,
@@ -186,13 +161,15 @@ class OrgState:
             pickups,
             waits,
             bounds,
+            self.handling.counted(snapshot),
             base,
         )
 
     def commit_success(self, counted: Counted, duration: float, token_expiry: float | None) -> bool:
         """Swap in what `prepare_success` computed; False (nothing changed) when another result
         was committed since it was prepared, as its counters would be lost."""
-        now = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits)
+        now = (self.arrivals, self.departures, self.transitions, self.pickups, self.pickup_waits,
+               self.handling)  # fmt: skip
         if any(a is not b for a, b in zip(now, counted.base, strict=True)):
             return False
         snapshot = counted.snapshot
@@ -212,6 +189,7 @@ class OrgState:
         self.transitions = counted.transitions
         self.pickups, self.pickup_waits = counted.pickups, counted.pickup_waits
         self.pickup_bounds = counted.pickup_bounds
+        self.handling = counted.handling
         return True
 
     def _count_pickups(

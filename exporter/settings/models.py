@@ -28,7 +28,7 @@ from exporter.settings import regions
 from exporter.settings.files import client_ssl_context
 from exporter.settings.regions import Region
 from exporter.settings.servicelevels import CalendarSettings, ServiceLevelRuleSettings
-from exporter.settings.values import host_ordinal
+from exporter.settings.values import host_ordinal, shown
 from exporter.settings.web_config import WebConfig
 
 Mode = Literal["run", "demo", "once", "check_config", "check_connection", "version"]
@@ -156,6 +156,12 @@ class Settings(BaseModel):
     max_work_types: int = Field(500, ge=1)
     agent_metrics: bool = False
     max_agents: int = Field(2000, ge=1)
+    # Handling KPIs (SPEC §10): repeat contacts remember departed threads this long, this many.
+    thread_memory: float = Field(7 * 86400.0, gt=0)
+    max_threads: int = Field(100_000, ge=0)
+    work_type_label: Literal["name", "id"] = "name"
+    # Family names (as exposed: counters with _total) matched anywhere, as kube-state-metrics does.
+    metric_denylist: tuple[str, ...] = ()
     # The exporter's own series and a catch-all pair must fit (see exporter.aggregation.series_budget).
     max_series: int = Field(20_000, ge=1000)
     max_label_length: int = Field(128, ge=16, le=4096)
@@ -226,6 +232,16 @@ class Settings(BaseModel):
             raise ValueError("must be strictly increasing")
         return value
 
+    @field_validator("metric_denylist")
+    @classmethod
+    def _metric_denylist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{shown(pattern)} is not a regular expression: {exc}") from None
+        return value
+
     @field_validator("ca_file")
     @classmethod
     def _ca_bundle(cls, value: Path | None) -> Path | None:
@@ -238,6 +254,10 @@ class Settings(BaseModel):
         if self.stale_after < self.poll_interval:
             raise ValueError("stale_after must be at least poll_interval")
         return self
+
+    def denies(self, family: str) -> bool:
+        """Whether `metric_denylist` removes the metric family exposed as `family`."""
+        return any(re.search(pattern, family) for pattern in self.metric_denylist)
 
     @property
     def listen_host(self) -> str:

@@ -13,6 +13,7 @@ Modules:
 - ``scenarios``: the named scenarios and the API faults each injects
 - ``static``: the ``large`` scenario: a big queue generated once and served pre-encoded
 - ``truth``: ground truth of the simulated queue (``GET /_sim/truth``)
+- ``history``: the life of every simulated email, the handling KPIs' ground truth
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("seed", defaults.seed, int, "random seed, for repeatable runs")
     flag("speed", defaults.speed, float, "time acceleration of arrivals and handling")
     flag("page-cap", defaults.page_cap, int, "server-side maximum of maxResults")
-    flag("emails", defaults.emails, int, "queue size of the large scenario")
+    flag("emails", defaults.emails, int, "queue size of the large and uniform scenarios")
     flag("org-id", defaults.org_id, str, "organisation id served")
     flag("client-id", defaults.client_id, str, "OAuth2 client id accepted")
     flag("client-secret", defaults.client_secret, str, "OAuth2 client secret accepted", True)

@@ -23,7 +23,7 @@ from .config import SimulatorConfig
 from .model import QueueModel
 from .query import BadParameter, parse_query, render
 from .ratelimit import Gateway, RateLimit
-from .scenarios import SCENARIOS, WORK_TYPES, Faults, build_model, faults_for
+from .scenarios import SCENARIOS, STATIC, WORK_TYPES, Faults, build_model, faults_for
 from .static import StaticQueue
 from .truth import truth
 
@@ -116,12 +116,13 @@ class Simulator:
         if queue is not None:
             return queue
         config = self.config
-        if config.scenario == "large":
+        if config.scenario in STATIC:
             # A static queue never moves: every organisation can serve the same one.
             shared = next(iter(self._queues.values()), None)
             if shared is None:
                 rng = random.Random(0 if config.seed is None else config.seed)
-                shared = StaticQueue(config.emails, WORK_TYPES, rng, self.clock())
+                uniform = config.scenario == "uniform"
+                shared = StaticQueue(config.emails, WORK_TYPES, rng, self.clock(), uniform=uniform)
             queue = shared
         else:
             index = self._index[org]

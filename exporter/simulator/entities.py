@@ -24,6 +24,7 @@ ALLOWED_TRANSITIONS: Final[dict[str | None, frozenset[str | None]]] = {
     "Reassigned": frozenset({"ReassignedActive"}),
     "ReassignedActive": frozenset({"Wrap"}),
 }
+INBOUND: Final = "InboundEmail"
 # Emails in these states wait in a work-type queue for any agent.
 WAITING: Final = frozenset({"Queued", "Queued2", "Transferred", "Reassigned"})
 # On pick-up, a waiting email goes to its "active" counterpart.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .entities import (
+    INBOUND,
     PICKUP_STATE,
     WAITING,
     Agent,
@@ -18,6 +19,7 @@ from .entities import (
     new_email,
     object_id,
 )
+from .history import Ledger
 
 _ARRIVAL, _DUE, _STAFF = 0, 1, 2
 # Pickups remembered for the ground truth (`/_sim/truth`); the oldest are forgotten first.
@@ -76,6 +78,10 @@ class ModelParams:
     p_draft_reassign: float = 0.15
     p_review: float = 0.08
     p_transfer: float = 0.07
+    # Inbound emails that continue the thread of an email that left at least `repeat_after`
+    # seconds before (a customer writing again).
+    p_repeat: float = 0.1
+    repeat_after: float = 120.0
 
 
 class QueueModel:
@@ -97,6 +103,12 @@ class QueueModel:
         self.agents = make_agents(rng, params.agents, "")
         self.supervisors = make_agents(rng, params.supervisors, "5")
         self.work_type_names = {wt.id: wt.name for wt in params.work_types}
+        # The ground truth of the handling KPIs (`history`), and the threads of recent
+        # departures a repeat contact may continue, drawn by a generator of their own so that
+        # the rest of the model's random sequence stays what it was.
+        self.ledger = Ledger()
+        self._recent: deque[tuple[float, int]] = deque(maxlen=2000)
+        self._repeat_rng = random.Random(hash(rng.getstate()[1][:8]))  # noqa: S311 - simulation
         self._next_id = first_id
         self._seq = 77_000_000 + rng.randrange(1_000_000)
         self._events: list[tuple[float, int, int, int, int]] = []
@@ -137,6 +149,7 @@ class QueueModel:
     def inject(self, email: Email) -> None:
         """Add an email built outside (a pre-existing backlog); it keeps its state and times."""
         self.emails[email.id] = email
+        self.ledger.arrived(email, self.now, injected=True)
         self.arrived += 1  # its way into `state` happened before the model started: no transition
         if email.state in WAITING:
             heapq.heappush(self._waiting, (email.queued, email.id))
@@ -197,7 +210,9 @@ class QueueModel:
             now=self.now,
             state=state,
         )
+        self._continue_thread(email)
         self.emails[email.id] = email
+        self.ledger.arrived(email, self.now)
         self.arrived += 1
         self.transitions[(None, state)] += 1
         if state == "Active":
@@ -209,6 +224,22 @@ class QueueModel:
         else:
             heapq.heappush(self._waiting, (email.queued, email.id))
             self._timer(email, self.params.queue_timeout)
+
+    def _continue_thread(self, email: Email) -> None:
+        """Maybe make a new inbound email a reply on the thread of an email that left."""
+        p = self.params
+        if email.email_type != INBOUND or p.p_repeat <= 0 or not self._recent:
+            return
+        if self._repeat_rng.random() >= p.p_repeat:
+            return
+        cutoff = self.now - p.repeat_after / p.speed
+        eligible = 0
+        for left, _ in self._recent:
+            if left > cutoff:
+                break
+            eligible += 1
+        if eligible:
+            email.thread_id = self._recent[self._repeat_rng.randrange(eligible)][1]
 
     def _due(self, email: Email) -> None:
         p, rng, state = self.params, self.rng, email.state
@@ -332,6 +363,8 @@ class QueueModel:
         email.active = self.now
         if email.state != state:
             self._move(email, state)
+        else:
+            self.ledger.took(email)
         self._timer(email, self.params.handle)
 
     def _release(self, email: Email) -> None:
@@ -346,6 +379,7 @@ class QueueModel:
         email.state = state
         email.last_modified = self.now
         email.seq = self.next_seq()
+        self.ledger.moved(email, self.now)
 
     def _depart(self, email: Email) -> None:
         self._release(email)
@@ -353,3 +387,5 @@ class QueueModel:
         del self.emails[email.id]
         self._versions.pop(email.id, None)
         self.departed += 1
+        self.ledger.left(email, self.now)
+        self._recent.append((self.now, email.thread_id))

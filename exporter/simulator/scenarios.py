@@ -9,7 +9,9 @@ from typing import Final
 from .entities import Agent, Email, WorkType, make_agents, new_email, object_id
 from .model import ModelParams, QueueModel, Staffing, Stream
 
-SCENARIOS: Final = ("steady", "surge", "agent_outage", "api_faults", "large", "sla")
+SCENARIOS: Final = ("steady", "surge", "agent_outage", "api_faults", "large", "uniform", "sla")
+# Static queues of `emails` items that never move (exporter.simulator.static).
+STATIC: Final = ("large", "uniform")
 
 WORK_TYPES: Final = (
     WorkType("111", "Service01", "service01@orgname.example.com"),
@@ -87,7 +89,7 @@ def build_model(scenario: str, rng: random.Random, now: float, speed: float) -> 
         return _outage(rng, now, speed)
     if scenario == "sla":
         return _sla(rng, now, speed)
-    if scenario not in SCENARIOS or scenario == "large":
+    if scenario not in SCENARIOS or scenario in STATIC:
         raise ValueError(f"not a dynamic scenario: {scenario!r}")
     start = now - _WARMUP / speed
     model = QueueModel(steady_params(speed), rng, start)

@@ -1,4 +1,11 @@
-"""The `large` scenario: a big queue generated once, frozen, and served from pre-encoded items."""
+"""The `large` and `uniform` scenarios: a big queue generated once, frozen, and served from
+pre-encoded items.
+
+`large` looks like a real centre (most emails waiting, a few work types, realistic subjects and
+addresses); `uniform` spreads its emails evenly over the 13 states besides Invalid, the 3 email
+types and 100 work types, with the shortest field values, so that decoding is cheap and the
+exporter's own work per email weighs the most.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import msgspec
 from .entities import (
     PICKUP_STATE,
     WAITING,
+    Agent,
     Email,
     WorkType,
     make_agents,
@@ -49,10 +57,19 @@ class StaticQueue:
     """`count` emails that never change; `advance_to` is a no-op so every poll sees the same list."""
 
     def __init__(
-        self, count: int, work_types: tuple[WorkType, ...], rng: random.Random, now: float
+        self,
+        count: int,
+        work_types: tuple[WorkType, ...],
+        rng: random.Random,
+        now: float,
+        *,
+        uniform: bool = False,
     ) -> None:
+        if uniform:
+            work_types = UNIFORM_WORK_TYPES
         self.work_type_names = {wt.id: wt.name for wt in work_types}
-        self.emails: list[Email] = _generate(count, work_types, rng, now)
+        generate = _uniform if uniform else _generate
+        self.emails: list[Email] = generate(count, work_types, rng, now)
         encoder = msgspec.json.Encoder()
         self._plain = [encoder.encode(to_item(e, self.work_type_names, False)) for e in self.emails]
         # The extended item is the plain one with the two name fields appended.
@@ -121,5 +138,35 @@ def _generate(
             email.last_modified = email.active
             if state not in PICKUP_STATE.values():
                 email.reply_object_id = object_id(rng, email.active, email.work_type_id, 1)
+        emails.append(email)
+    return emails
+
+
+UNIFORM_STATES: Final = tuple(state for state, _ in _STATE_SHARE if state != "Invalid")
+UNIFORM_WORK_TYPES: Final = tuple(WorkType(str(200 + n), f"W{n:02d}", "w@x.io") for n in range(100))
+
+
+def _uniform(
+    count: int, work_types: tuple[WorkType, ...], rng: random.Random, now: float
+) -> list[Email]:
+    """Email i in state i mod 13, email type i // 13 mod 3, work type i // 39 mod 100; every
+    field as short as it can be (ids and times keep their usual form)."""
+    del rng  # the spread is exact, nothing is drawn
+    types = [t for t, _ in _EMAIL_TYPE_SHARE]
+    agents = [Agent(id=f"a{n}", name=f"n{n}") for n in range(max(10, count // 20))]
+    emails = []
+    for i in range(count):
+        state = UNIFORM_STATES[i % len(UNIFORM_STATES)]
+        work_type = work_types[(i // 39) % len(work_types)]
+        queued = now - _SPAN * (count - i) / count
+        email = Email(
+            id=1_000_000 + i, thread_id=5_000_000 + i, um_id="u", interaction_id=1,
+            work_type_id=work_type.id, email_type=types[(i // 13) % len(types)], state=state,
+            sent=queued, received=queued, start=queued, queued=queued, last_modified=queued,
+            seq=1, email_object_id="e", from_address="a@b.c", to_address="c@d.e", subject="s",
+        )  # fmt: skip
+        if state not in WAITING:
+            email.active = queued + 30.0
+            email.agent = agents[i % len(agents)]
         emails.append(email)
     return emails

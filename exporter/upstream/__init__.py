@@ -9,4 +9,5 @@ Modules:
 - ``ratelimit``: the request rate limiter per API key (``max_requests_per_second``) and the
   gateway's announced windows
 - ``targets``: what one organisation's settings mean to the token provider and the client
+- ``first_sight``: the fields read only when an email is new (threadId, sentTime, receivedTime)
 """

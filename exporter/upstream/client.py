@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from exporter.domain.errors import AuthError, ClientHTTPError, InconsistentError
 from exporter.upstream.auth import TokenProvider
 from exporter.upstream.decode import Page, Shape, decode_page
+from exporter.upstream.first_sight import deferred
 from exporter.upstream.transport import HttpTransport
 
 __all__ = ["ClientOptions", "EmailQueueClient", "Page", "decode_page"]
@@ -34,6 +35,11 @@ class ClientOptions:
     states: tuple[str, ...] = ()
     # Decode workHandlerId/workHandlerName (only the per-agent gauge needs them).
     agent_fields: bool = True
+    # Further optional item fields to decode (`decode.OPTIONAL_FIELDS`: what the enabled
+    # handling KPIs read); the others are skipped. Those also in `first_sight_fields` are read
+    # by a lean page's `details`, on demand, for new emails only (`upstream.first_sight`).
+    extra_fields: frozenset[str] = frozenset()
+    first_sight_fields: frozenset[str] = frozenset()
 
 
 class EmailQueueClient:
@@ -173,9 +179,17 @@ class EmailQueueClient:
         if status != 200:
             raise ClientHTTPError(f"emails endpoint answered {status}", status=status)
         opts = self._options
+        deferred_fields = opts.extra_fields & opts.first_sight_fields
         page = decode_page(
-            response.body, start, opts.page_size, shape=self._shape, agents=opts.agent_fields
+            response.body,
+            start,
+            opts.page_size,
+            shape=self._shape,
+            agents=opts.agent_fields,
+            extra=opts.extra_fields - deferred_fields,
         )
+        if deferred_fields and page.shape is not Shape.FULL:
+            page.details = deferred(response.body, opts.page_size)
         # An upstream that sent an item of a fuller shape will send more: ask for that from
         # now on rather than decoding pages twice.
         self._shape = max(self._shape, page.shape)

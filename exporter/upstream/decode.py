@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -35,8 +36,15 @@ MAX_PAGE_ITEMS = 10_000
 # `items` may be omitted from an empty list, but an object without items or totalItems (an
 # error body sent with status 200, say) must not read as an empty queue.
 _NOT_A_LIST = "response is not an email list (no items or totalItems)"
-_LABEL_FIELDS = ("state", "emailType", "workTypeId", "workTypeName", "workHandlerId")
-_TEXT_FIELDS = ("workHandlerName", "queuedTime", "receivedTime", "startTime")
+_LABEL_FIELDS = ("state", "emailType", "workTypeId", "workTypeName", "workHandlerId", "threadId")
+_TEXT_FIELDS = (
+    "workHandlerName",
+    "queuedTime",
+    "receivedTime",
+    "startTime",
+    "activeTime",
+    "sentTime",
+)
 _ALL_FIELDS = ("id", *_LABEL_FIELDS, *_TEXT_FIELDS)
 # What msgspec raises for input it cannot turn into values at all.
 # (ValueError: Python refuses to turn integers of more than 4300 digits into text and back.)
@@ -75,6 +83,8 @@ class Page:
     # page did not fit it (see `Shape`).
     shape: Shape = Shape.FULL
     size: int = 0  # bytes of the body it was decoded from
+    # Fields a lean page left out, decoded on demand for its new emails (upstream.first_sight).
+    details: Callable[[], Mapping[int, Email]] | None = None
 
 
 _LOOSE_ITEM = msgspec.defstruct(
@@ -96,6 +106,7 @@ class WireEmail(Email, frozen=True, rename="camel", gc=False):
     received_time: _Zoned | None = None  # type: ignore[assignment]
     start_time: _Zoned | None = None  # type: ignore[assignment]
     active_time: _Zoned | None = None  # type: ignore[assignment]
+    sent_time: _Zoned | None = None  # type: ignore[assignment]
 
 
 # What a lean item leaves out: keys no item carries, so msgspec skips the real ones.
@@ -107,14 +118,26 @@ _NEEDS = {"state": Shape.LEAN, "emailType": Shape.LEAN}
 _REFUSED = re.compile(r"field `(\w+)`|\.(\w+)`$")
 
 
-def _lean_item(agents: bool, documented: bool) -> type[WireEmail]:
+# Fields a lean item leaves out unless asked for (`extra`); those the handling KPIs read at an
+# email's first sight only are kept as text, parsed by the aggregation for new emails alone.
+OPTIONAL_FIELDS: dict[str, Any] = {
+    "work_type_id": str | None,
+    "work_handler_id": str | None,
+    "work_handler_name": str | None,
+    "thread_id": str | None,
+    "received_time": str | None,
+    "sent_time": str | None,
+    "start_time": str | None,
+}
+AGENT_FIELDS = frozenset({"work_handler_id", "work_handler_name"})
+
+
+def _lean_item(extra: frozenset[str], documented: bool) -> type[WireEmail]:
     """`WireEmail` for complete items (a decimal id, a work type name and a zoned queuedTime,
     as Alvaria sends them): what the aggregation never reads of such an item is not decoded
-    (the work type id and the fallback timestamps; the agent fields unless `agents`), which
-    saves a fifth of the decoding. `documented`: state and emailType are documented values."""
-    skipped = ["work_type_id", "received_time", "start_time"]
-    if not agents:
-        skipped += ["work_handler_id", "work_handler_name"]
+    (the work type id, the fallback timestamps, the agent and handling fields unless named in
+    `extra`), which saves a fifth of the decoding. `documented`: state and emailType are
+    documented values."""
     labels: list[tuple[str, Any, Any]] = []
     if documented:
         labels = [("state", Literal[STATES] | None, None)]
@@ -124,8 +147,9 @@ def _lean_item(agents: bool, documented: bool) -> type[WireEmail]:
         ("id", int, msgspec.NODEFAULT),
         ("work_type_name", _Named, msgspec.NODEFAULT),
         ("queued_time", _Zoned, msgspec.NODEFAULT),
+        *((name, kind, None) for name, kind in OPTIONAL_FIELDS.items() if name in extra),
         *((name, None, msgspec.field(default=None, name=_NOT_DECODED.format(name)))
-          for name in skipped),
+          for name in OPTIONAL_FIELDS if name not in extra),
     ]  # fmt: skip
     item = msgspec.defstruct(
         "LeanWireEmail", fields, bases=(WireEmail,), kw_only=True, frozen=True, gc=False
@@ -159,8 +183,10 @@ def _page_type(item: type[WireEmail], max_items: int) -> Any:
 
 
 @lru_cache(maxsize=16)
-def _lean_decoder(max_items: int, agents: bool, documented: bool) -> msgspec.json.Decoder[Any]:
-    item = _lean_item(agents, documented)
+def _lean_decoder(
+    max_items: int, extra: frozenset[str], documented: bool
+) -> msgspec.json.Decoder[Any]:
+    item = _lean_item(extra, documented)
     return msgspec.json.Decoder(_page_type(item, max_items), strict=False)
 
 
@@ -206,24 +232,26 @@ def decode_page(
     *,
     shape: Shape = Shape.FULL,
     agents: bool = True,
+    extra: frozenset[str] = frozenset(),
 ) -> Page:
     """Decode an `EmailList` body; items of the wrong shape are counted, not fatal.
 
-    `shape` says how much of each item to read (`Shape`; `agents=False` also leaves the
-    agent fields out of the lean shapes); a page a lean shape refuses is decoded again in a
-    fuller one, and `Page.shape` says which to ask for next. Whatever the shape, the page
-    holds the same usable emails.
+    `shape` says how much of each item to read (`Shape`); the lean shapes decode the
+    `OPTIONAL_FIELDS` named in `extra` (and the agent fields when `agents`) and skip the
+    others. A page a lean shape refuses is decoded again in a fuller one, and `Page.shape`
+    says which to ask for next. Whatever the shape, the page holds the same usable emails.
     """
-    page = _decode(body, start, max_items, shape, agents)
+    fields = extra | AGENT_FIELDS if agents else extra
+    page = _decode(body, start, max_items, shape, frozenset(fields & OPTIONAL_FIELDS.keys()))
     page.size = len(body)
     return page
 
 
-def _decode(body: Body, start: int, max_items: int, shape: Shape, agents: bool) -> Page:
+def _decode(body: Body, start: int, max_items: int, shape: Shape, extra: frozenset[str]) -> Page:
     if shape is Shape.FULL:
         return _full(body, start, max_items)
     try:
-        decoder = _lean_decoder(max_items, agents, shape is Shape.DOCUMENTED)
+        decoder = _lean_decoder(max_items, extra, shape is Shape.DOCUMENTED)
         decoded = decoder.decode(body)
     except msgspec.ValidationError as exc:
         if (error := _too_many(exc, max_items)) is not None:
@@ -231,7 +259,7 @@ def _decode(body: Body, start: int, max_items: int, shape: Shape, agents: bool) 
         refused = _REFUSED.search(str(exc))
         name = next(filter(None, refused.groups()), "") if refused else ""
         fuller = max(_NEEDS.get(name, Shape.FULL), Shape(shape + 1))
-        return _decode(body, start, max_items, fuller, agents)
+        return _decode(body, start, max_items, fuller, extra)
     except _MALFORMED as exc:
         raise _malformed(exc) from None
     if decoded.items is None and decoded.total_items is None:

@@ -111,6 +111,20 @@ def test_changed_query_starts_the_organisation_afresh(fleet: tuple[Fleet, Builde
     assert f.store.orgs["a"] is not old_state
 
 
+def test_denying_kpis_keeps_the_state_a_new_work_type_label_does_not(
+    fleet: tuple[Fleet, Builder],
+) -> None:
+    f, _ = fleet
+    f.apply(f.plan(settings(target("a"))))
+    old_state = f.store.orgs["a"]
+    plan = f.plan(settings(target("a"), metric_denylist=("handle",), thread_memory=60.0))
+    assert plan.rebuilt == ("a",)  # what is measured changed, not what it means
+    f.apply(plan)
+    assert f.store.orgs["a"] is old_state
+    f.apply(f.plan(settings(target("a"), metric_denylist=("handle",), work_type_label="id")))
+    assert f.store.orgs["a"] is not old_state  # every work_type label means something else
+
+
 def test_added_and_removed(fleet: tuple[Fleet, Builder]) -> None:
     f, _ = fleet
     f.apply(f.plan(settings(target("a"), target("b"))))

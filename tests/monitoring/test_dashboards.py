@@ -31,12 +31,19 @@ FIXED_WINDOWS = {
     "Net backlog change": "15m",
     "Estimated time to drain": "15m",
     "Service level by work type": "1h",
+    "Average handle time by work type": "1h",
+    "Handle time p90 by work type": "1h",
+    "Resolution time p50 / p90": "1h",
+    "Time in Wrap and Review": "1h",
+    "Repeat-contact rate by work type": "1h",
 }
 # Series that describe the queue: two HA replicas report the same values.
 QUEUE_METRIC = re.compile(
     r"(?<![\w:])alvaria_emailqueue_(?:emails|oldest_email_\w+|waiting_email_age_seconds\w*|agent_emails"
     r"|arrivals_total|departures_total|state_transitions_total|service_level_\w+|pickups_total"
-    r"|pickup_wait_seconds\w*)\b"
+    r"|pickup_wait_seconds\w*|handle_seconds\w*|resolution_seconds\w*|state_dwell_seconds\w*"
+    r"|delivery_lag_seconds\w*|repeat_contacts_total|agents_working|agent_load\w*"
+    r"|work_type_info)\b"
 )
 ONE_REPLICA = "max without (instance, pod)"
 # Grafana variables and the values that select everything, for running queries outside Grafana.

@@ -34,6 +34,8 @@ SERVICE_LEVEL_ALERTS = {
     "AlvariaEmailQueueServiceLevelBelowObjective",
 }
 QUEUE_ALERTS = WARNING_QUEUE_ALERTS | SERVICE_LEVEL_ALERTS
+# Alerts per organisation and email type about the handling KPIs (SPEC §10).
+HANDLING_ALERTS = {"AlvariaEmailQueueDeliveryLagHigh"}
 # Alerts about a whole scrape job (or its absence) rather than one organisation.
 JOB_ALERTS = {
     "AlvariaEmailQueueExporterDown",
@@ -119,6 +121,7 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
             "AlvariaEmailQueueOrganisationLost",
         }
         | QUEUE_ALERTS
+        | HANDLING_ALERTS
     )
 
 
@@ -138,6 +141,8 @@ def test_alert_has_severity_annotations_and_runbook(rule: dict[str, Any]) -> Non
         board, variables = "alvaria-emailqueue-overview", ["job", "org", "work_type", "email_type"]
     elif rule["alert"] in JOB_ALERTS:
         board, variables = "alvaria-emailqueue-exporter-health", ["job"]
+    elif rule["alert"] in HANDLING_ALERTS:
+        board, variables = "alvaria-emailqueue-overview", ["job", "org", "email_type"]
     else:
         board, variables = "alvaria-emailqueue-exporter-health", ["job", "org"]
     assert url.startswith(f"http://localhost:3000/d/{board}?orgId=1"), url

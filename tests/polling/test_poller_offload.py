@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 
 import pytest
 
@@ -57,15 +57,19 @@ async def run_with_loop(p: Poller) -> bool:
 
 
 class BlockingFinish(SnapshotBuilder):
-    def finish(self, now: float, reported_items: int | None = None) -> Snapshot:
+    def finish(
+        self, now: float, reported_items: int | None = None, *, continuous: bool = True
+    ) -> Snapshot:
         needs_the_loop()
-        return super().finish(now, reported_items)
+        return super().finish(now, reported_items, continuous=continuous)
 
 
 class BlockingAdd(SnapshotBuilder):
-    def add(self, emails: Iterable[Email]) -> None:
+    def add(
+        self, emails: Iterable[Email], details: Callable[[], Mapping[int, Email]] | None = None
+    ) -> None:
         needs_the_loop()
-        super().add(emails)
+        super().add(emails, details)
 
 
 class BlockingPrepare(OrgState):
@@ -108,9 +112,11 @@ async def test_a_large_page_is_aggregated_off_the_loop_and_a_small_one_on_it(
     on_loop: list[bool] = []
 
     class RecordingAdd(SnapshotBuilder):
-        def add(self, emails: Iterable[Email]) -> None:
+        def add(
+            self, emails: Iterable[Email], details: Callable[[], Mapping[int, Email]] | None = None
+        ) -> None:
             on_loop.append(threading.current_thread() is threading.main_thread())
-            super().add(emails)
+            super().add(emails, details)
 
     monkeypatch.setattr(poller_module, "SnapshotBuilder", RecordingAdd)
     p._client = ListSource([e(str(i)) for i in range(INLINE_PAGE_ITEMS)])
@@ -139,7 +145,9 @@ async def test_a_crash_in_the_worker_thread_is_reported_as_internal_and_polling_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     class Crashing(SnapshotBuilder):
-        def finish(self, now: float, reported_items: int | None = None) -> Snapshot:
+        def finish(
+            self, now: float, reported_items: int | None = None, *, continuous: bool = True
+        ) -> Snapshot:
             raise ZeroDivisionError("a bug")
 
     state = OrgState("acme")

@@ -200,3 +200,54 @@ def test_the_lean_decoder_tells_an_empty_list_from_an_error_body(body: bytes) ->
         return page.emails, page.total_items
 
     assert outcome(Shape.DOCUMENTED) == outcome(Shape.LEAN) == outcome(Shape.FULL)
+
+
+@pytest.mark.parametrize("shape", [Shape.DOCUMENTED, Shape.LEAN])
+def test_the_lean_shapes_decode_the_handling_fields_only_when_asked(shape: Shape) -> None:
+    extra = {"threadId": "247958000", "sentTime": "2027-01-15T05:59:00Z", "workTypeId": "111"}
+    body = json.dumps({"totalItems": 1, "items": [complete(0, **extra)]}).encode()
+    plain = decode_page(body, 0, 5, shape=shape, agents=False).emails[0]
+    assert (plain.thread_id, plain.sent_time, plain.received_time, plain.work_type_id) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    fields = frozenset({"thread_id", "sent_time", "received_time", "work_type_id"})
+    page = decode_page(body, 0, 5, shape=shape, agents=False, extra=fields)
+    email = page.emails[0]
+    assert page.shape == shape  # no fuller shape was needed for them
+    assert (email.thread_id, email.work_type_id) == ("247958000", "111")
+    # Read as text: they are parsed only for emails new since the last poll.
+    assert (email.sent_time, email.received_time) == (
+        "2027-01-15T05:59:00Z",
+        "2027-01-15T06:00:00Z",
+    )
+    assert email.work_handler_id is None  # the agent fields still only with agents=True
+    full = decode_page(body, 0, 5).emails[0]
+    assert full.thread_id == "247958000" and full.sent_time is not None
+
+
+def test_the_lenient_path_keeps_the_handling_fields() -> None:
+    odd = complete(0, id="007", threadId=42, sentTime="2027-01-15T05:59:00Z")  # "007": lenient
+    body = json.dumps({"items": [odd, {"id": "8", "state": 5, "threadId": "t", "activeTime": "x"}]})
+    emails = decode_page(body.encode(), 0, 5).emails
+    assert emails[0].thread_id in ("42", 42) and emails[0].sent_time == "2027-01-15T05:59:00Z"
+    assert emails[1].thread_id == "t" and emails[1].active_time == "x"
+
+
+def test_first_sight_fields_are_decoded_on_demand_by_id() -> None:
+    from exporter.upstream.first_sight import first_sight
+
+    extra = {"threadId": "t-1", "sentTime": "2027-01-15T05:59:00Z"}
+    body = json.dumps({"totalItems": 2, "items": [complete(0, **extra), complete(1)]}).encode()
+    found = first_sight(body, 5)
+    assert found.keys() == {1000, 1001}
+    assert (found[1000].thread_id, found[1000].sent_time) == ("t-1", "2027-01-15T05:59:00Z")
+    assert found[1000].received_time == "2027-01-15T06:00:00Z" and found[1001].thread_id is None
+    assert found[1000].state is None and found[1000].work_type_name is None  # nothing else decoded
+    # A field of an odd type does not lose the page: it is decoded in full instead.
+    odd = json.dumps({"items": [complete(0, sentTime=12), complete(1, threadId=7)]}).encode()
+    found = first_sight(odd, 5)
+    assert found.keys() == {1000, 1001} and found[1000].state == "Active"  # the full decoder's
+    assert found[1001].thread_id in (7, "7")
