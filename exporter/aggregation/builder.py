@@ -148,6 +148,7 @@ class SnapshotBuilder:
         pickups = self._pickups
         previous_picked, picked_add = pickups.previous_picked, pickups.picked.add
         was_waiting, not_waiting = pickups.was_waiting, pickups.not_waiting
+        watched = pickups.previous_watched
         # Handling KPIs (exporter.aggregation.handling): new emails and state changes only, and
         # the agents of emails in handling states.
         handling = self._handling
@@ -198,10 +199,11 @@ class SnapshotBuilder:
             if handlers is not None and group.handling:
                 handlers(email.work_handler_id)
             # Pickups (exporter.aggregation.pickups): a picked email stays picked; one outside
-            # the waiting states that was waiting, or is new, may have been picked up.
+            # the waiting states that was waiting, or is new, may have been picked up (one
+            # still in the same non-waiting group was not waiting, unless it is watched).
             if email_id in previous_picked:
                 picked_add(email_id)
-            elif group.stamps is None:
+            elif group.stamps is None and (old is not key or (watched and email_id in watched)):
                 waited = was_waiting(email_id, old)
                 if waited or old is None:
                     not_waiting(email_id, email, old, waited)
