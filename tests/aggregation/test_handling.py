@@ -28,7 +28,15 @@ from exporter.app.wiring import build_poller, build_registry, handling_options
 from exporter.domain.names import DEFAULT_WAITING_STATES
 from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings
-from tests.fake_alvaria import CLIENT_ID, CLIENT_SECRET, ORG, TOKEN_PATH, FakeAlvaria, serving
+from tests.fake_alvaria import (
+    API_KEY,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ORG,
+    TOKEN_PATH,
+    FakeAlvaria,
+    serving,
+)
 from tests.fakes import Clock
 
 T0 = 1_800_000_000.0
@@ -173,7 +181,7 @@ async def pipeline(**settings: Any) -> AsyncIterator[Run]:
     async with serving(upstream), aiohttp.ClientSession() as session:
         target = TargetSettings(
             org_id=ORG,
-            api_key=SecretStr("k"),
+            api_key=SecretStr(API_KEY),
             client_id=CLIENT_ID,
             client_secret=SecretStr(CLIENT_SECRET),
             api_url=upstream.base_url,
