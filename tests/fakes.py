@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
+from collections.abc import Callable
 
 
 class Clock:
@@ -43,3 +45,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0, step: float = 0.01) -> None:
+    """Return once `condition()` holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(step)  # a bounded wait for the condition, not a timing assumption

@@ -116,12 +116,26 @@ class Poller:
         self._log = logger or structlog.get_logger("exporter.polling.poller")
         self._rate_limited_in_a_row = 0
         self._retry_after: float | None = None
+        # HTTP requests (token and pages, retries included) the last finished poll sent: what a
+        # request budget must fit (`exporter.fleet.pollers.budget_warnings`).
+        self.requests_last_poll: int | None = None
+
+    def adopt(self, other: Poller) -> None:
+        """Poll with `other`'s client, token provider, options and timing from the next poll on.
+
+        A reload that changed credentials, timing, aggregation or service-level settings keeps
+        this poll loop, its state and its backoff; a poll in flight finishes as it began.
+        """
+        self._client, self._auth = other._client, other._auth
+        self._options, self._timing = other._options, other._timing
 
     async def poll_once(self) -> bool:
         """Run one complete poll; True when it succeeded."""
         started = self._monotonic()
         waited_before = self.state.rate_limit_wait
+        requests_before = self.state.requests_sent()
         ok = await self._poll()
+        self.requests_last_poll = self.state.requests_sent() - requests_before
         waited = self.state.rate_limit_wait - waited_before
         elapsed = self._monotonic() - started
         if waited > 0 and elapsed > self._timing.poll_interval:

@@ -123,6 +123,10 @@ class OrgState:
         """Series this organisation exports that no label combination of the queue pays for."""
         return OWN_SERIES + len(self.api_requests) + len(self.transitions)
 
+    def requests_sent(self) -> int:
+        """Upstream requests counted so far, every endpoint and answer."""
+        return sum(self.api_requests.values())
+
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one upstream request (the transport's observer)."""
         self.api_requests[(endpoint, code)] += 1
@@ -275,6 +279,9 @@ class Store:
     def __init__(self, org_ids: list[str]) -> None:
         self.orgs: dict[str, OrgState] = {org: OrgState(org) for org in org_ids}
         self.fleet = FleetStatus()
+        # False until a daemon's first configuration is applied: its plan is built off the
+        # event loop after the server listens, and /readyz must not call an empty set ready.
+        self.configured = True
         # Versions of organisations removed by reloads, so `version` never goes back.
         self._retired = 0
 
@@ -293,4 +300,4 @@ class Store:
     @property
     def ready(self) -> bool:
         """Every organisation has finished its first poll, successfully or not."""
-        return all(state.polled for state in self.orgs.values())
+        return self.configured and all(state.polled for state in self.orgs.values())

@@ -79,7 +79,12 @@ def read_text(path: Path, limit: int) -> str:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases: `*name` can expand exponentially (a "billion laughs")."""
+    """SafeLoader that refuses aliases: `*name` can expand exponentially (a "billion laughs").
+
+    Dates and times stay text: PyYAML would turn ``2026-02-30`` into an error about the whole
+    file; as text, the setting that holds it parses it and names its own place
+    (``calendars.office.holidays[0]``).
+    """
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -88,6 +93,13 @@ class _NoAliasLoader(yaml.SafeLoader):
                 None, None, "YAML aliases (*name) are not supported", mark
             )
         return super().compose_node(parent, index)
+
+
+def _timestamp_as_text(loader: _NoAliasLoader, node: yaml.Node) -> Any:
+    return loader.construct_yaml_str(node)
+
+
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
 def parse_yaml(text: str) -> Any:
