@@ -78,7 +78,7 @@ SPECS = (
     Spec("log_format", "choice", "auto (console on a TTY, else JSON), console or json"),
     Spec("shard", "str", "this replica's shard, or auto: the host name's ordinal (name-3 -> 3)"),
     Spec("total_shards", "int", "number of shards; organisations are split by API key"),
-    Spec("max_requests_per_second", "opt", "request budget per API key, all its organisations"),
+    Spec("max_requests_per_second", "number", "request budget per API key, all its organisations"),
     Spec("config_file", "path", "YAML file with any setting above, plus targets:"),
     Spec("web_config_file", "path", "exporter-toolkit web config: TLS and basic auth"),
     Spec("max_connections", "int", "open connections to the HTTP server; more are closed at once"),
@@ -94,6 +94,7 @@ TOP_KEYS = {spec.name for spec in SPECS if spec.name != "config_file"} | {*FILE_
 TOP_KEYS |= set(YAML_ONLY_KEYS)
 BLOCK_KEYS = {spec.name for spec in TARGET_SPECS} | set(FILE_KEYS)
 _METAVARS = {"duration": "DURATION", "size": "SIZE", "int": "N", "bool": "BOOL", "path": "PATH"}
+_METAVARS |= {"number": "NUMBER"}
 _METAVARS |= {"strs": "A,B,...", "buckets": "S,S,..."}
 MODE_FLAGS: dict[str, Mode] = {
     "demo": "demo",

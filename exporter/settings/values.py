@@ -62,6 +62,24 @@ def parse_duration(raw: Any) -> float:
     return seconds
 
 
+def parse_number(raw: Any) -> float | None:
+    """A finite number from a YAML number or a string (``0.5``, ``2``, ``1e-3``); "" is None."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        number = float(raw)
+    elif isinstance(raw, str):
+        if not raw.strip():
+            return None
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"{shown(raw)} is not a number") from None
+    else:
+        raise ValueError(f"must be a number, not {type_name(raw)}")
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return number
+
+
 def parse_size(raw: Any) -> int:
     """Bytes from ``1048576``, ``512KiB``, ``10MB`` or ``64MiB``."""
     if isinstance(raw, int) and not isinstance(raw, bool):
@@ -91,9 +109,13 @@ def convert(kind: str, raw: Any) -> Any:
     if kind == "int":
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
+        if isinstance(raw, float) and raw.is_integer():  # YAML's 500.0
+            return int(raw)
         if not (isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw)):
             raise ValueError(f"{shown(raw)} is not a whole number")
         return int(raw)
+    if kind == "number":  # optional: empty means unset
+        return parse_number(raw)
     if kind in ("strs", "buckets"):
         if isinstance(raw, str):
             items: list[Any] = [item.strip() for item in raw.split(",") if item.strip()]
