@@ -6,7 +6,7 @@ limit) lives in one replica. Each group goes to the shard that jump consistent h
 only the groups that go to the new shard, about 1/(n+1) of them, and shrinking moves only the
 groups of the shard that goes away. Finding the owner of a key costs O(log n) steps, so
 ownership is O(keys) whatever the number of shards (rendezvous hashing, used before, scored
-every shard for every key: O(keys × shards), 1.3 s per key at a million shards).
+every shard for every key: O(keys x shards), 1.3 s per key at a million shards).
 
 The key itself is never hashed into anything visible: only an 8-byte BLAKE2b fingerprint of it
 is used, and Python's salted `hash()` never (it differs between processes).
