@@ -26,9 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from exporter.app.wiring import build_poller, build_registry
+from exporter.domain.scrub import remember_secrets
 from exporter.polling.poller import Poller
 from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings
+from exporter.upstream.targets import configured_secrets
 from exporter.web.server import build_app, landing_page
 from tests.fakes import Clock
 
@@ -193,6 +195,7 @@ async def rig(
     max_response_bytes: int = 1024 * 1024,
     ssl: Any = True,
     server_ssl: SSLContext | None = None,
+    client_secret: str = CLIENT_SECRET,
 ) -> AsyncIterator[Rig]:
     """Serve `upstream` and build the production pipeline against it (or the given URLs)."""
     async with serving(upstream, server_ssl), aiohttp.ClientSession() as session:
@@ -208,7 +211,7 @@ async def rig(
             org_id=ORG,
             api_key=SecretStr(API_KEY),
             client_id=CLIENT_ID,
-            client_secret=SecretStr(CLIENT_SECRET),
+            client_secret=SecretStr(client_secret),
             api_url=api_url or upstream.base_url,
             token_url=token_url or upstream.base_url + TOKEN_PATH,
         )
@@ -223,6 +226,7 @@ async def rig(
             max_response_bytes=max_response_bytes,
             age_buckets=(60.0, 3600.0),
         )
+        remember_secrets(configured_secrets(cfg), keep_previous=False)  # as the daemon does
         poller = build_poller(target, cfg, session, store.orgs[ORG], ssl, clock=clock, sleep=sleep)
         registry = build_registry(store, cfg, clock=clock)
         yield Rig(poller, store, registry, clock, sleeps, [])

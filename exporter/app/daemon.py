@@ -25,6 +25,7 @@ from exporter.app.runtime import prepare_for_serving
 from exporter.app.signals import STOP_SIGNALS, cancel_on_signals, handle_signals
 from exporter.app.wiring import build_poller, build_registry, page_info, queue_collector
 from exporter.domain.errors import ConfigError
+from exporter.domain.scrub import remember_secrets
 from exporter.fleet.pollers import Fleet
 from exporter.fleet.reload import Hooks, LoadConfig, Reloader
 from exporter.metrics.textformat import render
@@ -33,7 +34,7 @@ from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
 from exporter.upstream.ratelimit import Limiter
-from exporter.upstream.targets import upstream_ssl
+from exporter.upstream.targets import configured_secrets, upstream_ssl
 from exporter.web.access import LiveWebConfig
 from exporter.web.connections import (
     ConnectionGuard,
@@ -92,7 +93,10 @@ class Daemon:
         fresh = queue_collector(self.store, new)
         fresh_info = page_info(new, self._demo_url)
 
+        secrets = configured_secrets(new)
+
         def finish() -> None:
+            remember_secrets(secrets)
             self.registry.unregister(self.collector)
             self.registry.register(fresh)
             self.collector, self.info, self.cfg = fresh, fresh_info, new

@@ -18,8 +18,10 @@ from exporter.app.daemon import run
 from exporter.app.signals import Interrupted, cancel_on_signals
 from exporter.app.wiring import config_loader
 from exporter.domain.errors import ConfigError
+from exporter.domain.scrub import remember_secrets
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
+from exporter.upstream.targets import configured_secrets
 
 PROG = "alvaria-emailqueue-exporter"
 
@@ -76,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _config_error(exc)
     cfg, web = invocation.settings, invocation.web
+    remember_secrets(configured_secrets(cfg), keep_previous=False)
     if invocation.mode == "version":
         print(f"{PROG} {__version__}")
         return 0

@@ -13,11 +13,13 @@ of the `reason` label of ``alvaria_emailqueue_poll_errors_total``::
         ├── RateLimitedError     reason="rate_limited"  429 after every retry
         ├── ClientHTTPError      reason="http_4xx"      other 4xx (404 unknown org, 400 ...)
         ├── ServerHTTPError      reason="http_5xx"      5xx after every retry
+        ├── OtherHTTPError       reason="http_other"    1xx or 3xx (redirects are never followed)
         ├── RequestTimeoutError  reason="timeout"       request timeout or poll deadline
         ├── ConnectionFailedError reason="connection"   refused, reset, DNS, TLS
         │                                               (failures of the token endpoint keep
         │                                               these reasons too: they are not `auth`)
-        ├── DecodeError          reason="decode"        not JSON, wrong shape, body too large
+        ├── DecodeError          reason="decode"        not JSON, wrong shape, body too large,
+        │                                               204 or another 2xx without a JSON body
         └── InconsistentError    reason="inconsistent"  paging that does not add up
 
     (any other exception in a poll is a bug: reason="internal", logged with its traceback)
@@ -99,6 +101,10 @@ class ServerHTTPError(PollError):
     reason = "http_5xx"
 
 
+class OtherHTTPError(PollError):
+    reason = "http_other"
+
+
 class RequestTimeoutError(PollError):
     reason = "timeout"
 
@@ -123,6 +129,7 @@ POLL_ERROR_REASONS: tuple[str, ...] = (
     RateLimitedError.reason,
     ClientHTTPError.reason,
     ServerHTTPError.reason,
+    OtherHTTPError.reason,
     RequestTimeoutError.reason,
     ConnectionFailedError.reason,
     DecodeError.reason,

@@ -22,6 +22,7 @@ import structlog
 
 from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
 from exporter.domain.errors import INTERNAL_REASON, PollError, RateLimitedError, RequestTimeoutError
+from exporter.domain.scrub import scrub
 from exporter.polling.store import Counted, OrgState
 from exporter.settings.checks import DEADLINE_FACTOR
 from exporter.upstream.auth import TokenProvider
@@ -246,6 +247,9 @@ class Poller:
     ) -> None:
         duration = self._monotonic() - started
         expiry = self._auth.expires_at
+        # The error boundary: what an upstream wrote reaches last_error, the landing page and
+        # the log only bounded, without control characters and with configured secrets masked.
+        message = scrub(message)
         self.state.record_failure(reason, message, duration, expiry, at=self._clock())
         log.warning(
             "poll",

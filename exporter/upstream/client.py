@@ -11,10 +11,10 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from exporter.domain.errors import AuthError, ClientHTTPError, InconsistentError
+from exporter.domain.errors import AuthError, InconsistentError
 from exporter.upstream.auth import TokenProvider
 from exporter.upstream.decode import Page, Shape, decode_page
-from exporter.upstream.transport import HttpTransport
+from exporter.upstream.transport import HttpTransport, status_error
 
 __all__ = ["ClientOptions", "EmailQueueClient", "Page", "decode_page"]
 
@@ -170,8 +170,9 @@ class EmailQueueClient:
         status = response.status
         if status in (401, 403):
             raise AuthError(f"emails endpoint refused the credentials ({status})", status=status)
-        if status != 200:
-            raise ClientHTTPError(f"emails endpoint answered {status}", status=status)
+        error = status_error("emails", status)
+        if error is not None:
+            raise error
         opts = self._options
         page = decode_page(
             response.body, start, opts.page_size, shape=self._shape, agents=opts.agent_fields
