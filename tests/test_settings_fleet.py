@@ -97,3 +97,13 @@ def test_shard_out_of_range_exits_2(
         monkeypatch.setenv(name, value)
     assert main(["--check-config", "--shard", "4", "--total-shards", "2"]) == 2
     assert "total_shards" in capsys.readouterr().err
+
+
+def test_the_lifecycle_api_is_off_by_default_and_on_by_flag_env_or_yaml(tmp_path: Path) -> None:
+    assert load([], BASE).settings.web_enable_lifecycle is False
+    assert load(["--web-enable-lifecycle"], BASE).settings.web_enable_lifecycle is True
+    env = {**BASE, "ALVARIA_WEB_ENABLE_LIFECYCLE": "true"}
+    assert load([], env).settings.web_enable_lifecycle is True
+    config = tmp_path / "config.yaml"
+    config.write_text("web_enable_lifecycle: yes\n")
+    assert load(["--config-file", str(config)], BASE).settings.web_enable_lifecycle is True

@@ -52,6 +52,17 @@ class ConfigError(ExporterError):
         """Every error this one stands for, in the order found."""
         return (self,)
 
+    @property
+    def summary(self) -> str:
+        """The error without its problem text or any path or value: for an unauthenticated
+        caller (`POST /-/reload`); the log has the whole message."""
+        kind = []
+        for word in self.source.split():
+            if "/" in word or "=" in word or "(" in word:
+                break
+            kind.append(word)
+        return f"invalid setting {self.setting} (from {' '.join(kind) or 'the configuration'})"
+
 
 class ConfigErrors(ConfigError):
     """Every invalid setting found in one pass; reads as the first one where one is expected."""

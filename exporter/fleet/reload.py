@@ -6,6 +6,12 @@ budgets, collector), and only then is it swapped in, in one synchronous step. An
 the swap leaves everything as it was (the last good configuration keeps running), sets
 `config_last_reload_successful` to 0 and is logged and returned as one line.
 
+Reading, validating and building run in a worker thread, so the event loop keeps answering
+`/healthz` and scrapes whatever the configuration's size; only the swap runs on the loop.
+Reloads are serialised and coalesced: while one runs, every request that arrives joins the one
+reload that starts next (it reads the files as they are then), so a storm of SIGHUPs or POSTs
+costs at most two reloads, not one per request.
+
 Flags and environment variables are those of the start: `load` closes over them.
 """
 
@@ -20,7 +26,7 @@ from typing import Protocol
 import structlog
 
 from exporter.domain.errors import ConfigError
-from exporter.fleet.pollers import Fleet
+from exporter.fleet.pollers import Fleet, Plan
 from exporter.settings import Settings
 from exporter.settings.web_config import WebConfig
 
@@ -70,50 +76,81 @@ class Reloader:
         self._clock = clock
         self._log = logger or structlog.get_logger("exporter.fleet.reload")
         self._lock = asyncio.Lock()
+        # The reload requests join until it starts; None when none is waiting to start.
+        self._pending: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def reload(self, trigger: str) -> None:
-        """Reload now; raises ConfigError (already logged) when the new configuration is refused."""
+        """Reload, or join the reload that starts next; raises ConfigError (already logged) when
+        the new configuration is refused. A caller that goes away does not stop the reload."""
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._run(pending, trigger), name="reload")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(pending)
+
+    async def _run(self, pending: asyncio.Future[None], trigger: str) -> None:
         async with self._lock:
-            status = self._fleet.store.fleet
+            if self._pending is pending:  # started: later requests wait for the next one
+                self._pending = None
             try:
-                async with asyncio.timeout(READ_TIMEOUT):
-                    cfg, web = await asyncio.to_thread(self._load)
-                self._refuse_restart_only(cfg, web)
-                plan = self._fleet.plan(cfg)
-                finish = self._hooks.prepare(cfg) if self._hooks else None
-            except TimeoutError:
-                status.last_reload_successful = False
-                error = ConfigError("config_file", "reload", "reading the files timed out")
-                self._log.error("reload_failed", trigger=trigger, error=str(error))
-                raise error from None
+                await self._reload(trigger)
             except ConfigError as exc:
-                status.last_reload_successful = False
-                errors = [str(e) for e in exc.all]
-                self._log.error("reload_failed", trigger=trigger, error="; ".join(errors))
+                pending.set_exception(exc)
+                pending.exception()  # retrieved here: every caller may have gone away
+            except BaseException:
+                pending.cancel()
                 raise
-            except Exception as exc:  # a bug must not kill the server; nothing was applied
-                status.last_reload_successful = False
-                self._log.exception("reload_failed", trigger=trigger)
-                problem = f"internal error: {type(exc).__name__}"
-                raise ConfigError("configuration", "reload", problem) from exc
-            # The swap: synchronous, so no scrape or poll runs in the middle of it.
-            self._web.swap(web)
-            stopped = self._fleet.apply(plan)
-            if finish is not None:
-                finish()
-            self.current = cfg
-            status.last_reload_successful = True
-            status.last_reload_success = self._clock()
-            self._log.info(
-                "reloaded",
-                trigger=trigger,
-                targets=len(plan.runners),
-                unchanged=len(plan.kept),
-                rebuilt=len(plan.rebuilt),
-                added=len(plan.added),
-                removed=len(plan.removed),
-            )
-            await asyncio.gather(*stopped, return_exceptions=True)
+            else:
+                pending.set_result(None)
+
+    def _build(self, cfg: Settings) -> tuple[Plan, Callable[[], None] | None]:
+        """The new state, built off the event loop."""
+        return self._fleet.plan(cfg), self._hooks.prepare(cfg) if self._hooks else None
+
+    async def _reload(self, trigger: str) -> None:
+        """One reload, serialised by `_run`."""
+        status = self._fleet.store.fleet
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                cfg, web = await asyncio.to_thread(self._load)
+            self._refuse_restart_only(cfg, web)
+            plan, finish = await asyncio.to_thread(self._build, cfg)
+        except TimeoutError:
+            status.last_reload_successful = False
+            error = ConfigError("config_file", "reload", "reading the files timed out")
+            self._log.error("reload_failed", trigger=trigger, error=str(error))
+            raise error from None
+        except ConfigError as exc:
+            status.last_reload_successful = False
+            errors = [str(e) for e in exc.all]
+            self._log.error("reload_failed", trigger=trigger, error="; ".join(errors))
+            raise
+        except Exception as exc:  # a bug must not kill the server; nothing was applied
+            status.last_reload_successful = False
+            self._log.exception("reload_failed", trigger=trigger)
+            problem = f"internal error: {type(exc).__name__}"
+            raise ConfigError("configuration", "reload", problem) from exc
+        # The swap: synchronous, so no scrape or poll runs in the middle of it.
+        self._web.swap(web)
+        stopped = self._fleet.apply(plan)
+        if finish is not None:
+            finish()
+        self.current = cfg
+        status.last_reload_successful = True
+        status.last_reload_success = self._clock()
+        self._log.info(
+            "reloaded",
+            trigger=trigger,
+            targets=len(plan.runners),
+            unchanged=len(plan.kept),
+            rebuilt=len(plan.rebuilt),
+            added=len(plan.added),
+            removed=len(plan.removed),
+        )
+        await asyncio.gather(*stopped, return_exceptions=True)
 
     def _refuse_restart_only(self, cfg: Settings, web: WebConfig) -> None:
         for name in RESTART_ONLY:

@@ -168,6 +168,8 @@ class Settings(BaseModel):
     log_format: Literal["auto", "console", "json"] = "auto"
     config_file: Path | None = None
     web_config_file: Path | None = None
+    # POST /-/reload, as Prometheus' --web.enable-lifecycle: off unless asked for.
+    web_enable_lifecycle: bool = False
     max_connections: int = Field(512, ge=1, le=1_000_000)
     header_timeout: float = Field(10.0, gt=0, le=3600)
     strict_env: bool = False

@@ -81,6 +81,7 @@ SPECS = (
     Spec("max_requests_per_second", "number", "request budget per API key, all its organisations"),
     Spec("config_file", "path", "YAML file with any setting above, plus targets:"),
     Spec("web_config_file", "path", "exporter-toolkit web config: TLS and basic auth"),
+    Spec("web_enable_lifecycle", "bool", "serve POST /-/reload (SIGHUP reloads either way)"),
     Spec("max_connections", "int", "open connections to the HTTP server; more are closed at once"),
     Spec("header_timeout", "duration", "time a client has to send a request's headers"),
     Spec("strict_env", "bool", "unknown ALVARIA_* environment variables are errors, not warnings"),
