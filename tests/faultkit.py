@@ -30,6 +30,7 @@ from exporter.domain.scrub import remember_secrets
 from exporter.polling.poller import Poller
 from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings
+from exporter.upstream.ratelimit import RequestBudget
 from exporter.upstream.targets import configured_secrets
 from exporter.web.server import build_app, landing_page
 from tests.fakes import Clock
@@ -196,6 +197,7 @@ async def rig(
     ssl: Any = True,
     server_ssl: SSLContext | None = None,
     client_secret: str = CLIENT_SECRET,
+    max_requests_per_second: float | None = None,
 ) -> AsyncIterator[Rig]:
     """Serve `upstream` and build the production pipeline against it (or the given URLs)."""
     async with serving(upstream, server_ssl), aiohttp.ClientSession() as session:
@@ -227,6 +229,11 @@ async def rig(
             age_buckets=(60.0, 3600.0),
         )
         remember_secrets(configured_secrets(cfg), keep_previous=False)  # as the daemon does
-        poller = build_poller(target, cfg, session, store.orgs[ORG], ssl, clock=clock, sleep=sleep)
+        state = store.orgs[ORG]
+        budget = RequestBudget(max_requests_per_second) if max_requests_per_second else None
+        lane = budget.lane(ORG, state.observe_rate_limit_wait) if budget else None
+        poller = build_poller(
+            target, cfg, session, state, ssl, clock=clock, sleep=sleep, limiter=lane
+        )
         registry = build_registry(store, cfg, clock=clock)
         yield Rig(poller, store, registry, clock, sleeps, [])

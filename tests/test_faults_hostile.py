@@ -175,3 +175,19 @@ async def test_check_connection_names_a_mac_token_type() -> None:
     assert code == 1
     line = next(line for line in text.splitlines() if line.startswith("  FAIL  token"))
     assert 'token_type "MAC"' in line and "Bearer" in line
+
+
+# -- a request budget too small for one poll (defect 7) -----------------------------------------
+
+
+async def test_a_poll_cut_by_the_request_budget_is_rate_limited_and_the_wait_counted() -> None:
+    upstream = Upstream()  # seven items, three per page: token and three pages
+    async with rig(upstream, poll_interval=0.2, max_requests_per_second=1e-9) as r:
+        ok, elapsed = await r.poll()
+        assert not ok and elapsed < 2.0
+        assert r.state.last_error_reason == "rate_limited", r.state.last_error
+        assert "request budget" in (r.state.last_error or "")
+        waited = r.value("alvaria_emailqueue_rate_limit_wait_seconds_total")
+        assert waited is not None and waited >= 0.5, "the wait cut short still counts"
+        assert [e for e in r.logs if e["event"] == "poll_over_budget"]
+        assert upstream.calls["token"] == 1 and upstream.calls["emails"] == 0

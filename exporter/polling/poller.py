@@ -154,7 +154,7 @@ class Poller:
 
     async def _poll(self) -> bool:
         started, cpu_started = self._monotonic(), self._cpu_clock()
-        throttled_before = self._throttled()
+        throttled_before, waited_before = self._throttled(), self.state.rate_limit_wait
         previous = self.state.snapshot
         builder = SnapshotBuilder(self._options, previous, self.state.reserved_series())
         pages = 0
@@ -175,7 +175,11 @@ class Poller:
                         for reason, count in page.invalid.items():
                             builder.add_invalid(reason, count)
         except (PollError, TimeoutError) as exc:
-            error = exc if isinstance(exc, PollError) else self._deadline_error(throttled_before)
+            error = (
+                exc
+                if isinstance(exc, PollError)
+                else self._deadline_error(throttled_before, waited_before)
+            )
             self._fail(error.reason, str(error), started, pages, log)
             self._note_rate_limit(error)
             _forget(exc, error)
@@ -264,10 +268,17 @@ class Poller:
         """429 answers received so far, from any endpoint."""
         return sum(n for (_, code), n in self.state.api_requests.items() if code == "429")
 
-    def _deadline_error(self, throttled_before: int) -> PollError:
-        """Why a poll ran out of time: waiting out 429s is rate limiting, anything else a timeout."""
+    def _deadline_error(self, throttled_before: int, waited_before: float) -> PollError:
+        """Why a poll ran out of time: waiting out 429s or the request budget is rate limiting,
+        anything else a timeout."""
         if self._throttled() > throttled_before:
             return RateLimitedError("rate limited (429) until the poll deadline", status=429)
+        waited = self.state.rate_limit_wait - waited_before
+        if waited > 0:
+            return RateLimitedError(
+                f"waited {waited:.3g}s for the request budget (max_requests_per_second) until "
+                "the poll deadline"
+            )
         return RequestTimeoutError("poll deadline exceeded")
 
     def _note_rate_limit(self, error: PollError) -> None:

@@ -116,7 +116,14 @@ class OrgLane:
         self._on_wait = on_wait
 
     async def take(self) -> float:
-        waited = await self._budget.take(self._org)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            waited = await self._budget.take(self._org)
+        except asyncio.CancelledError:
+            # Cut short (the poll deadline, a shutdown): the time waited still counts.
+            self._on_wait(loop.time() - began)
+            raise
         if waited > 0:
             self._on_wait(waited)
         return waited
