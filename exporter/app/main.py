@@ -15,7 +15,7 @@ from exporter import __version__, settings
 from exporter.app import log
 from exporter.app.check_connection import check_connection
 from exporter.app.daemon import run
-from exporter.app.signals import Interrupted, cancel_on_signals
+from exporter.app.signals import Interrupted, cancel_on_signals, ignore_until_handled
 from exporter.app.wiring import config_loader
 from exporter.domain.errors import ConfigError
 from exporter.domain.scrub import remember_secrets
@@ -72,6 +72,7 @@ def _config_error(exc: ConfigError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    ignore_until_handled()  # already done by exporter.__main__ for the console script
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = settings.load(argv, os.environ)
