@@ -24,13 +24,13 @@ from aiohttp import web
 
 from exporter import __version__, settings
 from exporter.app import log
-from exporter.app.runtime import prepare_for_serving
+from exporter.app.runtime import prepare_for_serving, settle_long_lived
 from exporter.app.signals import STOP_SIGNALS, cancel_on_signals, handle_signals
 from exporter.app.wiring import build_poller, build_registry, page_info, queue_collector
 from exporter.domain.errors import ConfigError
 from exporter.domain.scrub import remember_secrets
 from exporter.fleet.pollers import Fleet
-from exporter.fleet.reload import Hooks, LoadConfig, Reloader
+from exporter.fleet.reload import Hooks, LoadConfig, Reloader, off_loop
 from exporter.metrics.textformat import render
 from exporter.polling.poller import Poller
 from exporter.polling.store import OrgState, Store
@@ -81,8 +81,9 @@ class Daemon:
     async def start(self) -> None:
         """Build the pollers of the configuration in a worker thread and put them in force."""
         began = time.monotonic()
-        plan = await asyncio.to_thread(self.fleet.plan, self.cfg)
+        plan = await off_loop(self.fleet.plan, self.cfg)
         self.fleet.apply(plan)
+        settle_long_lived()
         self.store.fleet.last_reload_success = time.time()
         self._started.set()
         seconds = round(time.monotonic() - began, 3)
@@ -138,6 +139,7 @@ class Daemon:
             log.configure(new.log_level, new.log_format)
             for note in notes:
                 self.logger.warning("suspicious setting", advice=note)
+            settle_long_lived()
 
         return finish
 

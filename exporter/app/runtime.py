@@ -12,7 +12,10 @@ decide how long `/healthz` can wait behind them:
   which never becomes garbage: `gc.freeze()` moves it out of the collector's sight, halving
   every later full collection (from about 40 ms to 15 ms with 240,000 series). Frozen objects
   are still freed by reference counting; only reference cycles among them would stay, and what
-  exists at start-up is the long-lived part of the process anyway.
+  exists at start-up is the long-lived part of the process anyway. The same holds for what a
+  configuration builds (pollers, the compiled service-level policy): `settle_long_lived` freezes
+  it once it is in force, after the start and after each reload, so a full collection in any
+  thread (it holds the GIL throughout) does not walk it again and again.
 """
 
 from __future__ import annotations
@@ -27,4 +30,10 @@ def prepare_for_serving() -> None:
     """Tune the interpreter for serving; call once, after start-up, before serving."""
     sys.setswitchinterval(SWITCH_INTERVAL)
     gc.collect()
+    gc.freeze()
+
+
+def settle_long_lived() -> None:
+    """Move what exists now out of the collector's sight (a configuration just put in force);
+    no collection runs here, so it costs nothing on the event loop."""
     gc.freeze()

@@ -18,10 +18,12 @@ Flags and environment variables are those of the start: `load` closes over them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -35,6 +37,40 @@ RESTART_ONLY = ("listen_address", "max_connections", "header_timeout")
 READ_TIMEOUT = 30.0  # a config or secret "file" that never ends (a FIFO) must not wedge reloads
 
 LoadConfig = Callable[[], tuple[Settings, WebConfig]]
+_T = TypeVar("_T")
+
+
+async def off_loop(fn: Callable[..., _T], *args: Any) -> _T:
+    """`fn(*args)` in a daemon thread of its own, awaited.
+
+    Not `asyncio.to_thread`: the default executor's threads are joined when the loop closes and
+    again at interpreter exit, so a SIGTERM during a long reload or start would wait for it (the
+    docs promise an exit within a second). A daemon thread is abandoned instead; what it built
+    was never put in force.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # the awaiting task was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task, raised there
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="exporter-build", daemon=True).start()
+    return await future
 
 
 class WebSwap(Protocol):
@@ -115,9 +151,9 @@ class Reloader:
         status = self._fleet.store.fleet
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                cfg, web = await asyncio.to_thread(self._load)
+                cfg, web = await off_loop(self._load)
             self._refuse_restart_only(cfg, web)
-            plan, finish = await asyncio.to_thread(self._build, cfg)
+            plan, finish = await off_loop(self._build, cfg)
         except TimeoutError:
             status.last_reload_successful = False
             error = ConfigError("config_file", "reload", "reading the files timed out")

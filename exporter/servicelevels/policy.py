@@ -26,7 +26,7 @@ from exporter.servicelevels.calendar import (
     BusinessCalendar,
     Clock,
 )
-from exporter.servicelevels.patterns import PatternSet
+from exporter.servicelevels.patterns import PatternSet, pattern_set
 
 # (email_type, work_type) -> level, remembered; groups are bounded by the label caps, this
 # bound only guards against a policy object kept across very many polls.
@@ -67,8 +67,8 @@ class ServiceLevelPolicy:
     _memo: dict[PairKey, ServiceLevel] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._email_types = PatternSet([r.email_type for r in self.rules])
-        self._work_types = PatternSet([r.work_type for r in self.rules])
+        self._email_types = pattern_set(tuple(r.email_type for r in self.rules))
+        self._work_types = pattern_set(tuple(r.work_type for r in self.rules))
 
     def level(self, pair: PairKey) -> ServiceLevel:
         """The level of an (email_type, work_type) group, matched on its exported label values."""
