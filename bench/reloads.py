@@ -39,6 +39,9 @@ START_LIMIT = 10.0
 HEALTHZ_LIMIT = 0.100
 RELOAD_LIMIT = 2.0
 STOP_LIMIT = 1.0
+# Reloads run for the storm's 250 requests: one at a time, each request joining the next one, so
+# about the storm's length over one reload's (half a second of SIGHUPs), never one per request.
+STORM_RELOADS = 10
 POLLS = "alvaria_emailqueue_polls_total{"
 
 
@@ -272,7 +275,7 @@ def checks(result: ReloadResult) -> list[tuple[str, bool, str]]:
         (f"service-level reload < {RELOAD_LIMIT:g} s", r.reload_seconds < RELOAD_LIMIT,
          f"{r.reload_seconds:.2f} s (unchanged: {r.unchanged_reload_seconds:.2f} s)"),
         ("reload storm coalesced, every POST answered 200",
-         r.storm_ok == r.storm_posts and r.storm_reloads <= 4,
+         r.storm_ok == r.storm_posts and r.storm_reloads <= STORM_RELOADS,
          f"{r.storm_ok}/{r.storm_posts} POSTs 200 + 50 SIGHUPs in {r.storm_seconds:.2f} s: "
          f"{r.storm_reloads} reloads ran"),
         ("every counter kept across the reloads", r.counters_kept, ""),

@@ -8,7 +8,7 @@ decide how long `/healthz` can wait behind them:
   loop several turns. At 1 ms a busy render or poll thread costs a request a few milliseconds,
   not tens (at 240,000 samples with polls: worst /healthz 22-46 ms against 37-56 ms at 2 ms).
 - **Full garbage collections.** A full collection walks every tracked object and holds the GIL
-  throughout. Half of what a running daemon holds is code and configuration loaded at start,
+  throughout; they are made rarer (`YOUNG_THRESHOLD`) and smaller. Half of what a running daemon holds is code and configuration loaded at start,
   which never becomes garbage: `gc.freeze()` moves it out of the collector's sight, halving
   every later full collection (from about 40 ms to 15 ms with 240,000 series). Frozen objects
   are still freed by reference counting; only reference cycles among them would stay, and what
@@ -24,6 +24,12 @@ import gc
 import sys
 
 SWITCH_INTERVAL = 0.001
+# Allocations between young collections (CPython's default is 700). Every poll loop is a few
+# dozen tracked objects (coroutines, timers, contexts); with thousands of organisations the
+# default promoted them so fast that a full collection, holding the GIL for 0.1-0.5 s, ran
+# every second or two while the first polls were made. 10,000 makes full collections about
+# 14 times rarer; a young collection of 10,000 objects takes about a millisecond.
+YOUNG_THRESHOLD = 10_000
 
 
 def prepare_for_serving() -> None:
@@ -31,6 +37,7 @@ def prepare_for_serving() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def settle_long_lived() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,11 @@ from pydantic import BaseModel, SecretStr
 from exporter.settings.models import Settings
 
 SECRET_MASK = "********"  # noqa: S105 - the mask, not a password
+# libyaml's emitter when PyYAML has it (the representer stays Python, the slow half).
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+# Longer lists are written one item per line, as JSON (a YAML flow mapping): 10,000 targets in
+# a fraction of a second instead of ten, and still a YAML document that reads back the same.
+_BLOCK_ITEMS = 50
 
 
 def _plain(value: Any) -> Any:
@@ -34,4 +40,19 @@ def masked_dump(settings: Settings) -> str:
     data = _plain(settings)
     config_file = data.pop("config_file", None)
     header = f"# config_file: {config_file}\n" if config_file else ""
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    parts = []
+    block: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, list) and len(value) > _BLOCK_ITEMS:
+            if block:
+                parts.append(_yaml(block))
+                block = {}
+            lines = "".join(f"- {json.dumps(item, ensure_ascii=False)}\n" for item in value)
+            parts.append(f"{key}:\n{lines}")
+        else:
+            block[key] = value
+    return header + "".join([*parts, _yaml(block) if block else ""])
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    return str(yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True))

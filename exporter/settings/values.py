@@ -140,7 +140,9 @@ def convert(kind: str, raw: Any) -> Any:
         if kind in ("opt", "path"):
             return None
         raise ValueError("must not be empty")
-    return {"choice": text.lower(), "path": Path(text)}.get(kind, text)
+    if kind == "path":
+        return Path(text)
+    return text.lower() if kind == "choice" else text
 
 
 def host_ordinal(hostname: str) -> int:
