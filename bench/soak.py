@@ -162,6 +162,28 @@ def check_flat(run: Run) -> list[tuple[str, bool, str]]:
     return checks
 
 
+def _exporter_env(
+    args: argparse.Namespace, sim_url: str, port: int, web_config: Path
+) -> dict[str, str]:
+    """The exporter's environment: the simulator's organisation, basic auth, JSON logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
+    env |= {
+        "ALVARIA_ORG_ID": ORG,
+        "ALVARIA_API_KEY": API_KEY,
+        "ALVARIA_CLIENT_ID": "soak",
+        "ALVARIA_CLIENT_SECRET": CLIENT_SECRET,
+        "ALVARIA_API_URL": sim_url,
+        "ALVARIA_TOKEN_URL": sim_url + "/tokenservice/oauth2/access_token",
+        "ALVARIA_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "ALVARIA_POLL_INTERVAL": f"{args.poll_interval}s",
+        "ALVARIA_REQUEST_TIMEOUT": "5s",
+        "ALVARIA_PAGE_SIZE": "100",
+        "ALVARIA_LOG_FORMAT": "json",
+        "ALVARIA_WEB_CONFIG_FILE": str(web_config),
+    }
+    return env
+
+
 async def soak(args: argparse.Namespace) -> int:
     sim_port, port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
@@ -183,21 +205,7 @@ async def soak(args: argparse.Namespace) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
-    env |= {
-        "ALVARIA_ORG_ID": ORG,
-        "ALVARIA_API_KEY": API_KEY,
-        "ALVARIA_CLIENT_ID": "soak",
-        "ALVARIA_CLIENT_SECRET": CLIENT_SECRET,
-        "ALVARIA_API_URL": sim_url,
-        "ALVARIA_TOKEN_URL": sim_url + "/tokenservice/oauth2/access_token",
-        "ALVARIA_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        "ALVARIA_POLL_INTERVAL": f"{args.poll_interval}s",
-        "ALVARIA_REQUEST_TIMEOUT": "5s",
-        "ALVARIA_PAGE_SIZE": "100",
-        "ALVARIA_LOG_FORMAT": "json",
-        "ALVARIA_WEB_CONFIG_FILE": str(web_config),
-    }
+    env = _exporter_env(args, sim_url, port, web_config)
     run = Run()
     exporter: subprocess.Popen[bytes] | None = None
     abuse: subprocess.Popen[bytes] | None = None

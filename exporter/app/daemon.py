@@ -130,6 +130,7 @@ class Daemon:
 
         secrets = configured_secrets(new)
         notes = settings.advice(new)
+        changed = new != self.cfg  # an unchanged reload built nothing worth freezing
 
         def finish() -> None:
             remember_secrets(secrets)
@@ -139,7 +140,8 @@ class Daemon:
             log.configure(new.log_level, new.log_format)
             for note in notes:
                 self.logger.warning("suspicious setting", advice=note)
-            settle_long_lived()
+            if changed:
+                settle_long_lived()
 
         return finish
 

@@ -178,7 +178,7 @@ class Poller:
             error = (
                 exc
                 if isinstance(exc, PollError)
-                else self._deadline_error(throttled_before, waited_before)
+                else self._deadline_error(throttled_before, waited_before, started)
             )
             self._fail(error.reason, str(error), started, pages, log)
             self._note_rate_limit(error)
@@ -268,13 +268,15 @@ class Poller:
         """429 answers received so far, from any endpoint."""
         return sum(n for (_, code), n in self.state.api_requests.items() if code == "429")
 
-    def _deadline_error(self, throttled_before: int, waited_before: float) -> PollError:
-        """Why a poll ran out of time: waiting out 429s or the request budget is rate limiting,
-        anything else a timeout."""
+    def _deadline_error(
+        self, throttled_before: int, waited_before: float, started: float
+    ) -> PollError:
+        """Why a poll ran out of time: waiting out 429s, or the request budget for most of the
+        poll, is rate limiting; anything else a timeout."""
         if self._throttled() > throttled_before:
             return RateLimitedError("rate limited (429) until the poll deadline", status=429)
         waited = self.state.rate_limit_wait - waited_before
-        if waited > 0:
+        if waited > 0 and waited >= 0.5 * (self._monotonic() - started):
             return RateLimitedError(
                 f"waited {waited:.3g}s for the request budget (max_requests_per_second) until "
                 "the poll deadline"
