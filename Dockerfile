@@ -37,7 +37,7 @@ LABEL org.opencontainers.image.title="alvaria-emailqueue-exporter" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/alvaria-emailqueue-exporter/alvaria-emailqueue-exporter" \
-      org.opencontainers.image.documentation="https://github.com/alvaria-emailqueue-exporter/alvaria-emailqueue-exporter/blob/main/deploy/README.md" \
+      org.opencontainers.image.documentation="https://alvaria-emailqueue-exporter.github.io/alvaria-emailqueue-exporter/" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
 
 # No .pyc writes at run time (the root filesystem may be read-only; pip already compiled

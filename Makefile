@@ -1,26 +1,49 @@
 # Every check goes through these targets; `.ci/run` calls `make test`.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Material for MkDocs prints a banner about MkDocs 2 on every build; the builds stay quiet.
+export NO_MKDOCS_2_WARNING := 1
+# The runtime alone (make demo), and the runtime with the test and docs toolchain (make test).
+RUNTIME := $(VENV)/.runtime
+STAMP   := $(VENV)/.installed
 
-.PHONY: help venv system-deps test lint typecheck imports pytest demo bench soak monitoring dashboards clean
+.PHONY: help venv system-deps test lint typecheck imports pytest demo bench soak monitoring \
+	dashboards docs docs-check docs-serve docs-screenshot clean
 
+# Every target, one line each (tests/test_make.py checks that none is missing).
 help:
-	@echo "make demo        run the exporter against the built-in simulator on :9654"
-	@echo "make test        lint, type-check and run every test (creates .venv)"
-	@echo "make bench       performance benchmarks (not part of make test)"
-	@echo "make soak        one-hour soak test against the api_faults scenario"
-	@echo "make monitoring  regenerate the rules, PrometheusRule, dashboards and mixin from monitoring/config.py"
+	@echo "make help             this list"
+	@echo "make demo             run the exporter against the built-in simulator on :9654 (runtime only)"
+	@echo "make test             lint, type-check, check imports, build the docs strictly and run every test"
+	@echo "make venv             create .venv with the test and docs toolchain"
+	@echo "make system-deps      install Prometheus and Alertmanager (Debian packages) for the rule tests"
+	@echo "make lint             ruff check and ruff format --check"
+	@echo "make typecheck        mypy --strict on exporter/, and on the tests and generators"
+	@echo "make imports          lint-imports: every import points down the stages"
+	@echo "make pytest           the pytest suite alone"
+	@echo "make docs             regenerate the docs' references from the code and build the site (site/)"
+	@echo "make docs-check       fail when a generated reference is stale, then build the site strictly"
+	@echo "make docs-serve       serve the docs site with live reload on http://127.0.0.1:8000"
+	@echo "make docs-screenshot  retake docs/images/landing-page.png from make demo (needs chromium)"
+	@echo "make monitoring       regenerate the rules, PrometheusRule, dashboards and mixin from monitoring/config.py"
+	@echo "make dashboards       the same as make monitoring"
+	@echo "make bench            performance benchmarks (not part of make test)"
+	@echo "make soak             one-hour soak test against the api_faults scenario"
+	@echo "make clean            remove .venv, site/ and build leftovers"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall only when the project metadata changes.
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $(STAMP) $(RUNTIME)
 
 venv: $(STAMP)
 
@@ -39,11 +62,11 @@ system-deps:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check exporter tests grafana bench monitoring deploy
+	$(BIN)/ruff format --check exporter tests grafana bench monitoring deploy docsgen
 
 typecheck: $(STAMP)
 	$(BIN)/mypy exporter
-	$(BIN)/mypy tests grafana bench monitoring
+	$(BIN)/mypy tests grafana bench monitoring docsgen
 
 # The stages' layers (pyproject.toml [tool.importlinter]): every import points down.
 imports: $(STAMP)
@@ -52,9 +75,9 @@ imports: $(STAMP)
 pytest: $(STAMP) system-deps
 	$(BIN)/pytest -W error
 
-test: lint typecheck imports pytest
+test: lint typecheck imports docs-check pytest
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/alvaria-emailqueue-exporter --demo --listen-address 127.0.0.1:9654 --poll-interval 5s --agent-metrics
 
 bench: $(STAMP)
@@ -66,5 +89,22 @@ soak: $(STAMP)
 monitoring dashboards: $(STAMP)
 	$(BIN)/python -m monitoring.generate
 
+# The references in docs/ (metrics, settings, regions, poll error reasons, alerts) are generated
+# from the code by docsgen/: one command after a merge, `make docs`.
+docs: $(STAMP)
+	$(BIN)/python -m docsgen
+	$(BIN)/mkdocs build --strict
+
+docs-check: $(STAMP)
+	$(BIN)/python -m docsgen --check
+	$(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	$(BIN)/python -m docsgen
+	$(BIN)/mkdocs serve
+
+docs-screenshot: $(STAMP)
+	$(BIN)/python -m docsgen.screenshot
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -13,7 +13,8 @@ import structlog
 from . import fleet, hostile, polls, render, report, scrape, servicelevel, steady
 from .procs import simulator
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+# The Performance section of the Operations page, between its bench:begin and bench:end markers.
+README = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 
 def _args() -> argparse.Namespace:
@@ -23,7 +24,11 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed polls per size")
     parser.add_argument("--scrape-seconds", type=float, default=10.0, help="scrape load duration")
     parser.add_argument(
-        "--update-readme", action="store_true", help="write the table into README.md"
+        "--update-docs",
+        "--update-readme",
+        dest="update_readme",
+        action="store_true",
+        help="write the tables into docs/operations.md",
     )
     return parser.parse_args()
 

@@ -19,6 +19,7 @@ import msgspec
 
 from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
 from exporter.app.wiring import build_registry
+from exporter.domain import names
 from exporter.domain.models import Email
 from exporter.metrics.families import Block, gather
 from exporter.metrics.servicelevels import (
@@ -36,7 +37,7 @@ from exporter.servicelevels.policy import ServiceLevel, ServiceLevelPolicy, Serv
 
 from .render import ORG, options, settings
 
-WAITING_STATES = ("Queued", "Queued2", "Transferred", "Reassigned")
+WAITING_STATES = names.DEFAULT_WAITING_STATES
 SL_FAMILIES = {f.name for f in (TARGET, BREACHED, AT_RISK, NEXT_BREACH, PICKUPS, PICKUP_WAIT)}
 OFFICE = BusinessCalendar(
     "Europe/London", tuple(((480, 1080),) if day < 5 else () for day in range(7))
@@ -53,7 +54,7 @@ def waiting_emails(n: int, work_types: int, now: float) -> list[Email]:
     return [
         Email(
             id=str(i),
-            state=WAITING_STATES[i % 4],
+            state=WAITING_STATES[i % len(WAITING_STATES)],
             email_type=types[(i // work_types) % 3],
             work_type_name=f"Work type {i % work_types}",
             queued_time=_iso(now - (i * 7919 % 86400)),

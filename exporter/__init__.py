@@ -1,3 +1,10 @@
-"""Prometheus exporter for the Alvaria Cloud EmailQueue API."""
+"""Prometheus exporter for the Alvaria Cloud EmailQueue API.
+
+The code is grouped by stage into subpackages, each importing only the stages below it; the
+README's layout table lists them, and each subpackage's docstring lists its modules.
+
+Modules:
+- ``__main__``: ``python -m exporter``, the command line of `exporter.app.main`
+"""
 
 __version__ = "0.1.0"

@@ -152,6 +152,44 @@ def _api_row(board: dash.Dashboard) -> None:
             width=12,
         )
     )
+    _api_limits(board)
+
+
+def _api_limits(board: dash.Dashboard) -> None:
+    """The API's own limits: its gateway's rate limit and its hosts' certificates (SPEC §11)."""
+    board.with_panel(
+        p.series(
+            "Gateway rate limit left",
+            "Requests left in the API gateway's rate-limit window on its last answer "
+            "(RateLimit-Remaining; dashed: RateLimit-Limit), per endpoint. The exporter waits "
+            "for the window's reset when a poll would not fit. Empty when the gateway sends no "
+            "rate-limit headers.",
+            "short",
+            p.query(
+                f"alvaria_emailqueue_api_rate_limit_remaining{{{X}}}", "{{org}} {{endpoint}} left"
+            ),
+            p.query(
+                f"alvaria_emailqueue_api_rate_limit_limit{{{X}}}",
+                "{{org}} {{endpoint}} limit",
+                "B",
+            ),
+            width=12,
+        ).override_by_query(**p.dashed("B"))
+    )
+    board.with_panel(
+        p.series(
+            "Certificate lifetime left",
+            "Time until the certificate the API (emails) and token hosts presented expires "
+            "(its notAfter). AlvariaEmailQueueCertificateExpiring fires under 14 days. A sudden "
+            "change means a re-issued certificate, or a TLS-inspecting proxy's.",
+            "s",
+            p.query(
+                f"alvaria_emailqueue_api_certificate_expiry_timestamp_seconds{{{X}}} - time()",
+                "{{org}} {{endpoint}}",
+            ),
+            width=12,
+        )
+    )
 
 
 def _data_row(board: dash.Dashboard) -> None:
@@ -206,28 +244,26 @@ def _fleet_row(board: dash.Dashboard) -> None:
     board.with_row(dash.Row("Fleet"))
     job = 'job=~"$job"'
     board.with_panel(
-        p.top_table(
+        p.merged_table(
             "Replicas and shards",
             "Per scraped replica: its shard, the number of shards it was configured with, how "
             "many organisations it polls, and whether its last configuration reload succeeded "
             "(1). Every replica must report the same total, and every shard below it must be "
             "listed (AlvariaEmailQueueShardingMismatch, AlvariaEmailQueueShardMissing).",
-            "none",
-            p.instant_table(
-                f"alvaria_emailqueue_shard_ordinal{{{job}}}"
-                f" or alvaria_emailqueue_total_shards{{{job}}}"
-                f" or alvaria_emailqueue_targets{{{job}}}"
-                f" or alvaria_emailqueue_config_last_reload_successful{{{job}}}"
-            ),
-            "value",
+            {
+                "shard": f"alvaria_emailqueue_shard_ordinal{{{job}}}",
+                "total_shards": f"alvaria_emailqueue_total_shards{{{job}}}",
+                "organisations": f"alvaria_emailqueue_targets{{{job}}}",
+                "reload ok": f"alvaria_emailqueue_config_last_reload_successful{{{job}}}",
+            },
         )
     )
     board.with_panel(
         p.series(
-            "Waiting for the API budget",
-            "Seconds per second that requests waited for the max_requests_per_second budget of "
-            "their API key, per organisation: near 1, polls are throttled by the budget rather "
-            "than by the API. Zero without a budget.",
+            "Waiting for the rate limit",
+            "Seconds per second that requests and polls waited for their API key's rate limit "
+            "(max_requests_per_second, or the gateway's rate-limit window until its reset), per "
+            "organisation: near 1, polls are throttled by the rate limit rather than by 429s.",
             "s",
             p.query(
                 f"{q.rate_sum('alvaria_emailqueue_rate_limit_wait_seconds_total', X, 'org')}"

@@ -95,6 +95,33 @@ def top_table(
     )
 
 
+def merged_table(title: str, description: str, columns: dict[str, str]) -> table.Panel:
+    """One row per series label set, one column per instant query (`columns`: name -> expr).
+
+    Each query is its own target, merged on their common labels: an `or` chain of series with
+    the same labels would keep only the first (`or` ignores the metric name).
+    """
+    refs = [chr(ord("A") + i) for i in range(len(columns))]
+    rename = {f"Value #{ref}": name for ref, name in zip(refs, columns, strict=True)}
+    organize = model.DataTransformerConfig(
+        id_val="organize",
+        options={"excludeByName": {"Time": True}, "renameByName": rename},
+    )
+    panel = (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .unit("none")
+        .datasource(DATASOURCE)
+        .span(12)
+        .height(8)
+    )
+    for ref, expr in zip(refs, columns.values(), strict=True):
+        panel = panel.with_target(instant_table(expr, ref))
+    merge = model.DataTransformerConfig(id_val="merge", options={})
+    return panel.with_transformation(merge).with_transformation(organize)
+
+
 def age_heatmap(title: str, description: str, target: prom.Dataquery) -> heatmap.Panel:
     """A heatmap of pre-bucketed ages (the exporter's gauge histogram)."""
     return (

@@ -194,6 +194,25 @@ def _label_overflow(config: Config) -> Rule:
     )
 
 
+def _certificate_expiring(config: Config) -> Rule:
+    expiry = q.raw(config, "api_certificate_expiry_timestamp_seconds")
+    days = config.certificate_expiry_days
+    return alert(
+        config,
+        "CertificateExpiring",
+        f"{expiry} - time() < {q.number(days * 86400)}",
+        "The certificate of the {{ $labels.endpoint }} host of organisation {{ $labels.org }} "
+        "expires in {{ $value | humanizeDuration }}",
+        f"""The certificate the {{{{ $labels.endpoint }}}} host of organisation
+        {{{{ $labels.org }}}} presented to {{{{ $labels.instance }}}} expires in
+        {{{{ $value | humanizeDuration }}}} (threshold {q.number(days)} days). Once it has
+        expired, every poll fails as `connection`; a certificate re-issued by a TLS-inspecting
+        proxy shows up here too.""",
+        config.health_uid,
+        ("job", "org"),
+    )
+
+
 def groups(config: Config) -> list[dict[str, Any]]:
     """The exporter alert group."""
     rules = [
@@ -204,5 +223,6 @@ def groups(config: Config) -> list[dict[str, Any]]:
         _rate_limited(config),
         _token_refresh_failing(config),
         _label_overflow(config),
+        _certificate_expiring(config),
     ]
     return [{"name": "alvaria-emailqueue.exporter", "rules": rules}]

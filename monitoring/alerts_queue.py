@@ -81,17 +81,17 @@ def _backlog_growing(config: Config) -> Any:
 def _not_draining(config: Config) -> Any:
     window = config.not_draining_window
     waiting = f"{r.WAITING}{{{q.alert_types(config)}}}"
-    departed = r.window_name("departures:increase", window)
+    picked = r.pickups(window)
     return _queue_alert(
         config,
         "NotDraining",
         f"(\n{waiting} >= {q.number(config.not_draining_min)}\nor\n(\n{waiting} > 0\nand\n"
         f"{r.OLDEST}\n> {config.not_draining_age_share!r} * {r.TARGET_SECONDS}\n)\n)\n"
-        f"unless\n{departed} > 0",
+        f"unless\n{picked} > 0",
         "{{ $value | humanize }} emails waiting in {{ $labels.work_type }} ({{ $labels.org }}), "
-        f"none left in {window}",
-        f"""{{{{ $value | humanize }}}} {WHERE} are waiting and none has left the queue in the
-        last {window}; the oldest has waited {_group_value(r.OLDEST + "{}", "humanizeDuration", "an unknown time")}
+        f"none picked up in {window}",
+        f"""{{{{ $value | humanize }}}} {WHERE} are waiting and no agent has picked one up in
+        the last {window}; the oldest has waited {_group_value(r.OLDEST + "{}", "humanizeDuration", "an unknown time")}
         of its {_group_value(r.TARGET_SECONDS + "{}", "humanizeDuration")} target.""",
     )
 
@@ -109,9 +109,9 @@ def _at_risk(config: Config) -> Any:
         "target within the warning window",
         f"""{{{{ $value | humanize }}}} waiting {WHERE} will breach their target of
         {_group_value(r.TARGET_SECONDS + "{}", "humanizeDuration")} within the warning window;
-        the next breach is due in {_group_value(
-            "min(alvaria_emailqueue_service_level_next_breach_timestamp_seconds{}) - time()",
-            "humanizeDuration")}. Pick them up now.""",
+        the next breach is at {_group_value(
+            "min(alvaria_emailqueue_service_level_next_breach_timestamp_seconds{})",
+            "humanizeTimestamp")}. Pick them up now.""",
     )  # fmt: skip
 
 

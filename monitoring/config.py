@@ -77,6 +77,10 @@ class Config:
     # Labels that identify one sharded deployment (all replicas of one StatefulSet). Add
     # "namespace" or "cluster" when one Prometheus scrapes several.
     fleet_labels: tuple[str, ...] = ("job",)
+    # AlvariaEmailQueueOrganisationLost: an organisation exported by some replica within this
+    # window and by none now. After removing an organisation on purpose the alert fires until
+    # its last sample is this old (silence it); a loss older than this is forgotten.
+    lost_window: str = "1h"
 
     # Used only when an older exporter does not export alvaria_emailqueue_poll_interval_seconds
     # / stale_after_seconds: the exporter's defaults. Newer exporters report their own values,
@@ -88,6 +92,9 @@ class Config:
     # Window in which poll errors are counted to name the reason of a failure, and to judge
     # AlvariaEmailQueueAuthFailing. Keep it above 2 x the longest poll_interval you use.
     reason_window: str = "5m"
+    # AlvariaEmailQueueCertificateExpiring: the certificate the API (or token) host presents
+    # expires within this many days (blackbox_exporter's usual threshold).
+    certificate_expiry_days: float = 14
 
     # Waiting emails per work type considered a high backlog (AlvariaEmailQueueBacklogHigh).
     # Overrides, e.g. Override(2000, (("work_type", "Campaigns"),)), are tried first.
@@ -99,8 +106,8 @@ class Config:
     backlog_growing_window: str = "30m"
     backlog_growing_min: float = 50
     backlog_growing_share: float = 0.5
-    # AlvariaEmailQueueNotDraining: no departure in `window` while at least `min` emails wait,
-    # or while the oldest waiting email has used up `age_share` of its service-level target.
+    # AlvariaEmailQueueNotDraining: no pickup (pickups_total) in `window` while at least `min`
+    # emails wait, or while the oldest waiting email has used up `age_share` of its target.
     not_draining_window: str = "30m"
     not_draining_min: float = 10
     not_draining_age_share: float = 0.5
@@ -143,9 +150,16 @@ class Config:
             # Token requests failing while the cached token still works: fix before it expires.
             "TokenRefreshFailing": AlertSettings("10m", "warning"),
             "LabelOverflow": AlertSettings("5m", "warning"),
-            # Replicas disagree during a rollout for a minute or two; 15m as kube-state-metrics.
-            "ShardingMismatch": AlertSettings("15m", "warning"),
-            "ShardMissing": AlertSettings("15m", "critical"),
+            # Organisations exported by no replica any more (a shard died or left service
+            # discovery): rides out a pod restart, and is shorter than ServiceLevelAtRisk's
+            # keep_firing_for, so it inhibits the organisation's alerts before they resolve.
+            "OrganisationLost": AlertSettings("1m30s", "critical"),
+            # Replicas disagree during a rollout for a minute or two (kube-state-metrics waits
+            # 15m; OrganisationLost pages for the organisations polled by nobody meanwhile).
+            "ShardingMismatch": AlertSettings("5m", "warning"),
+            "ShardMissing": AlertSettings("5m", "critical"),
+            # Weeks of warning: `for` only rides out a certificate being swapped.
+            "CertificateExpiring": AlertSettings("15m", "warning"),
             # The previous configuration keeps running; someone must read the error.
             "ConfigReloadFailed": AlertSettings("5m", "warning"),
             # Queue alerts keep firing 10m after their series vanish (stale_after), so the
@@ -153,25 +167,42 @@ class Config:
             "BacklogHigh": AlertSettings("15m", "warning", "10m"),
             "BacklogGrowing": AlertSettings("15m", "warning", "10m"),
             "NotDraining": AlertSettings("10m", "warning", "10m"),
-            # Pages before the breach: short `for` so the warning window is not used up waiting.
-            "ServiceLevelAtRisk": AlertSettings("1m", "critical", "10m"),
+            # Pages before the breach: a short `for`, so the warning window is not used up
+            # waiting (docs/alerts.md, "Effective warning"); keep_firing_for only bridges a scrape
+            # gap until OrganisationLost or DataStale take over, so it ends soon after the
+            # emails are picked up.
+            "ServiceLevelAtRisk": AlertSettings("30s", "critical", "2m"),
             "ServiceLevelBreached": AlertSettings("2m", "critical", "10m"),
         }
     )
 
-    # Where each alert's runbook_url points (a heading anchor per alert is appended).
+    # Where each alert's runbook_url points (a heading anchor per alert is appended): the Alerts
+    # page of the documentation site (mkdocs.yml's site_url + "alerts/"; docs/alerts.md).
     runbook_url: str = (
-        "https://github.com/alvaria-emailqueue-exporter/alvaria-emailqueue-exporter"
-        "/blob/main/deploy/prometheus/runbooks.md"
+        "https://alvaria-emailqueue-exporter.github.io/alvaria-emailqueue-exporter/alerts/"
     )
     # Your Grafana's base URL, for the dashboard_url annotation (the compose demo's by default).
     grafana_url: str = "http://localhost:3000"
     overview_uid: str = "alvaria-emailqueue-overview"
     health_uid: str = "alvaria-emailqueue-exporter-health"
-    # The Prometheus evaluation_interval and Alertmanager group_wait the timing table in
-    # runbooks.md assumes (the examples' values).
+    # The Prometheus scrape and evaluation intervals the timing tables in docs/alerts.md assume
+    # (deploy/prometheus/prometheus.yml's values).
+    scrape_interval: str = "30s"
     evaluation_interval: str = "30s"
+    # Alertmanager timing of the generated example routing (deploy/alertmanager/alertmanager.yml):
+    # every alert of this exporter...
     group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+    # ... except the service-level alerts, which have their own route: a short group_wait for a
+    # new group and a short group_interval for an alert joining a group already notified, so a
+    # warning is not held back (docs/alerts.md, "Effective warning").
+    service_level_group_wait: str = "10s"
+    service_level_group_interval: str = "30s"
+    # Group the service-level alerts per organisation (each notification lists the work types),
+    # or fleet-wide (per alert and work type, listing the organisations): one notification for
+    # a problem every organisation shares, instead of one per organisation.
+    service_level_group_by: tuple[str, ...] = ("alertname", "org")
 
     def alert(self, name: str) -> AlertSettings:
         """The settings of alert `name` (without the AlvariaEmailQueue prefix)."""

@@ -1,7 +1,8 @@
 """Write every generated monitoring file from `monitoring.config.CONFIG` (`make monitoring`).
 
 Outputs: the Prometheus rule files, the Prometheus Operator PrometheusRule, the Grafana
-dashboards, and a jsonnet-free mixin layout (`deploy/mixin/`: prometheus_rules.yaml,
+dashboards, the example Alertmanager configuration (with time intervals from the exporter
+configuration deploy/alertmanager/service-levels.example.yml), and a jsonnet-free mixin layout (`deploy/mixin/`: prometheus_rules.yaml,
 prometheus_alerts.yaml, dashboards_out/) that kube-prometheus users can vendor.
 `python -m monitoring.generate --check` exits 1 when a committed file is out of date.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from monitoring import alerts_exporter, alerts_fleet, alerts_queue, recording
+from monitoring import alertmanager, alerts_exporter, alerts_fleet, alerts_queue, recording
 from monitoring.config import CONFIG, Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,7 @@ def outputs(config: Config = CONFIG) -> dict[Path, str]:
     files[PROMETHEUS_RULE] = prometheusrule.render(
         prometheusrule.wrap(alerts["groups"] + rules["groups"])  # the rule files' sorted order
     )
+    files[alertmanager.PATH] = alertmanager.render(config)
     for name, text in _dashboards(config).items():
         files[DASHBOARD_DIR / name] = text
         files[MIXIN_DIR / "dashboards_out" / name] = text

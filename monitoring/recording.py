@@ -26,7 +26,7 @@ RATE_LIMITED = "org:alvaria_emailqueue_api_requests_rate_limited:ratio_rate5m"
 
 
 def window_name(kind: str, window: str) -> str:
-    """The name of a rule computed over `window`, e.g. `..._departures:increase30m`."""
+    """The name of a rule computed over `window`, e.g. `..._pickups:increase30m`."""
     return q.group_rule(f"{kind}{window}")
 
 
@@ -71,13 +71,6 @@ def _queue(config: Config) -> list[Rule]:
             q.one_replica(config, f"sum without (state) (rate({departures}[5m]))"),
         ),
         _rule(
-            window_name("departures:increase", config.not_draining_window),
-            q.one_replica(
-                config,
-                f"sum without (state) (increase({departures}[{config.not_draining_window}]))",
-            ),
-        ),
-        _rule(
             window_name("waiting_emails:deriv", config.backlog_growing_window),
             f"deriv({WAITING}[{config.backlog_growing_window}])",
         ),
@@ -116,17 +109,21 @@ def _service_level(config: Config) -> list[Rule]:
     total = q.raw(config, "pickups_total")
     missed = q.raw(config, "pickups_total", 'service_level="missed"')
     rules = []
-    for window in burn_windows(config):
+    windows = burn_windows(config)
+    # NotDraining's window too: "no pickup in 30m" (pickups, not emails leaving the list).
+    for window in sorted({*windows, config.not_draining_window}, key=seconds):
 
         def per_group(series: str, function: str, window: str = window) -> str:
             inner = f"sum without (service_level) ({function}({series}[{window}]))"
             return q.one_replica(config, inner)
 
-        rules.append(
-            _rule(
-                missed_ratio(window), f"{per_group(missed, 'rate')}\n/\n{per_group(total, 'rate')}"
+        if window in windows:
+            rules.append(
+                _rule(
+                    missed_ratio(window),
+                    f"{per_group(missed, 'rate')}\n/\n{per_group(total, 'rate')}",
+                )
             )
-        )
         rules.append(_rule(pickups(window), per_group(total, "increase")))
     return rules
 

@@ -23,6 +23,11 @@ def _query(expr: str, match: str, args: str) -> str:
     return f'query (printf "{expr}" {args})'
 
 
+def query(expr: str, args: str) -> str:
+    """A `query` of `expr` whose `%q` verbs `args` (alert labels) fill; quotes are escaped."""
+    return _query(expr, "", args)
+
+
 def target_query(expr: str) -> str:
     """A `query` of `expr` for the alert's exporter target (`{}` = its matchers)."""
     return _query(expr, _TARGET_MATCH, _TARGET_ARGS)

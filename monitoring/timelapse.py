@@ -34,6 +34,12 @@ def time_lapse(config: Config, factor: float) -> Config:
             name: AlertSettings(d(a.for_), a.severity, d(a.keep_firing_for))
             for name, a in config.alerts.items()
         },
+        lost_window=d(config.lost_window),
+        scrape_interval=d(config.scrape_interval),
         evaluation_interval=d(config.evaluation_interval),
         group_wait=d(config.group_wait),
+        group_interval=d(config.group_interval),
+        repeat_interval=d(config.repeat_interval),
+        service_level_group_wait=d(config.service_level_group_wait),
+        service_level_group_interval=d(config.service_level_group_interval),
     )

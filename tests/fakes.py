@@ -1,11 +1,15 @@
-"""Small helpers shared by the tests: a settable clock, a recording sleep, a token provider, ports."""
+"""Small helpers shared by the tests: a settable clock, a recording sleep, a token provider,
+ports, and waiting on a condition."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Clock:
@@ -53,3 +57,15 @@ async def until(condition: Callable[[], bool], within: float = 5.0, step: float 
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(step)  # a bounded wait for the condition, not a timing assumption
+
+
+async def wait_for(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float) -> T:
+    """The first value of `probe` that is `ok`, asked every 0.1 s for at most `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last: {value!r})")
+        await asyncio.sleep(0.1)

@@ -1,4 +1,4 @@
-"""Exporter processes over a multi-organisation simulator, for the shard, reload and budget tests."""
+"""Exporter processes over a multi-organisation simulator, for the shard, reload and rate-limit tests."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from exporter.simulator.app import SIMULATOR, Simulator
-from tests.fakes import free_port
-from tests.test_integration import wait_for
+from tests.fakes import free_port, wait_for
 
 SECRET = "sim-secret"
 

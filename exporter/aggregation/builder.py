@@ -90,7 +90,7 @@ class SnapshotBuilder:
         self._previous = previous
         # Series spent before any pair is placed: the exporter's own, state transitions.
         self._reserved = reserved
-        self._budget = SeriesBudget(
+        self._limiter = SeriesBudget(
             options.max_series, options.series_cost, options.zero_fill_states
         )
         self._groups = Groups(
@@ -213,7 +213,7 @@ class SnapshotBuilder:
             use.states.add(group.key[0])
             if group.oldest != math.inf:
                 use.dated.add(group.key[0])
-        folds, spent = self._budget.plan_pairs(uses, live, self._reserved)
+        folds, spent = self._limiter.plan_pairs(uses, live, self._reserved)
         if folds:
             rekey = groups.fold_pairs(folds, self._carried)
             for pair in folds:
@@ -222,9 +222,9 @@ class SnapshotBuilder:
             for email_id, key in memberships.items():
                 if key in rekey:
                     memberships[email_id] = rekey[key]
-        room = self._budget.limit - self._reserved - spent
+        room = self._limiter.limit - self._reserved - spent
         previous_agents = self._previous.agents if self._previous else {}
-        agent_folds = self._budget.plan_agents(self._agent_counts, previous_agents, room)
+        agent_folds = self._limiter.plan_agents(self._agent_counts, previous_agents, room)
         for agent, target in agent_folds.items():
             self._agent_counts[target] += self._agent_counts.pop(agent)
             groups.fold("agent", agent[0])

@@ -31,7 +31,8 @@ from exporter.domain.names import OTHER
 
 CATCH_ALL: PairKey = (OTHER, OTHER)
 # The exporter's own series per organisation besides its request counters and transitions (up,
-# polls, errors by reason, two request-duration histograms, invalid and overflow counters...),
+# polls, errors by reason, two request-duration histograms, invalid and overflow counters, the
+# API's rate-limit and certificate gauges per endpoint...),
 # reserved before any pair is placed; tests hold the exported count under it.
 OWN_SERIES = 80
 

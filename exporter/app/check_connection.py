@@ -32,6 +32,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from exporter.app.findings import (
+    connect_hint,
     cut,
     page_hint,
     page_notes,
@@ -150,7 +151,7 @@ class Diagnosis:
         except TimeoutError:
             return Step(name, "FAIL", f"{host}: timed out{via}")
         except OSError as exc:
-            hint = "" if proxy else "; check region, token_url and api_url (README: regions)"
+            hint = "" if proxy else "; check region, token_url and api_url (docs: regions)"
             return Step(name, "FAIL", f"{host}: {exc.strerror or type(exc).__name__}{via}{hint}")
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         more = f" (+{len(addresses) - 3} more)" if len(addresses) > 3 else ""
@@ -179,11 +180,12 @@ class Diagnosis:
             return Step(name, "FAIL", f"{host}:{port}: TLS: {detail}{hint}")
         except ssl.SSLError as exc:
             detail = exc.reason or type(exc).__name__
-            return Step(name, "FAIL", f"{host}:{port}: TLS handshake failed: {detail}")
+            hint = connect_hint(detail)
+            return Step(name, "FAIL", f"{host}:{port}: TLS handshake failed: {detail}; {hint}")
         except OSError as exc:
             # asyncio's message names the address again; the errno says what happened.
             reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
-            return Step(name, "FAIL", f"{host}:{port}: {reason}")
+            return Step(name, "FAIL", f"{host}:{port}: {reason}; {connect_hint(reason)}")
         try:
             if not tls:
                 return Step(name, "ok", f"{host}:{port}, plain http (no TLS)")

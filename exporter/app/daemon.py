@@ -36,7 +36,7 @@ from exporter.polling.poller import Poller
 from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
-from exporter.upstream.ratelimit import Limiter
+from exporter.upstream.ratelimit import OrgLane
 from exporter.upstream.targets import configured_secrets, upstream_ssl
 from exporter.web.access import LiveWebConfig
 from exporter.web.connections import (
@@ -108,7 +108,7 @@ class Daemon:
         await self.reloader.reload(trigger)
 
     def _poller(
-        self, target: TargetSettings, cfg: Settings, state: OrgState, limiter: Limiter | None
+        self, target: TargetSettings, cfg: Settings, state: OrgState, limiter: OrgLane | None
     ) -> Poller:
         return build_poller(target, cfg, self._session, state, upstream_ssl(cfg), limiter=limiter)
 

@@ -39,6 +39,23 @@ def token_warnings(decoded: TokenResponse) -> list[str]:
     return [problem] if problem else []
 
 
+def connect_hint(problem: str) -> str:
+    """What to check when a connection failed: `problem` is the OS reason or the TLS reason."""
+    text = problem.lower()
+    if "wrong_version_number" in text or "record layer failure" in text:
+        return "the port answered plain HTTP, not TLS: check the URL's scheme (https://) and port"
+    if "refused" in text:
+        return (
+            "nothing accepts connections there: check the URL's port and the firewall, or set "
+            "HTTPS_PROXY when the way out is through a proxy"
+        )
+    if "unreachable" in text or "no route" in text:
+        return "no network route to the host: check the firewall, or set HTTPS_PROXY (NO_PROXY)"
+    if "reset" in text:
+        return "the connection was cut: a firewall or proxy in between; set HTTPS_PROXY if needed"
+    return "check the URL's scheme and port, the firewall and any proxy (HTTPS_PROXY, NO_PROXY)"
+
+
 def token_hint(exc: PollError, realm: str, scope: str) -> str:
     """What to check when the token request failed."""
     if exc.reason == "auth" and "token_type" in str(exc):

@@ -19,6 +19,7 @@ from exporter.app.signals import Interrupted, cancel_on_signals, ignore_until_ha
 from exporter.app.wiring import config_loader
 from exporter.domain.errors import ConfigError
 from exporter.domain.scrub import remember_secrets
+from exporter.fleet.shards import owned
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
 from exporter.upstream.targets import configured_secrets
@@ -61,6 +62,17 @@ async def _check_connection(cfg: Settings) -> int:
         return await check_connection(cfg, sys.stdout.write)
 
 
+def shard_summary(cfg: Settings) -> str:
+    """With several shards, the organisations this one polls, as YAML comments for --check-config."""
+    if cfg.total_shards == 1:
+        return ""
+    mine = owned(cfg.targets, cfg.shard, cfg.total_shards, lambda t: t.api_key.get_secret_value())
+    head = f"# shard {cfg.shard} of {cfg.total_shards} polls {len(mine)} of {len(cfg.targets)}"
+    lines = [f"{head} organisation(s) (grouped by api_key):"]
+    lines += [f"#   - {target.org_id}" for target in mine]
+    return "\n".join(lines) + "\n"
+
+
 def _config_error(exc: ConfigError) -> int:
     """Exit code 2, after one line per invalid setting."""
     for error in exc.all:
@@ -84,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {__version__}")
         return 0
     if invocation.mode == "check_config":
-        print(settings.masked_dump(cfg), end="")
+        print(settings.masked_dump(cfg, invocation.sources), end="")
+        print(shard_summary(cfg), end="")
         for note in (*invocation.notes, *settings.advice(cfg)):
             print(f"{PROG}: warning: {note}", file=sys.stderr)
         return 0

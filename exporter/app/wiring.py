@@ -25,7 +25,7 @@ from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
 from exporter.upstream.client import EmailQueueClient
-from exporter.upstream.ratelimit import Limiter
+from exporter.upstream.ratelimit import OrgLane, RequestRateLimiter
 from exporter.upstream.targets import client_options, token_provider
 from exporter.upstream.transport import HttpTransport, RetryPolicy, Sleep
 from exporter.web.landing import PageInfo
@@ -57,9 +57,19 @@ def build_poller(
     *,
     clock: Callable[[], float] = time.time,
     sleep: Sleep = asyncio.sleep,
-    limiter: Limiter | None = None,
+    limiter: OrgLane | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Poller:
-    """One organisation's transport, token provider, client and poller."""
+    """One organisation's transport, token provider, client and poller; `limiter` is its share
+    of its API key's rate limit (a key of its own when None)."""
+    if limiter is None:
+        limiter = RequestRateLimiter(None, clock=clock).lane(
+            target.org_id,
+            state.observe_rate_limit_wait,
+            max_wait=cfg.stale_after,
+            sleep=sleep,
+            monotonic=monotonic,
+        )
     transport = HttpTransport(
         session,
         limiter=limiter,
@@ -71,6 +81,8 @@ def build_poller(
             max_retries=cfg.max_retries, max_retry_after=min(60.0, cfg.poll_interval)
         ),
         observer=state.observe_request,
+        on_limits=state.observe_limits,
+        on_certificate=state.observe_certificate,
         sleep=sleep,
         clock=clock,
         ssl=ssl_context,
@@ -86,7 +98,17 @@ def build_poller(
     )
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
     options = aggregation_options(cfg, target)
-    return Poller(state, client, auth, options=options, timing=timing, clock=clock, sleep=sleep)
+    return Poller(
+        state,
+        client,
+        auth,
+        options=options,
+        timing=timing,
+        clock=clock,
+        monotonic=monotonic,
+        sleep=sleep,
+        pacer=limiter,
+    )
 
 
 def queue_collector(

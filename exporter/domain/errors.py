@@ -97,38 +97,66 @@ class PollError(ExporterError):
 
 
 class AuthError(PollError):
+    """Credentials refused: the token endpoint answered 401 or 403 or an OAuth2 refusal
+    (invalid_client, invalid_scope), a 200 without a usable token, or the API answered 403, or
+    401 even after a fresh token."""
+
     reason = "auth"
 
 
 class RateLimitedError(PollError):
+    """The API or the token endpoint answered 429 after every retry, or asked to wait
+    (Retry-After) longer than the poll may."""
+
     reason = "rate_limited"
 
 
 class ClientHTTPError(PollError):
+    """Another 4xx: 404 (unknown organisation, wrong api_url or token_url), 400 (a filter
+    refused) ..."""
+
     reason = "http_4xx"
 
 
 class ServerHTTPError(PollError):
+    """A 5xx after every retry (an HTML error page included)."""
+
     reason = "http_5xx"
 
 
 class OtherHTTPError(PollError):
+    """A 1xx or 3xx from the API or the token endpoint: redirects are never followed (they would
+    carry the credentials elsewhere), so api_url or token_url points at the wrong place."""
+
     reason = "http_other"
 
 
 class RequestTimeoutError(PollError):
+    """A request took longer than request_timeout, or the poll its deadline of 3 x
+    poll_interval."""
+
     reason = "timeout"
 
 
 class ConnectionFailedError(PollError):
+    """No answer: DNS, connection refused or reset, TLS failure, a body shorter than its
+    Content-Length. Failures of the token endpoint keep this reason: they are not `auth`."""
+
     reason = "connection"
 
 
 class DecodeError(PollError):
+    """The answer is not a usable email list: not JSON, the wrong shape, too large
+    (max_response_bytes), invalid UTF-8, nested too deep, a 204 or another 2xx without a JSON
+    body."""
+
     reason = "decode"
 
 
 class InconsistentError(PollError):
+    """Paging that does not add up: more than max_pages pages, an empty first page while
+    totalItems > 0, a short page with items after it, more items than maxResults."""
+
     reason = "inconsistent"
 
 

@@ -45,6 +45,13 @@ POLL_INTERVAL: Final = f"{PREFIX}_poll_interval_seconds"
 STALE_AFTER: Final = f"{PREFIX}_stale_after_seconds"
 SERIES: Final = f"{PREFIX}_series"
 
+# The API's own limits (SPEC §11): its rate-limit headers, per org and endpoint, and the expiry of
+# the certificate its host presented
+API_RATE_LIMIT_LIMIT: Final = f"{PREFIX}_api_rate_limit_limit"
+API_RATE_LIMIT_REMAINING: Final = f"{PREFIX}_api_rate_limit_remaining"
+API_RATE_LIMIT_RESET: Final = f"{PREFIX}_api_rate_limit_reset_timestamp_seconds"
+API_CERTIFICATE_EXPIRY: Final = f"{PREFIX}_api_certificate_expiry_timestamp_seconds"
+
 # The exporter's own HTTP server (exporter/web/connections.py)
 HTTP_CONNECTIONS: Final = f"{PREFIX}_http_connections"
 HTTP_MAX_CONNECTIONS: Final = f"{PREFIX}_http_max_connections"
@@ -59,7 +66,7 @@ CONNECTION_REJECT_REASONS: Final[tuple[str, ...]] = (
     "write_timeout",
 )
 
-# Fleet: shards, reload and the per-key request budget (SPEC §8)
+# Fleet: shards, reload and the per-key request rate limit (SPEC §8)
 SHARD_ORDINAL: Final = f"{PREFIX}_shard_ordinal"
 TOTAL_SHARDS: Final = f"{PREFIX}_total_shards"
 TARGETS: Final = f"{PREFIX}_targets"

@@ -1,6 +1,6 @@
 """The running set of pollers, and how a new configuration replaces it.
 
-`plan(settings)` builds everything a configuration needs (sharding, pollers, request budgets)
+`plan(settings)` builds everything a configuration needs (sharding, pollers, rate limiters)
 without touching what runs, and may run in a worker thread; `apply(plan)` then swaps it in
 synchronously, with no `await` in between, so a scrape sees either the old set of organisations
 or the new one, never a mix.
@@ -29,9 +29,9 @@ from exporter.fleet import shards
 from exporter.polling.poller import Poller
 from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
-from exporter.upstream.ratelimit import Limiter, RequestBudget
+from exporter.upstream.ratelimit import OrgLane, RequestRateLimiter
 
-BuildPoller = Callable[[TargetSettings, Settings, OrgState, Limiter | None], Poller]
+BuildPoller = Callable[[TargetSettings, Settings, OrgState, OrgLane | None], Poller]
 # Settings that never change how a poller is built or what it produces.
 _NOT_POLLER = {"targets", "listen_address", "log_level", "log_format", "config_file"}
 _NOT_POLLER |= {"web_config_file", "shard", "total_shards", "max_requests_per_second"}
@@ -64,11 +64,12 @@ def _named(orgs: list[str]) -> str:
     return ", ".join(orgs[:_NAMED]) + more
 
 
-def budget_warnings(cfg: Settings, sizes: dict[bytes, list[tuple[str, int]]]) -> list[str]:
-    """Request budgets that cannot fit one poll of every organisation of their key.
+def rate_limit_warnings(cfg: Settings, sizes: dict[bytes, list[tuple[str, int]]]) -> list[str]:
+    """Rate limits (max_requests_per_second) that cannot fit one poll of every organisation of
+    their key.
 
     `sizes` maps a key's fingerprint to its organisations and the requests each needs per poll
-    (its last poll's, else 1). Such a budget stretches every poll beyond poll_interval, or cuts
+    (its last poll's, else 1). Such a limit stretches every poll beyond poll_interval, or cuts
     it at the poll deadline (then it fails as rate_limited).
     """
     rate = cfg.max_requests_per_second
@@ -91,7 +92,7 @@ def budget_warnings(cfg: Settings, sizes: dict[bytes, list[tuple[str, int]]]) ->
 @dataclass(slots=True)
 class _Runner:
     target: TargetSettings
-    key: bytes  # fingerprint of the API key: which request budget the poller shares
+    key: bytes  # fingerprint of the API key: which rate limiter the poller shares
     poller: Poller
     start_delay: float = 0.0
     task: asyncio.Task[None] | None = None
@@ -105,13 +106,13 @@ class Plan:
 
     settings: Settings
     runners: dict[str, _Runner]
-    budgets: dict[bytes, RequestBudget]
+    limiters: dict[bytes, RequestRateLimiter]
     poller_settings: tuple[object, ...] = ()
     kept: tuple[str, ...] = ()
     rebuilt: tuple[str, ...] = ()
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
-    # Request budgets too small for one poll of their organisations (logged when applied).
+    # Rate limits too low for one poll of their organisations (logged when applied).
     warnings: tuple[str, ...] = ()
 
 
@@ -125,7 +126,7 @@ class Fleet:
         default_factory=lambda: structlog.get_logger("exporter.fleet.pollers")
     )
     _runners: dict[str, _Runner] = field(default_factory=dict)
-    _budgets: dict[bytes, RequestBudget] = field(default_factory=dict)
+    _limiters: dict[bytes, RequestRateLimiter] = field(default_factory=dict)
     _poller_settings: tuple[object, ...] | None = None
     _running: bool = False
     _dead: asyncio.Event | None = None
@@ -145,7 +146,7 @@ class Fleet:
         )
         poller_settings = _poller_settings(cfg)
         same = poller_settings == self._poller_settings  # compared once, not per organisation
-        budgets: dict[bytes, RequestBudget] = {}
+        limiters: dict[bytes, RequestRateLimiter] = {}
         sizes: dict[bytes, list[tuple[str, int]]] = {}
         runners: dict[str, _Runner] = {}
         kept: list[str] = []
@@ -153,8 +154,10 @@ class Fleet:
         added: list[str] = []
         for target in targets:
             key = shards.key_fingerprint(target.api_key.get_secret_value())
-            if key not in budgets:
-                budgets[key] = self._budgets.get(key) or RequestBudget(cfg.max_requests_per_second)
+            if key not in limiters:
+                limiters[key] = self._limiters.get(key) or RequestRateLimiter(
+                    cfg.max_requests_per_second
+                )
             old = self._runners.get(target.org_id)
             last_size = old.poller.requests_last_poll if old is not None else None
             sizes.setdefault(key, []).append((target.org_id, last_size or 1))
@@ -164,7 +167,9 @@ class Fleet:
                 continue
             carried = old if old is not None and _query(old.target) == _query(target) else None
             state = carried.poller.state if carried is not None else OrgState(target.org_id)
-            lane = budgets[key].lane(target.org_id, state.observe_rate_limit_wait)
+            lane = limiters[key].lane(
+                target.org_id, state.observe_rate_limit_wait, max_wait=cfg.stale_after
+            )
             poller = self.build(target, cfg, state, lane)
             runners[target.org_id] = _Runner(target, key, poller, replaces=carried)
             (rebuilt if old is not None else added).append(target.org_id)
@@ -173,8 +178,8 @@ class Fleet:
             runner.start_delay = delay
         removed = tuple(org for org in self._runners if org not in runners)
         return Plan(
-            cfg, runners, budgets, poller_settings, tuple(kept), tuple(rebuilt), tuple(added),
-            removed, tuple(budget_warnings(cfg, sizes)),
+            cfg, runners, limiters, poller_settings, tuple(kept), tuple(rebuilt), tuple(added),
+            removed, tuple(rate_limit_warnings(cfg, sizes)),
         )  # fmt: skip
 
     def apply(self, plan: Plan) -> list[asyncio.Task[None]]:
@@ -191,19 +196,19 @@ class Fleet:
             for old in self._runners.values()
             if old.task is not None and id(old.task) not in running
         ]
-        for budget in plan.budgets.values():
-            budget.set_rate(plan.settings.max_requests_per_second)
+        for limiter in plan.limiters.values():
+            limiter.set_rate(plan.settings.max_requests_per_second)
         self.store.replace({org: runner.poller.state for org, runner in plan.runners.items()})
         self.store.fleet.shard = plan.settings.shard
         self.store.fleet.total_shards = plan.settings.total_shards
         self.store.configured = True
         self._runners = dict(plan.runners)
-        self._budgets = dict(plan.budgets)
+        self._limiters = dict(plan.limiters)
         self._poller_settings = plan.poller_settings
         for task in stopped:
             task.cancel()
         for warning in plan.warnings:
-            self.logger.warning("request_budget_too_small", problem=warning)
+            self.logger.warning("rate_limit_too_low", problem=warning)
         if self._running:
             self._start_all()
         return stopped

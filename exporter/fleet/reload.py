@@ -2,7 +2,7 @@
 
 The order is the one Prometheus' own reload lacks: the YAML file, its secret files and the web
 config file are read and validated, the complete new state is built (sharding, pollers, request
-budgets, collector), and only then is it swapped in, in one synchronous step. Any error before
+rate limiters, collector), and only then is it swapped in, in one synchronous step. Any error before
 the swap leaves everything as it was (the last good configuration keeps running), sets
 `config_last_reload_successful` to 0 and is logged and returned as one line.
 

@@ -1,8 +1,9 @@
 """Where this build came from, for `alvaria_emailqueue_exporter_build_info` and the landing page.
 
 The source revision is a one-line text file, ``exporter/REVISION``, written into the package
-when it is built (the image build writes its ``REVISION`` argument there); without it, or with
-anything but a plain revision in it, the revision is ``unknown``.
+when it is built (the image build writes its ``REVISION`` argument there). Without it, a package
+run from a git checkout (an editable install, `make demo`) asks ``git describe`` once, bounded in
+time and output; otherwise, or with anything but a plain revision, the revision is ``unknown``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import functools
 import platform
 import re
+import shutil
+import subprocess
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 
 from exporter import __version__
 
@@ -37,10 +41,37 @@ def read_revision(package: Traversable) -> str:
     return parse_revision(text)
 
 
+def describe_checkout(root: Path, timeout: float = 2.0) -> str:
+    """`git describe --always --dirty --tags` of the checkout at `root`, or `unknown`.
+
+    Asked only when `root` holds a `.git` (a checkout, not an installed copy), with a time limit;
+    the answer goes through `parse_revision` like the file's.
+    """
+    git = shutil.which("git")
+    if git is None or not (root / ".git").exists():
+        return UNKNOWN
+    try:
+        result = subprocess.run(  # noqa: S603 - a fixed command, no shell
+            [git, "-C", str(root), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN
+    if result.returncode != 0:
+        return UNKNOWN
+    return parse_revision(result.stdout[:256].decode("utf-8", "replace"))
+
+
 @functools.cache
 def revision() -> str:
-    """The source revision this package was built from, read once."""
-    return read_revision(resources.files("exporter"))
+    """The source revision this package was built from (or its checkout's), found once."""
+    package = resources.files("exporter")
+    found = read_revision(package)
+    if found == UNKNOWN and isinstance(package, Path):
+        found = describe_checkout(package.parent)
+    return found
 
 
 def labels() -> tuple[str, str, str]:

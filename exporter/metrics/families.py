@@ -2,19 +2,26 @@
 
 A `Family` is a name, a type, a HELP text and label names, declared once at module level. At
 scrape time a collector's `blocks()` takes a fresh `Block` from each family and fills it with
-series; `exporter.metrics.textformat` turns the blocks into text 0.0.4 or OpenMetrics 1.0 in a worker
-thread. Declaring and filling a family, all in `collector.py`::
+series; `exporter.metrics.textformat` turns the blocks into text 0.0.4 or OpenMetrics 1.0 in a
+worker thread. Declaring and filling families, as `exporter.metrics.queue` does (a test runs this)::
 
-    PICKUPS = Family.counter(names.PICKUPS, "Picked-up emails.", "org", "work_type", "service_level")
-    WAITING = Family.gaugehistogram(names.WAITING_EMAIL_AGE, "Waiting ages.", "org", "work_type")
+    >>> from exporter.domain import names
+    >>> EMAILS = Family.gauge(names.EMAILS, "Emails.", "org", "state", per="group")
+    >>> emails = EMAILS.block()
+    >>> emails.add(("acme", "Queued"), 12)  # one series: label values, value
+    >>> emails.add_all(("beta",), {"Queued": 3, "Active": 1})  # a series per key: prefix + key
+    >>> list(emails.items())
+    [(('acme', 'Queued'), 12), (('beta', 'Queued'), 3), (('beta', 'Active'), 1)]
+    >>> AGES = Family.gaugehistogram(names.WAITING_EMAIL_AGE, "Ages.", "org", "work_type")
+    >>> ages = AGES.block(buckets=(60.0, 300.0))  # histograms: bounds given, +Inf implied
+    >>> def histogram(seconds):  # cumulative counts per bound, then +Inf; and the sum
+    ...     counts = [sum(s <= bound for s in seconds) for bound in (60.0, 300.0)]
+    ...     return [*counts, len(seconds)], sum(seconds)
+    >>> ages.add_all(("acme",), {"Billing": (30.0, 100.0, 900.0)}, histogram)
+    >>> list(ages.items())
+    [(('acme', 'Billing'), ([1, 2, 3], 1030.0))]
 
-    def blocks(self) -> Iterator[Block]:                    # QueueCollector.blocks
-        pickups = PICKUPS.block()
-        pickups.add(("acme", "Billing", "met"), 12)         # one series: label values, value
-        pickups.add_all(("acme",), dict(state.pickups))     # a series per key: prefix + key -> value
-        waiting = WAITING.block(buckets=(60.0, 300.0))      # histograms: bounds, +Inf implied
-        waiting.add_all(("acme",), snap.waiting, lambda ages: (ages.cumulative(now), ages.sum(now)))
-        yield from (pickups, waiting)
+A collector's `blocks()` yields such blocks.
 
 Rules that keep scrapes cheap and safe:
 
@@ -31,9 +38,10 @@ Rules that keep scrapes cheap and safe:
 - Each family is yielded at most once per scrape.
 - Histogram values are `(cumulative counts, one per bound plus +Inf, sum)`.
 
-Collectors with `blocks()` registered in a `Registry` (`main.build_registry`) take this path;
-any other collector registered there (ProcessCollector, GCCollector, PlatformCollector…) is
-collected in the render thread and written by prometheus_client's own exposition.
+Collectors with `blocks()` registered in a `Registry` (`exporter.app.wiring.build_registry`) take
+this path; any other collector registered there (ProcessCollector, GCCollector,
+PlatformCollector…) is collected in the render thread and written by prometheus_client's own
+exposition.
 
 Every family with an `org` label is countable per organisation without rendering it:
 `series_by_org(blocks)` counts the samples (histogram buckets, `_count` and `_sum` included)

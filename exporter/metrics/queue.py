@@ -75,12 +75,38 @@ TOKEN_EXPIRY = Family.gauge(
 )
 RATE_LIMIT_WAIT = Family.counter(
     names.RATE_LIMIT_WAIT,
-    "Seconds requests waited for the max_requests_per_second budget of their API key.",
+    "Seconds requests and polls waited for their API key's rate limit: max_requests_per_second, "
+    "or the gateway's announced rate limit until its reset.",
     "org",
+)
+API_RATE_LIMIT_LIMIT = Family.gauge(
+    names.API_RATE_LIMIT_LIMIT,
+    "Requests per window the API's gateway allows the key (RateLimit-Limit), by endpoint.",
+    "org",
+    "endpoint",
+)
+API_RATE_LIMIT_REMAINING = Family.gauge(
+    names.API_RATE_LIMIT_REMAINING,
+    "Requests left in the gateway's window on its last answer (RateLimit-Remaining).",
+    "org",
+    "endpoint",
+)
+API_RATE_LIMIT_RESET = Family.gauge(
+    names.API_RATE_LIMIT_RESET,
+    "Unix time at which the gateway's window resets, from its last answer (RateLimit-Reset).",
+    "org",
+    "endpoint",
+)
+API_CERTIFICATE_EXPIRY = Family.gauge(
+    names.API_CERTIFICATE_EXPIRY,
+    "Unix time of the notAfter of the certificate the API (or token) host presented on the last "
+    "TLS connection.",
+    "org",
+    "endpoint",
 )
 RATE_LIMIT_OVERRUNS = Family.counter(
     names.RATE_LIMIT_OVERRUNS,
-    "Polls that took longer than poll_interval while waiting for the request budget.",
+    "Polls that took longer than poll_interval while waiting for the request rate limit.",
     "org",
 )
 POLL_INTERVAL = Family.gauge(
@@ -186,6 +212,7 @@ class QueueCollector(Collector):
         live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
         blocks = [
             *self._exporter_blocks(states),
+            *self._limit_blocks(states),
             *self._timing_blocks(states),
             *self._flow_blocks(states),
             *self._queue_blocks(live, now),
@@ -210,7 +237,7 @@ class QueueCollector(Collector):
             LABEL_OVERFLOW.block(),
             TOKEN_EXPIRY.block(),
         )
-        budget_wait, overruns = RATE_LIMIT_WAIT.block(), RATE_LIMIT_OVERRUNS.block()
+        rate_limit_wait, overruns = RATE_LIMIT_WAIT.block(), RATE_LIMIT_OVERRUNS.block()
         for s in states:
             org = s.org
             up.add((org,), 1 if s.up else 0)
@@ -234,10 +261,26 @@ class QueueCollector(Collector):
                 overflow.add((org, label), s.overflow[label])
             if s.token_expiry is not None:
                 expiry.add((org,), s.token_expiry)
-            budget_wait.add((org,), s.rate_limit_wait)
-            overruns.add((org,), s.budget_overruns)
+            rate_limit_wait.add((org,), s.rate_limit_wait)
+            overruns.add((org,), s.rate_limit_overruns)
         yield from (up, success, duration, polls, errors, requests, latency, reported)
-        yield from (duplicates, invalid, overflow, expiry, budget_wait, overruns)
+        yield from (duplicates, invalid, overflow, expiry, rate_limit_wait, overruns)
+
+    def _limit_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+        """The API's own limits: absent until an answer carried them (a TLS one, for the cert)."""
+        limit, remaining = API_RATE_LIMIT_LIMIT.block(), API_RATE_LIMIT_REMAINING.block()
+        reset, expiry = API_RATE_LIMIT_RESET.block(), API_CERTIFICATE_EXPIRY.block()
+        for s in states:
+            for endpoint, said in sorted(s.rate_limits.items()):
+                if said.limit is not None:
+                    limit.add((s.org, endpoint), said.limit)
+                if said.remaining is not None:
+                    remaining.add((s.org, endpoint), said.remaining)
+                if said.reset_at is not None:
+                    reset.add((s.org, endpoint), said.reset_at)
+            for endpoint, not_after in sorted(s.certificate_expiry.items()):
+                expiry.add((s.org, endpoint), not_after)
+        yield from (limit, remaining, reset, expiry)
 
     def _timing_blocks(self, states: list[OrgState]) -> Iterator[Block]:
         """The configured timing, so alert rules can adapt their windows to it."""

@@ -27,9 +27,9 @@ from exporter.polling.store import Counted, OrgState
 from exporter.settings.checks import DEADLINE_FACTOR
 from exporter.upstream.auth import TokenProvider
 from exporter.upstream.client import Page
+from exporter.upstream.ratelimit import Pace
 from exporter.upstream.transport import Sleep
 
-MAX_RETRY_AFTER = 3600.0
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 # Pages up to this many emails and bytes are aggregated on the loop (a few ms at most); larger
@@ -56,6 +56,20 @@ class PageSource(Protocol):
     """Where a poll's pages come from (the API client, or a fake in tests)."""
 
     def pages(self) -> AsyncGenerator[Page, None]: ...
+
+
+class PollPacer(Protocol):
+    """The organisation's share of its API key's rate limit (`upstream.ratelimit.OrgLane`)."""
+
+    def pace(self, need: int) -> Pace | None:
+        """Whether a poll of `need` requests must wait for the gateway's window to reset."""
+        ...
+
+    def start_poll(self, seconds: float) -> None:
+        """No wait inside the poll that starts now may outlast `seconds`."""
+        ...
+
+    def end_poll(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,7 @@ class Poller:
         cpu_clock: Callable[[], float] = time.process_time,
         sleep: Sleep = asyncio.sleep,
         logger: structlog.typing.FilteringBoundLogger | None = None,
+        pacer: PollPacer | None = None,
     ) -> None:
         self.state = state
         self._client = client
@@ -115,46 +130,90 @@ class Poller:
         self._cpu_clock = cpu_clock
         self._sleep = sleep
         self._log = logger or structlog.get_logger("exporter.polling.poller")
+        self._pacer = pacer
         self._rate_limited_in_a_row = 0
         self._retry_after: float | None = None
-        # HTTP requests (token and pages, retries included) the last finished poll sent: what a
-        # request budget must fit (`exporter.fleet.pollers.budget_warnings`).
-        self.requests_last_poll: int | None = None
+        self._last_requests = 0  # requests the last poll sent (retries and token included)
+        self._last_start = self._monotonic()  # when the last poll started, after any pacing
+
+    @property
+    def requests_last_poll(self) -> int:
+        """Requests the last finished poll sent (0 before the first): what a key's rate limit
+        must fit (`exporter.fleet.pollers.rate_limit_warnings`)."""
+        return self._last_requests
 
     def adopt(self, other: Poller) -> None:
-        """Poll with `other`'s client, token provider, options and timing from the next poll on.
+        """Poll with `other`'s client, token provider, options, timing and pacer from the next
+        poll on.
 
         A reload that changed credentials, timing, aggregation or service-level settings keeps
         this poll loop, its state and its backoff; a poll in flight finishes as it began.
         """
         self._client, self._auth = other._client, other._auth
-        self._options, self._timing = other._options, other._timing
+        self._options, self._timing, self._pacer = other._options, other._timing, other._pacer
 
     async def poll_once(self) -> bool:
-        """Run one complete poll; True when it succeeded."""
-        started = self._monotonic()
+        """Run one complete poll (after waiting for the gateway when it must); True on success."""
+        await self._pace()
+        started = self._last_start = self._monotonic()
         waited_before = self.state.rate_limit_wait
-        requests_before = self.state.requests_sent()
-        ok = await self._poll()
-        self.requests_last_poll = self.state.requests_sent() - requests_before
+        sent_before = self.state.requests_sent()
+        pacer = self._pacer
+        if pacer is not None:
+            pacer.start_poll(self._timing.poll_interval * self._timing.deadline_factor)
+        try:
+            ok = await self._poll()
+        finally:
+            if pacer is not None:
+                pacer.end_poll()
+        self._last_requests = self.state.requests_sent() - sent_before
         waited = self.state.rate_limit_wait - waited_before
         elapsed = self._monotonic() - started
         if waited > 0 and elapsed > self._timing.poll_interval:
-            # Say so rather than silently stretching the interval: the budget is too small.
-            self.state.record_budget_overrun()
+            # Say so rather than silently stretching the interval: the rate limit is too low.
+            self.state.record_rate_limit_overrun()
             self._log.warning(
-                "poll_over_budget",
+                "poll_over_rate_limit",
                 org=self.state.org,
                 duration_seconds=round(elapsed, 3),
-                budget_wait_seconds=round(waited, 3),
+                rate_limit_wait_seconds=round(waited, 3),
                 poll_interval_seconds=self._timing.poll_interval,
                 advice="raise max_requests_per_second or poll_interval, or split the key's orgs",
             )
         return ok
 
+    async def _pace(self) -> None:
+        """Wait for the gateway's window to reset when the key has fewer requests left in it
+        than this poll needs (the last poll's + 1), rather than draw 429s.
+
+        The poll then starts late, by at most `stale_after` (waiting longer would leave the data
+        stale longer than any poll could), and keeps its whole deadline. A reset further away is
+        not believed: the poll goes ahead, and fails as rate limited if the gateway says no.
+        """
+        pace = self._pacer.pace(self._last_requests + 1) if self._pacer is not None else None
+        if pace is None:
+            return
+        log = self._log.bind(org=self.state.org, reset_timestamp_seconds=round(pace.reset_at, 3))
+        if pace.wait > self._timing.stale_after:
+            log.debug(
+                "poll_not_paced",
+                wait_seconds=round(pace.wait, 3),
+                reason="reset beyond stale_after",
+            )
+            return
+        log.info(
+            "poll_paced",
+            wait_seconds=round(pace.wait, 3),
+            reason=f"the API key has {pace.remaining} requests left in the gateway's window "
+            f"and the poll needs {pace.needed}: waiting for the window's reset",
+        )
+        await self._sleep(pace.wait)
+        self.state.observe_rate_limit_wait(pace.wait)
+
     async def _poll(self) -> bool:
         started, cpu_started = self._monotonic(), self._cpu_clock()
-        throttled_before, waited_before = self._throttled(), self.state.rate_limit_wait
+        throttled_before = self._throttled()
+        waited_before = self.state.rate_limit_wait
         previous = self.state.snapshot
         builder = SnapshotBuilder(self._options, previous, self.state.reserved_series())
         pages = 0
@@ -213,6 +272,7 @@ class Poller:
             pages=pages,
             items=snapshot.unique_items,
             reported_items=reported,
+            rate_limit_wait_seconds=round(self.state.rate_limit_wait - waited_before, 3),
             duplicates=snapshot.duplicates,
             invalid=sum(snapshot.invalid.values()),
             undated=snapshot.undated,
@@ -278,7 +338,7 @@ class Poller:
         waited = self.state.rate_limit_wait - waited_before
         if waited > 0 and waited >= 0.5 * (self._monotonic() - started):
             return RateLimitedError(
-                f"waited {waited:.3g}s for the request budget (max_requests_per_second) until "
+                f"waited {waited:.3g}s for the key's rate limit (max_requests_per_second) until "
                 "the poll deadline"
             )
         return RequestTimeoutError("poll deadline exceeded")
@@ -296,18 +356,21 @@ class Poller:
         interval = self._timing.poll_interval
         delay = max(0.0, interval - elapsed)
         if self._rate_limited_in_a_row:
-            # Back off further on every rate-limited poll in a row, and honour Retry-After, but
-            # only up to an hour (or the backoff cap): a bogus far-future date must not stop polling.
-            cap = max(interval * self._timing.max_backoff_factor, MAX_RETRY_AFTER)
+            retry_after = self._retry_after or 0.0
+            if retry_after > self._timing.stale_after:
+                # Not waited out (the data would go stale meanwhile, and a bogus far-future date
+                # must not stop polling): the next poll tries on schedule.
+                return delay
+            # Back off further on every rate-limited poll in a row, and honour Retry-After.
             factor = min(self._timing.max_backoff_factor, 2.0 ** (self._rate_limited_in_a_row - 1))
-            delay = max(delay, interval * factor, min(self._retry_after or 0.0, cap))
+            delay = max(delay, interval * factor, retry_after)
         return delay
 
     async def run(self, start_delay: float = 0.0) -> None:
-        """Poll until cancelled; each poll starts `poll_interval` after the previous one started."""
+        """Poll until cancelled; each poll starts `poll_interval` after the previous one started
+        (after the wait for the gateway, when it had to wait)."""
         if start_delay > 0:
             await self._sleep(start_delay)
         while True:
-            started = self._monotonic()
             await self.poll_once()
-            await self._sleep(self.next_delay(self._monotonic() - started))
+            await self._sleep(self.next_delay(self._monotonic() - self._last_start))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from exporter.aggregation.series_budget import OWN_SERIES
 from exporter.domain.models import Flow, GroupKey, PairKey, Snapshot
 from exporter.domain.names import SERVICE_LEVEL_OUTCOMES
+from exporter.upstream.limit_headers import Announced
 
 REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -106,25 +107,39 @@ class OrgState:
     pickups: dict[tuple[str, str, str], int] = field(default_factory=dict)
     pickup_waits: dict[PairKey, WaitHistogram] = field(default_factory=dict)
     pickup_bounds: tuple[float, ...] = ()  # the bounds pickup_waits are counted in
-    # Seconds requests waited for the max_requests_per_second budget of the API key, and polls
+    # Seconds requests waited for the request rate limiter of the API key, and polls
     # that took longer than poll_interval while waiting for it.
     rate_limit_wait: float = 0.0
-    budget_overruns: int = 0
+    rate_limit_overruns: int = 0
+    # Per endpoint: what the answers' rate-limit headers said last (each of limit, remaining and
+    # reset from the last answer that carried it), and the notAfter (Unix time) of the
+    # certificate the endpoint's host presented on the last TLS connection.
+    rate_limits: dict[str, Announced] = field(default_factory=dict)
+    certificate_expiry: dict[str, float] = field(default_factory=dict)
 
     def observe_rate_limit_wait(self, seconds: float) -> None:
-        """Add time one request waited for the key's request budget."""
+        """Add time a request or a poll waited for the key's rate limit (ours or the gateway's)."""
         self.rate_limit_wait += seconds
 
-    def record_budget_overrun(self) -> None:
-        """A poll outlasted poll_interval while waiting for the request budget."""
-        self.budget_overruns += 1
+    def observe_limits(self, endpoint: str, announced: Announced) -> None:
+        """An answer's rate-limit headers (the transport's `on_limits`)."""
+        self.rate_limits[endpoint] = self.rate_limits.get(endpoint, Announced()).merged(announced)
+
+    def observe_certificate(self, endpoint: str, not_after: float) -> None:
+        """The expiry of the certificate an https answer came with (the transport's
+        `on_certificate`)."""
+        self.certificate_expiry[endpoint] = not_after
+
+    def record_rate_limit_overrun(self) -> None:
+        """A poll outlasted poll_interval while waiting for the request rate limit."""
+        self.rate_limit_overruns += 1
 
     def reserved_series(self) -> int:
         """Series this organisation exports that no label combination of the queue pays for."""
         return OWN_SERIES + len(self.api_requests) + len(self.transitions)
 
     def requests_sent(self) -> int:
-        """Upstream requests counted so far, every endpoint and answer."""
+        """Requests sent to the API so far, every endpoint and answer."""
         return sum(self.api_requests.values())
 
     def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
@@ -263,14 +278,30 @@ class OrgState:
         return snapshot
 
 
-@dataclass(slots=True)
 class FleetStatus:
-    """This replica's shard and the outcome of the last configuration (re)load."""
+    """This replica's shard and the outcome of the last configuration (re)load.
 
-    shard: int = 0
-    total_shards: int = 1
-    last_reload_successful: bool = True
-    last_reload_success: float | None = None
+    Recording a reload's outcome is a change of the store (`Store.version`), so a `/metrics`
+    body rendered before a refused reload is never served after it.
+    """
+
+    __slots__ = ("_successful", "changes", "last_reload_success", "shard", "total_shards")
+
+    def __init__(self) -> None:
+        self.shard = 0
+        self.total_shards = 1
+        self.last_reload_success: float | None = None
+        self.changes = 0
+        self._successful = True
+
+    @property
+    def last_reload_successful(self) -> bool:
+        return self._successful
+
+    @last_reload_successful.setter
+    def last_reload_successful(self, successful: bool) -> None:
+        self._successful = successful
+        self.changes += 1
 
 
 class Store:
@@ -287,8 +318,9 @@ class Store:
 
     @property
     def version(self) -> int:
-        """Changes whenever any organisation's poll finishes, or a reload changes the set."""
-        return self._retired + sum(state.version for state in self.orgs.values())
+        """Changes whenever any organisation's poll finishes, or a reload is done or refused."""
+        orgs = sum(state.version for state in self.orgs.values())
+        return self._retired + self.fleet.changes + orgs
 
     def replace(self, orgs: dict[str, OrgState]) -> None:
         """Swap in a new set of organisations at once (a reload); kept states keep everything."""

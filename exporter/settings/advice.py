@@ -8,6 +8,17 @@ from urllib.parse import urlsplit
 from exporter.domain.names import EMAIL_TYPES, STATES
 from exporter.settings.models import Settings, TargetSettings
 
+# How late the shipped monitoring (deploy/prometheus, deploy/alertmanager) delivers
+# AlvariaEmailQueueServiceLevelAtRisk after an email enters its warning window, at the latest:
+# one scrape, one evaluation, the alert's `for`, and Alertmanager's group_interval for an alert
+# joining a group already notified. tests/monitoring/test_alertmanager.py keeps these equal to the files.
+ALERT_PIPELINE: tuple[tuple[str, float], ...] = (
+    ("scrape", 30.0),
+    ("evaluation", 30.0),
+    ("for", 30.0),
+    ("group_interval", 30.0),
+)
+
 
 def advice(settings: Settings) -> list[str]:
     """One sentence per setting that is allowed but likely a mistake."""
@@ -88,9 +99,24 @@ def service_level_advice(settings: Settings) -> list[str]:
                 f"{where}: warning ({warning:g}s) is not shorter than the target ({target:g}s): "
                 "every waiting email is at risk from the moment it is queued"
             )
+        if rule.warning is not None:
+            notes += _late_warning(f"{where}.warning", rule.warning)
     if settings.service_level_warning >= settings.service_level_target:
         notes.append(
             "service_level_warning is not shorter than service_level_target: every waiting email "
             "of the default groups is at risk from the moment it is queued"
         )
-    return notes
+    return notes + _late_warning("service_level_warning", settings.service_level_warning)
+
+
+def _late_warning(where: str, warning: float) -> list[str]:
+    """A warning the shipped alerting pipeline cannot deliver before the breach (0: none asked)."""
+    delay = sum(seconds for _, seconds in ALERT_PIPELINE)
+    if not 0 < warning < delay:
+        return []
+    steps = " + ".join(f"{name} {seconds:g}s" for name, seconds in ALERT_PIPELINE)
+    return [
+        f"{where} ({warning:g}s) is shorter than the {delay:g}s the shipped alerting takes to "
+        f"deliver AlvariaEmailQueueServiceLevelAtRisk ({steps}): the page would come after the "
+        f"breach; what reaches people is warning - {delay:g}s"
+    ]

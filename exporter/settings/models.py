@@ -7,6 +7,7 @@ import math
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -161,7 +162,7 @@ class Settings(BaseModel):
     max_series: int = Field(20_000, ge=1000)
     max_label_length: int = Field(128, ge=16, le=4096)
     max_pages: int = Field(1000, ge=1)
-    # max_concurrency bodies of this size may be in memory at once (README: memory bound).
+    # max_concurrency bodies of this size may be in memory at once (docs/operations.md: memory).
     max_response_bytes: int = Field(32 * 1024 * 1024, ge=1)
     ca_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -263,3 +264,5 @@ class Invocation:
     notes: tuple[str, ...] = ()
     # The web config file as read (once) while the settings were validated.
     web: WebConfig = field(default_factory=WebConfig)
+    # With --show-sources: where each value came from (setting, or targets[0].org_id, -> source).
+    sources: Mapping[str, str] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, NamedTuple
 
-# Keep in step with REGIONS below (tests/test_settings.py checks that they agree).
+# Keep in step with REGIONS below (tests/settings/test_sources.py checks that they agree).
 Region = Literal["us", "eu", "uk", "ca", "azure-us", "us-east-tri", "gcp"]
 TOKEN_PATH: Final = "/tokenservice/oauth2/access_token"  # noqa: S105 - a URL path, not a secret
 

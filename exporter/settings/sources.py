@@ -48,11 +48,12 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 class Problems:
-    """Every ConfigError found while loading, in the order found."""
+    """Every ConfigError found while loading, in the order found (and where each value came from)."""
 
     def __init__(self) -> None:
         self.errors: list[ConfigError] = []
         self.warnings: list[str] = []
+        self.origins: dict[str, str] = {}  # setting (targets[0].org_id) -> its source
 
     def add(self, setting: str, source: str, problem: str) -> None:
         self.errors.append(ConfigError(setting, source, problem))
@@ -72,7 +73,9 @@ class Problems:
 
 def _read_secret(path: Path) -> str:
     if not _names_a_file(path):
-        raise ValueError("names no file (not shown: it may be the secret itself)")
+        raise ValueError(
+            "names no file (not shown: it may be the secret itself): create it or fix the path"
+        )
     # Only the line ending an editor adds is stripped; other whitespace is an error later.
     return read_text(path, SECRET_FILE_LIMIT).rstrip("\r\n")
 
@@ -218,6 +221,7 @@ def _build_target(
     layers: Sequence[_Layer], prefix: str, demo: bool, notes: list[str], problems: Problems
 ) -> TargetSettings | None:
     values, sources = _resolve(TARGET_SPECS, layers, prefix, problems, notes)
+    problems.origins |= {f"{prefix or 'targets[0].'}{k}": v for k, v in sources.items()}
     failed = problems.about
     if "org_id" not in sources:
         where = "in every targets: block" if prefix else "--org-id or ALVARIA_ORG_ID"
@@ -276,6 +280,8 @@ def _command_line(argv: Sequence[str], problems: Problems) -> tuple[dict[str, An
             f"flag {flags}",
             "--demo, --once, --check-config and --check-connection exclude each other",
         )
+    if args["show_sources"] and chosen != ["check_config"]:
+        problems.add("show_sources", "flag --show-sources", "only with --check-config")
     return args, chosen[0] if chosen else "run"
 
 
@@ -324,6 +330,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
 
     if config_file is not None:
         raw_rules, raw_calendars = (top.get(k) for k in ("service_levels", "calendars"))
+        problems.origins |= {k: top[k].source for k in ("service_levels", "calendars") if k in top}
         rules, calendars, found = parse_service_levels(
             raw_rules and raw_rules.raw,
             raw_calendars and raw_calendars.raw,
@@ -340,7 +347,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     )
     problems.raise_any()
     assert settings is not None  # noqa: S101 - _construct reported why otherwise
-    return Invocation(mode, settings, tuple(notes), web)
+    sources = global_sources | problems.origins if args["show_sources"] else None
+    return Invocation(mode, settings, tuple(notes), web, sources)
 
 
 def _web_config(path: Any, sources: dict[str, str], problems: Problems) -> WebConfig:

@@ -78,7 +78,9 @@ SPECS = (
     Spec("log_format", "choice", "auto (console on a TTY, else JSON), console or json"),
     Spec("shard", "str", "this replica's shard, or auto: the host name's ordinal (name-3 -> 3)"),
     Spec("total_shards", "int", "number of shards; organisations are split by API key"),
-    Spec("max_requests_per_second", "number", "request budget per API key, all its organisations"),
+    Spec(
+        "max_requests_per_second", "number", "request rate limit per API key, all its organisations"
+    ),
     Spec("config_file", "path", "YAML file with any setting above, plus targets:"),
     Spec("web_config_file", "path", "exporter-toolkit web config: TLS and basic auth"),
     Spec("web_enable_lifecycle", "bool", "serve POST /-/reload (SIGHUP reloads either way)"),
@@ -113,7 +115,8 @@ calendars (calendars:) are set in the config file only.
 """
 
 
-def _default_text(spec: Spec) -> str:
+def default_text(spec: Spec) -> str:
+    """The default as --help and the docs show it."""
     if spec.default:
         return spec.default
     value = (TargetSettings if spec.target else Settings).model_fields[spec.name].default
@@ -147,6 +150,8 @@ def build_parser(
     modes.add_argument("--check-connection", action="store_true",
                        help="diagnose the way to Alvaria Cloud step by step, then exit")  # fmt: skip
     modes.add_argument("--version", action="store_true", help="print the version and exit")
+    modes.add_argument("--show-sources", action="store_true",
+                       help="with --check-config: where each value came from, as a comment")  # fmt: skip
     groups = {
         True: parser.add_argument_group("per organisation (defaults for every targets: block)"),
         False: parser.add_argument_group("exporter-wide"),
@@ -154,7 +159,7 @@ def build_parser(
     for spec in SPECS:
         group = groups[spec.target]
         metavar = _METAVARS.get(spec.kind, spec.name.upper())
-        text = f"{spec.help} [env {spec.env}; default {_default_text(spec)}]"
+        text = f"{spec.help} [env {spec.env}; default {default_text(spec)}]"
         if spec.kind == "bool":
             group.add_argument(spec.flag, dest=spec.name, metavar=metavar, help=text, nargs="?",
                                const="true")  # fmt: skip

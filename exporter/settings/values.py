@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,32 @@ def parse_number(raw: Any) -> float | None:
     if not math.isfinite(number):
         raise ValueError("must be a finite number")
     return number
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as it is written in a setting: ``30s``, ``5m``, ``1h30m``, ``2.5s``, ``500ms``.
+
+    `parse_duration` reads every result back to the same number of seconds.
+    """
+    seconds = float(seconds)
+    if 0 < seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    if not seconds.is_integer():
+        return f"{Decimal(repr(seconds)):f}s"  # every digit, never an exponent
+    whole, parts = int(seconds), []
+    for unit in ("h", "m", "s"):
+        count, whole = divmod(whole, int(UNIT_SECONDS[unit]))
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def format_size(size: int) -> str:
+    """A byte count as it is written in a setting: ``32MiB``, ``512KiB``, else plain bytes."""
+    for power, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if size and size % 1024**power == 0:
+            return f"{size // 1024**power}{unit}"
+    return str(size)
 
 
 def parse_size(raw: Any) -> int:

@@ -1,4 +1,19 @@
-"""A faithful fake of the Alvaria EmailQueue API, for the demo, the tests and the benchmarks."""
+"""A faithful fake of the Alvaria EmailQueue API, for the demo, the tests and the benchmarks.
+
+It stands alone: it imports only `exporter.domain`, and only the app's demo wiring imports it.
+
+Modules:
+- ``__main__``: ``alvaria-emailqueue-simulator``, serving until SIGTERM or SIGINT
+- ``app``: the aiohttp application: token and emails endpoints, auth checks, injected faults
+- ``config``: the simulator's settings
+- ``entities``: work types, agents and emails, and their API representation
+- ``model``: a pure, event-driven queue model of a contact centre
+- ``query``: the emails endpoint's query parameters, filters and the EmailList body
+- ``ratelimit``: the gateway's rate limit per API key (``--rate-limit``), with its headers
+- ``scenarios``: the named scenarios and the API faults each injects
+- ``static``: the ``large`` scenario: a big queue generated once and served pre-encoded
+- ``truth``: ground truth of the simulated queue (``GET /_sim/truth``)
+"""
 
 from __future__ import annotations
 

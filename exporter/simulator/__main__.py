@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from . import start_simulator
 from .app import MAX_ORGS
 from .config import SimulatorConfig
+from .ratelimit import HEADER_STYLES, parse_rate_limit
 from .scenarios import SCENARIOS
 
 log = logging.getLogger("exporter.simulator")
@@ -24,6 +25,17 @@ def _listen_address(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected host:port, got {value!r}")
     host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":port" means every interface, as usual
     return host, int(port)
+
+
+def _rate_limit(value: str | tuple[int, float] | None) -> tuple[int, float] | None:
+    if value is None or isinstance(value, tuple):
+        return value
+    if not value.strip():
+        return None
+    try:
+        return parse_rate_limit(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bool(value: str | bool) -> bool:
@@ -85,6 +97,21 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         const=True,
     )
     flag("orgs-per-key", defaults.orgs_per_key, int, "with --api-key-per-org: orgs sharing a key")
+    flag(
+        "rate-limit",
+        None,
+        _rate_limit,
+        "the gateway's rate limit per x-api-key, N/PERIOD such as 110/1m or 5/10s: its "
+        "RateLimit-* headers on every answer, 429 with Retry-After past it",
+    )
+    flag(
+        "rate-limit-headers",
+        defaults.rate_limit_headers,
+        str,
+        "spelling of the rate-limit headers: RateLimit-*, X-RateLimit-*, or X-RateLimit-* "
+        "with Reset as a Unix time",
+        choices=HEADER_STYLES,
+    )
     return parser
 
 
@@ -114,9 +141,13 @@ def parse_args(
             orgs=int(args.orgs),
             orgs_per_key=int(args.orgs_per_key),
             api_key_per_org=_bool(args.api_key_per_org),
+            rate_limit=_rate_limit(args.rate_limit),
+            rate_limit_headers=str(args.rate_limit_headers),
         )
     except (ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(str(exc))
+    if config.rate_limit_headers not in HEADER_STYLES:
+        parser.error(f"--rate-limit-headers must be one of {', '.join(HEADER_STYLES)}")
     if config.scenario not in SCENARIOS:
         parser.error(f"--scenario must be one of {', '.join(SCENARIOS)}")
     if config.speed <= 0 or config.page_cap < 1 or config.emails < 0 or config.token_lifetime <= 0:
@@ -133,6 +164,9 @@ async def serve(host: str, port: int, config: SimulatorConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     simulator = await start_simulator(config, host, port)
+    if config.rate_limit is not None:
+        requests, period = config.rate_limit
+        log.info("rate limit: %d requests per %g s per x-api-key", requests, period)
     orgs = config.org_ids
     log.info(
         "simulator listening on %s (scenario=%s, org_id=%s, emails at %s)",

@@ -22,6 +22,7 @@ from aiohttp import web
 from .config import SimulatorConfig
 from .model import QueueModel
 from .query import BadParameter, parse_query, render
+from .ratelimit import Gateway, RateLimit
 from .scenarios import SCENARIOS, WORK_TYPES, Faults, build_model, faults_for
 from .static import StaticQueue
 from .truth import truth
@@ -99,6 +100,11 @@ class Simulator:
             raise ValueError(f"orgs must be from 0 to {MAX_ORGS}, orgs_per_key at least 1")
         self.tokens = Tokens(config.token_lifetime, clock, faults.token_expiry)
         self.requests = RequestLog(clock)
+        self.gateway: Gateway | None = None
+        if config.rate_limit is not None:
+            requests, period = config.rate_limit
+            limit = RateLimit(requests, period, config.rate_limit_headers)
+            self.gateway = Gateway(limit, clock)
         self._keys = {org: config.api_key_for(org) for org in config.org_ids}
         self._index = {org: i for i, org in enumerate(config.org_ids)}
         self._queues: dict[str, QueueModel | StaticQueue] = {}
@@ -304,6 +310,22 @@ async def _fault(sim: Simulator) -> web.Response | None:
 
 
 @web.middleware
+async def _rate_limit(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The gateway's budget per x-api-key: its headers on every answer, 429 past it."""
+    gateway = request.app[SIMULATOR].gateway
+    if gateway is None or request.path == TRUTH_PATH:
+        return await handler(request)
+    allowed, headers = gateway.admit(request.headers.get("x-api-key", ""))
+    if not allowed:
+        return error(429, "Too Many Requests", "rateLimitExceeded", "gateway", **headers)
+    response = await handler(request)
+    response.headers.update(headers)
+    return response
+
+
+@web.middleware
 async def _json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
@@ -324,7 +346,7 @@ def create_app(
     faults: Faults | None = None,
 ) -> web.Application:
     """The simulator app with every moving part injectable (tests pass fakes)."""
-    app = web.Application(middlewares=[_json_errors])
+    app = web.Application(middlewares=[_rate_limit, _json_errors])
     app[SIMULATOR] = Simulator(config, clock, sleep, faults or faults_for(config.scenario))
     app.router.add_route("*", TOKEN_PATH, token)
     app.router.add_route("*", EMAILS_PATH, emails)

@@ -26,6 +26,10 @@ class SimulatorConfig:
     api_key_per_org: bool = False  # keys key-org-0001 ... instead of the one `api_key`
     # With api_key_per_org: this many consecutive organisations share the key of the first.
     orgs_per_key: int = 1
+    # The gateway's rate limit per API key: (requests, period in seconds), or None for no limit;
+    # and the spelling of its headers (see simulator.ratelimit).
+    rate_limit: tuple[int, float] | None = None
+    rate_limit_headers: str = "ietf"
 
     @property
     def org_ids(self) -> tuple[str, ...]:

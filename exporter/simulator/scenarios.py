@@ -29,7 +29,7 @@ ARRIVALS_PER_SECOND: Final = 0.25
 _WARMUP: Final = 3600.0  # model seconds simulated before "now" so the queue starts in motion
 HOUR: Final = 3600.0
 # The `sla` scenario's service levels (wall-clock seconds, by work type name), the targets its
-# ground truth is judged against; README shows the matching exporter configuration.
+# ground truth is judged against; the docs show the matching exporter configuration.
 SLA_TARGETS: Final[dict[str, float]] = {
     "Sales": 600.0,
     'Billing "Priority" \u2013 Zürich': 300.0,
@@ -145,7 +145,7 @@ def _sla(rng: random.Random, now: float, speed: float) -> QueueModel:
     nothing is breached at the start, so an early warning can be seen to come before the first
     breach. Arrivals keep coming, so some emails are picked up in time and some are not.
     No email is transferred back to a queue: a pickup undone within one poll interval cannot
-    be seen by polling (README, "Pickups"), and this scenario's truth is meant to be observable.
+    be seen by polling (docs/metrics.md, "Pickups"), and this scenario's truth is meant to be observable.
     """
     params = ModelParams(
         work_types=WORK_TYPES,

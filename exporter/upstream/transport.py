@@ -1,7 +1,9 @@
 """One HTTP request to the upstream with bounded time and size, retried with backoff.
 
 Shared by the token provider and the emails client. Every attempt is reported to the
-observer (`endpoint`, `code`, seconds) so `api_requests_total` counts what really went out.
+observer (`endpoint`, `code`, seconds) so `api_requests_total` counts what really went out; every
+answer's rate-limit headers to `on_limits` and to the key's limiter, and the `notAfter` of the
+certificate an https host presented to `on_certificate`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from exporter.domain.errors import (
     RequestTimeoutError,
     ServerHTTPError,
 )
+from exporter.upstream.limit_headers import UNANNOUNCED, Announced, read_announced
 from exporter.upstream.ratelimit import Limiter
 
 # Bodies up to this size (a page of 1000 emails is about 700 KB) are read in one step.
@@ -41,11 +44,21 @@ READ_AT_ONCE = 2 * 1024 * 1024
 Body = bytes | bytearray | memoryview
 EnvProxy = tuple[URL | None, aiohttp.BasicAuth | None]
 RequestObserver = Callable[[str, str, float], None]
+LimitsObserver = Callable[[str, Announced], None]
+CertificateObserver = Callable[[str, float], None]
 Sleep = Callable[[float], Awaitable[None]]
 
 
 def _ignore(endpoint: str, code: str, seconds: float) -> None:
     """Default observer: record nothing."""
+
+
+def _ignore_limits(endpoint: str, announced: Announced) -> None:
+    """Default: record no rate-limit headers."""
+
+
+def _ignore_certificate(endpoint: str, not_after: float) -> None:
+    """Default: record no certificate expiry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +82,9 @@ class HttpResponse:
     """A complete upstream response (body already read and size-checked)."""
 
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive, as aiohttp gives them
     body: Body
+    announced: Announced = UNANNOUNCED
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -111,15 +125,19 @@ class HttpTransport:
         clock: Callable[[], float] = time.time,
         ssl: Any = True,
         limiter: Limiter | None = None,
+        on_limits: LimitsObserver = _ignore_limits,
+        on_certificate: CertificateObserver = _ignore_certificate,
     ) -> None:
         self._session = session
-        # The request budget of the API key (max_requests_per_second), shared with the other
+        # The request rate limiter of the API key (max_requests_per_second), shared with the other
         # organisations of the key; every attempt, retries included, waits for its turn.
         self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._max_bytes = max_response_bytes
         self._retry = retry or RetryPolicy()
         self._observer = observer
+        self._on_limits = on_limits
+        self._on_certificate = on_certificate
         self._sleep = sleep
         self._rand = rand
         self._clock = clock
@@ -162,20 +180,37 @@ class HttpTransport:
                 return response
             delay = retry.backoff(attempt, self._rand())
             if response.status == 429:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
+                retry_after = self._retry_after(endpoint, response)
                 error.retry_after = retry_after
                 if retry_after is not None:
                     if retry_after > retry.max_retry_after:
                         raise error
-                    delay = retry_after
+                    # Never less than the backoff: a Retry-After of 0 or a date in the past
+                    # must not turn the retries into a burst.
+                    delay = max(delay, retry_after)
+                left = self._limiter.time_left() if self._limiter is not None else None
+                if left is not None and delay > left:
+                    raise error  # not waited for: the poll's deadline comes first
             if attempt >= retry.max_retries:
                 raise error
             await self._sleep(delay)
             attempt += 1
 
+    def _retry_after(self, endpoint: str, response: HttpResponse) -> float | None:
+        """Seconds a 429 asks to wait (`Retry-After`, else the announced reset), told to the
+        key's limiter so its other organisations wait too."""
+        now = self._clock()
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+        reset_at = response.announced.reset_at
+        if retry_after is None and reset_at is not None:
+            retry_after = max(0.0, reset_at - now)
+        if retry_after and self._limiter is not None:
+            self._limiter.throttled(endpoint, retry_after)
+        return retry_after
+
     async def _attempt(self, endpoint: str, method: str, url: str, **kwargs: Any) -> HttpResponse:
         if self._limiter is not None:
-            await self._limiter.take()
+            await self._limiter.take(endpoint)
         started = time.monotonic()
         code = "error"
         try:
@@ -191,13 +226,26 @@ class HttpTransport:
                 **kwargs,
             ) as resp:
                 code = str(resp.status)
+                announced = self._heard(endpoint, resp)
                 body = await self._read_body(endpoint, resp)
-                return HttpResponse(resp.status, dict(resp.headers), body)
+                return HttpResponse(resp.status, resp.headers, body, announced)
         except (TimeoutError, aiohttp.ClientError) as exc:
             code = "error"
             raise transport_error(endpoint, exc) from exc
         finally:
             self._observer(endpoint, code, time.monotonic() - started)
+
+    def _heard(self, endpoint: str, resp: aiohttp.ClientResponse) -> Announced:
+        """Pass on what the answer says of the key's rate limit and of the host's certificate."""
+        announced = read_announced(resp.headers, self._clock())
+        if not announced.empty:
+            self._on_limits(endpoint, announced)
+            if self._limiter is not None:
+                self._limiter.learn(endpoint, announced)
+        not_after = peer_not_after(resp)
+        if not_after is not None:
+            self._on_certificate(endpoint, not_after)
+        return announced
 
     async def _read_body(self, endpoint: str, resp: aiohttp.ClientResponse) -> Body:
         limit = self._max_bytes
@@ -238,6 +286,28 @@ class HttpTransport:
             body, mapped = bytearray(), None
             raise
         return body if mapped is None else memoryview(mapped)[:size]
+
+
+def peer_not_after(resp: aiohttp.ClientResponse) -> float | None:
+    """Unix time of the `notAfter` of the certificate the host presented (https), to the second.
+
+    Read from the connection the answer came on (a new one or a reused one: the certificate of
+    the last TLS connection). Upstream certificates are always verified, so the standard library
+    has decoded it; anything unexpected is None, never an error.
+    """
+    # The connection goes back to the pool as soon as a small body is in (before the caller
+    # sees the response), so its protocol, which keeps the transport, is asked instead.
+    connection = resp.connection
+    protocol = connection.protocol if connection is not None else getattr(resp, "_protocol", None)
+    transport = getattr(protocol, "transport", None)
+    tls = transport.get_extra_info("ssl_object") if transport is not None else None
+    if not isinstance(tls, ssl.SSLObject):
+        return None
+    try:
+        not_after = (tls.getpeercert() or {}).get("notAfter")
+        return float(ssl.cert_time_to_seconds(str(not_after))) if not_after else None
+    except (ValueError, OverflowError, ssl.SSLError):
+        return None
 
 
 def transport_error(endpoint: str, exc: TimeoutError | aiohttp.ClientError) -> PollError:

@@ -6,8 +6,10 @@ A scrape takes the collectors' blocks on the event loop (cheap: whole snapshot m
 for that render instead of starting their own (client_golang's CoalesceGather), and a finished
 render serves every scrape for up to `max_age` or until the next poll finishes. Renders are kept
 per format and encoding, never per header value, so at most four bodies exist whatever the
-scrapers send. There is no cap on scrapes in flight: a waiting scrape holds only a reference to
-the shared render, and what slow readers cost is bounded by the server's connection limit.
+scrapers send. Scrapes waiting for a render are not capped: each holds only a reference to the
+shared render. Writing is: at most `MAX_IN_FLIGHT` large bodies are written at once (more get
+503 and `Retry-After: 1`, counted in `alvaria_emailqueue_http_metrics_busy_total`), none for
+longer than `WRITE_DEADLINE`, and connections are bounded by the server's connection limit.
 """
 
 from __future__ import annotations

@@ -20,8 +20,11 @@ from exporter.domain.scrub import scrub
 from exporter.metrics import buildinfo
 from exporter.polling.store import OrgState, Store
 
-DOCS_URL = "https://github.com/alvaria-emailqueue-exporter/alvaria-emailqueue-exporter#readme"
+DOCS_URL = "https://alvaria-emailqueue-exporter.github.io/alvaria-emailqueue-exporter/"
 _ERROR_CHARS = 300
+# The page reloads itself every poll interval, within these bounds; `?refresh=0` turns it off
+# and `?refresh=N` asks for N seconds.
+REFRESH_BOUNDS = (5, 300)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +57,26 @@ def ago(seconds: float) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
+def refresh_seconds(query: str | None, poll_interval: float | None) -> int:
+    """How often the page reloads itself: `?refresh=0` never, `?refresh=N` every N seconds
+    (bounded), otherwise every poll interval (bounded); an unreadable value counts as absent."""
+    low, high = REFRESH_BOUNDS
+    if query is not None and query.strip().isdecimal():
+        asked = int(query.strip()[:6])
+        return 0 if asked == 0 else min(max(asked, low), high)
+    return min(max(round(poll_interval or 30), low), high)
+
+
+def _nw(text: str) -> str:
+    """`text` kept on one line: a value such as `12 min 2 s` is never wrapped mid-value."""
+    return f'<span class="nw">{text}</span>'
+
+
 def _when(ts: float | None, now: float) -> str:
     if ts is None:
         return "never"
     stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return f'<time datetime="{stamp}">{stamp}</time> ({ago(now - ts)} ago)'
+    return f'<time datetime="{stamp}">{stamp}</time> ({_nw(ago(now - ts) + " ago")})'
 
 
 def _cells(state: OrgState, info: PageInfo, now: float) -> list[tuple[str, str, str]]:
@@ -75,11 +93,11 @@ def _cells(state: OrgState, info: PageInfo, now: float) -> list[tuple[str, str, 
         count = sum(n for (st, _, _), n in snapshot.counts.items() if st in info.waiting_states)
         waiting = str(count)
         stamps = [ages.timestamps[0] for ages in snapshot.waiting.values() if ages.timestamps]
-        oldest = ago(now - min(stamps)) if stamps else "—"
+        oldest = _nw(ago(now - min(stamps))) if stamps else "—"
     elif state.snapshot is not None:
         waiting = "stale (no successful poll for longer than stale_after)"
-    duration = "—" if state.last_duration is None else f"{state.last_duration:.2f} s"
-    interval = "—" if info.poll_interval is None else ago(info.poll_interval)
+    duration = "—" if state.last_duration is None else _nw(f"{state.last_duration:.2f} s")
+    interval = "—" if info.poll_interval is None else _nw(ago(info.poll_interval))
     return [
         ("Organisation", "org", html.escape(state.org)),
         ("API host", "", html.escape(info.api_hosts.get(state.org, "—"))),
@@ -102,6 +120,7 @@ th,td{padding:.35em .6em;text-align:left;vertical-align:top;border-bottom:1px so
 th{background:#f6f8fa}.num{text-align:right}
 .up{color:#1a7f37;font-weight:bold}.down{color:#cf222e;font-weight:bold}
 .pending{color:#9a6700;font-weight:bold}.demo{background:#fff8c5;padding:.5em}
+.nw,time{white-space:nowrap}.refresh{color:#59636e;font-size:.9em}
 @media (max-width:800px){table,thead,tbody,tr,td{display:block}thead{display:none}
 tr{border:1px solid #d0d7de;margin:0 0 1em;padding:.3em}
 td,td.num{border:none;padding:.2em .3em;text-align:left;overflow-wrap:anywhere}
@@ -109,8 +128,8 @@ td::before{content:attr(data-label) ": ";font-weight:bold}}
 """
 
 
-def render(info: PageInfo, states: Iterable[OrgState], now: float) -> str:
-    """The whole page."""
+def render(info: PageInfo, states: Iterable[OrgState], now: float, refresh: int = 0) -> str:
+    """The whole page; with `refresh`, it reloads itself every `refresh` seconds."""
     rows = []
     columns: list[str] = []
     for state in states:
@@ -134,9 +153,14 @@ def render(info: PageInfo, states: Iterable[OrgState], now: float) -> str:
         if rows
         else "<p>No organisations configured.</p>"
     )
+    if refresh:
+        meta = f'<meta http-equiv="refresh" content="{refresh}">\n'
+        reloads = f'Refreshes every {refresh} s (<a href="?refresh=0">stop</a>)'
+    else:
+        meta, reloads = "", 'Not refreshing (<a href="?">refresh automatically</a>)'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
+{meta}<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Alvaria EmailQueue exporter</title><style>{_STYLE}</style></head>
 <body><h1>Alvaria EmailQueue exporter</h1>
 <p>Version {html.escape(info.version)}, revision {html.escape(info.revision)}</p>
@@ -144,6 +168,7 @@ def render(info: PageInfo, states: Iterable[OrgState], now: float) -> str:
 <ul><li><a href="metrics">Metrics</a></li><li><a href="healthz">Health</a></li>
 <li><a href="readyz">Readiness</a></li><li><a href="{DOCS_URL}">Documentation</a></li></ul>
 <h2>Organisations</h2>
+<p class="refresh">{reloads}</p>
 {table}
 </body></html>
 """
@@ -159,13 +184,13 @@ class PageCache:
     def __init__(self) -> None:
         self._info: PageInfo | None = None
         self._store: Store | None = None
-        self._stamp = (-1, -1)
+        self._stamp = (-1, -1, -1)
         self._body = ""
 
-    def get(self, info: PageInfo, store: Store, now: float) -> str:
+    def get(self, info: PageInfo, store: Store, now: float, refresh: int = 0) -> str:
         # Held, so compared by identity: a reload that swaps either renders afresh.
-        stamp = (store.version, int(now))
+        stamp = (store.version, int(now), refresh)
         if info is not self._info or store is not self._store or stamp != self._stamp:
-            self._body = render(info, store.orgs.values(), now)
+            self._body = render(info, store.orgs.values(), now, refresh)
             self._info, self._store, self._stamp = info, store, stamp
         return self._body

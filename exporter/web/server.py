@@ -26,7 +26,7 @@ from exporter.domain.errors import ConfigError
 from exporter.polling.store import Store
 from exporter.web.connections import ConnectionGuard
 from exporter.web.exposition import ExpositionCache
-from exporter.web.landing import PageCache, PageInfo
+from exporter.web.landing import PageCache, PageInfo, refresh_seconds
 
 PollTask = Callable[[], Coroutine[Any, Any, None]]
 # Reloads the configuration; raises ConfigError (one line) when it is refused.
@@ -127,7 +127,8 @@ async def landing_page(request: web.Request) -> web.Response:
     """Version, links and per-organisation status; shows nothing secret."""
     source = request.app.get(PAGE_INFO_SOURCE)
     info = source() if source else request.app.get(PAGE_INFO) or DEFAULT_PAGE_INFO
-    body = request.app[PAGE_CACHE].get(info, request.app[STORE], time.time())
+    refresh = refresh_seconds(request.query.get("refresh"), info.poll_interval)
+    body = request.app[PAGE_CACHE].get(info, request.app[STORE], time.time(), refresh)
     return web.Response(text=body, content_type="text/html")
 
 
