@@ -124,13 +124,14 @@ class Daemon:
 
     def _prepare(self, new: Settings) -> Callable[[], None]:
         """A reload's swap of the collector, landing page and logging (built before, applied
-        in the reload's one synchronous step)."""
+        in the reload's one synchronous step). An unchanged configuration swaps nothing: a
+        storm of SIGHUPs must not make every scrape render afresh."""
+        if new == self.cfg:
+            return lambda: None
         fresh = queue_collector(self.store, new)
         fresh_info = page_info(new, self._demo_url)
-
         secrets = configured_secrets(new)
         notes = settings.advice(new)
-        changed = new != self.cfg  # an unchanged reload built nothing worth freezing
 
         def finish() -> None:
             remember_secrets(secrets)
@@ -140,8 +141,7 @@ class Daemon:
             log.configure(new.log_level, new.log_format)
             for note in notes:
                 self.logger.warning("suspicious setting", advice=note)
-            if changed:
-                settle_long_lived()
+            settle_long_lived()
 
         return finish
 
