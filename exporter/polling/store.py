@@ -288,6 +288,9 @@ class Store:
     def __init__(self, org_ids: list[str]) -> None:
         self.orgs: dict[str, OrgState] = {org: OrgState(org) for org in org_ids}
         self.fleet = FleetStatus()
+        # False until a daemon's first configuration is applied: its plan is built off the
+        # event loop after the server listens, and /readyz must not call an empty set ready.
+        self.configured = True
         # Versions of organisations removed by reloads, so `version` never goes back.
         self._retired = 0
 
@@ -307,4 +310,4 @@ class Store:
     @property
     def ready(self) -> bool:
         """Every organisation has finished its first poll, successfully or not."""
-        return all(state.polled for state in self.orgs.values())
+        return self.configured and all(state.polled for state in self.orgs.values())
