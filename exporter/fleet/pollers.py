@@ -39,6 +39,9 @@ _NOT_POLLER |= {"web_enable_lifecycle"}
 # Target settings that only say how to authenticate: changing them keeps the organisation's state.
 _CREDENTIALS = {"api_key", "client_id", "client_secret", "access_token", "region", "token_url"}
 _CREDENTIALS |= {"token_auth_method", "scope", "token_realm"}
+# Exporter-wide settings whose change makes an organisation's counters mean something else
+# (every work_type label becomes an id, or a name): its state starts afresh.
+_MEANING = {"work_type_label"}
 # Organisations named in one warning at most; the rest are counted.
 _NAMED = 5
 
@@ -46,6 +49,11 @@ _NAMED = 5
 def _poller_settings(cfg: Settings) -> tuple[object, ...]:
     """The exporter-wide settings pollers are built from; equal = no poller needs rebuilding."""
     return tuple((k, v) for k, v in cfg if k not in _NOT_POLLER)
+
+
+def _meaning(settings: tuple[object, ...] | None) -> tuple[object, ...]:
+    """The settings among `settings` (as `_poller_settings` gives them) in `_MEANING`."""
+    return tuple(s for s in settings or () if isinstance(s, tuple) and s[0] in _MEANING)
 
 
 def _query(target: TargetSettings) -> tuple[object, ...]:
@@ -146,6 +154,7 @@ class Fleet:
         )
         poller_settings = _poller_settings(cfg)
         same = poller_settings == self._poller_settings  # compared once, not per organisation
+        same_meaning = _meaning(poller_settings) == _meaning(self._poller_settings)
         limiters: dict[bytes, RequestRateLimiter] = {}
         sizes: dict[bytes, list[tuple[str, int]]] = {}
         runners: dict[str, _Runner] = {}
@@ -165,7 +174,11 @@ class Fleet:
                 runners[target.org_id] = old
                 kept.append(target.org_id)
                 continue
-            carried = old if old is not None and _query(old.target) == _query(target) else None
+            carried = (
+                old
+                if old is not None and same_meaning and _query(old.target) == _query(target)
+                else None
+            )
             state = carried.poller.state if carried is not None else OrgState(target.org_id)
             lane = limiters[key].lane(
                 target.org_id, state.observe_rate_limit_wait, max_wait=cfg.stale_after
