@@ -1,6 +1,11 @@
 """Soak test: the daemon against the simulator's `api_faults` scenario, scraped concurrently
 while hostile clients (`bench.abuse`: slowloris connections and a wrong-password flood) attack it.
 
+During the abuse the exporter also gets a SIGHUP every second (a reload storm: every one must
+reload, none fail, and memory must stay flat). Afterwards `bench.reloads` starts a second
+exporter with 300 organisations and 1,000 service-level rules and checks its start, reloads, a
+storm of 200 POSTs and 50 SIGHUPs, and SIGTERM (``--fleet-orgs 0`` skips it).
+
 Run with ``python -m bench.soak [--duration 3600]`` (``make soak``). The simulator, the exporter
 and the hostile clients run as child processes; this process scrapes (with the right basic-auth
 password) and samples the exporter from outside (RSS, open file descriptors, threads, TCP
@@ -30,6 +35,7 @@ import bcrypt
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import reloads
 from bench.procs import free_port, wait_http
 
 ORG = "soak"
@@ -57,6 +63,7 @@ class Run:
     scrape_errors: int = 0
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (when, seconds)
     abuse_from: float = float("inf")
+    hups: int = 0  # SIGHUPs sent during the abuse
     up_seen: Counter[float] = field(default_factory=Counter)
     last_metrics: dict[str, float] = field(default_factory=dict)
     abuse: dict[str, int] = field(default_factory=dict)  # what the hostile clients saw
@@ -155,6 +162,28 @@ def check_flat(run: Run) -> list[tuple[str, bool, str]]:
     return checks
 
 
+def _exporter_env(
+    args: argparse.Namespace, sim_url: str, port: int, web_config: Path
+) -> dict[str, str]:
+    """The exporter's environment: the simulator's organisation, basic auth, JSON logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
+    env |= {
+        "ALVARIA_ORG_ID": ORG,
+        "ALVARIA_API_KEY": API_KEY,
+        "ALVARIA_CLIENT_ID": "soak",
+        "ALVARIA_CLIENT_SECRET": CLIENT_SECRET,
+        "ALVARIA_API_URL": sim_url,
+        "ALVARIA_TOKEN_URL": sim_url + "/tokenservice/oauth2/access_token",
+        "ALVARIA_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "ALVARIA_POLL_INTERVAL": f"{args.poll_interval}s",
+        "ALVARIA_REQUEST_TIMEOUT": "5s",
+        "ALVARIA_PAGE_SIZE": "100",
+        "ALVARIA_LOG_FORMAT": "json",
+        "ALVARIA_WEB_CONFIG_FILE": str(web_config),
+    }
+    return env
+
+
 async def soak(args: argparse.Namespace) -> int:
     sim_port, port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
@@ -176,21 +205,7 @@ async def soak(args: argparse.Namespace) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
-    env |= {
-        "ALVARIA_ORG_ID": ORG,
-        "ALVARIA_API_KEY": API_KEY,
-        "ALVARIA_CLIENT_ID": "soak",
-        "ALVARIA_CLIENT_SECRET": CLIENT_SECRET,
-        "ALVARIA_API_URL": sim_url,
-        "ALVARIA_TOKEN_URL": sim_url + "/tokenservice/oauth2/access_token",
-        "ALVARIA_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        "ALVARIA_POLL_INTERVAL": f"{args.poll_interval}s",
-        "ALVARIA_REQUEST_TIMEOUT": "5s",
-        "ALVARIA_PAGE_SIZE": "100",
-        "ALVARIA_LOG_FORMAT": "json",
-        "ALVARIA_WEB_CONFIG_FILE": str(web_config),
-    }
+    env = _exporter_env(args, sim_url, port, web_config)
     run = Run()
     exporter: subprocess.Popen[bytes] | None = None
     abuse: subprocess.Popen[bytes] | None = None
@@ -217,7 +232,9 @@ async def soak(args: argparse.Namespace) -> int:
             ],
             stdout=subprocess.PIPE,
         )  # fmt: skip
-        while time.monotonic() < deadline and exporter.poll() is None:  # noqa: ASYNC110 -- a child process has no awaitable
+        while time.monotonic() < deadline and exporter.poll() is None:
+            exporter.send_signal(signal.SIGHUP)  # the reload storm, under load and abuse
+            run.hups += 1
             await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         stop.set()
         await asyncio.gather(*tasks)
@@ -239,6 +256,14 @@ async def soak(args: argparse.Namespace) -> int:
         log_file.close()
     logs = Path(log_file.name).read_text(errors="replace")  # noqa: ASYNC240 -- the run is over
     return report(run, args, alive=alive, code=code, stop_seconds=stop_seconds, logs=logs)
+
+
+def reload_checks(run: Run, logs: str) -> list[tuple[str, bool, str]]:
+    """The SIGHUPs of the storm were reloads that succeeded (coalesced while one runs)."""
+    done, failed = logs.count('"event": "reloaded"'), logs.count('"event": "reload_failed"')
+    ok = run.hups == 0 or (failed == 0 and done >= min(run.hups, 10))
+    return [("reload storm: SIGHUPs reloaded, none failed", ok,
+             f"{run.hups} SIGHUPs, {done} reloads, {failed} failed")]  # fmt: skip
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -312,6 +337,7 @@ def report(
                 ", ".join(f"{k[6:]}: {v}" for k, v in sorted(others.items())),
             )
         )
+    checks += reload_checks(run, logs)
     if len(run.samples) >= 10:
         checks += check_flat(run)
     print("\n== soak summary ==")
@@ -354,8 +380,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=10.0, help="simulator time acceleration")
     parser.add_argument("--slowloris", type=int, default=200, help="slow clients (default 200)")
     parser.add_argument("--flood", type=int, default=300, help="wrong-password connections (300)")
+    parser.add_argument("--fleet-orgs", type=int, default=300, help="bench.reloads size (0: skip)")
+    parser.add_argument("--fleet-rules", type=int, default=1000, help="service-level rules")
     args = parser.parse_args(argv)
-    return asyncio.run(soak(args))
+    code = asyncio.run(soak(args))
+    if args.fleet_orgs:
+        print(f"\n== fleet scale: {args.fleet_orgs} organisations x {args.fleet_rules} rules ==")
+        code |= reloads.main(["--orgs", str(args.fleet_orgs), "--rules", str(args.fleet_rules)])
+    return code
 
 
 if __name__ == "__main__":

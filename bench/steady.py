@@ -146,7 +146,6 @@ def table(s: Steady, shape: str = "large") -> str:
         if shape == "large"
         else f" of the {shape} queue shape (13 states x 3 email types x 100 work types, short field values)"
     )
-    tag = "" if shape == "large" else f" ({shape})"
     return "\n".join(
         [
             "",
@@ -158,10 +157,10 @@ def table(s: Steady, shape: str = "large") -> str:
             "",
             "| | wall | CPU | wall x orjson floor | CPU x orjson floor |",
             "|---|---:|---:|---:|---:|",
-            f"| daemon poll{tag} | {_ms(s.wall)} | {_ms(s.cpu)} | {s.wall_ratio:.2f} "
+            f"| daemon poll | {_ms(s.wall)} | {_ms(s.cpu)} | {s.wall_ratio:.2f} "
             f"| {s.cpu_ratio:.2f} |",
-            f"| orjson floor{tag} | {_ms(s.orjson.wall)} | {_ms(s.orjson.cpu)} | 1.00 | 1.00 |",
-            f"| stdlib json floor{tag} | {_ms(s.stdlib.wall)} | {_ms(s.stdlib.cpu)} "
+            f"| orjson floor | {_ms(s.orjson.wall)} | {_ms(s.orjson.cpu)} | 1.00 | 1.00 |",
+            f"| stdlib json floor | {_ms(s.stdlib.wall)} | {_ms(s.stdlib.cpu)} "
             f"| {s.stdlib.wall / s.orjson.wall:.2f} | {s.stdlib.cpu / s.orjson.cpu:.2f} |",
         ]
     )

@@ -87,7 +87,8 @@ def _polls_row(board: dash.Dashboard) -> None:
         p.series(
             "Poll errors by reason",
             "Failed polls per minute, by reason: auth, rate_limited, http_4xx (404: wrong "
-            "org_id), http_5xx, timeout, connection, decode, inconsistent, internal.",
+            "org_id), http_5xx, http_other (1xx/3xx), timeout, connection, decode, inconsistent, "
+            "internal.",
             "cpm",
             p.query(
                 q.per_minute_or_zero("alvaria_emailqueue_poll_errors_total", X, "org, reason"),

@@ -51,6 +51,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def until(condition: Callable[[], bool], within: float = 5.0, step: float = 0.01) -> None:
+    """Return once `condition()` holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(step)  # a bounded wait for the condition, not a timing assumption
+
+
 async def wait_for(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float) -> T:
     """The first value of `probe` that is `ok`, asked every 0.1 s for at most `within` seconds."""
     deadline = time.monotonic() + within

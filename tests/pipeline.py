@@ -2,8 +2,8 @@
 
 The pipeline is the production one (transport, token provider, client, poller, store, collector)
 over a real aiohttp session; only `sleep` is fake, so retries and Retry-After cost no time and
-the delays asked for are recorded. The upstream is `tests.fake_alvaria.FakeAlvaria`.
-the delays asked for are recorded (the fake wall clock moves on by them).
+the delays asked for are recorded (the fake wall clock moves on by them). The upstream is
+`tests.fake_alvaria.FakeAlvaria`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from exporter.app.wiring import build_poller, build_registry
+from exporter.domain.scrub import remember_secrets
 from exporter.polling.poller import Poller
 from exporter.polling.store import Store
 from exporter.settings import Settings, TargetSettings
+from exporter.upstream.ratelimit import RequestRateLimiter
+from exporter.upstream.targets import configured_secrets
 from exporter.web.server import build_app, landing_page
 from tests.fake_alvaria import (
     API_KEY,
@@ -109,6 +112,8 @@ async def rig(
     max_response_bytes: int = 1024 * 1024,
     ssl: Any = True,
     server_ssl: SSLContext | None = None,
+    client_secret: str = CLIENT_SECRET,
+    max_requests_per_second: float | None = None,
 ) -> AsyncIterator[Rig]:
     """Serve `upstream` and build the production pipeline against it (or the given URLs)."""
     async with serving(upstream, server_ssl), aiohttp.ClientSession() as session:
@@ -125,7 +130,7 @@ async def rig(
             org_id=ORG,
             api_key=SecretStr(API_KEY),
             client_id=CLIENT_ID,
-            client_secret=SecretStr(CLIENT_SECRET),
+            client_secret=SecretStr(client_secret),
             api_url=api_url or upstream.base_url,
             token_url=token_url or upstream.base_url + TOKEN_PATH,
         )
@@ -140,6 +145,12 @@ async def rig(
             max_response_bytes=max_response_bytes,
             age_buckets=(60.0, 3600.0),
         )
-        poller = build_poller(target, cfg, session, store.orgs[ORG], ssl, clock=clock, sleep=sleep)
+        remember_secrets(configured_secrets(cfg), keep_previous=False)  # as the daemon does
+        state = store.orgs[ORG]
+        limiter = RequestRateLimiter(max_requests_per_second) if max_requests_per_second else None
+        lane = limiter.lane(ORG, state.observe_rate_limit_wait) if limiter else None
+        poller = build_poller(
+            target, cfg, session, state, ssl, clock=clock, sleep=sleep, limiter=lane
+        )
         registry = build_registry(store, cfg, clock=clock)
         yield Rig(poller, store, registry, clock, sleeps, [])

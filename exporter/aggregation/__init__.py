@@ -7,6 +7,5 @@ Modules:
 - ``series_budget``: what each label combination costs, and which ones fold into ``other``
 - ``pickups``: the emails an agent took since the previous poll, each judged against its target
 - ``dating``: when things happened to an email, read from its timestamps (one home per rule)
-- ``handling``: the handling KPIs (handle, resolution and state times, delivery lag, repeat
-  contacts, agents, work type names) and the per-email memory they need
+- ``handling``: the handling KPIs (SPEC §10) from the same pass: per-email memory, observations
 """

@@ -134,9 +134,9 @@ class SnapshotBuilder:
         `details` gives the page's emails with the fields read only at an email's first sight,
         when the page was decoded without them (`exporter.upstream.first_sight`).
 
-        This function is long because it is the one pass per email (about 1 to 2 µs per email
-        of `make bench`'s 100,000, half the poll's CPU besides decoding), and each helper call
-        per email would add a tenth to it. Everything rarer (new emails, state changes)
+        It is long because this is the one pass per email (about 1 to 2 µs per
+        email of `make bench`'s 100,000, half the poll's CPU besides decoding), and each helper
+        call per email would add a tenth to it. Everything rarer (new emails, state changes)
         is handed to the pickup and handling trackers.
         """
         # Hot loop: one pass per email, everything it touches bound to locals.

@@ -10,7 +10,9 @@ request per step and no retries, and prints one line per step (abridged)::
       ok    first page          200, totalItems 812, 500 items for maxResults=500, ...
 
 Only host names, addresses, statuses, counts and the presence of fields are printed: never a
-secret, a token, an email address, a subject or an agent name.
+secret, a token, an email address, a subject or an agent name. Every line goes through
+`exporter.domain.scrub.scrub` on its way out (bounded, no control characters, configured secrets
+masked), so whatever a token endpoint echoes cannot forge a line or leak a credential.
 """
 
 from __future__ import annotations
@@ -36,17 +38,25 @@ from exporter.app.findings import (
     page_notes,
     token_hint,
     token_problems,
+    token_warnings,
 )
 from exporter.domain.errors import PollError
+from exporter.domain.scrub import remember_secrets, scrub
 from exporter.metrics import buildinfo
 from exporter.settings import Settings, TargetSettings
 from exporter.upstream.auth import StaticToken, check_token_response
 from exporter.upstream.client import EmailQueueClient
-from exporter.upstream.targets import client_options, credentials_config, upstream_ssl
+from exporter.upstream.targets import (
+    client_options,
+    configured_secrets,
+    credentials_config,
+    upstream_ssl,
+)
 from exporter.upstream.transport import HttpTransport, RetryPolicy, transport_error
 
 Status = Literal["ok", "WARN", "FAIL", "skip"]
 _NAME_WIDTH = 19
+_DETAIL_CHARS = 400  # one step's detail at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +68,7 @@ class Step:
     detail: str
 
     def line(self) -> str:
-        return f"  {self.status:<5} {self.name:<{_NAME_WIDTH}} {self.detail}"
+        return f"  {self.status:<5} {self.name:<{_NAME_WIDTH}} {scrub(self.detail, _DETAIL_CHARS)}"
 
 
 class Diagnosis:
@@ -214,20 +224,23 @@ class Diagnosis:
         except PollError as exc:
             hint = token_hint(exc, realm, self._target.scope)
             return Step("token", "FAIL", f"{exc.reason}: {exc}; {hint}"), None
-        problems = token_problems(decoded)
-        lifetime = (
-            f"expires_in {decoded.expires_in:g} s"
-            if decoded.expires_in is not None
-            else "no expires_in (3600 s assumed)"
-        )
+        problems, warnings = token_problems(decoded), token_warnings(decoded)
+        seconds, _ = decoded.lifetime()
+        if decoded.expires_in is None:
+            lifetime = f"no expires_in ({seconds:g} s assumed)"
+        else:
+            lifetime = f"token used for {seconds:g} s" if warnings else f"expires_in {seconds:g} s"
         granted = (
             "scope not stated (as requested, RFC 6749)"
             if decoded.scopes is None
             else f"scope {cut(' '.join(decoded.scopes))}"
         )
-        detail = f"{response.status}, {decoded.token_type}, {lifetime}, {granted}, {realm}"
+        kind = cut(str(decoded.token_type), 20)
+        detail = f"{response.status}, {kind}, {lifetime}, {granted}, {realm}"
         if problems:
             return Step("token", "FAIL", f"{'; '.join(problems)} ({detail})"), None
+        if warnings:
+            return Step("token", "WARN", f"{'; '.join(warnings)} ({detail})"), decoded.access_token
         return Step("token", "ok", detail), decoded.access_token
 
     async def _first_page(self, token: str) -> Step:
@@ -274,6 +287,7 @@ async def check_connection(cfg: Settings, write: Callable[[str], object]) -> int
 
     version, revision, python = buildinfo.labels()
     write(f"alvaria-emailqueue-exporter {version} (revision {revision}, Python {python})\n")
+    remember_secrets(configured_secrets(cfg))
     async with aiohttp.ClientSession(trust_env=True) as session:
         ssl_context = upstream_ssl(cfg)
         for target in cfg.targets:

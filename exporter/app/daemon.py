@@ -1,8 +1,11 @@
 """One exporter process: its store, fleet of pollers, registry and web app, started, reloaded
 and stopped as one object.
 
-`Daemon.serve` polls and serves until SIGTERM/SIGINT/SIGQUIT; SIGHUP and `POST /-/reload` reload
-the configuration through `exporter.fleet.reload`; SIGUSR1 logs a status line per organisation.
+`Daemon.serve` listens at once, then builds the pollers of the configuration off the event loop
+(`start`: with thousands of organisations or rules that takes a while, and `/healthz` answers
+meanwhile; `/readyz` says 503 until every organisation has polled), and polls and serves until
+SIGTERM/SIGINT/SIGQUIT; SIGHUP and `POST /-/reload` (with `web_enable_lifecycle`) reload the
+configuration through `exporter.fleet.reload`; SIGUSR1 logs a status line per organisation.
 `Daemon.once` polls every organisation once and prints the metrics (`--once`).
 """
 
@@ -13,27 +16,28 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import structlog
 from aiohttp import web
 
-from exporter import __version__
+from exporter import __version__, settings
 from exporter.app import log
-from exporter.app.runtime import prepare_for_serving
+from exporter.app.runtime import prepare_for_serving, settle_long_lived
 from exporter.app.signals import STOP_SIGNALS, cancel_on_signals, handle_signals
 from exporter.app.wiring import build_poller, build_registry, page_info, queue_collector
 from exporter.domain.errors import ConfigError
+from exporter.domain.scrub import remember_secrets
 from exporter.fleet.pollers import Fleet
-from exporter.fleet.reload import Hooks, LoadConfig, Reloader
+from exporter.fleet.reload import Hooks, LoadConfig, Reloader, off_loop
 from exporter.metrics.textformat import render
 from exporter.polling.poller import Poller
 from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
 from exporter.upstream.ratelimit import OrgLane
-from exporter.upstream.targets import upstream_ssl
+from exporter.upstream.targets import configured_secrets, upstream_ssl
 from exporter.web.access import LiveWebConfig
 from exporter.web.connections import (
     ConnectionGuard,
@@ -66,11 +70,42 @@ class Daemon:
         self.registry = build_registry(self.store, cfg, collector=self.collector)
         self.info = page_info(cfg, demo_url)
         self.fleet = Fleet(self.store, self._poller)
-        self.fleet.apply(self.fleet.plan(cfg))
-        self.store.fleet.last_reload_success = time.time()
+        self.store.configured = False  # until `start` has put the first plan in force
         hooks = Hooks(self._prepare)
         self.reloader = Reloader(load, self.fleet, self.live, cfg, hooks=hooks) if load else None
         self._reloads: set[asyncio.Task[None]] = set()
+        self._started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._failure: BaseException | None = None
+
+    async def start(self) -> None:
+        """Build the pollers of the configuration in a worker thread and put them in force."""
+        began = time.monotonic()
+        plan = await off_loop(self.fleet.plan, self.cfg)
+        self.fleet.apply(plan)
+        settle_long_lived()
+        self.store.fleet.last_reload_success = time.time()
+        self._started.set()
+        seconds = round(time.monotonic() - began, 3)
+        self.logger.info("started", organisations=len(self.store.orgs), seconds=seconds)
+
+    async def _run_fleet(self) -> None:
+        """The app's poll task: start, then poll until cancelled; a start that fails stops
+        the daemon (`serve` raises its error: a configuration error exits 2)."""
+        try:
+            await self.start()
+        except Exception as exc:
+            self._failure = exc
+            self._stop.set()
+            return
+        await self.fleet.run()
+
+    async def reload(self, trigger: str) -> None:
+        """Reload the configuration once the first one is in force; raises ConfigError."""
+        if self.reloader is None:
+            raise ConfigError("config_file", trigger, "this daemon cannot reload")
+        await self._started.wait()
+        await self.reloader.reload(trigger)
 
     def _poller(
         self, target: TargetSettings, cfg: Settings, state: OrgState, limiter: OrgLane | None
@@ -81,6 +116,7 @@ class Daemon:
         """Poll every organisation once and print the metrics; 1 when any poll failed."""
         # Ctrl-C or SIGTERM: exit 130 / 143 with nothing printed; the write is never cut.
         with cancel_on_signals():
+            await self.start()
             results = await asyncio.gather(*(p.poll_once() for p in self.fleet.pollers))
             sys.stdout.write(render(self.registry).decode())
             sys.stdout.flush()
@@ -88,15 +124,24 @@ class Daemon:
 
     def _prepare(self, new: Settings) -> Callable[[], None]:
         """A reload's swap of the collector, landing page and logging (built before, applied
-        in the reload's one synchronous step)."""
+        in the reload's one synchronous step). An unchanged configuration swaps nothing: a
+        storm of SIGHUPs must not make every scrape render afresh."""
+        if new == self.cfg:
+            return lambda: None
         fresh = queue_collector(self.store, new)
         fresh_info = page_info(new, self._demo_url)
+        secrets = configured_secrets(new)
+        notes = settings.advice(new)
 
         def finish() -> None:
+            remember_secrets(secrets)
             self.registry.unregister(self.collector)
             self.registry.register(fresh)
             self.collector, self.info, self.cfg = fresh, fresh_info, new
             log.configure(new.log_level, new.log_format)
+            for note in notes:
+                self.logger.warning("suspicious setting", advice=note)
+            settle_long_lived()
 
         return finish
 
@@ -106,7 +151,7 @@ class Daemon:
         if self.reloader is None:
             self.logger.warning("reload_unavailable", trigger="SIGHUP")
             return
-        task = asyncio.create_task(_reload_quietly(self.reloader, "SIGHUP"))
+        task = asyncio.create_task(_reload_quietly(self.reload, "SIGHUP"))
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
@@ -126,10 +171,10 @@ class Daemon:
 
     def web_app(self, guard: ConnectionGuard) -> web.Application:
         """The HTTP app, its per-server collector registered."""
-        reload = self.reloader.reload if self.reloader else None
         app = build_app(
-            self.store, self.registry, [self.fleet.run], middlewares=[self.live.middleware],
-            reload=reload,
+            self.store, self.registry, [self._run_fleet], middlewares=[self.live.middleware],
+            reload=self.reload if self.reloader else None,
+            lifecycle=lambda: self.cfg.web_enable_lifecycle,
         )  # fmt: skip
         app[PAGE_INFO_SOURCE] = lambda: self.info
         live = self.live
@@ -153,7 +198,7 @@ class Daemon:
         if warning := raise_fd_limit(cfg.max_connections):
             self.logger.warning("file descriptor limit", problem=warning)
         prepare_for_serving()
-        stop = asyncio.Event()
+        stop = self._stop
         handlers = {sig: stop.set for sig in STOP_SIGNALS} | {
             signal.SIGHUP: self.hangup,
             signal.SIGUSR1: lambda: self.log_status(guard),
@@ -163,23 +208,24 @@ class Daemon:
                 app, cfg.listen_host, cfg.listen_port, ssl_context=self.live.server_context,
                 on_started=self._listening, guard=guard, stop=stop,
             )  # fmt: skip
+        if self._failure is not None:
+            raise self._failure
 
     def _listening(self, url: str) -> None:
         cfg = self.cfg
         self.logger.info(
             "listening",
             url=url,
-            organisations=len(self.store.orgs),
             shard=cfg.shard,
             total_shards=cfg.total_shards,
             version=__version__,
         )
 
 
-async def _reload_quietly(reloader: Reloader, trigger: str) -> None:
+async def _reload_quietly(reload: Callable[[str], Awaitable[None]], trigger: str) -> None:
     """A reload whose refusal is only logged (SIGHUP has no one to answer to)."""
     with contextlib.suppress(ConfigError):
-        await reloader.reload(trigger)
+        await reload(trigger)
 
 
 async def run(

@@ -2,7 +2,8 @@
 
 Pure functions of statuses, counts and the decoded token; `exporter.app.check_connection` does the talking.
 Only statuses, counts, field presence and short OAuth2 codes go into the text: never the token,
-a credential or an item's personal fields.
+a credential or an item's personal fields. What an upstream wrote (`scope`, `token_type`) only
+ever goes through `exporter.domain.scrub.scrub`: bounded, no control characters, secrets masked.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 
 from exporter.domain.errors import PollError
+from exporter.domain.scrub import scrub
 from exporter.upstream.auth import TokenResponse
 from exporter.upstream.client import Page
 
@@ -17,18 +19,24 @@ REQUIRED_SCOPE = "emailqueueapi"
 
 
 def cut(text: str, limit: int = 80) -> str:
-    """`text` shortened to `limit` characters, ending in `~` when cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "~"
+    """`text` made safe to print and shortened to `limit` characters, ending in `~` when cut."""
+    return scrub(text, limit)
 
 
 def token_problems(decoded: TokenResponse) -> list[str]:
     """Why a token that was issued is still no use for the EmailQueue API."""
     problems = []
-    if decoded.token_type.lower() != "bearer":
-        problems.append(f"token_type {cut(decoded.token_type, 20)!r} is not Bearer")
+    if not decoded.bearer:
+        problems.append(f"token_type {cut(str(decoded.token_type), 20)!r} is not Bearer")
     if decoded.scopes is not None and REQUIRED_SCOPE not in decoded.scopes:
         problems.append(f"scope {REQUIRED_SCOPE} not granted: ask Alvaria to grant it")
     return problems
+
+
+def token_warnings(decoded: TokenResponse) -> list[str]:
+    """What about an issued, usable token the user should know (its lifetime is a guess)."""
+    _, problem = decoded.lifetime()
+    return [problem] if problem else []
 
 
 def connect_hint(problem: str) -> str:
@@ -50,6 +58,8 @@ def connect_hint(problem: str) -> str:
 
 def token_hint(exc: PollError, realm: str, scope: str) -> str:
     """What to check when the token request failed."""
+    if exc.reason == "auth" and "token_type" in str(exc):
+        return "the exporter sends tokens as Bearer only: ask Alvaria for a Bearer token"
     if exc.reason == "auth" and "invalid_scope" in str(exc):
         return f"the client may not request scope {cut(scope)}: ask Alvaria to grant it"
     if exc.reason == "auth" and exc.status == 403:
@@ -58,6 +68,8 @@ def token_hint(exc: PollError, realm: str, scope: str) -> str:
         return f"check client_id, client_secret, token_auth_method and token_realm (sent: {realm})"
     if exc.status == 404:
         return "no token service at this path: check region or token_url"
+    if exc.reason == "http_other":
+        return "redirects are not followed: check token_url (https, host and path)"
     if exc.reason in ("connection", "timeout"):
         return "check the host name, proxy (HTTPS_PROXY, NO_PROXY) and firewall"
     if exc.reason == "http_5xx":
@@ -75,6 +87,10 @@ def page_hint(exc: PollError) -> str:
         return "check the host name, proxy (HTTPS_PROXY, NO_PROXY) and firewall"
     if exc.status == 400:
         return "check the filters email_type, work_type_ids and states"
+    if exc.reason == "http_other":
+        return "redirects are not followed: check api_url (https, host, no path)"
+    if exc.reason == "decode":
+        return "the answer was not an email list: is api_url the API (not a portal or proxy page)?"
     return "is api_url the API base (without the /via/v2 path)?"
 
 

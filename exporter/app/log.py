@@ -1,12 +1,19 @@
-"""structlog configuration: console output on a TTY, JSON lines otherwise; stdlib logs routed through it."""
+"""structlog configuration: console output on a TTY, JSON lines otherwise; stdlib logs routed through it.
+
+Every string value of every event, ours or a library's, passes the one scrubber
+(`exporter.domain.scrub`): bounded, control characters replaced, configured secrets masked.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
+
+from exporter.domain.scrub import scrub
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -14,6 +21,24 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+# Characters of one logged value; a traceback may be longer.
+VALUE_CHARS = 2000
+TRACEBACK_CHARS = 20_000
+
+
+def scrub_values(
+    logger: object, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The structlog processor applying `scrub` to every string value of an event."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            if key == "exception":
+                event[key] = scrub(value, TRACEBACK_CHARS, keep_newlines=True)
+            else:
+                event[key] = scrub(value, VALUE_CHARS)
+    return event
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -36,6 +61,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         processors=[
             *shared,
             structlog.processors.format_exc_info,
+            scrub_values,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -46,7 +72,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             # Records from the stdlib (aiohttp, asyncio) may carry exc_info: render it as text.
-            foreign_pre_chain=[*shared, structlog.processors.format_exc_info],
+            foreign_pre_chain=[*shared, structlog.processors.format_exc_info, scrub_values],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )

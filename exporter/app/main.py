@@ -15,12 +15,14 @@ from exporter import __version__, settings
 from exporter.app import log
 from exporter.app.check_connection import check_connection
 from exporter.app.daemon import run
-from exporter.app.signals import Interrupted, cancel_on_signals
+from exporter.app.signals import Interrupted, cancel_on_signals, ignore_until_handled
 from exporter.app.wiring import config_loader
 from exporter.domain.errors import ConfigError
+from exporter.domain.scrub import remember_secrets
 from exporter.fleet.shards import owned
 from exporter.settings import Settings, TargetSettings
 from exporter.settings.web_config import WebConfig
+from exporter.upstream.targets import configured_secrets
 
 PROG = "alvaria-emailqueue-exporter"
 
@@ -82,12 +84,14 @@ def _config_error(exc: ConfigError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    ignore_until_handled()  # already done by exporter.__main__ for the console script
     argv = sys.argv[1:] if argv is None else argv
     try:
         invocation = settings.load(argv, os.environ)
     except ConfigError as exc:
         return _config_error(exc)
     cfg, web = invocation.settings, invocation.web
+    remember_secrets(configured_secrets(cfg), keep_previous=False)
     if invocation.mode == "version":
         print(f"{PROG} {__version__}")
         return 0

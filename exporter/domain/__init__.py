@@ -4,4 +4,6 @@ Modules:
 - ``models``: frozen types shared by the client, the aggregation and the collectors
 - ``names``: metric names, label names and the API's documented enumerations (the contract)
 - ``errors``: the exception tree, each error with the ``reason`` label it is counted under
+- ``scrub``: the one scrubber of upstream text shown anywhere (bounded, no control characters,
+  configured secrets masked)
 """

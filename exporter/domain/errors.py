@@ -13,11 +13,13 @@ of the `reason` label of ``alvaria_emailqueue_poll_errors_total``::
         ├── RateLimitedError     reason="rate_limited"  429 after every retry
         ├── ClientHTTPError      reason="http_4xx"      other 4xx (404 unknown org, 400 ...)
         ├── ServerHTTPError      reason="http_5xx"      5xx after every retry
+        ├── OtherHTTPError       reason="http_other"    1xx or 3xx (redirects are never followed)
         ├── RequestTimeoutError  reason="timeout"       request timeout or poll deadline
         ├── ConnectionFailedError reason="connection"   refused, reset, DNS, TLS
         │                                               (failures of the token endpoint keep
         │                                               these reasons too: they are not `auth`)
-        ├── DecodeError          reason="decode"        not JSON, wrong shape, body too large
+        ├── DecodeError          reason="decode"        not JSON, wrong shape, body too large,
+        │                                               204 or another 2xx without a JSON body
         └── InconsistentError    reason="inconsistent"  paging that does not add up
 
     (any other exception in a poll is a bug: reason="internal", logged with its traceback)
@@ -49,6 +51,17 @@ class ConfigError(ExporterError):
     def all(self) -> tuple[ConfigError, ...]:
         """Every error this one stands for, in the order found."""
         return (self,)
+
+    @property
+    def summary(self) -> str:
+        """The error without its problem text or any path or value: for an unauthenticated
+        caller (`POST /-/reload`); the log has the whole message."""
+        kind = []
+        for word in self.source.split():
+            if "/" in word or "=" in word or "(" in word:
+                break
+            kind.append(word)
+        return f"invalid setting {self.setting} (from {' '.join(kind) or 'the configuration'})"
 
 
 class ConfigErrors(ConfigError):
@@ -111,6 +124,13 @@ class ServerHTTPError(PollError):
     reason = "http_5xx"
 
 
+class OtherHTTPError(PollError):
+    """A 1xx or 3xx from the API or the token endpoint: redirects are never followed (they would
+    carry the credentials elsewhere), so api_url or token_url points at the wrong place."""
+
+    reason = "http_other"
+
+
 class RequestTimeoutError(PollError):
     """A request took longer than request_timeout, or the poll its deadline of 3 x
     poll_interval."""
@@ -127,7 +147,8 @@ class ConnectionFailedError(PollError):
 
 class DecodeError(PollError):
     """The answer is not a usable email list: not JSON, the wrong shape, too large
-    (max_response_bytes), invalid UTF-8, nested too deep."""
+    (max_response_bytes), invalid UTF-8, nested too deep, a 204 or another 2xx without a JSON
+    body."""
 
     reason = "decode"
 
@@ -147,6 +168,7 @@ POLL_ERROR_REASONS: tuple[str, ...] = (
     RateLimitedError.reason,
     ClientHTTPError.reason,
     ServerHTTPError.reason,
+    OtherHTTPError.reason,
     RequestTimeoutError.reason,
     ConnectionFailedError.reason,
     DecodeError.reason,

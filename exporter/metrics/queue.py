@@ -25,7 +25,8 @@ from exporter.metrics import buildinfo
 from exporter.metrics import handling as handling_metrics
 from exporter.metrics import servicelevels as servicelevel_metrics
 from exporter.metrics.families import Block, Family, series_by_org, to_metric_family
-from exporter.polling.store import REQUEST_DURATION_BUCKETS, OrgState, Store
+from exporter.polling.histograms import REQUEST_DURATION_BUCKETS
+from exporter.polling.store import OrgState, Store
 
 GROUP = names.GROUP_LABELS
 PAIR = names.PAIR_LABELS

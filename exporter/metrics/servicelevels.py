@@ -16,7 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from exporter.domain import names
 from exporter.domain.models import PairKey, ServiceLevelGroup, Snapshot
 from exporter.metrics.families import Block, Family
-from exporter.polling.store import OrgState, WaitHistogram
+from exporter.polling.histograms import WaitHistogram
+from exporter.polling.store import OrgState
 
 PAIR = names.PAIR_LABELS
 

@@ -3,5 +3,5 @@
 Modules:
 - ``poller``: one organisation's poll loop: fetch → aggregate → store
 - ``store``: the latest snapshot, counters and poll status of every organisation
-- ``counters``: histograms of observed seconds, and the handling KPIs' counters
+- ``histograms``: the histograms the store keeps (request durations, pickup waits, handling KPIs)
 """

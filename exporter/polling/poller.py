@@ -22,6 +22,7 @@ import structlog
 
 from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
 from exporter.domain.errors import INTERNAL_REASON, PollError, RateLimitedError, RequestTimeoutError
+from exporter.domain.scrub import scrub
 from exporter.polling.store import Counted, OrgState
 from exporter.settings.checks import DEADLINE_FACTOR
 from exporter.upstream.auth import TokenProvider
@@ -135,6 +136,22 @@ class Poller:
         self._last_requests = 0  # requests the last poll sent (retries and token included)
         self._last_start = self._monotonic()  # when the last poll started, after any pacing
 
+    @property
+    def requests_last_poll(self) -> int:
+        """Requests the last finished poll sent (0 before the first): what a key's rate limit
+        must fit (`exporter.fleet.pollers.rate_limit_warnings`)."""
+        return self._last_requests
+
+    def adopt(self, other: Poller) -> None:
+        """Poll with `other`'s client, token provider, options, timing and pacer from the next
+        poll on.
+
+        A reload that changed credentials, timing, aggregation or service-level settings keeps
+        this poll loop, its state and its backoff; a poll in flight finishes as it began.
+        """
+        self._client, self._auth = other._client, other._auth
+        self._options, self._timing, self._pacer = other._options, other._timing, other._pacer
+
     async def poll_once(self) -> bool:
         """Run one complete poll (after waiting for the gateway when it must); True on success."""
         await self._pace()
@@ -217,7 +234,11 @@ class Poller:
                         for reason, count in page.invalid.items():
                             builder.add_invalid(reason, count)
         except (PollError, TimeoutError) as exc:
-            error = exc if isinstance(exc, PollError) else self._deadline_error(throttled_before)
+            error = (
+                exc
+                if isinstance(exc, PollError)
+                else self._deadline_error(throttled_before, waited_before, started)
+            )
             self._fail(error.reason, str(error), started, pages, log)
             self._note_rate_limit(error)
             _forget(exc, error)
@@ -290,6 +311,9 @@ class Poller:
     ) -> None:
         duration = self._monotonic() - started
         expiry = self._auth.expires_at
+        # The error boundary: what an upstream wrote reaches last_error, the landing page and
+        # the log only bounded, without control characters and with configured secrets masked.
+        message = scrub(message)
         self.state.record_failure(reason, message, duration, expiry, at=self._clock())
         log.warning(
             "poll",
@@ -304,10 +328,19 @@ class Poller:
         """429 answers received so far, from any endpoint."""
         return sum(n for (_, code), n in self.state.api_requests.items() if code == "429")
 
-    def _deadline_error(self, throttled_before: int) -> PollError:
-        """Why a poll ran out of time: waiting out 429s is rate limiting, anything else a timeout."""
+    def _deadline_error(
+        self, throttled_before: int, waited_before: float, started: float
+    ) -> PollError:
+        """Why a poll ran out of time: waiting out 429s, or the request budget for most of the
+        poll, is rate limiting; anything else a timeout."""
         if self._throttled() > throttled_before:
             return RateLimitedError("rate limited (429) until the poll deadline", status=429)
+        waited = self.state.rate_limit_wait - waited_before
+        if waited > 0 and waited >= 0.5 * (self._monotonic() - started):
+            return RateLimitedError(
+                f"waited {waited:.3g}s for the key's rate limit (max_requests_per_second) until "
+                "the poll deadline"
+            )
         return RequestTimeoutError("poll deadline exceeded")
 
     def _note_rate_limit(self, error: PollError) -> None:

@@ -7,41 +7,18 @@ success (`prepare_success`) only reads, in a worker thread, and builds new count
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
 from exporter.aggregation.series_budget import OWN_SERIES
 from exporter.domain.models import Flow, GroupKey, PairKey, Snapshot
 from exporter.domain.names import SERVICE_LEVEL_OUTCOMES
-from exporter.polling.counters import HandlingCounters, WaitHistogram
+from exporter.polling.histograms import (
+    DurationHistogram,
+    HandlingCounters,
+    WaitHistogram,
+)
 from exporter.upstream.limit_headers import Announced
-
-__all__ = ["Counted", "DurationHistogram", "OrgState", "Store", "WaitHistogram"]
-
-REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-@dataclass(slots=True)
-class DurationHistogram:
-    """A fixed-bucket histogram of request durations (non-cumulative counts per bucket)."""
-
-    bounds: tuple[float, ...] = REQUEST_DURATION_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(REQUEST_DURATION_BUCKETS) + 1))
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(`le`, cumulative count) pairs ending with `+Inf`."""
-        running = 0
-        out = []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +288,9 @@ class Store:
     def __init__(self, org_ids: list[str]) -> None:
         self.orgs: dict[str, OrgState] = {org: OrgState(org) for org in org_ids}
         self.fleet = FleetStatus()
+        # False until a daemon's first configuration is applied: its plan is built off the
+        # event loop after the server listens, and /readyz must not call an empty set ready.
+        self.configured = True
         # Versions of organisations removed by reloads, so `version` never goes back.
         self._retired = 0
 
@@ -330,4 +310,4 @@ class Store:
     @property
     def ready(self) -> bool:
         """Every organisation has finished its first poll, successfully or not."""
-        return all(state.polled for state in self.orgs.values())
+        return self.configured and all(state.polled for state in self.orgs.values())

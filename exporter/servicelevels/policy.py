@@ -4,7 +4,9 @@ Pure: no I/O, no clock of its own; `now` comes in as an argument. Two pieces, ea
 aggregation pass (`exporter.aggregation.builder.SnapshotBuilder`):
 
 - `ServiceLevelPolicy` maps an (email_type, work_type) group to its `ServiceLevel` by ordered
-  rules (first full regex match wins, else the defaults);
+  rules (first full match wins, else the defaults), the patterns matched by RE2 in linear time,
+  once per distinct label value (`exporter.servicelevels.patterns`); one policy is shared by
+  every organisation of a configuration;
 - `breach_times` turns a group's sorted waiting-email stamps into sorted breach instants, once
   per poll, so a scrape only bisects (`models.ServiceLevelGroup`).
 
@@ -13,7 +15,6 @@ Pickups, judged against these levels, are found in `exporter.aggregation.pickups
 
 from __future__ import annotations
 
-import re
 from array import array
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from exporter.servicelevels.calendar import (
     BusinessCalendar,
     Clock,
 )
+from exporter.servicelevels.patterns import PatternSet, pattern_set
 
 # (email_type, work_type) -> level, remembered; groups are bounded by the label caps, this
 # bound only guards against a policy object kept across very many polls.
@@ -43,31 +45,39 @@ class ServiceLevel:
 
 @dataclass(frozen=True, slots=True)
 class ServiceLevelRule:
-    """Groups whose labels fully match both patterns (None matches anything) get `level`."""
+    """Groups whose labels fully match both patterns (None matches anything) get `level`.
+
+    The patterns are RE2 syntax (no backreferences or look-around); the settings refuse others.
+    """
 
     level: ServiceLevel
-    email_type: re.Pattern[str] | None = None
-    work_type: re.Pattern[str] | None = None
-
-    def matches(self, email_type: str, work_type: str) -> bool:
-        return (self.email_type is None or self.email_type.fullmatch(email_type) is not None) and (
-            self.work_type is None or self.work_type.fullmatch(work_type) is not None
-        )
+    email_type: str | None = None
+    work_type: str | None = None
 
 
 @dataclass(slots=True)
 class ServiceLevelPolicy:
-    """Ordered rules with a default; `level(pair)` is memoised per group."""
+    """Ordered rules with a default; `level(pair)` is memoised per group, each pattern matched
+    once per distinct label value."""
 
     default: ServiceLevel = field(default_factory=lambda: ServiceLevel(86400.0, 3600.0))
     rules: tuple[ServiceLevelRule, ...] = ()
+    _email_types: PatternSet = field(init=False, repr=False, compare=False)
+    _work_types: PatternSet = field(init=False, repr=False, compare=False)
     _memo: dict[PairKey, ServiceLevel] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._email_types = pattern_set(tuple(r.email_type for r in self.rules))
+        self._work_types = pattern_set(tuple(r.work_type for r in self.rules))
 
     def level(self, pair: PairKey) -> ServiceLevel:
         """The level of an (email_type, work_type) group, matched on its exported label values."""
         found = self._memo.get(pair)
         if found is None:
-            found = next((r.level for r in self.rules if r.matches(*pair)), self.default)
+            email_type, work_type = pair
+            both = self._email_types.matching(email_type) & self._work_types.matching(work_type)
+            # The lowest set bit is the first rule that matches both labels.
+            found = self.rules[(both & -both).bit_length() - 1].level if both else self.default
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
             self._memo[pair] = found

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 from exporter.domain.names import EMAIL_TYPES, STATES
-from exporter.settings.models import Settings
+from exporter.settings.models import Settings, TargetSettings
 
 # How late the shipped monitoring (deploy/prometheus, deploy/alertmanager) delivers
 # AlvariaEmailQueueServiceLevelAtRisk after an email enters its warning window, at the latest:
@@ -34,7 +37,49 @@ def advice(settings: Settings) -> list[str]:
             notes.append(
                 f"targets[{i}].email_type: {target.email_type!r} is not an email type the API documents"
             )
-    return notes + service_level_advice(settings)
+    return notes + service_level_advice(settings) + cleartext_advice(settings)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cleartext(url: str) -> bool:
+    """Whether requests to `url` travel unencrypted beyond this host."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and not _loopback((parts.hostname or "").lower())
+
+
+def _secrets_sent(target: TargetSettings, endpoint: str) -> str:
+    if endpoint == "token_url":
+        sent = ["api_key"]
+        if target.client_secret is not None:
+            sent.append("client_secret (in the Basic header or the form)")
+        return ", ".join(sent)
+    bearer = "the access_token" if target.access_token is not None else "the bearer token"
+    return f"api_key and {bearer}"
+
+
+def cleartext_advice(settings: Settings) -> list[str]:
+    """Plain http:// to a host other than this one: the credentials would travel in clear."""
+    notes = []
+    for i, target in enumerate(settings.targets):
+        where = f"targets[{i}]." if len(settings.targets) > 1 else ""
+        for name, url in (("token_url", target.token_url), ("api_url", target.api_url)):
+            if name == "token_url" and target.access_token is not None:
+                continue  # no token requests are made
+            if _cleartext(url):
+                host = urlsplit(url).hostname
+                notes.append(
+                    f"{where}{name}: plain http:// to {host}: {_secrets_sent(target, name)} "
+                    "would travel unencrypted; use https://"
+                )
+    return notes
 
 
 def service_level_advice(settings: Settings) -> list[str]:

@@ -6,6 +6,7 @@ reads back as a config file; with the sources of `load` each value's origin foll
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,11 @@ from exporter.settings.table import SPEC_OF
 from exporter.settings.values import format_duration, format_size
 
 SECRET_MASK = "********"  # noqa: S105 - the mask, not a password
+# libyaml's emitter when PyYAML has it (the representer stays Python, the slow half).
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+# Longer lists are written one item per line, as JSON (a YAML flow mapping): 10,000 targets in
+# a fraction of a second instead of ten, and still a YAML document that reads back the same.
+_BLOCK_ITEMS = 50
 # Keys of a service_levels rule that hold durations.
 _RULE_DURATIONS = ("target", "warning")
 _TOP = re.compile(r"^([a-z_]+):")
@@ -83,5 +89,23 @@ def masked_dump(settings: Settings, sources: Mapping[str, str] | None = None) ->
     config_file = data.pop("config_file", None)
     data = {key: _as_written(key, value) for key, value in data.items()}
     header = f"# config_file: {config_file}\n" if config_file else ""
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 30)
+    parts: list[str] = []
+    block: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, list) and len(value) > _BLOCK_ITEMS:
+            if block:
+                parts.append(_yaml(block))
+                block = {}
+            lines = "".join(f"- {json.dumps(item, ensure_ascii=False)}\n" for item in value)
+            parts.append(f"{key}:\n{lines}")
+        else:
+            block[key] = value
+    if block:
+        parts.append(_yaml(block))
+    text = "".join(parts)
     return header + (text if sources is None else _annotate(text, sources))
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    dumped = yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=1 << 30)
+    return str(dumped)

@@ -78,27 +78,65 @@ def read_text(path: Path, limit: int) -> str:
         raise ValueError(f"{path} is not UTF-8 text") from None
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases: `*name` can expand exponentially (a "billion laughs")."""
+class _RefuseAliases(yaml.composer.Composer):
+    """A composer that refuses aliases: `*name` can expand exponentially (a "billion laughs")."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        if self.check_event(yaml.AliasEvent):  # type: ignore[attr-defined]
+            mark = self.peek_event().start_mark  # type: ignore[attr-defined]
             raise yaml.composer.ComposerError(
                 None, None, "YAML aliases (*name) are not supported", mark
             )
         return super().compose_node(parent, index)
 
 
+class _NoAliasLoader(_RefuseAliases, yaml.SafeLoader):
+    """SafeLoader that refuses aliases.
+
+    Dates and times stay text: PyYAML would turn ``2026-02-30`` into an error about the whole
+    file; as text, the setting that holds it parses it and names its own place
+    (``calendars.office.holidays[0]``).
+    """
+
+
+def _timestamp_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    return loader.construct_yaml_str(node)
+
+
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+_LOADER: Any = _NoAliasLoader
+
+# libyaml's scanner and parser, when PyYAML was built with it (its wheels are), with the
+# composition and construction in Python: a file of 300 organisations and 1,000 rules loads in
+# 0.2 s instead of 1.5 s, and (unlike CSafeLoader, which composes the whole document in one C
+# call holding the GIL) gives the event loop its turn while a reload reads it in a thread.
+if getattr(yaml, "__with_libyaml__", False):
+    from yaml._yaml import CParser
+
+    class _CNoAliasLoader(_RefuseAliases, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):  # fmt: skip
+        """_NoAliasLoader with libyaml's parser."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _CNoAliasLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+    _LOADER = _CNoAliasLoader
+
+
 def parse_yaml(text: str) -> Any:
     """The YAML document in `text`; ValueError names the position, never the line's content."""
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_LOADER)  # noqa: S506 - SafeConstructor, aliases refused
     except yaml.YAMLError as exc:
         # Only the problem and position: str(exc) quotes the offending line, maybe a secret.
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
+        if "nesting depth" in problem:  # libyaml's words for it
+            problem = "nested too deeply"
         raise ValueError(f"invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise ValueError("invalid YAML: nested too deeply") from None

@@ -33,6 +33,8 @@ from exporter.settings.web_config import WebConfig
 
 Mode = Literal["run", "demo", "once", "check_config", "check_connection", "version"]
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# More replicas than this is a mistake (a pasted number), not a deployment.
+MAX_TOTAL_SHARDS = 1000
 
 
 def _check_url(value: str) -> str:
@@ -173,6 +175,8 @@ class Settings(BaseModel):
     log_format: Literal["auto", "console", "json"] = "auto"
     config_file: Path | None = None
     web_config_file: Path | None = None
+    # POST /-/reload, as Prometheus' --web.enable-lifecycle: off unless asked for.
+    web_enable_lifecycle: bool = False
     max_connections: int = Field(512, ge=1, le=1_000_000)
     header_timeout: float = Field(10.0, gt=0, le=3600)
     strict_env: bool = False
@@ -182,7 +186,7 @@ class Settings(BaseModel):
     calendars: dict[str, CalendarSettings] = Field(default_factory=dict)  # YAML only
     shard: int = Field(0, ge=0)
     # Validated even when defaulted, so a shard without total_shards is caught.
-    total_shards: int = Field(1, ge=1, validate_default=True)
+    total_shards: int = Field(1, ge=1, le=MAX_TOTAL_SHARDS, validate_default=True)
     max_requests_per_second: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="before")

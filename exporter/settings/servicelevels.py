@@ -6,7 +6,6 @@ the exact place in the file (``service_levels[2].match.work_type``, ``calendars.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from exporter.domain.errors import ConfigError
 from exporter.servicelevels.calendar import WEEKDAYS, parse_day_hours
+from exporter.servicelevels.patterns import pattern_problem, set_problem
 from exporter.settings.values import parse_duration, type_name
 
 # Bounds on what one config file can ask for (each rule is tried per new group; each holiday
@@ -176,10 +176,11 @@ def _rule(i: int, raw: Any, calendars: Mapping[str, object], errors: _Errors) ->
         elif len(str(pattern)) > MAX_PATTERN_LENGTH:
             errors.add(at, f"longer than {MAX_PATTERN_LENGTH} characters")
         else:
-            try:
-                re.compile(str(pattern))
-            except re.error as exc:
-                errors.add(at, f"invalid regular expression {str(pattern)!r}: {exc}")
+            problem = pattern_problem(str(pattern))
+            if problem is not None:
+                # RE2 syntax: matching time stays linear in the label value, whatever the pattern.
+                hint = "RE2 syntax: no backreferences or look-around"
+                errors.add(at, f"invalid regular expression ({hint}): {problem}")
             else:
                 patterns[label] = str(pattern)
     target = _duration(data.get("target"), f"{where}.target", errors, positive=True)
@@ -224,4 +225,8 @@ def parse_service_levels(
             # A rule naming a calendar that is itself invalid is reported once, at the calendar.
             if (rule := _rule(i, raw, dict.fromkeys(names), errors)) is not None:
                 rules.append(rule)
+    for label in ("email_type", "work_type"):
+        patterns = [p for r in rules if (p := getattr(r.match, label)) is not None]
+        if patterns and (problem := set_problem(patterns)) is not None:
+            errors.add("service_levels", f"the {label} patterns together are too large: {problem}")
     return tuple(rules), calendars, errors.found

@@ -82,9 +82,12 @@ SPECS = (
     Spec("log_format", "choice", "auto (console on a TTY, else JSON), console or json"),
     Spec("shard", "str", "this replica's shard, or auto: the host name's ordinal (name-3 -> 3)"),
     Spec("total_shards", "int", "number of shards; organisations are split by API key"),
-    Spec("max_requests_per_second", "opt", "request rate limit per API key, all its organisations"),
+    Spec(
+        "max_requests_per_second", "number", "request rate limit per API key, all its organisations"
+    ),
     Spec("config_file", "path", "YAML file with any setting above, plus targets:"),
     Spec("web_config_file", "path", "exporter-toolkit web config: TLS and basic auth"),
+    Spec("web_enable_lifecycle", "bool", "serve POST /-/reload (SIGHUP reloads either way)"),
     Spec("max_connections", "int", "open connections to the HTTP server; more are closed at once"),
     Spec("header_timeout", "duration", "time a client has to send a request's headers"),
     Spec("strict_env", "bool", "unknown ALVARIA_* environment variables are errors, not warnings"),
@@ -98,6 +101,7 @@ TOP_KEYS = {spec.name for spec in SPECS if spec.name != "config_file"} | {*FILE_
 TOP_KEYS |= set(YAML_ONLY_KEYS)
 BLOCK_KEYS = {spec.name for spec in TARGET_SPECS} | set(FILE_KEYS)
 _METAVARS = {"duration": "DURATION", "size": "SIZE", "int": "N", "bool": "BOOL", "path": "PATH"}
+_METAVARS |= {"number": "NUMBER"}
 _METAVARS |= {"strs": "A,B,...", "buckets": "S,S,..."}
 MODE_FLAGS: dict[str, Mode] = {
     "demo": "demo",

@@ -63,6 +63,24 @@ def parse_duration(raw: Any) -> float:
     return seconds
 
 
+def parse_number(raw: Any) -> float | None:
+    """A finite number from a YAML number or a string (``0.5``, ``2``, ``1e-3``); "" is None."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        number = float(raw)
+    elif isinstance(raw, str):
+        if not raw.strip():
+            return None
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"{shown(raw)} is not a number") from None
+    else:
+        raise ValueError(f"must be a number, not {type_name(raw)}")
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return number
+
+
 def format_duration(seconds: float) -> str:
     """A duration as it is written in a setting: ``30s``, ``5m``, ``1h30m``, ``2.5s``, ``500ms``.
 
@@ -118,9 +136,13 @@ def convert(kind: str, raw: Any) -> Any:
     if kind == "int":
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
+        if isinstance(raw, float) and raw.is_integer():  # YAML's 500.0
+            return int(raw)
         if not (isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw)):
             raise ValueError(f"{shown(raw)} is not a whole number")
         return int(raw)
+    if kind == "number":  # optional: empty means unset
+        return parse_number(raw)
     if kind in ("strs", "buckets"):
         if isinstance(raw, str):
             items: list[Any] = [item.strip() for item in raw.split(",") if item.strip()]
@@ -145,7 +167,9 @@ def convert(kind: str, raw: Any) -> Any:
         if kind in ("opt", "path"):
             return None
         raise ValueError("must not be empty")
-    return {"choice": text.lower(), "path": Path(text)}.get(kind, text)
+    if kind == "path":
+        return Path(text)
+    return text.lower() if kind == "choice" else text
 
 
 def host_ordinal(hostname: str) -> int:

@@ -11,10 +11,9 @@ Modules:
 - ``query``: the emails endpoint's query parameters, filters and the EmailList body
 - ``ratelimit``: the gateway's rate limit per API key (``--rate-limit``), with its headers
 - ``scenarios``: the named scenarios and the API faults each injects
-- ``static``: the ``large`` and ``uniform`` scenarios: big queues generated once and served
-  pre-encoded
-- ``history``: the life of every email as it really happened (the handling KPIs' truth)
+- ``static``: the ``large`` scenario: a big queue generated once and served pre-encoded
 - ``truth``: ground truth of the simulated queue (``GET /_sim/truth``)
+- ``history``: the life of every simulated email, the handling KPIs' ground truth
 """
 
 from __future__ import annotations

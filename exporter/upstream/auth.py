@@ -17,11 +17,17 @@ from typing import Protocol
 from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import msgspec
+import structlog
 
 from exporter.domain.errors import AuthError, ClientHTTPError, PollError
-from exporter.upstream.transport import HttpResponse, HttpTransport
+from exporter.domain.scrub import scrub
+from exporter.upstream.transport import HttpResponse, HttpTransport, status_error
 
 DEFAULT_TOKEN_LIFETIME = 3600.0
+# A token is refreshed at least this often, whatever `expires_in` says (1e300 is not a lifetime).
+MAX_TOKEN_LIFETIME = 86400.0
+# Characters of an upstream value (token_type, scope) quoted in a message.
+_QUOTED = 40
 # RFC 6749 section 5.2 error codes that mean "these credentials get no token here".
 REFUSALS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope"})
 _ERROR_CODE = re.compile(r"[a-z_]{1,40}")
@@ -80,20 +86,66 @@ class TokenState:
 
 
 class TokenResponse(msgspec.Struct):
-    """The fields of a token response the exporter uses (`scope` only for diagnosis)."""
+    """The fields of a token response the exporter uses (`scope` only for diagnosis).
+
+    Only `access_token` is typed strictly; the others are taken as any JSON value and judged
+    here, so an odd `expires_in` or `scope` costs a warning, not the token.
+    """
 
     access_token: str
-    token_type: str = "Bearer"  # noqa: S105 -- the OAuth2 token type, not a secret
-    expires_in: float | None = None
+    token_type: object = "Bearer"  # noqa: S105 -- the OAuth2 token type, not a secret
+    expires_in: object = None
     # RFC 6749 says a space-separated string; a list is tolerated, never fatal to the poll.
-    scope: str | list[str] | None = None
+    scope: object = None
 
     @property
     def scopes(self) -> list[str] | None:
-        """The granted scopes, or None when the response does not state them."""
-        if self.scope is None:
+        """The granted scopes, or None when the response does not state them (usably)."""
+        if isinstance(self.scope, str):
+            return self.scope.split()
+        if isinstance(self.scope, list):
+            return [item for item in self.scope if isinstance(item, str)]
+        return None
+
+    @property
+    def bearer(self) -> bool:
+        """Whether `token_type` is Bearer (case-insensitive, RFC 6750), the only kind sent;
+        a missing (or null) one is taken for Bearer, as gateways that omit it mean."""
+        kind = self.token_type
+        return kind is None or (isinstance(kind, str) and kind.lower() == "bearer")
+
+    def lifetime(self) -> tuple[float, str | None]:
+        """Seconds the token is used for, and why that is not `expires_in` as sent, if it is not.
+
+        Missing or not a positive number (``"abc"``, ``-5``, ``0``): the default lifetime.
+        Longer than MAX_TOKEN_LIFETIME: capped, so the token is still refreshed now and then.
+        """
+        raw = self.expires_in
+        if raw is None:
+            return DEFAULT_TOKEN_LIFETIME, None
+        seconds = _number(raw)
+        if seconds is None or not 0 < seconds < math.inf:
+            shown = scrub(msgspec.json.encode(raw).decode(), _QUOTED)
+            problem = f"expires_in {shown} is not a positive number of seconds"
+            return DEFAULT_TOKEN_LIFETIME, f"{problem}: {DEFAULT_TOKEN_LIFETIME:g} s assumed"
+        if seconds > MAX_TOKEN_LIFETIME:
+            problem = f"expires_in {seconds:g} s is longer than {MAX_TOKEN_LIFETIME:g} s"
+            return MAX_TOKEN_LIFETIME, f"{problem}: refreshed after {MAX_TOKEN_LIFETIME:g} s"
+        return seconds, None
+
+
+def _number(raw: object) -> float | None:
+    """A number, or a string holding one (some gateways, Apigee among them, send strings)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, str) and len(raw) <= 40:
+        try:
+            return float(raw.strip())
+        except ValueError:
             return None
-        return self.scope.split() if isinstance(self.scope, str) else list(self.scope)
+    return None
 
 
 class _OAuthError(msgspec.Struct):
@@ -128,7 +180,7 @@ class ClientCredentialsConfig:
         if self.auth_method == "client_secret_post":
             form |= {"client_id": self.client_id, "client_secret": self.client_secret}
         else:
-            headers["Authorization"] = _basic_auth(self.client_id, self.client_secret)
+            headers["Authorization"] = basic_auth(self.client_id, self.client_secret)
         return form, headers
 
 
@@ -153,9 +205,11 @@ def refusal_code(body: bytes | bytearray | memoryview) -> str:
 def check_token_response(response: HttpResponse) -> TokenResponse:
     """The decoded token of a token-endpoint answer; raises with the reason it is unusable.
 
-    Refused credentials (401, 403, an OAuth2 refusal code in a 4xx, no usable token in a 2xx)
-    are `auth`; any other 4xx or a 3xx is `http_4xx`, e.g. a wrong token URL that answers 404.
+    Refused credentials (401, 403, an OAuth2 refusal code in a 4xx, no usable token in a 2xx,
+    a token type other than Bearer) are `auth`; any other 4xx is `http_4xx`, e.g. a wrong token
+    URL that answers 404; a 1xx or 3xx (redirects are never followed) is `http_other`.
     (5xx, 429 and network failures never get here: the transport raised them already.)
+    Whatever the endpoint wrote is quoted only through `scrub`.
     """
     status = response.status
     if not 200 <= status < 300:
@@ -163,10 +217,12 @@ def check_token_response(response: HttpResponse) -> TokenResponse:
         detail = f"{status} {code}" if code else str(status)
         if status in (401, 403) or code in REFUSALS:
             raise AuthError(f"token endpoint refused the credentials ({detail})", status=status)
-        # Other 4xx, or a redirect (never followed): token_url is not the token endpoint.
-        raise ClientHTTPError(f"token endpoint answered {detail}", status=status)
+        error = status_error("token", status)
+        if error is None or isinstance(error, ClientHTTPError):
+            # Other 4xx: token_url is not the token endpoint, or the request is malformed.
+            raise ClientHTTPError(f"token endpoint answered {detail}", status=status)
+        raise error
     try:
-        # Lax: some gateways (Apigee among them) send expires_in as a string.
         decoded = msgspec.json.decode(response.body, type=TokenResponse, strict=False)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
         raise AuthError("token endpoint returned no usable access_token") from exc
@@ -176,10 +232,13 @@ def check_token_response(response: HttpResponse) -> TokenResponse:
         raise AuthError(
             "token endpoint returned an access_token with characters not allowed in a header"
         )
+    if not decoded.bearer:
+        shown = scrub(msgspec.json.encode(decoded.token_type).decode(), _QUOTED)
+        raise AuthError(f"token endpoint returned token_type {shown}; only Bearer is supported")
     return decoded
 
 
-def _basic_auth(client_id: str, client_secret: str) -> str:
+def basic_auth(client_id: str, client_secret: str) -> str:
     """The `Authorization` value for client_secret_basic (RFC 6749 section 2.3.1)."""
     # Both parts are form-encoded first, so a ':' or non-ASCII character in them survives;
     # aiohttp.BasicAuth is deprecated and rejects a ':' in the id with a ValueError.
@@ -196,8 +255,10 @@ class ClientCredentials:
         transport: HttpTransport,
         *,
         clock: Callable[[], float] = time.time,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
     ) -> None:
         self._config = config
+        self._log = logger or structlog.get_logger("exporter.upstream.auth")
         self._url = config.url
         self._transport = transport
         self._clock = clock
@@ -248,7 +309,8 @@ class ClientCredentials:
             "token", "POST", self._url, data=form, headers=headers
         )
         decoded = check_token_response(response)
-        lifetime = decoded.expires_in
-        if lifetime is None or not 0 < lifetime < math.inf:
-            lifetime = DEFAULT_TOKEN_LIFETIME
+        lifetime, problem = decoded.lifetime()
+        if problem is not None:
+            # The token works; only its lifetime is a guess. Said once per token fetched.
+            self._log.warning("token_lifetime", problem=problem, lifetime_seconds=lifetime)
         return TokenState(decoded.access_token, self._clock() + lifetime, lifetime)

@@ -11,11 +11,11 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from exporter.domain.errors import AuthError, ClientHTTPError, InconsistentError
+from exporter.domain.errors import AuthError, InconsistentError
 from exporter.upstream.auth import TokenProvider
 from exporter.upstream.decode import Page, Shape, decode_page
 from exporter.upstream.first_sight import deferred
-from exporter.upstream.transport import HttpTransport
+from exporter.upstream.transport import HttpTransport, status_error
 
 __all__ = ["ClientOptions", "EmailQueueClient", "Page", "decode_page"]
 
@@ -176,8 +176,9 @@ class EmailQueueClient:
         status = response.status
         if status in (401, 403):
             raise AuthError(f"emails endpoint refused the credentials ({status})", status=status)
-        if status != 200:
-            raise ClientHTTPError(f"emails endpoint answered {status}", status=status)
+        error = status_error("emails", status)
+        if error is not None:
+            raise error
         opts = self._options
         deferred_fields = opts.extra_fields & opts.first_sight_fields
         page = decode_page(

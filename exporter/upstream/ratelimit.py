@@ -263,8 +263,9 @@ class OrgLane:
 
     async def take(self, endpoint: str = "emails") -> float:
         """Wait for the gateway's window (when spent) and for a turn of the key's rate, then
-        count the request against the window; the seconds waited."""
+        count the request against the window; the seconds waited (also when cut short)."""
         waited = 0.0
+        began = self._monotonic()
         try:
             for attempt in range(MAX_GATEWAY_WAITS + 1):
                 last = attempt == MAX_GATEWAY_WAITS
@@ -280,6 +281,10 @@ class OrgLane:
                 if turn == 0 or last or self._gateway_wait(endpoint) <= 0:
                     break
             self._limiter.spend(endpoint)
+        except asyncio.CancelledError:
+            # Cut short (the poll deadline, a shutdown): the time waited still counts.
+            waited = max(waited, self._monotonic() - began)
+            raise
         finally:
             if waited > 0:
                 self._on_wait(waited)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable
+from urllib.parse import quote_plus
 
 from exporter.domain.errors import ConfigError
 from exporter.settings import Settings, TargetSettings
@@ -18,6 +19,7 @@ from exporter.upstream.auth import (
     ClientCredentialsConfig,
     StaticToken,
     TokenProvider,
+    basic_auth,
 )
 from exporter.upstream.client import ClientOptions
 from exporter.upstream.transport import HttpTransport
@@ -46,6 +48,21 @@ def credentials_config(target: TargetSettings) -> ClientCredentialsConfig:
         auth_method=target.token_auth_method,
         realm=target.token_realm or "",
     )
+
+
+def configured_secrets(cfg: Settings) -> list[str]:
+    """Every configured secret of every organisation, in each form it travels in, to be masked
+    wherever upstream text is shown (`exporter.domain.scrub`)."""
+    values: list[str] = []
+    for target in cfg.targets:
+        for secret in (target.api_key, target.client_secret, target.access_token):
+            if secret is not None:
+                plain = secret.get_secret_value()
+                values += [plain, quote_plus(plain)]
+        if target.client_id is not None and target.client_secret is not None:
+            header = basic_auth(target.client_id, target.client_secret.get_secret_value())
+            values.append(header.removeprefix("Basic "))
+    return values
 
 
 def token_provider(

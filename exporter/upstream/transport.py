@@ -26,8 +26,10 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from exporter.domain.errors import (
+    ClientHTTPError,
     ConnectionFailedError,
     DecodeError,
+    OtherHTTPError,
     PollError,
     RateLimitedError,
     RequestTimeoutError,
@@ -324,6 +326,25 @@ def transport_error(endpoint: str, exc: TimeoutError | aiohttp.ClientError) -> P
             f"{endpoint} request failed: cannot connect to {exc.host}:{exc.port}: {reason}"
         )
     return ConnectionFailedError(f"{endpoint} request failed: {type(exc).__name__}")
+
+
+def status_error(endpoint: str, status: int) -> PollError | None:
+    """The error a final answer of this status is, by class; None for a 2xx with content.
+
+    1xx and 3xx (a redirect is never followed: it would carry the credentials elsewhere) are
+    `http_other`; 4xx `http_4xx`; 204 has no body to decode, so it is `decode`, as is any other
+    2xx whose body turns out not to be JSON (found when it is decoded).
+    """
+    if status == 204:
+        return DecodeError(f"{endpoint} endpoint answered 204 (no content)", status=status)
+    if 200 <= status < 300:
+        return None
+    if 400 <= status < 500:
+        return ClientHTTPError(f"{endpoint} endpoint answered {status}", status=status)
+    if status >= 500:
+        return ServerHTTPError(f"{endpoint} endpoint answered {status}", status=status)
+    kind = "a redirect, not followed" if 300 <= status < 400 else "an informational status"
+    return OtherHTTPError(f"{endpoint} endpoint answered {status} ({kind})", status=status)
 
 
 def _retryable_error(endpoint: str, response: HttpResponse) -> PollError | None:

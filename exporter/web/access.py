@@ -89,9 +89,15 @@ class LiveWebConfig:
         return None
 
     def swap(self, new: WebConfig) -> None:
-        """Put `new` in force; call only after `check` returned None."""
+        """Put `new` in force; call only after `check` returned None.
+
+        Unchanged users keep their `BasicAuth`, and with it the passwords it has already
+        verified: a reload during a password-guessing flood must not send every legitimate
+        scraper back through bcrypt, where the flood keeps it busy (503).
+        """
+        if not (self.auth is not None and new.users == self.config.users):
+            self.auth = BasicAuth(new.users) if new.users else None
         self.config = new
-        self.auth = BasicAuth(new.users) if new.users else None
         self._guard = guard_for(new, self.auth)
 
     def _pick_context(self, conn: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:

@@ -2,7 +2,7 @@
 
 A pure function of the page's settings, the store and `now`. It shows host names, counts and
 times, and the last error's one-line message (which never holds a secret or personal data,
-see `exporter.domain.errors`); never a credential, an email address, a subject or an agent name. No
+see `exporter.domain.errors`, and is scrubbed again here: `exporter.domain.scrub`); never a credential, an email address, a subject or an agent name. No
 external assets, so it renders the same behind a firewall; readable on a phone (the table
 becomes one card per organisation on narrow screens).
 """
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from exporter import __version__
 from exporter.domain.names import DEFAULT_WAITING_STATES
+from exporter.domain.scrub import scrub
 from exporter.metrics import buildinfo
 from exporter.polling.store import OrgState, Store
 
@@ -83,7 +84,7 @@ def _cells(state: OrgState, info: PageInfo, now: float) -> list[tuple[str, str, 
     status = "up" if state.up else ("down" if state.polled else "pending")
     error = "none"
     if state.last_error:
-        message = state.last_error[:_ERROR_CHARS]
+        message = scrub(state.last_error, _ERROR_CHARS)
         when = f" at {_when(state.last_error_at, now)}" if state.last_error_at else ""
         error = f"<b>{html.escape(state.last_error_reason or '')}</b>: {html.escape(message)}{when}"
     snapshot = state.live_snapshot(now, info.stale_after)

@@ -42,6 +42,9 @@ EXPOSITION = web.AppKey("exposition", ExpositionCache)
 DEFAULT_PAGE_INFO = PageInfo()
 POLL_TASKS = web.AppKey("poll_tasks", list[asyncio.Task[None]])
 RELOAD: web.AppKey[Reload] = web.AppKey("reload")
+# Whether POST /-/reload is served (web_enable_lifecycle), asked at each request: a reload may
+# turn it on or off.
+LIFECYCLE: web.AppKey[Callable[[], bool]] = web.AppKey("lifecycle")
 
 
 def build_app(
@@ -50,12 +53,18 @@ def build_app(
     poll_loops: Sequence[PollTask] = (),
     middlewares: Iterable[Any] = (),
     reload: Reload | None = None,
+    lifecycle: Callable[[], bool] = lambda: False,
 ) -> web.Application:
-    """The exporter's aiohttp application; `poll_loops` run for as long as the app does."""
+    """The exporter's aiohttp application; `poll_loops` run for as long as the app does.
+
+    `POST /-/reload` runs `reload` only while `lifecycle()` is true (web_enable_lifecycle);
+    otherwise it answers 403, as Prometheus does without --web.enable-lifecycle.
+    """
     app = web.Application(middlewares=list(middlewares))
     app[STORE] = store
     app[PAGE_CACHE] = PageCache()
     app[POLL_TASKS] = []
+    app[LIFECYCLE] = lifecycle
     if reload is not None:
         app[RELOAD] = reload
         # POST only (aiohttp answers 405 to other methods); behind the same middlewares as all.
@@ -95,12 +104,22 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def reload_config(request: web.Request) -> web.Response:
-    """Reload the configuration (SPEC §8): 200, or 500 with the one-line reason."""
+    """Reload the configuration (SPEC §8): 200, or 500 with the one-line reason; 403 unless
+    web_enable_lifecycle is on.
+
+    The 500's line names the settings and where they came from, never a value or a path (the
+    caller may be anyone the web config lets in; the log says why).
+    """
+    if not request.app[LIFECYCLE]():
+        return web.Response(status=403, text="lifecycle API is not enabled\n")
     try:
         await request.app[RELOAD]("http")
     except ConfigError as exc:
-        # One line, even when several settings are wrong.
-        return web.Response(status=500, text="; ".join(map(str, exc.all)) + "\n")
+        errors = exc.all
+        more = len(errors) - 1
+        tail = f"; {more} more problem{'s' * (more > 1)}" if more else ""
+        line = f"reload refused: {errors[0].summary}{tail}; the log says why"
+        return web.Response(status=500, text=line + "\n")
     return web.Response(text="configuration reloaded\n")
 
 

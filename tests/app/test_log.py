@@ -46,3 +46,19 @@ def test_stdlib_exceptions_are_rendered_as_text() -> None:
     (event,) = lines(buf)
     assert event["logger"] == "aiohttp.server"
     assert isinstance(event["exception"], str) and "ValueError: boom" in event["exception"]
+
+
+def test_every_logged_value_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter.domain import scrub
+
+    monkeypatch.setattr(scrub, "_secrets", ("client-secret-0042",))
+    monkeypatch.setattr(scrub, "_longest", len("client-secret-0042"))
+    buf = io.StringIO()
+    log.configure("info", "console", buf)
+    forged = "refused\n2026-01-01 [info] poll outcome=success \x1b[32mok client-secret-0042"
+    structlog.get_logger("exporter").warning("poll", error=forged, big="x" * 100_000)
+    logging.getLogger("aiohttp.server").warning("peer said %s", "client-secret-0042\r\nforged")
+    text = buf.getvalue()
+    assert "client-secret-0042" not in text and "********" in text
+    assert "\x1b[32m" not in text and len(text.splitlines()) == 2
+    assert "x" * (log.VALUE_CHARS + 1) not in text

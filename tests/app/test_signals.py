@@ -4,8 +4,10 @@ cleanly on SIGQUIT; `--once` interrupted exits 130/143 with nothing printed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -149,3 +151,75 @@ async def test_sighup_and_sigusr1_are_logged_and_the_daemon_keeps_serving() -> N
         assert await asyncio.wait_for(proc.wait(), 10) == 0
         content = await wait_for_log(log, '"stopped"')
         assert "Traceback" not in content
+
+
+async def pester(proc: asyncio.subprocess.Process, after: float = 0.15) -> int:
+    """Send SIGHUP and SIGUSR1 every 20 ms from `after` seconds after the start until the process
+    ends (at most 30 s); the number of signals sent."""
+    await asyncio.sleep(after)  # the interpreter itself must be up: before that nothing can help
+    sent = 0
+    for _ in range(1500):
+        if proc.returncode is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGHUP if sent % 2 == 0 else signal.SIGUSR1)
+            sent += 1
+        await asyncio.sleep(0.02)  # the pace of the signals, not a wait for a condition
+    return sent
+
+
+@pytest.mark.parametrize("mode", ["--once", "--check-connection", "--check-config"])
+async def test_sighup_and_sigusr1_during_a_mode_never_kill_it(mode: str) -> None:
+    async with serving(FakeAlvaria(items=[{"id": "1", "state": "Queued"}])) as api:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "exporter", mode, env=clean_env(api.env()),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        sender = asyncio.create_task(pester(proc))
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        sent = await sender
+    assert sent > 0
+    assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
+    assert b"Traceback" not in err
+    if mode == "--once":
+        assert b'alvaria_emailqueue_up{org="acme"} 1.0' in out
+
+
+async def test_sighup_and_sigusr1_during_the_daemons_start_never_kill_it() -> None:
+    port = free_port()
+    async with serving(FakeAlvaria(items=[{"id": "1", "state": "Queued"}])) as api:
+        with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+            env = clean_env(
+                api.env(ALVARIA_LISTEN_ADDRESS=f"127.0.0.1:{port}", ALVARIA_LOG_FORMAT="json")
+            )
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "exporter", env=env, stdout=log, stderr=log,
+            )  # fmt: skip
+            sender = asyncio.create_task(pester(proc))
+            try:
+                await wait_for_log(log.name, '"started"')
+                sender.cancel()
+                assert proc.returncode is None, read(log.name)[-2000:]
+                async with aiohttp.ClientSession() as session:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        assert r.status == 200
+                proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(proc.wait(), 10) == 0
+            finally:
+                sender.cancel()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+
+def test_the_console_script_ignores_them_before_importing_the_exporter() -> None:
+    # What the console script imports first sets the dispositions, before any heavy import.
+    code = (
+        "import signal, sys; import exporter.__main__; "
+        "print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, "
+        "signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN, 'exporter.app.main' in sys.modules)"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.split() == ["True", "True", "False"]

@@ -82,7 +82,7 @@ async def test_reload_adds_removes_rotates_and_keeps_the_rest(tmp_path: Path) ->
 
         def configure(*orgs: str, **settings: object) -> None:
             targets = [sim.target(o, secrets.get(o, secrets["org-0001"])) for o in orgs]
-            write_config(config, targets, poll_interval="1s", **settings)
+            write_config(config, targets, poll_interval="1s", web_enable_lifecycle=True, **settings)
 
         configure("org-0001", "org-0002", "org-0003")
         async with exporter(config, log=tmp_path / "exporter.app.log") as daemon:
@@ -160,19 +160,23 @@ async def test_invalid_reload_answers_500_and_changes_nothing(tmp_path: Path) ->
     async with simulator(2) as sim:
         config = tmp_path / "config.yaml"
         good = [sim.target("org-0001", secret), sim.target("org-0002", secret)]
-        write_config(config, good, poll_interval="1s")
+        on = {"poll_interval": "1s", "web_enable_lifecycle": True}
+        write_config(config, good, **on)
         async with exporter(config, log=tmp_path / "exporter.app.log") as daemon:
             assert await status(daemon.base + "/-/reload") == 405
             before = await scrape(daemon.base)
-            write_config(config, good[:1], poll_interval="soon")
+            pasted = "sk-live-0123456789abcdef"  # a secret pasted where a duration belongs
+            write_config(config, good[:1], poll_interval=pasted, web_enable_lifecycle=True)
             code, text = await post(daemon.base + "/-/reload")
             assert code == 500
             assert text.count("\n") == 1 and "poll_interval" in text, text
+            assert pasted[:8] not in text and str(tmp_path) not in text, "no value, no path"
             assert '"event": "reload_failed"' in daemon.logs()
             # A missing secret file is refused the same way.
-            write_config(config, [sim.target("org-0001", tmp_path / "missing")], poll_interval="1s")
+            write_config(config, [sim.target("org-0001", tmp_path / "missing")], **on)
             code, text = await post(daemon.base + "/-/reload")
             assert code == 500 and "client_secret" in text, text
+            assert str(tmp_path) not in text
             after = await wait_for(
                 lambda: scrape(daemon.base),
                 lambda m: get(m, POLLS, org="org-0002") > get(before, POLLS, org="org-0002"),
@@ -180,7 +184,7 @@ async def test_invalid_reload_answers_500_and_changes_nothing(tmp_path: Path) ->
             )
             assert get(after, RELOAD_OK) == 0
             assert orgs_of(after) == {"org-0001", "org-0002"}
-            write_config(config, good, poll_interval="1s")
+            write_config(config, good, **on)
             assert (await post(daemon.base + "/-/reload"))[0] == 200
             assert get(await scrape(daemon.base), RELOAD_OK) == 1
 
@@ -203,6 +207,7 @@ async def test_reload_rereads_the_web_config(tmp_path: Path) -> None:
             [sim.target("org-0001", secret)],
             poll_interval="1s",
             web_config_file=str(web),
+            web_enable_lifecycle=True,
         )
         async with exporter(config, log=tmp_path / "exporter.app.log", auth=old) as daemon:
             url = daemon.base + "/-/reload"
@@ -240,3 +245,62 @@ async def test_request_rate_limit_holds_across_ten_organisations(tmp_path: Path)
             # Ten polls a second cannot fit five requests a second: the overrun is reported.
             assert total(samples, "alvaria_emailqueue_rate_limit_overrun_polls_total") > 0
             assert '"event": "poll_over_rate_limit"' in daemon.logs()
+
+
+async def test_reload_is_off_unless_the_lifecycle_api_is_enabled(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    async with simulator(2) as sim:
+        config = tmp_path / "config.yaml"
+        write_config(config, [sim.target("org-0001", secret)], poll_interval="1s")
+        async with exporter(config, log=tmp_path / "exporter.app.log") as daemon:
+            # A cross-site form POST, or anyone on the network: refused, nothing reloaded.
+            write_config(config, [sim.target("org-0002", secret)], poll_interval="1s")
+            assert await post(daemon.base + "/-/reload") == (403, "lifecycle API is not enabled\n")
+            assert orgs_of(await scrape(daemon.base)) == {"org-0001"}
+            daemon.hangup()  # SIGHUP reloads either way
+            await wait_for(lambda: scrape(daemon.base), lambda m: orgs_of(m) == {"org-0002"}, 10)
+
+
+async def test_a_service_level_or_aggregation_reload_keeps_every_counter_and_gauge(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    async with simulator(3) as sim:
+        config = tmp_path / "config.yaml"
+        targets = [sim.target(org, secret) for org in ("org-0001", "org-0002", "org-0003")]
+        write_config(config, targets, poll_interval="1s")
+        async with exporter(config, log=tmp_path / "exporter.app.log") as daemon:
+            before = await wait_for(
+                lambda: scrape(daemon.base),
+                lambda m: min(get(m, POLLS, org=o["org_id"]) for o in targets) >= 3,
+                within=15,
+            )
+            rules = [{"match": {"work_type": f"wt-{i}|Sales.*"}, "target": "4h"} for i in range(50)]
+            write_config(
+                config, targets, poll_interval="1s", service_levels=rules,
+                service_level_target="8h", waiting_states="Queued,Queued2", max_series=10000,
+            )  # fmt: skip
+            for _ in range(20):  # a storm of SIGHUPs: readiness and counters never dip
+                daemon.hangup()
+                assert await status(daemon.base + "/readyz") == 200
+                now = await scrape(daemon.base)
+                for target in targets:
+                    org = target["org_id"]
+                    assert get(now, POLLS, org=org) >= get(before, POLLS, org=org)
+                    assert total(now, ARRIVALS, org=org) >= total(before, ARRIVALS, org=org)
+                    assert total(now, "alvaria_emailqueue_emails", org=org) > 0, "gauges stay"
+            after = await wait_for(
+                lambda: scrape(daemon.base),
+                lambda m: any(
+                    n == "alvaria_emailqueue_service_level_target_seconds" and v == 8 * 3600
+                    for (n, _), v in m.items()
+                ),
+                within=10,
+            )
+            for target in targets:
+                org = target["org_id"]
+                assert get(after, POLLS, org=org) > get(before, POLLS, org=org)
+            assert '"event": "reloaded"' in daemon.logs()
+            assert get(after, RELOAD_OK) == 1

@@ -16,7 +16,7 @@ from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
 from exporter.upstream.client import Page
 from exporter.upstream.ratelimit import OrgLane
-from tests.fakes import NoAuth
+from tests.fakes import NoAuth, until
 
 
 class Empty:
@@ -181,3 +181,62 @@ async def test_running_fleet_stops_removed_and_starts_added(
     runner.cancel()
     with pytest.raises(asyncio.CancelledError):
         await runner
+
+
+async def test_changed_aggregation_and_service_levels_keep_the_poll_loop_and_counters(
+    fleet: tuple[Fleet, Builder],
+) -> None:
+    f, _ = fleet
+    f.apply(f.plan(settings(target("a"), target("b"))))
+    runner = asyncio.create_task(f.run())
+    try:
+        await until(lambda: min(s.polls for s in f.store.orgs.values()) >= 2)
+        before = {org: (state, state.polls) for org, state in f.store.orgs.items()}
+        pollers = f.pollers
+        rules = [{"match": {"work_type": "VIP.*"}, "target": 600.0}]
+        new = settings(
+            target("a"), target("b"), waiting_states=("Queued",), service_level_target=7200,
+            service_levels=rules, max_series=5000,
+        )  # fmt: skip
+        plan = f.plan(new)
+        assert plan.rebuilt == ("a", "b")
+        stopped = f.apply(plan)
+        assert stopped == [], "no poll loop is cancelled"
+        assert f.pollers == pollers, "the running pollers adopted the new parts"
+        options = f.pollers[0]._options
+        assert options.waiting_states == {"Queued"}
+        assert options.service_levels.level(("InboundEmail", "VIP 1")).target == 600.0
+        await until(lambda: f.store.orgs["a"].polls > before["a"][1])
+        for org, (state, polls) in before.items():
+            assert f.store.orgs[org] is state and state.polls >= polls
+        assert f.store.ready
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+def test_one_policy_is_compiled_per_configuration_and_shared(fleet: tuple[Fleet, Builder]) -> None:
+    f, _ = fleet
+    rules = [{"match": {"work_type": f"wt{i}"}, "target": 60.0 + i} for i in range(1000)]
+    targets = [target(f"o{i}") for i in range(20)]
+    f.apply(f.plan(settings(*targets, service_levels=rules)))
+    policies = {id(p._options.service_levels) for p in f.pollers}
+    assert len(policies) == 1, "every organisation shares one compiled rule set"
+    # A reload with equal service-level settings (new objects) and another poll interval.
+    f.apply(f.plan(settings(*targets, service_levels=rules, poll_interval=0.1)))
+    assert {id(p._options.service_levels) for p in f.pollers} == policies
+
+
+def test_a_budget_too_small_for_one_poll_is_named(fleet: tuple[Fleet, Builder]) -> None:
+    f, _ = fleet
+    targets = [target(f"o{i}", key="shared") for i in range(7)] + [target("alone", key="own")]
+    plan = f.plan(settings(*targets, poll_interval=1.0, max_requests_per_second=2.0))
+    assert len(plan.warnings) == 1
+    assert "o0, o1, o2, o3, o4 and 2 more" in plan.warnings[0] and "need 7" in plan.warnings[0]
+    assert "alone" not in plan.warnings[0] and "shared" not in plan.warnings[0]
+    f.apply(plan)
+    for poller in f.pollers[:7]:
+        poller._last_requests = 3  # as after polls of three requests each
+    again = f.plan(settings(*targets, poll_interval=1.0, max_requests_per_second=20.0))
+    assert "need 21" in again.warnings[0], "the last polls' sizes count"
+    assert not f.plan(settings(*targets, poll_interval=1.0)).warnings

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -139,6 +141,73 @@ def _dir(parent: Path, name: str) -> Path:
     path = parent / name
     path.mkdir()
     return path
+
+
+class CountingLoads(Loads):
+    """Loads that count how often the files were read, each read taking a little while."""
+
+    def __init__(self, cfg: Settings) -> None:
+        super().__init__(cfg)
+        self.reads = 0
+
+    def __call__(self) -> tuple[Settings, WebConfig]:
+        self.reads += 1
+        time.sleep(0.05)  # reading and validating take time: requests arrive meanwhile
+        return super().__call__()
+
+
+async def test_concurrent_reloads_share_one() -> None:
+    fleet = Fleet(Store([]), Builder())
+    cfg = settings(target("a"))
+    fleet.apply(fleet.plan(cfg))
+    loads = CountingLoads(settings(target("a"), target("b")))
+    r = Reloader(loads, fleet, LiveWebConfig(WebConfig()), cfg)
+    await asyncio.gather(*(r.reload(f"http {i}") for i in range(200)))
+    assert loads.reads <= 2, "one reload running, at most one more for everyone who came later"
+    assert list(fleet.store.orgs) == ["a", "b"]
+    # Requests that arrive after a reload started get one of their own (the files may have
+    # changed since it read them).
+    before = loads.reads
+    first = asyncio.create_task(r.reload("first"))
+    await asyncio.sleep(0.01)  # it has started reading
+    await asyncio.gather(first, *(r.reload("later") for _ in range(50)))
+    assert loads.reads == before + 2
+
+
+async def test_concurrent_reloads_share_a_refusal() -> None:
+    r, loads, _ = reloader(settings(target("a")))
+    loads.cfg = ConfigError("poll_interval", "test", "refused")
+    results = await asyncio.gather(*(r.reload("x") for i in range(20)), return_exceptions=True)
+    assert all(isinstance(e, ConfigError) for e in results)
+
+
+class SlowBuilder(Builder):
+    """A builder that takes its time per organisation, as a large configuration does."""
+
+    def __call__(self, *args: Any) -> Any:
+        time.sleep(0.02)
+        return super().__call__(*args)
+
+
+async def test_building_runs_off_the_event_loop() -> None:
+    build = SlowBuilder()
+    r, loads, _ = reloader(settings(target("a")), build)
+    loads.cfg = settings(*(target(f"o{i}") for i in range(25)))  # ~0.5 s of building
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.005)
+            lags.append(time.monotonic() - before)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        await r.reload("test")
+    finally:
+        ticking.cancel()
+    assert len(r._fleet.store.orgs) == 25
+    assert max(lags) < 0.2, max(lags)
 
 
 async def test_a_refused_reload_shows_in_the_very_next_scrape() -> None:

@@ -170,6 +170,7 @@ def test_runbooks_cover_every_poll_error_reason_and_the_timing() -> None:
         "rate_limited",
         "http_4xx",
         "http_5xx",
+        "http_other",
         "timeout",
         "connection",
         "decode",

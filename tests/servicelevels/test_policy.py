@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from array import array
 from datetime import UTC, datetime
 
@@ -64,8 +63,8 @@ def test_the_first_full_match_wins_else_the_default() -> None:
     policy = ServiceLevelPolicy(
         default,
         (
-            ServiceLevelRule(vip, work_type=re.compile("VIP.*"), email_type=re.compile("Inbound")),
-            ServiceLevelRule(fast, work_type=re.compile("Sales|VIP.*")),
+            ServiceLevelRule(vip, work_type="VIP.*", email_type="Inbound"),
+            ServiceLevelRule(fast, work_type="Sales|VIP.*"),
         ),
     )
     assert policy.level(("Inbound", "VIP Gold")) is vip

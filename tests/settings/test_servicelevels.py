@@ -76,6 +76,17 @@ def test_rules_and_calendars_from_yaml(tmp_path: Path) -> None:
             "service_levels[0].match.work_type",
             "invalid regular expression",
         ),
+        # Backreferences and look-around need backtracking: refused, not run against API labels.
+        (
+            r"service_levels: [{match: {work_type: '(a)\1'}}]",
+            "service_levels[0].match.work_type",
+            "RE2 syntax",
+        ),
+        (
+            "service_levels: [{match: {email_type: '(?=In)Inbound.*'}}]",
+            "service_levels[0].match.email_type",
+            "invalid regular expression",
+        ),
         (
             "service_levels: [{calendar: nope}]",
             "service_levels[0].calendar",
@@ -116,6 +127,13 @@ def test_rules_and_calendars_from_yaml(tmp_path: Path) -> None:
         (
             "calendars: {uk: {timezone: UTC, hours: {mon: '09:00-17:00'}, holidays: [someday]}}",
             "calendars.uk.holidays[0]",
+            "not a date",
+        ),
+        # A date YAML itself would read, but that does not exist: named where it is.
+        (
+            "calendars: {office: {timezone: UTC, hours: {mon: '09:00-17:00'}, "
+            "holidays: [2026-12-24, 2026-02-30]}}",
+            "calendars.office.holidays[1]",
             "not a date",
         ),
     ],

@@ -628,3 +628,51 @@ def test_series_budget_and_label_length_settings() -> None:
     with pytest.raises(ConfigError) as info:
         load(["--max-series", "10"], env)
     assert "max_series" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        (
+            {"ALVARIA_API_URL": "http://api.example.com"},
+            ["api_url: plain http:// to api.example.com"],
+        ),
+        ({"ALVARIA_TOKEN_URL": "http://id.example.com/t"}, ["token_url: plain http://"]),
+        ({"ALVARIA_API_URL": "http://10.0.0.5:8080"}, ["api_url: plain http:// to 10.0.0.5"]),
+        ({"ALVARIA_API_URL": "http://127.0.0.1:8080"}, []),
+        ({"ALVARIA_API_URL": "http://localhost:8080"}, []),
+        ({"ALVARIA_API_URL": "http://[::1]:8080"}, []),
+        ({"ALVARIA_API_URL": "https://api.example.com"}, []),
+    ],
+)
+def test_cleartext_to_another_host_is_a_warning_naming_the_secrets(
+    env: dict[str, str], warned: list[str]
+) -> None:
+    from exporter.settings import advice
+
+    base = {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": API_KEY, "ALVARIA_CLIENT_ID": "c"}
+    cfg = load([], {**base, "ALVARIA_CLIENT_SECRET": CLIENT_SECRET, **env}).settings
+    notes = [n for n in advice(cfg) if "http://" in n]
+    assert len(notes) == len(warned), notes
+    for note, start in zip(notes, warned, strict=True):
+        assert note.startswith(start) and "unencrypted" in note
+        assert "api_key" in note and API_KEY not in note and CLIENT_SECRET not in note
+    if warned and "token_url" in warned[0]:
+        assert "client_secret" in notes[0]
+    if warned and "api_url" in warned[0]:
+        assert "bearer token" in notes[0]
+
+
+def test_cleartext_warning_at_check_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.app.main import main
+
+    for key, value in {"ALVARIA_ORG_ID": "acme", "ALVARIA_API_KEY": API_KEY,
+                       "ALVARIA_ACCESS_TOKEN": TOKEN,
+                       "ALVARIA_API_URL": "http://api.example.com"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    assert main(["--check-config"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: api_url: plain http:// to api.example.com: api_key and the access_token" in err
+    assert "token_url" not in err, "a static token makes no token requests"

@@ -149,6 +149,21 @@ async def test_bcrypt_runs_once_per_distinct_credential_even_in_a_storm() -> Non
     assert await auth.verify(good) and len(calls) == 2
 
 
+async def test_a_reload_with_the_same_users_keeps_the_verified_passwords(tmp_path: Path) -> None:
+    # A SIGHUP during a password-guessing flood must not send the scrapers back to bcrypt.
+    path = write(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n")
+    live = LiveWebConfig(load(path))
+    auth = live.auth
+    assert auth is not None and await auth.verify(basic("alice", PASSWORD))
+    live.swap(load(path))
+    assert live.auth is auth, "same users: same verifier, same cache"
+    other = bcrypt.hashpw(b"new password", bcrypt.gensalt(4)).decode()
+    write(tmp_path, f"basic_auth_users:\n  alice: '{other}'\n")
+    live.swap(load(path))
+    assert live.auth is not auth and live.auth is not None
+    assert not await live.auth.verify(basic("alice", PASSWORD)), "a changed password applies"
+
+
 async def test_unknown_users_cost_a_bcrypt_check_too_and_fail() -> None:
     calls: list[bytes] = []
 
@@ -324,6 +339,7 @@ async def test_the_web_config_file_is_read_once_per_start_and_once_per_reload(
         env |= api.env(
             ALVARIA_LISTEN_ADDRESS=f"127.0.0.1:{port}",
             ALVARIA_WEB_CONFIG_FILE=str(web_config),
+            ALVARIA_WEB_ENABLE_LIFECYCLE="true",
             WEB_CONFIG=str(web_config),
             OPEN_TALLY=str(tally),
         )

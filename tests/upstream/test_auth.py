@@ -408,7 +408,8 @@ async def test_token_endpoint_timeout_is_timeout_not_auth(
         (401, b'{"error": "Invalid Realm <script>"}', "auth", "401"),  # odd codes are not echoed
         (403, b'{"error": "access_denied"}', "auth", "403 access_denied"),
         (404, b"<html>no such path</html>", "http_4xx", "404"),
-        (302, b"", "http_4xx", "302"),
+        (302, b"", "http_other", "302 (a redirect, not followed)"),
+        (101, b"", "http_other", "101 (an informational status)"),
         (400, b'{"error": "invalid_request"}', "http_4xx", "400 invalid_request"),
     ],
 )

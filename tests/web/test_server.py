@@ -81,3 +81,38 @@ async def test_landing_page_escapes_and_shows_status() -> None:
     assert "&lt;org&gt;" in page and "<org>" not in page
     assert "<b>http_5xx</b>: API answered 503 &lt;b&gt;" in page
     assert 'href="metrics"' in page
+
+
+async def test_reload_answers_only_with_the_lifecycle_api_enabled() -> None:
+    from exporter.domain.errors import ConfigError, ConfigErrors
+
+    enabled = False
+    calls: list[str] = []
+
+    async def reload(trigger: str) -> None:
+        calls.append(trigger)
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "poll_interval",
+                    "config file /etc/x/c.yml (poll_interval)",
+                    "'sk-live-123' is not a duration",
+                ),
+                ConfigError("targets[0].api_key", "file ALVARIA_API_KEY_FILE=/run/k", "empty"),
+            ]
+        )
+
+    app = build_app(Store([]), CollectorRegistry(), reload=reload, lifecycle=lambda: enabled)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/-/reload")
+        assert (response.status, await response.text()) == (403, "lifecycle API is not enabled\n")
+        assert calls == []
+        enabled = True  # a reload can turn it on: asked at each request
+        response = await client.post("/-/reload")
+        text = await response.text()
+        assert response.status == 500 and calls == ["http"]
+        assert text == (
+            "reload refused: invalid setting poll_interval (from config file); 1 more problem; "
+            "the log says why\n"
+        )
+        assert (await client.get("/-/reload")).status == 405

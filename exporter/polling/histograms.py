@@ -1,9 +1,5 @@
-"""Histograms of observed seconds, and the handling KPIs' counters (SPEC §10).
-
-Both are replaced whole by every successful poll, never changed in place: a scrape being
-rendered in another thread may be reading the previous ones, and an unchanged mapping lets the
-renderer reuse its lines.
-"""
+"""The poll counters kept as histograms: request durations, pickup waits and the handling KPIs'
+observations, each new poll's built as copies so a scrape never sees one half-updated."""
 
 from __future__ import annotations
 
@@ -14,7 +10,30 @@ from typing import TypeVar
 
 from exporter.domain.models import PairKey, Snapshot
 
+REQUEST_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 K = TypeVar("K")
+
+
+@dataclass(slots=True)
+class DurationHistogram:
+    """A fixed-bucket histogram of request durations (non-cumulative counts per bucket)."""
+
+    bounds: tuple[float, ...] = REQUEST_DURATION_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(REQUEST_DURATION_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(`le`, cumulative count) pairs ending with `+Inf`."""
+        running = 0
+        out = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
 
 
 @dataclass(slots=True)
@@ -64,12 +83,12 @@ class HandlingCounters:
                 repeats[pair] = repeats.get(pair, 0) + n
             repeats |= {pair: 0 for pair in live if pair not in repeats}
         return HandlingCounters(
-            _by_pair(old.handle, kpis.handle, bounds, live),
-            _by_pair(old.resolution, kpis.resolution, bounds, live),
-            {} if kpis.dwell is None else _observed(old.dwell, kpis.dwell, bounds),
+            by_pair(old.handle, kpis.handle, bounds, live),
+            by_pair(old.resolution, kpis.resolution, bounds, live),
+            {} if kpis.dwell is None else observed(old.dwell, kpis.dwell, bounds),
             {}
             if kpis.delivery_lag is None
-            else _observed(old.delivery_lag, kpis.delivery_lag, bounds),
+            else observed(old.delivery_lag, kpis.delivery_lag, bounds),
             repeats,
             bounds,
         )
@@ -79,7 +98,7 @@ class HandlingCounters:
         return (len(self.dwell) + len(self.delivery_lag)) * (len(self.bounds) + 3)
 
 
-def _observed(
+def observed(
     histograms: dict[K, WaitHistogram],
     observations: Iterable[tuple[K, float]],
     bounds: tuple[float, ...],
@@ -100,7 +119,7 @@ def _observed(
     return out
 
 
-def _by_pair(
+def by_pair(
     histograms: dict[PairKey, WaitHistogram],
     observations: Iterable[tuple[PairKey, float]] | None,
     bounds: tuple[float, ...],
@@ -110,7 +129,7 @@ def _by_pair(
     is not measured, so none)."""
     if observations is None:
         return {}
-    out = _observed({k: h for k, h in histograms.items() if k in live}, observations, bounds)
+    out = observed({k: h for k, h in histograms.items() if k in live}, observations, bounds)
     for pair in live:
         out.setdefault(pair, EMPTY_HISTOGRAM)
     return out
