@@ -50,11 +50,15 @@ def is_handling(state: str, waiting_states: Set[str]) -> bool:
 
 
 def thread_hash(thread_id: str | int | None) -> int:
-    """An 8-byte hash of a threadId (stable, never 0); 0 when there is none."""
+    """An 8-byte key of a threadId, never 0 (0: none). Alvaria's thread ids are int32 numbers
+    as text: those are kept as their value (+ 1), exactly; any other text is hashed (blake2b)."""
     if thread_id is None or thread_id == "":
         return 0
-    digest = hashlib.blake2b(str(thread_id).encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(digest.digest(), "little", signed=True) or 1
+    text = thread_id if type(thread_id) is str else str(thread_id)
+    if len(text) < 19 and text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
+        return int(text) + 1
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True) or 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,10 +154,11 @@ class EmailMemory:
 
     Each tracked email has a slot in parallel arrays (about 33 bytes), so the memory is as
     compact as the snapshot's own: when its current state was first seen, when its handling
-    started (NaN: not yet), its receivedTime (else queuedTime; NaN: neither), an 8-byte hash of
-    its threadId (0: none) and whether its beginning was seen (only then is it observed).
-    Departed threads are remembered by hash with their departure time, oldest first. The
-    arrays are copied by the next poll before it writes, so a snapshot never changes.
+    started (NaN: not yet), its receivedTime (else queuedTime; NaN: neither), an 8-byte key of
+    its threadId (0: none; `handling.thread_hash`) and whether its beginning was seen (only
+    then is it observed). Departed threads are remembered by key with their departure time,
+    oldest first. The arrays are copied by the poll that first writes to them, so a snapshot
+    never changes.
     """
 
     slots: Mapping[EmailId, int]

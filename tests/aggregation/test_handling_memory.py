@@ -153,3 +153,10 @@ def test_kpis_enabled_midway_observe_only_emails_that_arrive_after() -> None:
     # email 2 arrived after: its Queued stay is.
     assert third.handling.dwell == (("Queued", 30.0),)
     assert third.handling.handle == ()
+
+
+def test_thread_keys_are_exact_for_numbers_and_hashed_otherwise() -> None:
+    assert thread_hash("247958000") == 247958001 == thread_hash(247958000)
+    assert thread_hash("0") == 1 and thread_hash("007") not in (0, 8)  # "007" is not "7"
+    assert thread_hash("t-1") != thread_hash("t-2") and thread_hash("t-1") != 0
+    assert thread_hash("9" * 30) != 0  # too long for an int64: hashed
