@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from docsgen.blocks import table
 from exporter.app.wiring import build_registry
-from exporter.metrics import fleet, queue, servicelevels
+from exporter.metrics import fleet, handling, queue, servicelevels
 from exporter.metrics.families import Family, FastCollector, Registry
 from exporter.polling.store import Store
 from exporter.settings import Settings
@@ -28,6 +28,7 @@ from exporter.web.connections import ConnectionGuard, ServerCollector
 # Section titles differ from the page's own headings, so their anchors do too.
 QUEUE_STATE = "Queue state and flow families"
 SERVICE_LEVELS = "Service-level families"
+HANDLING = "Handling KPI families"
 EXPORTER = "The exporter's families, per organisation"
 FLEET = "Shard and reload families"
 SERVER = "HTTP server families"
@@ -66,6 +67,8 @@ def _declared(module: ModuleType) -> list[Family]:
 def _section_of_family(family: Family) -> str:
     if family in _declared(servicelevels):
         return SERVICE_LEVELS
+    if family in _declared(handling):
+        return HANDLING
     if family in _declared(fleet):
         return FLEET
     about_the_queue = {"state", "from_state", "work_type"} & set(family.labels)
@@ -100,7 +103,7 @@ def entries() -> list[Entry]:
     for collector in registry().collectors:
         made = _fast(collector) if isinstance(collector, FastCollector) else _generic(collector)
         found.update((entry.name, entry) for entry in made)
-    order = [QUEUE_STATE, SERVICE_LEVELS, EXPORTER, FLEET, SERVER, RUNTIME]
+    order = [QUEUE_STATE, SERVICE_LEVELS, HANDLING, EXPORTER, FLEET, SERVER, RUNTIME]
     return sorted(found.values(), key=lambda e: (order.index(e.section), e.name))
 
 
