@@ -55,7 +55,11 @@ def parse_duration(raw: Any) -> float:
                     f"{shown(raw)} is not a duration: use seconds (30, 2.5) or 30s, 5m, 1h30m, 500ms"
                 ) from None
             parts = re.findall(_DURATION_PART, text)
-            seconds = sum(float(n) * UNIT_SECONDS[unit] for n, unit in parts)
+            # Milliseconds divided, not multiplied by 0.001: 950ms is exactly the float 0.95.
+            seconds = sum(
+                float(n) / 1000 if unit == "ms" else float(n) * UNIT_SECONDS[unit]
+                for n, unit in parts
+            )
     else:
         raise ValueError(f"must be a duration, not {type_name(raw)}")
     if not math.isfinite(seconds):
@@ -87,7 +91,7 @@ def format_duration(seconds: float) -> str:
     `parse_duration` reads every result back to the same number of seconds.
     """
     seconds = float(seconds)
-    if 0 < seconds < 1 and (seconds * 1000).is_integer():
+    if 0 < seconds < 1 and (seconds * 1000).is_integer() and int(seconds * 1000) / 1000 == seconds:
         return f"{int(seconds * 1000)}ms"
     if not seconds.is_integer():
         return f"{Decimal(repr(seconds)):f}s"  # every digit, never an exponent

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from exporter.app.main import main
@@ -57,6 +57,7 @@ def test_durations_are_written_as_settings_are(seconds: float, text: str) -> Non
 
 
 @given(st.floats(min_value=0, max_value=10**9, allow_nan=False, allow_infinity=False))
+@example(0.95)  # 950 * 0.001 is 0.9500000000000001
 def test_every_written_duration_reads_back(seconds: float) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
 
