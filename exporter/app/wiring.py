@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from exporter import settings
 from exporter.aggregation.builder import AggregationOptions
 from exporter.aggregation.handling import HandlingOptions
+from exporter.aggregation.series_budget import SeriesCost
 from exporter.domain import names
 from exporter.domain.names import STATES
 from exporter.fleet.policies import service_level_policy
@@ -27,6 +29,7 @@ from exporter.metrics.queue import QueueCollector, declared_families
 from exporter.polling.poller import Poller, PollTiming
 from exporter.polling.store import OrgState, Store
 from exporter.settings import Settings, TargetSettings
+from exporter.settings.models import denied_by
 from exporter.settings.web_config import WebConfig
 from exporter.upstream.client import ClientOptions, EmailQueueClient
 from exporter.upstream.first_sight import FIRST_SIGHT_FIELDS
@@ -38,8 +41,22 @@ from exporter.web.landing import PageInfo
 
 def denied_families(cfg: Settings) -> frozenset[str]:
     """The declared names of the families `metric_denylist` removes."""
+    return _denied(cfg.metric_denylist)
+
+
+# One answer per denylist, not one per organisation: aggregation_options, handling_options and
+# the client options of every organisation of a configuration ask the same question.
+@functools.lru_cache(maxsize=8)
+def _denied(denylist: tuple[str, ...]) -> frozenset[str]:
     families = (*declared_families(), *fleet_families())
-    return frozenset(f.name for f in families if cfg.denies(f.exposed_name))
+    return frozenset(f.name for f in families if denied_by(denylist, f.exposed_name))
+
+
+@functools.lru_cache(maxsize=8)
+def _series_cost(denylist: tuple[str, ...], buckets: int) -> SeriesCost:
+    """What a pair, group and agent cost with these families denied and this many age buckets."""
+    denied = _denied(denylist)
+    return series_cost([f for f in declared_families() if f.name not in denied], buckets)
 
 
 def handling_options(cfg: Settings) -> HandlingOptions:
@@ -60,8 +77,6 @@ def handling_options(cfg: Settings) -> HandlingOptions:
 
 def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOptions:
     """The aggregation's view of the settings for one organisation."""
-    denied = denied_families(cfg)
-    priced = [f for f in declared_families() if f.name not in denied]
     return AggregationOptions(
         waiting_states=frozenset(cfg.waiting_states),
         series_ttl=cfg.series_ttl,
@@ -73,7 +88,7 @@ def aggregation_options(cfg: Settings, target: TargetSettings) -> AggregationOpt
         wait_buckets=cfg.age_buckets,
         max_series=cfg.max_series,
         max_label_length=cfg.max_label_length,
-        series_cost=series_cost(priced, len(cfg.age_buckets)),
+        series_cost=_series_cost(cfg.metric_denylist, len(cfg.age_buckets)),
         handling=handling_options(cfg),
         work_type_label=cfg.work_type_label,
     )

@@ -137,6 +137,11 @@ class TargetSettings(BaseModel):
         return self
 
 
+def denied_by(denylist: tuple[str, ...], family: str) -> bool:
+    """Whether any pattern of a `metric_denylist` matches the family exposed as `family`."""
+    return any(re.search(pattern, family) for pattern in denylist)
+
+
 class Settings(BaseModel):
     """Everything the exporter runs with."""
 
@@ -261,7 +266,7 @@ class Settings(BaseModel):
 
     def denies(self, family: str) -> bool:
         """Whether `metric_denylist` removes the metric family exposed as `family`."""
-        return any(re.search(pattern, family) for pattern in self.metric_denylist)
+        return denied_by(self.metric_denylist, family)
 
     @property
     def listen_host(self) -> str:
