@@ -16,7 +16,8 @@ worker thread).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from itertools import chain, starmap
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.registry import Collector
 
 from exporter.metrics.families import Block, Family, LabelValues, Part, Rows, gather
+from exporter.metrics.gzipped import LEVEL, Chunk, Deflater, Piece, data_of
 
 Format = Literal["text", "openmetrics"]
 CONTENT_TYPES: dict[Format, str] = {
@@ -97,12 +99,38 @@ def _template(sample: str, labels: Sequence[str], fixed: dict[int, str], extra: 
     return f"{sample}{{{{{body}}}}} " if body else f"{sample} "
 
 
-class Renderer:
-    """Renders gathered parts; keeps what the next render can reuse."""
+class Rendered:
+    """One render's body as pieces in output order: the body, or its gzip (`Renderer.gzip`),
+    is joined from them when asked for."""
 
-    def __init__(self) -> None:
-        self._chunks: dict[tuple[str, LabelValues], tuple[object, list[str]]] = {}
-        self._prefixes: dict[tuple[str, LabelValues], dict[Any, Any]] = {}
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces: list[Piece]) -> None:
+        self.pieces = pieces
+
+    def body(self) -> bytes:
+        return b"".join(map(data_of, self.pieces))
+
+
+# Where a block's series were rendered from: family, `le` bounds, label values before the key.
+_Key = tuple[str, tuple[str, ...], LabelValues]
+
+
+class Renderer:
+    """Renders gathered parts; keeps what the next render can reuse.
+
+    Kept between renders (only what the last render used, so bounded by one body): the lines of
+    every mapping that is the very object rendered last time (a frozen snapshot's counts: each
+    organisation's are rendered once per poll) with their deflate data, the line prefixes of
+    series whose values move with time (ages), and those of single series.
+    """
+
+    def __init__(self, level: int = LEVEL) -> None:
+        self._chunks: dict[_Key, tuple[object, list[Chunk]]] = {}
+        self._prefixes: dict[_Key, dict[Any, Any]] = {}
+        self._singles: dict[_Key, Any] = {}
+        self._layouts: dict[tuple[str, tuple[str, ...]], _Layout] = {}
+        self._deflater = Deflater(level)
 
     @property
     def remembered(self) -> int:
@@ -111,60 +139,114 @@ class Renderer:
 
     def render(self, parts: Sequence[Part], fmt: Format) -> bytes:
         """The whole `/metrics` body in `fmt`."""
-        # Encoded a family at a time: no single join or encode of the whole body holds the GIL
-        # for long while the event loop waits for it.
-        out: list[bytes] = []
-        chunks: dict[tuple[str, LabelValues], tuple[object, list[str]]] = {}
-        prefixes: dict[tuple[str, LabelValues], dict[Any, Any]] = {}
-        escaped = _Escaped()
-        seen: set[str] = set()
+        return self.pieces(parts, fmt).body()
+
+    def gzip(self, rendered: Rendered) -> bytes:
+        """The gzip of a rendered body (kept lines are compressed once, see `gzipped`)."""
+        return self._deflater.gzip(rendered.pieces)
+
+    def pieces(self, parts: Sequence[Part], fmt: Format) -> Rendered:
+        """The whole `/metrics` body in `fmt`, as pieces."""
+        out: list[Piece] = []
+        state = _Pass(self)
         for part in parts:
-            if not isinstance(part, list):
-                out.append(_generic(part, fmt).encode())
+            if isinstance(part, list):
+                blocks: Iterable[Block] = part
+            elif getattr(part, "collect", None) is not None:
+                out.append(_generic(part, fmt).encode())  # type: ignore[arg-type]
                 continue
-            for block in part:
+            else:
+                blocks = part.blocks()  # type: ignore[union-attr]
+            for block in blocks:
                 family = block.family
-                if family.name in seen:
+                if family.name in state.seen:
                     raise ValueError(f"{family.name}: the family was yielded twice in one scrape")
-                seen.add(family.name)
-                sections = self._sections(block, escaped, chunks, prefixes)
-                out.append("".join(_assemble(family, sections, fmt)).encode())
-        self._chunks, self._prefixes = chunks, prefixes
+                state.seen.add(family.name)
+                out.extend(_assemble(family, state.sections(block), fmt))
+        self._chunks, self._prefixes, self._singles = state.chunks, state.prefixes, state.singles
+        self._layouts = state.layouts
         if fmt == "openmetrics":
             out.append(b"# EOF\n")
-        return b"".join(out)
+        return Rendered(out)
 
-    def _sections(
-        self,
-        block: Block,
-        escaped: _Escaped,
-        chunks: dict[tuple[str, LabelValues], tuple[object, list[str]]],
-        prefixes: dict[tuple[str, LabelValues], dict[Any, Any]],
-    ) -> list[list[str]]:
-        """The block's sections of lines (see `_empty_sections`)."""
+
+class _Pass:
+    """One render: what it reuses from the renderer, and what it keeps for the next."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.old = renderer
+        self.chunks: dict[_Key, tuple[object, list[Chunk]]] = {}
+        self.prefixes: dict[_Key, dict[Any, Any]] = {}
+        self.singles: dict[_Key, Any] = {}
+        self.layouts: dict[tuple[str, tuple[str, ...]], _Layout] = {}
+        self.escaped = _Escaped()
+        self.seen: set[str] = set()
+
+    def layout(self, block: Block) -> _Layout:
+        key = (block.family.name, block.le)
+        layout = self.layouts.get(key) or self.old._layouts.get(key)
+        if layout is None:
+            layout = _Layout(block)
+        self.layouts[key] = layout
+        return layout
+
+    def sections(self, block: Block) -> list[list[str | Chunk]]:
+        """The block's sections (see `_empty_sections`), each a list of lines and kept chunks."""
         family = block.family
-        lines = _empty_sections(block)
-        for values, value in block.singles:
-            fixed = dict(enumerate(escaped[v] for v in values))
-            _series(block, lines, _Layout(block, fixed).formats(), (), value)
+        lines: list[list[str | Chunk]] = [[] for _ in _empty_sections(block)]
+        layout = self.layout(block)
+        if block.singles:
+            self._singles_lines(block, layout, lines)
+        name, le = family.name, block.le
         for rows in block.rows:
-            key = (family.name, rows.prefix)
-            if rows.value is None:
-                cached = self._chunks.get(key)
+            key = (name, le, rows.prefix)
+            if rows.reusable:
+                cached = self.old._chunks.get(key)
                 if cached is None or cached[0] is not rows.mapping:
-                    cached = (rows.mapping, _rows_lines(block, rows, escaped, {}))
-                chunks[key] = cached
-                for section, part in zip(lines, cached[1], strict=False):
-                    section.append(part)
+                    text = _rows_lines(block, rows, layout, self.escaped, {})
+                    cached = (rows.mapping, [Chunk(t) for t in text])
+                self.chunks[key] = cached
+                for section, chunk in zip(lines, cached[1], strict=False):
+                    section.append(chunk)
             else:
-                memo = self._prefixes.get(key, {})
-                rendered = _rows_lines(block, rows, escaped, memo)
+                memo = self.old._prefixes.get(key, {})
+                rendered = _rows_lines(block, rows, layout, self.escaped, memo)
                 if len(memo) > len(rows.mapping):  # groups gone since the last render
                     memo = {k: memo[k] for k in rows.mapping}
-                prefixes[key] = memo
-                for section, part in zip(lines, rendered, strict=False):
-                    section.append(part)
+                self.prefixes[key] = memo
+                for section, rendered_text in zip(lines, rendered, strict=False):
+                    section.append(rendered_text)
         return lines
+
+    def _singles_lines(
+        self, block: Block, layout: _Layout, sections: list[list[str | Chunk]]
+    ) -> None:
+        """The single series of `block`, their line prefixes kept between renders."""
+        name, le = block.family.name, block.le
+        old, kept = self.old._singles, self.singles
+        get = self.escaped.__getitem__
+        if le:
+            lines = _empty_sections(block)
+            gauge = block.family.kind == "gaugehistogram"
+            formats = layout.bound(())
+            for values, value in block.singles:
+                key = (name, le, values)
+                memo = {values: known} if (known := old.get(key)) is not None else {}
+                _histogram(lines, gauge, formats, values, values, value, memo, get)
+                kept[key] = memo[values]
+            for section, part in zip(sections, lines, strict=True):
+                section.append("".join(part))
+            return
+        out = []
+        fmt = layout.templates[0].format
+        for values, value in block.singles:
+            key = (name, le, values)
+            prefix = old.get(key)
+            if prefix is None:
+                prefix = fmt(*map(get, values))
+            kept[key] = prefix
+            out.append(f"{prefix}{go_float(value)}\n")
+        sections[0].append("".join(out))
 
 
 def _empty_sections(block: Block) -> list[list[str]]:
@@ -174,97 +256,113 @@ def _empty_sections(block: Block) -> list[list[str]]:
 
 
 class _Layout:
-    """The `str.format` templates of one series shape: labels `fixed` (escaped), rest per key."""
+    """The `str.format` templates of one family's series (one per bucket, count and sum for
+    histograms): label values in declared order, written sorted by label name."""
 
-    def __init__(self, block: Block, fixed: dict[int, str]) -> None:
-        self.block = block
+    def __init__(self, block: Block) -> None:
         family, labels = block.family, block.family.labels
         name = family.name
         if not block.le:
             sample = name + "_total" if family.kind == "counter" else name
-            self.templates = [_template(sample, labels, fixed)]
+            self.templates = [_template(sample, labels, {})]
         else:
             count, total = (
                 ("_gcount", "_gsum") if family.kind == "gaugehistogram" else ("_count", "_sum")
             )
             self.templates = [
-                *(_template(name + "_bucket", labels, fixed, f'le="{le}"') for le in block.le),
-                _template(name + count, labels, fixed),
-                _template(name + total, labels, fixed),
+                *(_template(name + "_bucket", labels, {}, f'le="{le}"') for le in block.le),
+                _template(name + count, labels, {}),
+                _template(name + total, labels, {}),
             ]
 
-    def formats(self) -> list[Any]:
-        return [t.format for t in self.templates]
+    def bound(self, prefix: Sequence[str]) -> list[Callable[..., str]]:
+        """The templates' `format`s with the (escaped) label values `prefix` filled in."""
+        return [partial(t.format, *prefix) for t in self.templates]
 
 
-def _series(
-    block: Block, lines: list[list[str]], formats: list[Any], key: Sequence[str], value: Any
+def _rows_lines(
+    block: Block, rows: Rows, layout: _Layout, escaped: _Escaped, memo: dict[Any, Any]
+) -> list[str]:
+    """One string per section for every series of `rows`; `memo` remembers the line prefixes
+    of series whose values are computed per render (`rows.value`), and for histograms the
+    lines of the buckets and count as long as they do not change."""
+    mapping, fn = rows.mapping, rows.value
+    scalar = len(rows.prefix) + 1 == len(block.family.labels)
+    get = escaped.__getitem__
+    formats = layout.bound([get(v) for v in rows.prefix])
+    if block.le:
+        return _histogram_rows(block, rows, formats, get, memo)
+    fmt = formats[0]
+    if fn is None:  # every prefix is used once: build them all at C speed
+        # Label values rarely need escaping: checked for all keys at once, at C speed.
+        joined = "".join(mapping) if scalar else "".join(chain.from_iterable(mapping))
+        clean = not ("\\" in joined or '"' in joined or "\n" in joined)
+        prefixes: Iterable[str]
+        if scalar:
+            prefixes = map(fmt, mapping) if clean else map(fmt, map(get, mapping))
+        else:
+            keys = mapping if clean else (map(get, key) for key in mapping)
+            prefixes = starmap(fmt, keys)
+        return ["".join(map(_LINE, prefixes, map(go_float, mapping.values())))]
+    for key in mapping.keys() - memo.keys():
+        memo[key] = fmt(get(key)) if scalar else fmt(*map(get, key))
+    values = map(go_float, map(fn, mapping.values()))
+    return ["".join(map(_LINE, map(memo.__getitem__, mapping), values))]
+
+
+def _histogram_rows(
+    block: Block,
+    rows: Rows,
+    formats: list[Callable[..., str]],
+    get: Callable[[str], str],
+    memo: dict[Any, Any],
+) -> list[str]:
+    """The sections of histogram series (see `_histogram`)."""
+    scalar = len(rows.prefix) + 1 == len(block.family.labels)
+    fn = rows.value
+    lines = _empty_sections(block)
+    gauge = block.family.kind == "gaugehistogram"
+    for key, raw in rows.mapping.items():
+        tail = (key,) if scalar else key
+        value = raw if fn is None else fn(raw)
+        _histogram(lines, gauge, formats, key, tail, value, memo, get)
+    return ["".join(section) for section in lines]
+
+
+def _histogram(
+    lines: list[list[str]],
+    gauge: bool,
+    formats: list[Callable[..., str]],
+    key: Any,
+    tail: tuple[str, ...],
+    value: Any,
+    memo: dict[Any, Any],
+    get: Callable[[str], str],
 ) -> None:
-    if not block.le:
-        lines[0].append(f"{formats[0](*key)}{go_float(value)}\n")
-        return
-    _histogram(block, lines, [f(*key) for f in formats], value)
+    """The lines of one histogram series (`memo[key]`), its label values after the bound ones
+    `tail`.
 
-
-def _histogram(block: Block, lines: list[list[str]], prefixes: Sequence[str], value: Any) -> None:
+    `memo` keeps, per key, the bucket and count lines of the last render (reused while the
+    counts stay the same: ages cross a bound now and then, not at every scrape) and the sum's
+    line prefix."""
     counts, total = value
-    buckets = "".join([f"{p}{go_float(c)}\n" for p, c in zip(prefixes, counts, strict=False)])
-    count = f"{prefixes[-2]}{go_float(counts[-1])}\n"
-    sums = f"{prefixes[-1]}{go_float(total)}\n"
-    if block.family.kind == "gaugehistogram":
+    known = memo.get(key)
+    if known is None or known[0] != tuple(counts):
+        escaped = [get(k) for k in tail]
+        prefixes = [f(*escaped) for f in formats]
+        buckets = "".join([f"{p}{go_float(c)}\n" for p, c in zip(prefixes, counts, strict=False)])
+        count = f"{prefixes[-2]}{go_float(counts[-1])}\n"
+        # A tuple of strings and numbers: one the garbage collector stops tracking.
+        known = memo[key] = (tuple(counts), buckets, count, prefixes[-1])
+    _, buckets, count, sum_prefix = known
+    sums = f"{sum_prefix}{go_float(total)}\n"
+    if gauge:
         lines[0].append(buckets)
         lines[1].append(count)
         lines[2].append(sums)
         lines[3].append(buckets + count + sums)
     else:
         lines[0].append(buckets + count + sums)
-
-
-def _rows_lines(block: Block, rows: Rows, escaped: _Escaped, memo: dict[Any, Any]) -> list[str]:
-    """One string per section for every series of `rows`; `memo` remembers the line prefixes
-    of series whose values are computed per render (`rows.value`)."""
-    layout = _Layout(block, {i: escaped[v] for i, v in enumerate(rows.prefix)})
-    mapping, fn = rows.mapping, rows.value
-    scalar = len(rows.prefix) + 1 == len(block.family.labels)
-    # Label values rarely need escaping: checked for all keys at once, at C speed.
-    joined = "".join(mapping) if scalar else "".join(chain.from_iterable(mapping))
-    clean = not ("\\" in joined or '"' in joined or "\n" in joined)
-    get = escaped.__getitem__
-    if not block.le:
-        fmt = layout.templates[0].format
-        if fn is None:  # every prefix is used once: build them all at C speed
-            prefixes: Iterable[str]
-            if scalar:
-                prefixes = map(fmt, mapping) if clean else map(fmt, map(get, mapping))
-            else:
-                keys = mapping if clean else (map(get, key) for key in mapping)
-                prefixes = starmap(fmt, keys)
-            return ["".join(map(_LINE, prefixes, map(go_float, mapping.values())))]
-        out: list[str] = []
-        append = out.append
-        for key, raw in mapping.items():
-            prefix = memo.get(key)
-            if prefix is None:
-                if scalar:
-                    prefix = memo[key] = fmt(key if clean else get(key))
-                else:
-                    prefix = memo[key] = fmt(*key) if clean else fmt(*map(get, key))
-            append(f"{prefix}{go_float(fn(raw))}\n")
-        return ["".join(out)]
-    lines = _empty_sections(block)
-    formats = layout.formats()
-    for key, raw in mapping.items():
-        value = raw if fn is None else fn(raw)
-        prefixes_of = memo.get(key) if fn is not None else None
-        if prefixes_of is None:
-            tail = [get(k) for k in ((key,) if scalar else key)]
-            # A tuple, not a list: kept in the memo, a tuple of strings is one the garbage
-            # collector stops tracking (a list it walks at every full collection).
-            prefixes_of = tuple([f(*tail) for f in formats])
-            if fn is not None:
-                memo[key] = prefixes_of
-        _histogram(block, lines, prefixes_of, value)
-    return ["".join(section) for section in lines]
 
 
 def _headers(family: Family, fmt: Format, suffix: str = "") -> str:
@@ -283,22 +381,42 @@ def _headers(family: Family, fmt: Format, suffix: str = "") -> str:
     return f"# HELP {name} {text}\n# TYPE {name} {kind}\n"
 
 
-def _assemble(family: Family, sections: list[list[str]], fmt: Format) -> list[str]:
-    """Headers and sections in the order each format wants them."""
+def _assemble(family: Family, sections: list[list[str | Chunk]], fmt: Format) -> list[Piece]:
+    """Headers and sections in the order each format wants them, as pieces: kept chunks as
+    they are, the text in between joined and encoded."""
     if family.kind != "gaugehistogram":
-        return [_headers(family, fmt), *sections[0]]
+        return _pieces([_headers(family, fmt), *sections[0]])
     buckets, gcount, gsum, interleaved = sections
     if fmt == "openmetrics":
-        return [_headers(family, fmt), *interleaved]
+        return _pieces([_headers(family, fmt), *interleaved])
     # Text 0.0.4 has no gauge histogram: prometheus_client moves _gcount and _gsum into gauges.
-    return [
-        _headers(family, fmt),
-        *buckets,
-        _headers(family, fmt, "_gcount"),
-        *gcount,
-        _headers(family, fmt, "_gsum"),
-        *gsum,
-    ]
+    return _pieces(
+        [
+            _headers(family, fmt),
+            *buckets,
+            _headers(family, fmt, "_gcount"),
+            *gcount,
+            _headers(family, fmt, "_gsum"),
+            *gsum,
+        ]
+    )
+
+
+def _pieces(parts: list[str | Chunk]) -> list[Piece]:
+    """Runs of text joined and encoded once; chunks kept as they are."""
+    out: list[Piece] = []
+    run: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            run.append(part)
+            continue
+        if run:
+            out.append("".join(run).encode())
+            run = []
+        out.append(part)
+    if run:
+        out.append("".join(run).encode())
+    return out
 
 
 class _One:
