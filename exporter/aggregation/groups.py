@@ -1,8 +1,10 @@
 """The label groups of one poll: raw item labels to bounded group keys, and their running totals.
 
 Each distinct combination of raw labels is resolved once per poll: its values are bounded
-(`exporter.aggregation.labels`), admitted under their caps or folded into `other`, and its key interned,
-so that an email still in its group matches the previous snapshot's key by identity. The
+(`exporter.aggregation.labels`; once per process for all organisations, `BOUNDED`), admitted
+under their caps or folded into `other`, and its key interned, so that an email still in its
+group matches the previous snapshot's key by identity. A combination whose key the previous
+snapshot exported as it is skips the caps (its values are admitted already). The
 series budget's folds (`exporter.aggregation.series_budget`) are applied here too, at the end of the poll.
 """
 
@@ -26,6 +28,43 @@ MAX_EXTRA_VALUES = 20
 RESOLVED_LIMIT = 16_384
 # (state, email type, work type name or else id), as the items carry them.
 RawLabels = tuple[str | None, str | None, str | int | None]
+
+
+class BoundedLabels:
+    """Raw labels -> their bounded values (`bound_label`, `unknown` for what is missing), for
+    every organisation of the process at once.
+
+    Bounding is pure, so one table serves all: organisations with the same work types resolve
+    them once, and share the key objects (and their strings) in memory. Bounded like `resolved`
+    (cleared when full; combinations with over-long values are never kept). Safe to read and
+    fill from the loop and the worker thread at once: single dict operations.
+    """
+
+    __slots__ = ("_table", "limit")
+
+    def __init__(self, limit: int = RESOLVED_LIMIT) -> None:
+        self.limit = limit
+        self._table: dict[tuple[RawLabels, int], GroupKey] = {}
+
+    def get(self, raw: RawLabels, max_length: int) -> GroupKey | None:
+        return self._table.get((raw, max_length))
+
+    def bound(self, raw: RawLabels, max_length: int) -> GroupKey:
+        """The bounded values of `raw`, remembered when they are short enough to keep."""
+        bounded = (
+            bound_label(raw[0] or UNKNOWN, max_length),
+            bound_label(raw[1] or UNKNOWN, max_length),
+            bound_label(label_value(raw[2]), max_length),
+        )
+        if all(type(v) is not str or len(v) <= max_length for v in raw):
+            table = self._table
+            if len(table) >= self.limit:
+                table.clear()
+            bounded = table.setdefault((raw, max_length), bounded)
+        return bounded
+
+
+BOUNDED = BoundedLabels()
 
 
 def label_value(*candidates: str | int | None) -> str:
@@ -130,8 +169,7 @@ class Groups:
             self.overflow[label] += 1
 
     def _admit(self, cap: CappedLabel, label: str, value: str) -> str:
-        """The label value for `value` from upstream: bounded, and within its cap."""
-        value = bound_label(value, self._max_label_length)
+        """The label value for `value` (bounded already): itself, or `other` past its cap."""
         admitted, folded = cap.admit(value)
         if folded:
             self.fold(label, value)
@@ -139,18 +177,27 @@ class Groups:
 
     def agent(self, value: str) -> str:
         """The label value of an agent, within the agent cap."""
-        return self._admit(self._agents, "agent", value)
+        return self._admit(self._agents, "agent", bound_label(value, self._max_label_length))
 
     def resolve(self, raw: RawLabels) -> Group:
         """The group of an item with these raw labels (first sight of the combination)."""
-        state = self._admit(self._states, "state", raw[0] or UNKNOWN)
-        email_type = self._admit(self._email_types, "email_type", raw[1] or UNKNOWN)
-        work_type = self._admit(self._work_types, "work_type", label_value(raw[2]))
-        key = self.key((state, email_type, work_type))
+        limit = self._max_label_length
+        bounded = BOUNDED.get(raw, limit)
+        # A key the previous snapshot exported (or this poll admitted) as it is: each of its
+        # values is admitted under its cap already, so admitting them again would change
+        # nothing. (`other` is left to the caps: it is never admitted ahead.)
+        key = self._keys.get(bounded) if bounded is not None else None
+        if key is None or OTHER in key:
+            bounded = bounded or BOUNDED.bound(raw, limit)
+            state = self._admit(self._states, "state", bounded[0])
+            email_type = self._admit(self._email_types, "email_type", bounded[1])
+            work_type = self._admit(self._work_types, "work_type", bounded[2])
+            admitted = (state, email_type, work_type)
+            # The shared tuple when nothing folded: organisations share their keys in memory.
+            key = self.key(bounded if admitted == bounded else admitted)
         group = self.by_key.get(key)
         if group is None:
-            group = self.by_key[key] = Group(key, state in self._waiting_states)
-        limit = self._max_label_length
+            group = self.by_key[key] = Group(key, key[0] in self._waiting_states)
         if all(type(v) is not str or len(v) <= limit for v in raw):
             if len(self.resolved) >= RESOLVED_LIMIT:
                 self.resolved.clear()
