@@ -8,18 +8,21 @@ Per process, in phases (the simulators are processes of their own, so their CPU 
   every organisation has been polled), with nothing else asking the daemon anything. The single
   organisation's daemon polls at the same time as the fleet's, so the two ratios see the same
   machine;
-- **fresh scrapes**: `GET /metrics` with gzip every 2 s while the polls go on, so every scrape
-  renders what polls changed since the last one: its median and worst time, per sample;
-- **four scrapers**: four clients fetch `/metrics` (gzip) flat out while `/healthz` is probed
-  every 10 ms: the worst `/healthz`.
+- **fresh scrapes**: `GET /metrics` as Prometheus asks for it (OpenMetrics, gzip) every 2 s
+  while the polls go on, so every scrape renders what polls changed since the last one: its
+  median and worst time until the whole (gzipped) body is in, per sample;
+- **four scrapers**: four clients in another process fetch `/metrics` the same way flat out
+  while `/healthz` is probed every 10 ms: the worst `/healthz`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -192,46 +195,48 @@ async def _poll_cpu(pid: int, seconds: float) -> float:
     return _cpu_seconds(pid) - cpu
 
 
-async def _fresh_scrapes(
-    session: aiohttp.ClientSession, base: str, seconds: float
-) -> tuple[list[float], int]:
-    """GET /metrics (gzip) every 2 s for `seconds`: the times, and the last body's samples."""
+# As Prometheus asks: OpenMetrics, gzip (the body is timed as it arrives, not inflated).
+SCRAPE_HEADERS = {
+    "Accept": "application/openmetrics-text; version=1.0.0",
+    "Accept-Encoding": "gzip",
+}
+
+
+async def _fresh_scrapes(base: str, seconds: float) -> tuple[list[float], int]:
+    """GET /metrics every 2 s for `seconds`: the times, and the last body's samples."""
     times: list[float] = []
-    body = b""
+    body, encoded = b"", False
     stop = time.monotonic() + seconds
-    while time.monotonic() < stop:
-        started = time.monotonic()
-        async with session.get(base + "/metrics", headers={"Accept-Encoding": "gzip"}) as resp:
-            body = await resp.read()
-        times.append(time.monotonic() - started)
-        await asyncio.sleep(2.0)
-    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            async with session.get(base + "/metrics", headers=SCRAPE_HEADERS) as resp:
+                body = await resp.read()
+                encoded = resp.headers.get("Content-Encoding") == "gzip"
+            times.append(time.perf_counter() - started)
+            await asyncio.sleep(2.0)
+    text = gzip.decompress(body) if encoded else body
+    samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
     return times, samples
 
 
 async def _healthz_under_scrapers(
     session: aiohttp.ClientSession, base: str, seconds: float
 ) -> float:
-    """The worst `/healthz` (probed every 10 ms) while `SCRAPERS` clients fetch /metrics."""
-    stop = time.monotonic() + seconds
+    """The worst `/healthz` (probed every 10 ms) while `SCRAPERS` clients in another process
+    fetch /metrics flat out (`bench.render`'s scrapers: reading large bodies there does not
+    delay the probes here)."""
+    args = [sys.executable, "-m", "bench.render", "scrape", base, str(seconds), str(SCRAPERS)]
+    scraping = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL)
     worst = 0.0
-
-    async def scrape() -> None:
-        async with aiohttp.ClientSession() as own:  # a connection of its own per client
-            while time.monotonic() < stop:
-                async with own.get(base + "/metrics", headers={"Accept-Encoding": "gzip"}) as r:
-                    await r.read()
-
-    async def probe() -> None:
-        nonlocal worst
-        while time.monotonic() < stop:
-            started = time.monotonic()
-            async with session.get(base + "/healthz") as resp:
-                await resp.read()
-            worst = max(worst, time.monotonic() - started)
-            await asyncio.sleep(0.01)
-
-    await asyncio.gather(probe(), *(scrape() for _ in range(SCRAPERS)))
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        started = time.perf_counter()
+        async with session.get(base + "/healthz") as resp:
+            await resp.read()
+        worst = max(worst, time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+    await scraping.wait()
     return worst
 
 
@@ -247,8 +252,8 @@ class Windows:
 
 async def _scrape_phases(daemon: _Daemon, targets: int, cpu: float, w: Windows) -> Process:
     """The scrape phases of a daemon whose polls-only CPU (per round) was measured."""
+    times, samples = await _fresh_scrapes(daemon.base, w.scrapes)
     async with aiohttp.ClientSession() as session:
-        times, samples = await _fresh_scrapes(session, daemon.base, w.scrapes)
         healthz = None
         if w.healthz > 0:
             healthz = await _healthz_under_scrapers(session, daemon.base, w.healthz)

@@ -13,6 +13,12 @@ decide how long `/healthz` can wait behind them:
   every later full collection (from about 40 ms to 15 ms with 240,000 series). Frozen objects
   are still freed by reference counting; only reference cycles among them would stay, and what
   exists at start-up is the long-lived part of the process anyway.
+- **How often the collector runs.** Almost everything a poll or a render allocates is freed by
+  reference counting, yet at the default threshold (a young collection every 700 container
+  objects allocated and not yet freed) 200 small organisations polled and scraped made about
+  70 young collections a second and a full one every two seconds (20 to 40 ms each, holding
+  the GIL). At `YOUNG_THRESHOLD` young collections are a few a second and full ones rare, for
+  the same memory: what a collection would free is freed a little later.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ import gc
 import sys
 
 SWITCH_INTERVAL = 0.001
+YOUNG_THRESHOLD = 10_000
 
 
 def prepare_for_serving() -> None:
     """Tune the interpreter for serving; call once, after start-up, before serving."""
     sys.setswitchinterval(SWITCH_INTERVAL)
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
     gc.collect()
     gc.freeze()

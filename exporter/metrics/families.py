@@ -198,7 +198,7 @@ class Block:
             raise ValueError(f"{self.family.name}: the org label must be in the prefix")
         if len(prefix) >= len(self.family.labels):
             raise ValueError(f"{self.family.name}: labels {self.family.labels}, prefix {prefix}")
-        self.rows.append(Rows(tuple(prefix), mapping, value, static))
+        self.rows.append(Rows(_interned(tuple(prefix)), mapping, value, static))
 
     @property
     def samples_per_series(self) -> int:
@@ -213,6 +213,22 @@ class Block:
             for key, raw in rows.mapping.items():
                 tail = (key,) if scalar else key
                 yield rows.prefix + tail, raw if fn is None else fn(raw)
+
+
+# Prefixes (an organisation's `(org,)`...) as the same objects from one scrape to the next: the
+# renderer keeps what it rendered under them, and keys that stay put cost the garbage collector
+# nothing. Bounded: forgotten when full (they are only a speed-up).
+_PREFIXES: dict[LabelValues, LabelValues] = {}
+_PREFIXES_LIMIT = 100_000
+
+
+def _interned(prefix: LabelValues) -> LabelValues:
+    found = _PREFIXES.get(prefix)
+    if found is None:
+        if len(_PREFIXES) >= _PREFIXES_LIMIT:
+            _PREFIXES.clear()
+        found = _PREFIXES.setdefault(prefix, prefix)
+    return found
 
 
 @runtime_checkable

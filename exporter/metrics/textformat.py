@@ -112,8 +112,8 @@ class Rendered:
         return b"".join(map(data_of, self.pieces))
 
 
-# Where a block's series were rendered from: family, `le` bounds, label values before the key.
-_Key = tuple[str, tuple[str, ...], LabelValues]
+# A family's series as rendered: its name and the `le` bounds of histograms.
+_Shape = tuple[str, tuple[str, ...]]
 
 
 class Renderer:
@@ -121,21 +121,21 @@ class Renderer:
 
     Kept between renders (only what the last render used, so bounded by one body): the lines of
     every mapping that is the very object rendered last time (a frozen snapshot's counts: each
-    organisation's are rendered once per poll) with their deflate data, the line prefixes of
-    series whose values move with time (ages), and those of single series.
+    organisation's are rendered once per poll) with their deflate data, and the line prefixes of
+    series whose values move with time (ages).
     """
 
     def __init__(self, level: int = LEVEL) -> None:
-        self._chunks: dict[_Key, tuple[object, list[Chunk]]] = {}
-        self._prefixes: dict[_Key, dict[Any, Any]] = {}
-        self._singles: dict[_Key, Any] = {}
-        self._layouts: dict[tuple[str, tuple[str, ...]], _Layout] = {}
+        # (family, `le` bounds) -> label values before the key -> what was rendered under them
+        self._chunks: dict[_Shape, dict[LabelValues, tuple[object, list[Chunk]]]] = {}
+        self._prefixes: dict[_Shape, dict[LabelValues, dict[Any, Any]]] = {}
+        self._layouts: dict[_Shape, _Layout] = {}
         self._deflater = Deflater(level)
 
     @property
     def remembered(self) -> int:
         """Series whose line prefixes are kept for the next render."""
-        return sum(len(memo) for memo in self._prefixes.values())
+        return sum(len(memo) for memos in self._prefixes.values() for memo in memos.values())
 
     def render(self, parts: Sequence[Part], fmt: Format) -> bytes:
         """The whole `/metrics` body in `fmt`."""
@@ -163,8 +163,7 @@ class Renderer:
                     raise ValueError(f"{family.name}: the family was yielded twice in one scrape")
                 state.seen.add(family.name)
                 out.extend(_assemble(family, state.sections(block), fmt))
-        self._chunks, self._prefixes, self._singles = state.chunks, state.prefixes, state.singles
-        self._layouts = state.layouts
+        self._chunks, self._prefixes, self._layouts = state.chunks, state.prefixes, state.layouts
         if fmt == "openmetrics":
             out.append(b"# EOF\n")
         return Rendered(out)
@@ -175,45 +174,39 @@ class _Pass:
 
     def __init__(self, renderer: Renderer) -> None:
         self.old = renderer
-        self.chunks: dict[_Key, tuple[object, list[Chunk]]] = {}
-        self.prefixes: dict[_Key, dict[Any, Any]] = {}
-        self.singles: dict[_Key, Any] = {}
-        self.layouts: dict[tuple[str, tuple[str, ...]], _Layout] = {}
+        self.chunks: dict[_Shape, dict[LabelValues, tuple[object, list[Chunk]]]] = {}
+        self.prefixes: dict[_Shape, dict[LabelValues, dict[Any, Any]]] = {}
+        self.layouts: dict[_Shape, _Layout] = {}
         self.escaped = _Escaped()
         self.seen: set[str] = set()
 
-    def layout(self, block: Block) -> _Layout:
-        key = (block.family.name, block.le)
-        layout = self.layouts.get(key) or self.old._layouts.get(key)
-        if layout is None:
-            layout = _Layout(block)
-        self.layouts[key] = layout
-        return layout
-
     def sections(self, block: Block) -> list[list[str | Chunk]]:
         """The block's sections (see `_empty_sections`), each a list of lines and kept chunks."""
-        family = block.family
+        shape = (block.family.name, block.le)
+        layout = self.layouts[shape] = self.old._layouts.get(shape) or _Layout(block)
         lines: list[list[str | Chunk]] = [[] for _ in _empty_sections(block)]
-        layout = self.layout(block)
         if block.singles:
             self._singles_lines(block, layout, lines)
-        name, le = family.name, block.le
+        old_chunks = self.old._chunks.get(shape, {})
+        old_memos = self.old._prefixes.get(shape, {})
+        chunks = self.chunks.setdefault(shape, {})
+        memos = self.prefixes.setdefault(shape, {})
         for rows in block.rows:
-            key = (name, le, rows.prefix)
+            prefix = rows.prefix
             if rows.reusable:
-                cached = self.old._chunks.get(key)
+                cached = old_chunks.get(prefix)
                 if cached is None or cached[0] is not rows.mapping:
                     text = _rows_lines(block, rows, layout, self.escaped, {})
                     cached = (rows.mapping, [Chunk(t) for t in text])
-                self.chunks[key] = cached
+                chunks[prefix] = cached
                 for section, chunk in zip(lines, cached[1], strict=False):
                     section.append(chunk)
             else:
-                memo = self.old._prefixes.get(key, {})
+                memo = old_memos.get(prefix, {})
                 rendered = _rows_lines(block, rows, layout, self.escaped, memo)
                 if len(memo) > len(rows.mapping):  # groups gone since the last render
                     memo = {k: memo[k] for k in rows.mapping}
-                self.prefixes[key] = memo
+                memos[prefix] = memo
                 for section, rendered_text in zip(lines, rendered, strict=False):
                     section.append(rendered_text)
         return lines
@@ -221,31 +214,19 @@ class _Pass:
     def _singles_lines(
         self, block: Block, layout: _Layout, sections: list[list[str | Chunk]]
     ) -> None:
-        """The single series of `block`, their line prefixes kept between renders."""
-        name, le = block.family.name, block.le
-        old, kept = self.old._singles, self.singles
+        """The single series of `block` (a few per organisation: formatted afresh)."""
         get = self.escaped.__getitem__
-        if le:
+        if block.le:
             lines = _empty_sections(block)
             gauge = block.family.kind == "gaugehistogram"
             formats = layout.bound(())
             for values, value in block.singles:
-                key = (name, le, values)
-                memo = {values: known} if (known := old.get(key)) is not None else {}
-                _histogram(lines, gauge, formats, values, values, value, memo, get)
-                kept[key] = memo[values]
+                _histogram(lines, gauge, formats, values, values, value, {}, get)
             for section, part in zip(sections, lines, strict=True):
                 section.append("".join(part))
             return
-        out = []
         fmt = layout.templates[0].format
-        for values, value in block.singles:
-            key = (name, le, values)
-            prefix = old.get(key)
-            if prefix is None:
-                prefix = fmt(*map(get, values))
-            kept[key] = prefix
-            out.append(f"{prefix}{go_float(value)}\n")
+        out = [f"{fmt(*map(get, values))}{go_float(value)}\n" for values, value in block.singles]
         sections[0].append("".join(out))
 
 
