@@ -215,8 +215,8 @@ async def test_metrics_responses_vary_by_accept_and_encoding() -> None:
 async def test_a_gzipped_body_is_the_plain_body_compressed() -> None:
     cache, _, _ = setup(CountingCollector())
     for fmt in ("text", "openmetrics"):
-        plain = await cache.body(fmt, False)  # type: ignore[arg-type]
-        assert gzip.decompress(await cache.body(fmt, True)) == plain  # type: ignore[arg-type]
+        plain = await cache.body(fmt, False)
+        assert gzip.decompress(await cache.body(fmt, True)) == plain
 
 
 class HeldQueueCollector(QueueCollector):

@@ -237,9 +237,9 @@ def test_gzip_of_a_render_reads_back_as_the_render() -> None:
         renderer = Renderer()
         for fmt in ("text", "openmetrics"):
             for _ in range(2):  # the second reuses the kept chunks and their deflate data
-                rendered = renderer.pieces(gather(registry), fmt)  # type: ignore[arg-type]
+                rendered = renderer.pieces(gather(registry), fmt)
                 assert gzip.decompress(renderer.gzip(rendered)) == rendered.body()
-                assert rendered.body() == render(registry, fmt)  # type: ignore[arg-type]
+                assert rendered.body() == render(registry, fmt)
 
 
 class Shifting:
