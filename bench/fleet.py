@@ -63,6 +63,8 @@ class Process:
     metrics_median: float  # GET /metrics, gzip, every 2 s while polling
     metrics_worst: float
     samples: int  # lines of the last /metrics body that are samples
+    # CPU seconds a scrape cost the process (mean; the polls' share of the window taken out)
+    metrics_cpu: float = 0.0
     healthz_worst: float | None = None  # with four scrapers; None when not measured
 
     @property
@@ -71,7 +73,12 @@ class Process:
 
     @property
     def us_per_sample(self) -> float:
+        """Time until the body is in, per sample."""
         return self.metrics_median / max(1, self.samples) * 1e6
+
+    @property
+    def cpu_us_per_sample(self) -> float:
+        return self.metrics_cpu / max(1, self.samples) * 1e6
 
 
 @dataclass
@@ -203,12 +210,13 @@ SCRAPE_HEADERS = {
 
 
 async def _fresh_scrapes(base: str, seconds: float) -> tuple[list[float], int]:
-    """GET /metrics every 2 s for `seconds`: the times, and the last body's samples."""
+    """GET /metrics every 2 s for `seconds` (at least once): the times, and the last body's
+    samples; ends 2 s after the last scrape."""
     times: list[float] = []
     body, encoded = b"", False
     stop = time.monotonic() + seconds
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        while time.monotonic() < stop:
+        while not times or time.monotonic() < stop:
             started = time.perf_counter()
             async with session.get(base + "/metrics", headers=SCRAPE_HEADERS) as resp:
                 body = await resp.read()
@@ -252,7 +260,12 @@ class Windows:
 
 async def _scrape_phases(daemon: _Daemon, targets: int, cpu: float, w: Windows) -> Process:
     """The scrape phases of a daemon whose polls-only CPU (per round) was measured."""
+    # One scrape first: what the polls-only phase left to render is not this phase's cost.
+    await _fresh_scrapes(daemon.base, 0.0)
+    started, cpu_before = time.monotonic(), _cpu_seconds(daemon.pid)
     times, samples = await _fresh_scrapes(daemon.base, w.scrapes)
+    polls = cpu / w.interval * (time.monotonic() - started)  # the polls' share meanwhile
+    scrape_cpu = max(0.0, _cpu_seconds(daemon.pid) - cpu_before - polls) / len(times)
     async with aiohttp.ClientSession() as session:
         healthz = None
         if w.healthz > 0:
@@ -266,6 +279,7 @@ async def _scrape_phases(daemon: _Daemon, targets: int, cpu: float, w: Windows) 
         metrics_median=statistics.median(times),
         metrics_worst=max(times),
         samples=samples,
+        metrics_cpu=scrape_cpu,
         healthz_worst=healthz,
     )
 

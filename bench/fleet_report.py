@@ -22,8 +22,8 @@ def _row(layout: str, label: str, p: Process) -> str:
     return (
         f"| {layout} | {label} | {p.targets} | {p.emails:,} | {p.cpu_per_round:.2f} s "
         f"| {p.us_per_email:.2f} µs | {p.samples:,} | {_ms(p.metrics_median)} / "
-        f"{_ms(p.metrics_worst)} | {p.us_per_sample:.2f} µs | {p.peak_rss / 2**20:.0f} MiB "
-        f"| {healthz} |"
+        f"{_ms(p.metrics_worst)} | {p.us_per_sample:.2f} µs | {p.cpu_us_per_sample:.2f} µs "
+        f"| {p.peak_rss / 2**20:.0f} MiB | {healthz} |"
     )
 
 
@@ -36,12 +36,14 @@ def table(result: FleetResult) -> str:
         f"CPU per poll round: the process's CPU over {result.rounds} rounds with nothing "
         "scraping it (the single organisation's daemon polling at the same time as the fleet's). "
         "GET /metrics: OpenMetrics and gzip as Prometheus asks, every 2 s while the polls go on, "
-        "so each renders what they changed. Worst /healthz: probed every 10 ms while four "
-        "clients in another process fetch /metrics flat out.\n\n"
+        "so each renders what they changed; per sample: the median time until the gzipped body "
+        "is in, and the process's CPU per scrape (over the phase, the polls' share taken out). "
+        "Worst /healthz: probed every 10 ms while four clients in another process fetch "
+        "/metrics flat out.\n\n"
         "| layout | process | organisations | emails | CPU per poll round | per email per poll "
-        "| samples | GET /metrics median / worst | per sample per scrape | peak RSS "
-        "| worst /healthz |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| samples | GET /metrics median / worst | per sample: time | per sample: CPU "
+        "| peak RSS | worst /healthz |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
     if result.single is not None:
@@ -91,8 +93,10 @@ def verdicts(result: FleetResult) -> list[tuple[str, bool]]:
          cpu_sum <= 1.5 * one.cpu_per_round),
         ("fleet: every shard's peak RSS is below the single process's",
          all(p.peak_rss < one.peak_rss for p in shards)),
-        (f"fleet: GET /metrics at most {US_PER_SAMPLE} µs per sample ({one.samples:,} samples, "
-         "gzip, fresh after polls)", one.us_per_sample <= US_PER_SAMPLE),
+        (f"fleet: GET /metrics at most {US_PER_SAMPLE} µs of CPU per sample ({one.samples:,} "
+         "samples, gzip, fresh after polls)", one.cpu_us_per_sample <= US_PER_SAMPLE),
+        (f"fleet: GET /metrics answered within {US_PER_SAMPLE} µs per sample ({one.samples:,} "
+         "samples, gzip, fresh after polls)", one.us_per_sample <= US_PER_SAMPLE),
         (f"fleet: worst /healthz at most {HEALTHZ * 1000:.0f} ms while polling, "
          "4 clients scraping", one.healthz_worst is not None and one.healthz_worst <= HEALTHZ),
     ]  # fmt: skip

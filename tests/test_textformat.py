@@ -292,3 +292,21 @@ def test_kept_lines_follow_every_change_of_mapping_bounds_and_counts() -> None:
     shifting.bounds = (10.0,)  # the same mapping under other bounds: not the kept lines
     shifting.counts = {"a": 6}
     same_as_prometheus_client()
+
+
+def test_label_values_with_nul_are_formatted_the_slow_way_and_still_right() -> None:
+    class Nul:
+        def collect(self) -> Iterator[object]:
+            for block in self.blocks():
+                yield to_metric_family(block)
+
+        def blocks(self) -> Iterator[Block]:
+            gauge = GAUGE.block()
+            gauge.add_all(("a\x00b",), {"k": 1})
+            gauge.add_all(("acme",), {"x\x00y": 2, "plain": 3})
+            yield gauge
+
+    registry = registry_of(Nul())
+    renderer = Renderer()
+    for _ in range(2):
+        assert renderer.render(gather(registry), "text") == generate_latest(registry)

@@ -35,6 +35,10 @@ CONTENT_TYPES: dict[Format, str] = {
     "openmetrics": "application/openmetrics-text; version=1.0.0; charset=utf-8",
 }
 _INF, _NINF = math.inf, -math.inf
+# Where a line is split around its first label value (no template or escaped value holds NUL:
+# label values from upstream have their control characters replaced).
+_MARK = "\x00"
+_FRAGMENTS_LIMIT = 100_000  # keys per family; forgotten when full (only a speed-up)
 _LINE = "{}{}\n".format
 _EXPONENTS = {dot: f"e+{dot - 1:02d}" for dot in range(7, 17)}
 
@@ -206,7 +210,8 @@ class _Pass:
                 rendered = _rows_lines(block, rows, layout, self.escaped, memo)
                 if len(memo) > len(rows.mapping):  # groups gone since the last render
                     memo = {k: memo[k] for k in rows.mapping}
-                memos[prefix] = memo
+                if memo:
+                    memos[prefix] = memo
                 for section, rendered_text in zip(lines, rendered, strict=False):
                     section.append(rendered_text)
         return lines
@@ -256,9 +261,34 @@ class _Layout:
                 _template(name + total, labels, {}),
             ]
 
+        # key -> the line before and after the first label value (see `fragments`)
+        self._fragments: dict[Any, tuple[str, str]] = {}
+
     def bound(self, prefix: Sequence[str]) -> list[Callable[..., str]]:
         """The templates' `format`s with the (escaped) label values `prefix` filled in."""
         return [partial(t.format, *prefix) for t in self.templates]
+
+    def fragments(
+        self, keys: Iterable[Any], scalar: bool, get: Callable[[str], str]
+    ) -> dict[Any, tuple[str, str]] | None:
+        """For a family's series whose first label (the organisation) comes before the key: the
+        line of each key up to and after that label's value, shared by every organisation (so
+        each organisation's lines are joined from them, not formatted). None when a key's value
+        holds the marker the split is made at (then the lines are formatted)."""
+        found = self._fragments
+        missing = set(keys).difference(found)
+        if not missing:
+            return found
+        if len(found) + len(missing) > _FRAGMENTS_LIMIT:
+            found.clear()
+        fmt = self.templates[0].format
+        for key in missing:
+            line = fmt(_MARK, get(key)) if scalar else fmt(_MARK, *map(get, key))
+            head, mark, tail = line.partition(_MARK)
+            if not mark or _MARK in tail:
+                return None
+            found[key] = (head, tail)
+        return found
 
 
 def _rows_lines(
@@ -273,6 +303,14 @@ def _rows_lines(
     formats = layout.bound([get(v) for v in rows.prefix])
     if block.le:
         return _histogram_rows(block, rows, formats, get, memo)
+    if len(rows.prefix) == 1 and _MARK not in rows.prefix[0]:
+        fragments = layout.fragments(mapping, scalar, get)
+        if fragments is not None:
+            value = get(rows.prefix[0])
+            around = map(fragments.__getitem__, mapping)
+            numbers = map(go_float, mapping.values() if fn is None else map(fn, mapping.values()))
+            lines = [f"{h}{value}{t}{n}\n" for (h, t), n in zip(around, numbers, strict=True)]
+            return ["".join(lines)]
     fmt = formats[0]
     if fn is None:  # every prefix is used once: build them all at C speed
         # Label values rarely need escaping: checked for all keys at once, at C speed.
