@@ -34,34 +34,37 @@ class BoundedLabels:
     """Raw labels -> their bounded values (`bound_label`, `unknown` for what is missing), for
     every organisation of the process at once.
 
-    Bounding is pure, so one table serves all: organisations with the same work types resolve
-    them once, and share the key objects (and their strings) in memory. Bounded like `resolved`
-    (cleared when full; combinations with over-long values are never kept). Safe to read and
-    fill from the loop and the worker thread at once: single dict operations.
+    Bounding is pure, so one table (per `max_label_length`) serves all: organisations with the
+    same work types resolve them once, and share the key objects (and their strings) in memory.
+    Bounded like `resolved` (cleared when full; combinations with over-long values are never
+    kept). Safe to read and fill from the loop and the worker thread at once: single dict
+    operations.
     """
 
-    __slots__ = ("_table", "limit")
+    __slots__ = ("_tables", "limit")
 
     def __init__(self, limit: int = RESOLVED_LIMIT) -> None:
         self.limit = limit
-        self._table: dict[tuple[RawLabels, int], GroupKey] = {}
+        self._tables: dict[int, dict[RawLabels, GroupKey]] = {}
 
-    def get(self, raw: RawLabels, max_length: int) -> GroupKey | None:
-        return self._table.get((raw, max_length))
+    def table(self, max_length: int) -> dict[RawLabels, GroupKey]:
+        """Raw labels -> bounded values, for labels of at most `max_length` (read only)."""
+        return self._tables.setdefault(max_length, {})
 
-    def bound(self, raw: RawLabels, max_length: int) -> GroupKey:
-        """The bounded values of `raw`, remembered when they are short enough to keep."""
+    def bound(self, raw: RawLabels, max_length: int) -> tuple[GroupKey, bool]:
+        """The bounded values of `raw`, and whether they were kept (the raw values are short
+        enough to keep)."""
         bounded = (
             bound_label(raw[0] or UNKNOWN, max_length),
             bound_label(raw[1] or UNKNOWN, max_length),
             bound_label(label_value(raw[2]), max_length),
         )
-        if all(type(v) is not str or len(v) <= max_length for v in raw):
-            table = self._table
-            if len(table) >= self.limit:
-                table.clear()
-            bounded = table.setdefault((raw, max_length), bounded)
-        return bounded
+        if not all(type(v) is not str or len(v) <= max_length for v in raw):
+            return bounded, False
+        table = self.table(max_length)
+        if len(table) >= self.limit:
+            table.clear()
+        return table.setdefault(raw, bounded), True
 
 
 BOUNDED = BoundedLabels()
@@ -155,6 +158,7 @@ class Groups:
         self.by_key: dict[GroupKey, Group] = {}
         # Raw labels of an item -> its group.
         self.resolved: dict[RawLabels, Group] = {}
+        self._bounded = BOUNDED.table(max_label_length)
 
     def key(self, key: GroupKey) -> GroupKey:
         """The interned form of `key`."""
@@ -181,14 +185,15 @@ class Groups:
 
     def resolve(self, raw: RawLabels) -> Group:
         """The group of an item with these raw labels (first sight of the combination)."""
-        limit = self._max_label_length
-        bounded = BOUNDED.get(raw, limit)
+        bounded = self._bounded.get(raw)
+        kept = bounded is not None
         # A key the previous snapshot exported (or this poll admitted) as it is: each of its
         # values is admitted under its cap already, so admitting them again would change
         # nothing. (`other` is left to the caps: it is never admitted ahead.)
         key = self._keys.get(bounded) if bounded is not None else None
         if key is None or OTHER in key:
-            bounded = bounded or BOUNDED.bound(raw, limit)
+            if bounded is None:
+                bounded, kept = BOUNDED.bound(raw, self._max_label_length)
             state = self._admit(self._states, "state", bounded[0])
             email_type = self._admit(self._email_types, "email_type", bounded[1])
             work_type = self._admit(self._work_types, "work_type", bounded[2])
@@ -198,7 +203,7 @@ class Groups:
         group = self.by_key.get(key)
         if group is None:
             group = self.by_key[key] = Group(key, key[0] in self._waiting_states)
-        if all(type(v) is not str or len(v) <= limit for v in raw):
+        if kept:  # combinations with over-long values are never kept
             if len(self.resolved) >= RESOLVED_LIMIT:
                 self.resolved.clear()
             self.resolved[raw] = group
