@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from itertools import chain, starmap
+from operator import itemgetter, methodcaller
 from typing import Any
 
 from exporter.metrics.families import Block, Rows
@@ -21,8 +22,13 @@ _INF, _NINF = math.inf, -math.inf
 # Where a line is split around its first label value (no template or escaped value holds NUL:
 # label values from upstream have their control characters replaced).
 _MARK = "\x00"
-_FRAGMENTS_LIMIT = 100_000  # keys per family; forgotten when full (only a speed-up)
+# Keys per family with fragments kept. They pay when organisations share keys (the same states,
+# email types and work types); a family with more keys than this (one organisation with
+# thousands of work types) is formatted a line at a time, as it would gain nothing from them.
+_FRAGMENTS_LIMIT = 4096
 _LINE = "{}{}\n".format
+_SPLIT = methodcaller("partition", _MARK)
+_AROUND = itemgetter(0, 2)
 _EXPONENTS = {dot: f"e+{dot - 1:02d}" for dot in range(7, 17)}
 
 
@@ -120,20 +126,27 @@ class Layout:
         """For a family's series whose first label (the organisation) comes before the key: the
         line of each key up to and after that label's value, shared by every organisation (so
         each organisation's lines are joined from them, not formatted). None when a key's value
-        holds the marker the split is made at (then the lines are formatted)."""
+        holds the marker the split is made at, or the family has too many keys to keep them
+        (then the lines are formatted)."""
         found = self._fragments
-        missing = set(keys).difference(found)
+        missing = list(set(keys).difference(found))
         if not missing:
             return found
         if len(found) + len(missing) > _FRAGMENTS_LIMIT:
-            found.clear()
-        fmt = self.templates[0].format
-        for key in missing:
-            line = fmt(_MARK, get(key)) if scalar else fmt(_MARK, *map(get, key))
-            head, mark, tail = line.partition(_MARK)
-            if not mark or _MARK in tail:
-                return None
-            found[key] = (head, tail)
+            return None
+        # Made in bulk, at C speed: a key seen for the first time costs what formatting its
+        # line did (the templates hold no NUL: names are checked, `le` values are numbers).
+        joined = "".join(missing) if scalar else "".join(chain.from_iterable(missing))
+        if _MARK in joined:
+            return None
+        fmt = partial(self.templates[0].format, _MARK)
+        lines: Iterable[str]
+        if "\\" in joined or '"' in joined or "\n" in joined:
+            escaped = map(get, missing) if scalar else (map(get, key) for key in missing)
+            lines = map(fmt, escaped) if scalar else starmap(fmt, escaped)
+        else:
+            lines = map(fmt, missing) if scalar else starmap(fmt, missing)
+        found.update(zip(missing, map(_AROUND, map(_SPLIT, lines)), strict=True))
         return found
 
 
@@ -149,7 +162,7 @@ def rows_lines(
     formats = layout.bound([get(v) for v in rows.prefix])
     if block.le:
         return _histogram_rows(block, rows, formats, get, memo)
-    if len(rows.prefix) == 1 and _MARK not in rows.prefix[0]:
+    if len(rows.prefix) == 1 and len(mapping) <= _FRAGMENTS_LIMIT and _MARK not in rows.prefix[0]:
         fragments = layout.fragments(mapping, scalar, get)
         if fragments is not None:
             value = get(rows.prefix[0])
