@@ -38,12 +38,14 @@ from .procs import (
     CLIENT_ID,
     CLIENT_SECRET,
     PAGE_CAP,
+    Simulator,
     _stop,
     exporter_args,
     free_port,
     simulator,
     wait_http,
 )
+from .steady import poll_lines
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SCRAPERS = 4
@@ -156,26 +158,41 @@ class _Daemon:
     base: str
     shard: int = 0
     emails_per_org: int = 0
+    log: Path | None = None  # its JSON log, when it logs each poll
 
 
 @asynccontextmanager
 async def _daemon(
-    args: Sequence[str], port: int, shard: int, emails: int
+    args: Sequence[str], port: int, shard: int, emails: int, log: Path | None = None
 ) -> AsyncIterator[_Daemon]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
     env["ALVARIA_CLIENT_SECRET"] = CLIENT_SECRET
-    proc = subprocess.Popen(  # noqa: S603, ASYNC220 -- fixed arguments
-        args,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        await wait_http(base + "/healthz", proc, within=30)
-        yield _Daemon(proc.pid, base, shard, emails)
-    finally:
-        _stop(proc)
+    with log.open("wb") if log else open(os.devnull, "wb") as out:  # noqa: ASYNC230 -- once
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=out)  # noqa: S603, ASYNC220 -- fixed arguments
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await wait_http(base + "/healthz", proc, within=30)
+            yield _Daemon(proc.pid, base, shard, emails, log)
+        finally:
+            _stop(proc)
+
+
+def _single_args(sim: Simulator, port: int, interval: float) -> list[str]:
+    """The single organisation's daemon, logging each poll (JSON) so its CPU can be measured
+    from one poll to another: its polls are bursts, a fixed window would cut them."""
+    args = list(exporter_args(sim, port, interval))
+    args[args.index("--log-level") + 1] = "info"
+    return [*args, "--log-format", "json"]
+
+
+async def _next_polls(daemon: _Daemon, count: int, within: float) -> None:
+    """Until `daemon` has logged `count` more successful polls."""
+    assert daemon.log is not None
+    seen = len(poll_lines(daemon.log))
+    for _ in range(int(within / 0.02)):
+        if len(poll_lines(daemon.log)) >= seen + count:
+            return
+        await asyncio.sleep(0.02)
 
 
 def _values(text: str, prefix: str) -> list[float]:
@@ -193,13 +210,6 @@ async def _all_polled(session: aiohttp.ClientSession, base: str, within: float =
         if (len(ups) == targets and all(ups)) or time.monotonic() > deadline:
             return targets
         await asyncio.sleep(0.5)
-
-
-async def _poll_cpu(pid: int, seconds: float) -> float:
-    """CPU seconds the process used over `seconds` of nothing but its own polls."""
-    cpu = _cpu_seconds(pid)
-    await asyncio.sleep(seconds)
-    return _cpu_seconds(pid) - cpu
 
 
 # As Prometheus asks: OpenMetrics, gzip (the body is timed as it arrives, not inflated).
@@ -286,12 +296,26 @@ async def _scrape_phases(daemon: _Daemon, targets: int, cpu: float, w: Windows) 
 
 async def _polled_then_cpu(daemons: Sequence[_Daemon], w: Windows) -> list[tuple[int, float]]:
     """(organisations, CPU per poll round) of each daemon, measured over the same window once
-    every daemon has polled all its organisations."""
+    every daemon has polled all its organisations: `w.rounds` intervals, or, when the first
+    daemon logs its polls, from the end of one of its polls to the end of its `w.rounds`-th
+    next (the others' rounds counted in intervals of that window)."""
     async with aiohttp.ClientSession() as session:
         targets = await asyncio.gather(*(_all_polled(session, d.base) for d in daemons))
-    window = w.rounds * w.interval
-    cpu = await asyncio.gather(*(_poll_cpu(d.pid, window) for d in daemons))
-    return [(t, c / w.rounds) for t, c in zip(targets, cpu, strict=True)]
+    paced = daemons[0]
+    if paced.log is not None:
+        await _next_polls(paced, 1, within=3 * w.interval)
+    started = time.monotonic()
+    before = [_cpu_seconds(d.pid) for d in daemons]
+    if paced.log is not None:
+        await _next_polls(paced, w.rounds, within=3 * w.rounds * w.interval)
+    else:
+        await asyncio.sleep(w.rounds * w.interval)
+    rounds = (time.monotonic() - started) / w.interval
+    cpu = [_cpu_seconds(d.pid) - b for d, b in zip(daemons, before, strict=True)]
+    per_round = [c / rounds for c in cpu]
+    if paced.log is not None:
+        per_round[0] = cpu[0] / w.rounds  # its own polls, whatever the window's length
+    return list(zip(targets, per_round, strict=True))
 
 
 def _exporter(config: Path, port: int, *extra: str) -> list[str]:
@@ -304,12 +328,14 @@ def _exporter(config: Path, port: int, *extra: str) -> list[str]:
 async def _one_process(
     config: Path, emails: int, big: int, w: Windows, result: FleetResult
 ) -> None:
+    tmp = config.parent
     """The fleet in one process, side by side with one organisation of `big` emails."""
     port = free_port()
     async with _daemon(_exporter(config, port), port, 0, emails) as fleet:
         async with simulator(big) as sim:
             port = free_port()
-            async with _daemon(exporter_args(sim, port, w.interval), port, 0, big) as single:
+            log = Path(tmp) / "single.log"
+            async with _daemon(_single_args(sim, port, w.interval), port, 0, big, log) as single:
                 (one, one_cpu), (orgs, fleet_cpu) = await _polled_then_cpu([single, fleet], w)
                 quiet = Windows(w.interval, w.rounds, w.scrapes / 2, w.healthz)
                 result.single = await _scrape_phases(single, one, one_cpu, quiet)
