@@ -1,31 +1,56 @@
-"""Many organisations: 200 organisations x 2,000 emails from the multi-org simulator, polled by
-one exporter process and then by three shard processes (`--shard 0..2 --total-shards 3`).
+"""Many organisations against one big one: 200 organisations x 2,000 emails from the multi-org
+simulator, polled by one exporter process and then by three shard processes
+(`--shard 0..2 --total-shards 3`), next to one organisation of 100,000 emails.
 
-Per process: CPU seconds per poll round (user + system from /proc, over several rounds once
-every organisation has been polled), peak RSS (VmHWM), the time to answer `GET /metrics` (median
-and worst of scrapes every 2 s) and the worst `/healthz` latency (probed every 50 ms) while the
-polls run. The simulator is its own process, so its CPU is not counted.
+Per process, in phases (the simulators are processes of their own, so their CPU is not counted):
+
+- **polls only**: CPU seconds per poll round (user + system from /proc over several rounds once
+  every organisation has been polled), with nothing else asking the daemon anything. The single
+  organisation's daemon polls at the same time as the fleet's, so the two ratios see the same
+  machine;
+- **fresh scrapes**: `GET /metrics` as Prometheus asks for it (OpenMetrics, gzip) every 2 s
+  while the polls go on, so every scrape renders what polls changed since the last one: its
+  median and worst time until the whole (gzipped) body is in, per sample;
+- **four scrapers**: four clients in another process fetch `/metrics` the same way flat out
+  while `/healthz` is probed every 10 ms: the worst `/healthz`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import yaml
 
-from .procs import BIN, CLIENT_ID, CLIENT_SECRET, PAGE_CAP, _stop, free_port, wait_http
+from .procs import (
+    BIN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PAGE_CAP,
+    Simulator,
+    _stop,
+    exporter_args,
+    free_port,
+    simulator,
+    wait_http,
+)
+from .steady import poll_lines
 
 TICKS = os.sysconf("SC_CLK_TCK")
+SCRAPERS = 4
+# The single organisation the fleet is compared with.
+BIG = 100_000
 
 
 @dataclass
@@ -34,12 +59,28 @@ class Process:
 
     shard: int
     targets: int
-    cpu_per_round: float
+    emails: int  # emails polled per round
+    cpu_per_round: float  # polls only
     peak_rss: int
-    metrics_median: float
+    metrics_median: float  # GET /metrics, gzip, every 2 s while polling
     metrics_worst: float
-    healthz_worst: float
     samples: int  # lines of the last /metrics body that are samples
+    # CPU seconds a scrape cost the process (mean; the polls' share of the window taken out)
+    metrics_cpu: float = 0.0
+    healthz_worst: float | None = None  # with four scrapers; None when not measured
+
+    @property
+    def us_per_email(self) -> float:
+        return self.cpu_per_round / max(1, self.emails) * 1e6
+
+    @property
+    def us_per_sample(self) -> float:
+        """Time until the body is in, per sample."""
+        return self.metrics_median / max(1, self.samples) * 1e6
+
+    @property
+    def cpu_us_per_sample(self) -> float:
+        return self.metrics_cpu / max(1, self.samples) * 1e6
 
 
 @dataclass
@@ -57,6 +98,7 @@ class FleetResult:
     interval: float
     rounds: int
     runs: list[Run] = field(default_factory=list)
+    single: Process | None = None  # one organisation of `BIG` emails
     # The machine's 1-minute load average before and after: on a shared machine, latencies
     # grow with it.
     load: tuple[float, float] = (0.0, 0.0)
@@ -110,162 +152,229 @@ def write_config(path: Path, base: str, orgs: int, interval: float) -> None:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
-async def _polled(session: aiohttp.ClientSession, base: str) -> tuple[int, int]:
-    """(organisations polled at least once, organisations configured) from /metrics."""
-    async with session.get(base + "/metrics") as resp:
-        text = await resp.text()
-    polls = [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("alvaria_emailqueue_polls_total{")
-    ]
-    targets = next(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith("alvaria_emailqueue_targets ")
-    )
-    return sum(1 for p in polls if p >= 1), targets
+@dataclass
+class _Daemon:
+    pid: int
+    base: str
+    shard: int = 0
+    emails_per_org: int = 0
+    log: Path | None = None  # its JSON log, when it logs each poll
 
 
-async def _measure(pid: int, base: str, shard: int, interval: float, rounds: int) -> Process:
+@asynccontextmanager
+async def _daemon(
+    args: Sequence[str], port: int, shard: int, emails: int, log: Path | None = None
+) -> AsyncIterator[_Daemon]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
+    env["ALVARIA_CLIENT_SECRET"] = CLIENT_SECRET
+    with log.open("wb") if log else open(os.devnull, "wb") as out:  # noqa: ASYNC230 -- once
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=out)  # noqa: S603, ASYNC220 -- fixed arguments
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await wait_http(base + "/healthz", proc, within=30)
+            yield _Daemon(proc.pid, base, shard, emails, log)
+        finally:
+            _stop(proc)
+
+
+def _single_args(sim: Simulator, port: int, interval: float) -> list[str]:
+    """The single organisation's daemon, logging each poll (JSON) so its CPU can be measured
+    from one poll to another: its polls are bursts, a fixed window would cut them."""
+    args = list(exporter_args(sim, port, interval))
+    args[args.index("--log-level") + 1] = "info"
+    return [*args, "--log-format", "json"]
+
+
+async def _next_polls(daemon: _Daemon, count: int, within: float) -> None:
+    """Until `daemon` has logged `count` more successful polls."""
+    assert daemon.log is not None
+    seen = len(poll_lines(daemon.log))
+    for _ in range(int(within / 0.02)):
+        if len(poll_lines(daemon.log)) >= seen + count:
+            return
+        await asyncio.sleep(0.02)
+
+
+def _values(text: str, prefix: str) -> list[float]:
+    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)]
+
+
+async def _all_polled(session: aiohttp.ClientSession, base: str, within: float = 120) -> int:
+    """Waits until every organisation was polled successfully; their number."""
+    deadline = time.monotonic() + within
+    while True:
+        async with session.get(base + "/metrics") as resp:
+            text = await resp.text()
+        ups = _values(text, "alvaria_emailqueue_up{")
+        targets = int(_values(text, "alvaria_emailqueue_targets ")[0])
+        if (len(ups) == targets and all(ups)) or time.monotonic() > deadline:
+            return targets
+        await asyncio.sleep(0.5)
+
+
+# As Prometheus asks: OpenMetrics, gzip (the body is timed as it arrives, not inflated).
+SCRAPE_HEADERS = {
+    "Accept": "application/openmetrics-text; version=1.0.0",
+    "Accept-Encoding": "gzip",
+}
+
+
+async def _fresh_scrapes(base: str, seconds: float) -> tuple[list[float], int]:
+    """GET /metrics every 2 s for `seconds` (at least once): the times, and the last body's
+    samples; ends 2 s after the last scrape."""
+    times: list[float] = []
+    body, encoded = b"", False
+    stop = time.monotonic() + seconds
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        while not times or time.monotonic() < stop:
+            started = time.perf_counter()
+            async with session.get(base + "/metrics", headers=SCRAPE_HEADERS) as resp:
+                body = await resp.read()
+                encoded = resp.headers.get("Content-Encoding") == "gzip"
+            times.append(time.perf_counter() - started)
+            await asyncio.sleep(2.0)
+    text = gzip.decompress(body) if encoded else body
+    samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
+    return times, samples
+
+
+async def _healthz_under_scrapers(
+    session: aiohttp.ClientSession, base: str, seconds: float
+) -> float:
+    """The worst `/healthz` (probed every 10 ms) while `SCRAPERS` clients in another process
+    fetch /metrics flat out (`bench.render`'s scrapers: reading large bodies there does not
+    delay the probes here)."""
+    args = [sys.executable, "-m", "bench.render", "scrape", base, str(seconds), str(SCRAPERS)]
+    scraping = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL)
+    worst = 0.0
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        started = time.perf_counter()
+        async with session.get(base + "/healthz") as resp:
+            await resp.read()
+        worst = max(worst, time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+    await scraping.wait()
+    return worst
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How long each phase lasts."""
+
+    interval: float
+    rounds: int  # poll rounds of the CPU phase
+    scrapes: float  # seconds of fresh scrapes
+    healthz: float  # seconds of four scrapers (0: skipped)
+
+
+async def _scrape_phases(daemon: _Daemon, targets: int, cpu: float, w: Windows) -> Process:
+    """The scrape phases of a daemon whose polls-only CPU (per round) was measured."""
+    # One scrape first: what the polls-only phase left to render is not this phase's cost.
+    await _fresh_scrapes(daemon.base, 0.0)
+    started, cpu_before = time.monotonic(), _cpu_seconds(daemon.pid)
+    times, samples = await _fresh_scrapes(daemon.base, w.scrapes)
+    polls = cpu / w.interval * (time.monotonic() - started)  # the polls' share meanwhile
+    scrape_cpu = max(0.0, _cpu_seconds(daemon.pid) - cpu_before - polls) / len(times)
     async with aiohttp.ClientSession() as session:
-        deadline = time.monotonic() + 120
-        while True:
-            polled, targets = await _polled(session, base)
-            if polled == targets or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-        healthz: list[float] = []
-        metrics: list[float] = []
-        stop = time.monotonic() + rounds * interval
-
-        last = [b""]
-
-        async def probe(path: str, every: float, out: list[float]) -> None:
-            while time.monotonic() < stop:
-                started = time.monotonic()
-                async with session.get(base + path) as resp:
-                    last[0] = await resp.read() if path == "/metrics" else last[0]
-                out.append(time.monotonic() - started)
-                await asyncio.sleep(every)
-
-        cpu = _cpu_seconds(pid)
-        await asyncio.gather(probe("/healthz", 0.05, healthz), probe("/metrics", 2.0, metrics))
-        cpu = _cpu_seconds(pid) - cpu
+        healthz = None
+        if w.healthz > 0:
+            healthz = await _healthz_under_scrapers(session, daemon.base, w.healthz)
     return Process(
-        shard=shard,
+        shard=daemon.shard,
         targets=targets,
-        cpu_per_round=cpu / rounds,
-        peak_rss=_peak_rss(pid),
-        metrics_median=statistics.median(metrics),
-        metrics_worst=max(metrics),
-        healthz_worst=max(healthz),
-        samples=sum(1 for line in last[0].splitlines() if line and not line.startswith(b"#")),
+        emails=targets * daemon.emails_per_org,
+        cpu_per_round=cpu,
+        peak_rss=_peak_rss(daemon.pid),
+        metrics_median=statistics.median(times),
+        metrics_worst=max(times),
+        samples=samples,
+        metrics_cpu=scrape_cpu,
+        healthz_worst=healthz,
     )
 
 
-async def _run(config: Path, shards: int, interval: float, rounds: int) -> Run:
-    procs: list[tuple[int, subprocess.Popen[bytes], str]] = []
-    try:
+async def _polled_then_cpu(daemons: Sequence[_Daemon], w: Windows) -> list[tuple[int, float]]:
+    """(organisations, CPU per poll round) of each daemon, measured over the same window once
+    every daemon has polled all its organisations: `w.rounds` intervals, or, when the first
+    daemon logs its polls, from the end of one of its polls to the end of its `w.rounds`-th
+    next (the others' rounds counted in intervals of that window)."""
+    async with aiohttp.ClientSession() as session:
+        targets = await asyncio.gather(*(_all_polled(session, d.base) for d in daemons))
+    paced = daemons[0]
+    if paced.log is not None:
+        await _next_polls(paced, 1, within=3 * w.interval)
+    started = time.monotonic()
+    before = [_cpu_seconds(d.pid) for d in daemons]
+    if paced.log is not None:
+        await _next_polls(paced, w.rounds, within=3 * w.rounds * w.interval)
+    else:
+        await asyncio.sleep(w.rounds * w.interval)
+    rounds = (time.monotonic() - started) / w.interval
+    cpu = [_cpu_seconds(d.pid) - b for d, b in zip(daemons, before, strict=True)]
+    per_round = [c / rounds for c in cpu]
+    if paced.log is not None:
+        per_round[0] = cpu[0] / w.rounds  # its own polls, whatever the window's length
+    return list(zip(targets, per_round, strict=True))
+
+
+def _exporter(config: Path, port: int, *extra: str) -> list[str]:
+    return [
+        str(BIN / "alvaria-emailqueue-exporter"),
+        *("--config-file", str(config), "--listen-address", f"127.0.0.1:{port}", *extra),
+    ]
+
+
+async def _one_process(
+    config: Path, emails: int, big: int, w: Windows, result: FleetResult
+) -> None:
+    tmp = config.parent
+    """The fleet in one process, side by side with one organisation of `big` emails."""
+    port = free_port()
+    async with _daemon(_exporter(config, port), port, 0, emails) as fleet:
+        async with simulator(big) as sim:
+            port = free_port()
+            log = Path(tmp) / "single.log"
+            async with _daemon(_single_args(sim, port, w.interval), port, 0, big, log) as single:
+                (one, one_cpu), (orgs, fleet_cpu) = await _polled_then_cpu([single, fleet], w)
+                quiet = Windows(w.interval, w.rounds, w.scrapes / 2, w.healthz)
+                result.single = await _scrape_phases(single, one, one_cpu, quiet)
+        # The fleet's scrapes alone: the single organisation and its simulator are gone.
+        process = await _scrape_phases(fleet, orgs, fleet_cpu, w)
+        result.runs.append(Run("one process", [process]))
+
+
+async def _shards(config: Path, emails: int, shards: int, w: Windows) -> Run:
+    async with AsyncExitStack() as stack:
+        daemons = []
         for shard in range(shards):
             port = free_port()
-            args = [
-                str(BIN / "alvaria-emailqueue-exporter"),
-                *("--config-file", str(config), "--listen-address", f"127.0.0.1:{port}"),
-            ]
-            if shards > 1:
-                args += ["--shard", str(shard), "--total-shards", str(shards)]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ALVARIA_")}
-            proc = subprocess.Popen(  # noqa: S603, ASYNC220 -- fixed arguments
-                args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            base = f"http://127.0.0.1:{port}"
-            procs.append((shard, proc, base))
-        for _, proc, base in procs:
-            await wait_http(base + "/healthz", proc, within=30)
+            args = _exporter(config, port, "--shard", str(shard), "--total-shards", str(shards))
+            daemons.append(await stack.enter_async_context(_daemon(args, port, shard, emails)))
+        cpu = await _polled_then_cpu(daemons, w)
+        no_probe = Windows(w.interval, w.rounds, w.scrapes, 0.0)
         measured = await asyncio.gather(
-            *(_measure(proc.pid, base, shard, interval, rounds) for shard, proc, base in procs)
+            *(_scrape_phases(d, t, c, no_probe) for d, (t, c) in zip(daemons, cpu, strict=True))
         )
-    finally:
-        for _, proc, _ in procs:
-            _stop(proc)
-    name = "one process" if shards == 1 else f"{shards} shards"
-    return Run(name, list(measured))
+    return Run(f"{shards} shards", list(measured))
 
 
 async def measure(
-    orgs: int = 200, emails: int = 2000, interval: float = 10.0, rounds: int = 3
+    orgs: int = 200,
+    emails: int = 2000,
+    interval: float = 10.0,
+    rounds: int = 3,
+    big: int = BIG,
 ) -> FleetResult:
-    """One process, then three shards, over the same simulator and config."""
+    """The fleet in one process next to one big organisation, then in three shards."""
     result = FleetResult(orgs, emails, interval, rounds)
     load_before = os.getloadavg()[0]
+    w = Windows(interval, rounds, scrapes=2 * interval, healthz=interval)
     async with multi_org_simulator(orgs, emails) as base:
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "config.yaml"
             write_config(config, base, orgs, interval)
-            for shards in (1, 3):
-                result.runs.append(await _run(config, shards, interval, rounds))
+            await _one_process(config, emails, big, w, result)
+            result.runs.append(await _shards(config, emails, 3, w))
     result.load = (load_before, os.getloadavg()[0])
     return result
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:,.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
-
-
-def table(result: FleetResult) -> str:
-    """The rows for the README and deploy/README sizing."""
-    head = (
-        f"\n### {result.orgs} organisations x {result.emails:,} emails "
-        f"(poll every {result.interval:g} s, {result.rounds} rounds measured; load average "
-        f"{result.load[0]:.1f} → {result.load[1]:.1f} on {os.cpu_count()} cores)\n\n"
-        "| layout | process | organisations | samples | CPU per poll round | peak RSS "
-        "| GET /metrics median / worst | worst /healthz |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|\n"
-    )
-    rows = []
-    for run in result.runs:
-        for p in run.processes:
-            label = "—" if len(run.processes) == 1 else f"shard {p.shard}"
-            rows.append(
-                f"| {run.name} | {label} | {p.targets} | {p.samples:,} | {p.cpu_per_round:.2f} s "
-                f"| {p.peak_rss / 2**20:.0f} MiB | {_ms(p.metrics_median)} / {_ms(p.metrics_worst)} "
-                f"| {_ms(p.healthz_worst)} |"
-            )
-    one = result.runs[0].processes[0]
-    per_org_cpu = one.cpu_per_round / max(1, one.targets)
-    rows.append(
-        f"\nPer organisation of {result.emails:,} emails (one process): "
-        f"{per_org_cpu * 1000:.1f} ms CPU per poll and about "
-        f"{_per_org_rss(result) / 2**20:.2f} MiB of memory."
-    )
-    return head + "\n".join(rows) + "\n"
-
-
-def _per_org_rss(result: FleetResult) -> float:
-    """Memory per organisation: the slope between the single process and the shards."""
-    one = result.runs[0].processes[0]
-    shards = result.runs[-1].processes
-    points = [(p.targets, p.peak_rss) for p in shards] + [(one.targets, one.peak_rss)]
-    xs, ys = [x for x, _ in points], [y for _, y in points]
-    if len(set(xs)) < 2:
-        return one.peak_rss / max(1, one.targets)
-    slope, _ = statistics.linear_regression(xs, ys)
-    return max(0.0, slope)
-
-
-def verdicts(result: FleetResult) -> list[tuple[str, bool]]:
-    """Sharding pays: each shard costs about its share; nothing stalls the event loop."""
-    one = result.runs[0].processes[0]
-    shards = result.runs[-1].processes
-    cpu_sum = sum(p.cpu_per_round for p in shards)
-    return [
-        ("fleet: every organisation polled by exactly one shard",
-         sum(p.targets for p in shards) == one.targets == result.orgs),
-        ("fleet: 3 shards together use at most 1.5x the CPU of one process",
-         cpu_sum <= 1.5 * one.cpu_per_round),
-        ("fleet: every shard's peak RSS is below the single process's",
-         all(p.peak_rss < one.peak_rss for p in shards)),
-        ("fleet: worst /healthz under 1 s while polling",
-         all(p.healthz_worst < 1.0 for run in result.runs for p in run.processes)),
-    ]  # fmt: skip

@@ -250,6 +250,11 @@ class SnapshotBuilder:
     def _apply_budget(self, live: dict[PairKey, float]) -> None:
         """Fold the pairs and agents past `max_series` into `other` (see exporter.aggregation.series_budget)."""
         groups = self._groups
+        pairs = len(live) + len(groups.by_key)  # at most: the groups' pairs may be live ones
+        if self._limiter.surely_fits(
+            pairs, len(groups.by_key), len(self._agent_counts), self._reserved
+        ):
+            return
         uses = {pair: PairUse() for pair in live}
         for group in groups.by_key.values():
             use = uses.setdefault(group.key[1:], PairUse())

@@ -1,8 +1,10 @@
 """The label groups of one poll: raw item labels to bounded group keys, and their running totals.
 
 Each distinct combination of raw labels is resolved once per poll: its values are bounded
-(`exporter.aggregation.labels`), admitted under their caps or folded into `other`, and its key interned,
-so that an email still in its group matches the previous snapshot's key by identity. The
+(`exporter.aggregation.labels`; once per process for all organisations, `BOUNDED`), admitted
+under their caps or folded into `other`, and its key interned, so that an email still in its
+group matches the previous snapshot's key by identity. A combination whose key the previous
+snapshot exported as it is skips the caps (its values are admitted already). The
 series budget's folds (`exporter.aggregation.series_budget`) are applied here too, at the end of the poll.
 """
 
@@ -32,6 +34,59 @@ RawLabels = (
     tuple[str | None, str | None, str | int | None]
     | tuple[str | None, str | None, str | None, str | int | None]
 )
+
+
+# What one raw combination bounds to: its group key before the caps, and the (work type id,
+# name) pair it tells of (`work_type_info`), if it carries both.
+Bounded = tuple[GroupKey, tuple[str, str] | None]
+
+
+class BoundedLabels:
+    """Raw labels -> their bounded values (`bound_label`, `unknown` for what is missing), for
+    every organisation of the process at once.
+
+    Bounding is pure, so one table (per `max_label_length` and work type label choice) serves
+    all: organisations with the same work types resolve them once, and share the key objects
+    (and their strings) in memory. Bounded like `resolved` (cleared when full; combinations with
+    over-long values are never kept). Safe to read and fill from the loop and the worker
+    thread at once: single dict operations.
+    """
+
+    __slots__ = ("_tables", "limit")
+
+    def __init__(self, limit: int = RESOLVED_LIMIT) -> None:
+        self.limit = limit
+        self._tables: dict[tuple[int, bool], dict[RawLabels, Bounded]] = {}
+
+    def table(self, max_length: int, by_id: bool = False) -> dict[RawLabels, Bounded]:
+        """Raw labels -> bounded values, for labels of at most `max_length` (read only)."""
+        return self._tables.setdefault((max_length, by_id), {})
+
+    def bound(self, raw: RawLabels, max_length: int, by_id: bool = False) -> tuple[Bounded, bool]:
+        """The bounded values of `raw`, and whether they were kept (the raw values are short
+        enough to keep). `by_id`: the work type label holds the id rather than the name."""
+        info: tuple[str, str] | None = None
+        if len(raw) == 4:
+            name, work_type_id = raw[2], raw[3]
+            chosen = label_value(work_type_id, name) if by_id else label_value(name, work_type_id)
+            if name and work_type_id is not None and work_type_id != "":
+                info = (bound_label(str(work_type_id), max_length), bound_label(name, max_length))
+        else:
+            chosen = label_value(raw[2])
+        key = (
+            bound_label(raw[0] or UNKNOWN, max_length),
+            bound_label(raw[1] or UNKNOWN, max_length),
+            bound_label(chosen, max_length),
+        )
+        if not all(type(v) is not str or len(v) <= max_length for v in raw):
+            return (key, info), False
+        table = self.table(max_length, by_id)
+        if len(table) >= self.limit:
+            table.clear()
+        return table.setdefault(raw, (key, info)), True
+
+
+BOUNDED = BoundedLabels()
 
 
 def label_value(*candidates: str | int | None) -> str:
@@ -128,6 +183,7 @@ class Groups:
         self.by_key: dict[GroupKey, Group] = {}
         # Raw labels of an item -> its group.
         self.resolved: dict[RawLabels, Group] = {}
+        self._bounded = BOUNDED.table(max_label_length, by_id)
 
     def key(self, key: GroupKey) -> GroupKey:
         """The interned form of `key`."""
@@ -142,8 +198,7 @@ class Groups:
             self.overflow[label] += 1
 
     def _admit(self, cap: CappedLabel, label: str, value: str) -> str:
-        """The label value for `value` from upstream: bounded, and within its cap."""
-        value = bound_label(value, self._max_label_length)
+        """The label value for `value` (bounded already): itself, or `other` past its cap."""
         admitted, folded = cap.admit(value)
         if folded:
             self.fold(label, value)
@@ -151,31 +206,35 @@ class Groups:
 
     def agent(self, value: str) -> str:
         """The label value of an agent, within the agent cap."""
-        return self._admit(self._agents, "agent", value)
+        return self._admit(self._agents, "agent", bound_label(value, self._max_label_length))
 
     def resolve(self, raw: RawLabels) -> Group:
         """The group of an item with these raw labels (first sight of the combination)."""
-        state = self._admit(self._states, "state", raw[0] or UNKNOWN)
-        email_type = self._admit(self._email_types, "email_type", raw[1] or UNKNOWN)
-        if len(raw) == 4:
-            name, work_type_id = raw[2], raw[3]
-            chosen = (
-                label_value(work_type_id, name) if self._by_id else label_value(name, work_type_id)
-            )
-            work_type = self._admit(self._work_types, "work_type", chosen)
-            if name and work_type_id is not None and work_type_id != "" and work_type != OTHER:
-                limit = self._max_label_length
-                self.info[(bound_label(str(work_type_id), limit), bound_label(name, limit))] = None
-        else:
-            work_type = self._admit(self._work_types, "work_type", label_value(raw[2]))
-        key = self.key((state, email_type, work_type))
+        entry = self._bounded.get(raw)
+        kept = entry is not None
+        if entry is None:
+            entry, kept = BOUNDED.bound(raw, self._max_label_length, self._by_id)
+        bounded, info = entry
+        # A key the previous snapshot exported (or this poll admitted) as it is: each of its
+        # values is admitted under its cap already, so admitting them again would change
+        # nothing. (`other` is left to the caps: it is never admitted ahead.)
+        key = self._keys.get(bounded)
+        if key is None or OTHER in key:
+            state = self._admit(self._states, "state", bounded[0])
+            email_type = self._admit(self._email_types, "email_type", bounded[1])
+            work_type = self._admit(self._work_types, "work_type", bounded[2])
+            admitted = (state, email_type, work_type)
+            # The shared tuple when nothing folded: organisations share their keys in memory.
+            key = self.key(bounded if admitted == bounded else admitted)
+        if info is not None and key[2] != OTHER:
+            self.info[info] = None
         group = self.by_key.get(key)
         if group is None:
+            state = key[0]
             waiting = state in self._waiting_states
             handling = is_handling(state, self._waiting_states)
             group = self.by_key[key] = Group(key, waiting, handling)
-        limit = self._max_label_length
-        if all(type(v) is not str or len(v) <= limit for v in raw):
+        if kept:  # combinations with over-long values are never kept
             if len(self.resolved) >= RESOLVED_LIMIT:
                 self.resolved.clear()
             self.resolved[raw] = group

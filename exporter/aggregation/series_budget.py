@@ -69,6 +69,16 @@ class SeriesBudget:
         self.cost = cost
         self._zero_fill = frozenset(zero_fill)
 
+    def surely_fits(self, pairs: int, groups: int, agents: int, reserved: int) -> bool:
+        """Whether `pairs` pairs holding `groups` groups (and `agents` agent keys) fit whatever
+        their states: the most they can cost is within the limit, so nothing can fold (a
+        small organisation's poll skips the planning)."""
+        cost = self.cost
+        zero_filled = pairs * len(self._zero_fill)
+        most = pairs * cost.pair + (zero_filled + groups) * cost.group
+        most += groups * cost.dated_group + agents * cost.agent
+        return reserved + most <= self.limit
+
     def pair_cost(self, use: PairUse) -> int:
         cost = self.cost
         groups = len(self._zero_fill | use.states)

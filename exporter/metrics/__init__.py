@@ -8,4 +8,6 @@ Modules:
 - ``fleet``: this replica's shard, target count and reload status
 - ``buildinfo``: where this build came from
 - ``textformat``: blocks as Prometheus text 0.0.4 or OpenMetrics 1.0, byte for byte
+- ``lines``: how series become lines (templates, fragments shared by every organisation)
+- ``gzipped``: a body's gzip joined from pieces compressed once and kept
 """

@@ -162,11 +162,21 @@ class Family:
 
 @dataclass(slots=True)
 class Rows:
-    """Series sharing the label values `prefix`: one per key of `mapping`, value through `value`."""
+    """Series sharing the label values `prefix`: one per key of `mapping`, value through `value`.
+
+    `static`: `value(v)` depends on `v` alone (not on the time of the scrape), so the lines of a
+    mapping rendered before can be reused as they are.
+    """
 
     prefix: LabelValues
     mapping: Mapping[Any, Value]
     value: ValueFn | None = None
+    static: bool = False
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the lines of this very mapping, once rendered, stay right."""
+        return self.value is None or self.static
 
 
 @dataclass(slots=True)
@@ -186,14 +196,22 @@ class Block:
         self.singles.append((tuple(labels), value))
 
     def add_all(
-        self, prefix: Sequence[str], mapping: Mapping[Any, Value], value: ValueFn | None = None
+        self,
+        prefix: Sequence[str],
+        mapping: Mapping[Any, Value],
+        value: ValueFn | None = None,
+        *,
+        static: bool = False,
     ) -> None:
-        """A series per key of `mapping` (never mutated afterwards): labels `prefix` + key."""
+        """A series per key of `mapping` (never mutated afterwards): labels `prefix` + key.
+
+        `static=True` says `value(v)` depends on `v` alone, so lines rendered from this mapping
+        are reused while it is the same object (as they always are without `value`)."""
         if not len(prefix) > self.family.org_index:
             raise ValueError(f"{self.family.name}: the org label must be in the prefix")
         if len(prefix) >= len(self.family.labels):
             raise ValueError(f"{self.family.name}: labels {self.family.labels}, prefix {prefix}")
-        self.rows.append(Rows(tuple(prefix), mapping, value))
+        self.rows.append(Rows(_interned(tuple(prefix)), mapping, value, static))
 
     @property
     def samples_per_series(self) -> int:
@@ -210,11 +228,46 @@ class Block:
                 yield rows.prefix + tail, raw if fn is None else fn(raw)
 
 
+# Prefixes (an organisation's `(org,)`...) as the same objects from one scrape to the next: the
+# renderer keeps what it rendered under them, and keys that stay put cost the garbage collector
+# nothing. Bounded: forgotten when full (they are only a speed-up).
+_PREFIXES: dict[LabelValues, LabelValues] = {}
+_PREFIXES_LIMIT = 100_000
+
+
+def _interned(prefix: LabelValues) -> LabelValues:
+    found = _PREFIXES.get(prefix)
+    if found is None:
+        if len(_PREFIXES) >= _PREFIXES_LIMIT:
+            _PREFIXES.clear()
+        found = _PREFIXES.setdefault(prefix, prefix)
+    return found
+
+
 @runtime_checkable
 class FastCollector(Protocol):
     """A collector with a fast path: `blocks()` runs on the event loop (see exporter.metrics.families)."""
 
     def blocks(self) -> Iterable[Block]: ...
+
+
+@runtime_checkable
+class Reading(Protocol):
+    """What a deferred collector read on the event loop; its blocks are built in the render
+    thread, from that reading only."""
+
+    def blocks(self) -> Iterable[Block]: ...
+
+
+@runtime_checkable
+class DeferredCollector(Protocol):
+    """A fast collector that only reads on the event loop (`read()`: references and copies of
+    what changes in place, per organisation, not per series) and builds its blocks from that
+    reading in the render thread, so the loop's share of a scrape does not grow with the series."""
+
+    def blocks(self) -> Iterable[Block]: ...
+
+    def read(self) -> Reading: ...
 
 
 class Registry(CollectorRegistry):
@@ -234,8 +287,9 @@ class Registry(CollectorRegistry):
         self.collectors.remove(collector)
 
 
-# What a scrape hands to the render thread: a fast collector's blocks, or a generic collector.
-Part = list[Block] | Collector
+# What a scrape hands to the render thread: a fast collector's blocks, a deferred collector's
+# reading (its blocks are built in the render thread), or a generic collector.
+Part = list[Block] | Reading | Collector
 
 
 def gather(registry: CollectorRegistry) -> list[Part]:
@@ -243,6 +297,22 @@ def gather(registry: CollectorRegistry) -> list[Part]:
     if not isinstance(registry, Registry):
         return [registry]
     return [list(c.blocks()) if isinstance(c, FastCollector) else c for c in registry.collectors]
+
+
+def capture(registry: CollectorRegistry) -> list[Part]:
+    """As `gather`, but deferred collectors are only read (on the event loop): the render
+    thread builds their blocks (`Reading.blocks`)."""
+    if not isinstance(registry, Registry):
+        return [registry]
+    parts: list[Part] = []
+    for c in registry.collectors:
+        if isinstance(c, DeferredCollector):
+            parts.append(c.read())
+        elif isinstance(c, FastCollector):
+            parts.append(list(c.blocks()))
+        else:
+            parts.append(c)
+    return parts
 
 
 def series_by_org(blocks: Iterable[Block]) -> Counter[str]:

@@ -18,7 +18,7 @@ from exporter.domain import names
 from exporter.domain.models import Snapshot
 from exporter.metrics.families import Block, Family
 from exporter.polling.histograms import WaitHistogram
-from exporter.polling.store import OrgState
+from exporter.polling.store import OrgReading
 
 PAIR = names.PAIR_LABELS
 
@@ -77,7 +77,7 @@ WORK_TYPE_INFO = Family.gauge(
 )
 
 
-def counter_blocks(states: Sequence[OrgState], bounds: Sequence[float]) -> Iterator[Block]:
+def counter_blocks(states: Sequence[OrgReading], bounds: Sequence[float]) -> Iterator[Block]:
     """Handle, resolution, state-dwell and delivery-lag histograms, and repeat contacts."""
     blocks = {f: f.block(buckets=bounds) for f in (HANDLE, RESOLUTION, STATE_DWELL, DELIVERY_LAG)}
     repeats = REPEAT_CONTACTS.block()

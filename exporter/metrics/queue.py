@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -26,7 +28,7 @@ from exporter.metrics import handling as handling_metrics
 from exporter.metrics import servicelevels as servicelevel_metrics
 from exporter.metrics.families import Block, Family, series_by_org, to_metric_family
 from exporter.polling.histograms import REQUEST_DURATION_BUCKETS
-from exporter.polling.store import OrgState, Store
+from exporter.polling.store import OrgReading, Store
 
 GROUP = names.GROUP_LABELS
 PAIR = names.PAIR_LABELS
@@ -186,7 +188,11 @@ def declared_families() -> tuple[Family, ...]:
 
 
 class QueueCollector(Collector):
-    """Builds fresh families from the store on every scrape, so vanished series disappear."""
+    """Builds fresh families from the store on every scrape, so vanished series disappear.
+
+    The server's scrapes only `read()` the store on the event loop (per organisation, not per
+    series) and build the blocks from that reading in the render thread.
+    """
 
     def __init__(
         self,
@@ -211,16 +217,28 @@ class QueueCollector(Collector):
         for block in self.blocks():
             yield to_metric_family(block)
 
+    def read(self) -> QueueReading:
+        """The store as this scrape sees it, read at once (on the event loop)."""
+        states = [s.reading() for s in self._store.orgs.values()]
+        return QueueReading(self, states, self._clock())
+
     def blocks(self) -> Iterator[Block]:
         """Every family's series at this moment; cheap: whole mappings, rendered later."""
-        now = self._clock()
+        return self.read().blocks()
+
+    def build(self, states: list[OrgReading], now: float) -> Iterator[Block]:
+        """The blocks of a reading taken at `now` (see `read`)."""
         denied = self._denied
         if BUILD_INFO.name not in denied:
             build = BUILD_INFO.block()
             build.add(buildinfo.labels(), 1)
             yield build
-        states = list(self._store.orgs.values())
-        live = [(s.org, snap) for s in states if (snap := s.live_snapshot(now, self._stale_after))]
+        stale_after = self._stale_after
+        live = [
+            (s.org, snap)
+            for s in states
+            if (snap := s.snapshot) is not None and now - snap.taken_at <= stale_after
+        ]
         blocks = [
             *self._exporter_blocks(states),
             *self._limit_blocks(states),
@@ -244,7 +262,7 @@ class QueueCollector(Collector):
             series.add((s.org,), counted[s.org] + 1)  # + this series itself
         yield series
 
-    def _exporter_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+    def _exporter_blocks(self, states: list[OrgReading]) -> Iterator[Block]:
         up, success, duration = UP.block(), LAST_POLL_SUCCESS.block(), LAST_POLL_DURATION.block()
         polls, errors, requests = POLLS.block(), POLL_ERRORS.block(), API_REQUESTS.block()
         latency = API_REQUEST_DURATION.block(buckets=REQUEST_DURATION_BUCKETS)
@@ -264,18 +282,18 @@ class QueueCollector(Collector):
                 duration.add((org,), s.last_duration)
             polls.add((org,), s.polls)
             for reason in sorted(set(POLL_ERROR_REASONS) | set(s.poll_errors)):
-                errors.add((org, reason), s.poll_errors[reason])
+                errors.add((org, reason), s.poll_errors.get(reason, 0))
             for (endpoint, code), count in sorted(s.api_requests.items()):
                 requests.add((org, endpoint, code), count)
-            for endpoint, hist in sorted(s.api_durations.items()):
-                latency.add((org, endpoint), ([c for _, c in hist.cumulative()], hist.total))
+            for endpoint, (counts, total) in sorted(s.api_durations.items()):
+                latency.add((org, endpoint), (list(accumulate(counts)), total))
             if s.snapshot is not None and s.snapshot.reported_items is not None:
                 reported.add((org,), s.snapshot.reported_items)
             duplicates.add((org,), s.duplicates)
             for reason in sorted(set(names.INVALID_REASONS) | set(s.invalid)):
-                invalid.add((org, reason), s.invalid[reason])
+                invalid.add((org, reason), s.invalid.get(reason, 0))
             for label in sorted(set(names.OVERFLOW_LABELS) | set(s.overflow)):
-                overflow.add((org, label), s.overflow[label])
+                overflow.add((org, label), s.overflow.get(label, 0))
             if s.token_expiry is not None:
                 expiry.add((org,), s.token_expiry)
             rate_limit_wait.add((org,), s.rate_limit_wait)
@@ -283,7 +301,7 @@ class QueueCollector(Collector):
         yield from (up, success, duration, polls, errors, requests, latency, reported)
         yield from (duplicates, invalid, overflow, expiry, rate_limit_wait, overruns)
 
-    def _limit_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+    def _limit_blocks(self, states: list[OrgReading]) -> Iterator[Block]:
         """The API's own limits: absent until an answer carried them (a TLS one, for the cert)."""
         limit, remaining = API_RATE_LIMIT_LIMIT.block(), API_RATE_LIMIT_REMAINING.block()
         reset, expiry = API_RATE_LIMIT_RESET.block(), API_CERTIFICATE_EXPIRY.block()
@@ -299,7 +317,7 @@ class QueueCollector(Collector):
                 expiry.add((s.org, endpoint), not_after)
         yield from (limit, remaining, reset, expiry)
 
-    def _timing_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+    def _timing_blocks(self, states: list[OrgReading]) -> Iterator[Block]:
         """The configured timing, so alert rules can adapt their windows to it."""
         interval, stale = POLL_INTERVAL.block(), STALE_AFTER.block()
         for s in states:
@@ -307,7 +325,7 @@ class QueueCollector(Collector):
             stale.add((s.org,), self._stale_after)
         yield from (interval, stale)
 
-    def _flow_blocks(self, states: list[OrgState]) -> Iterator[Block]:
+    def _flow_blocks(self, states: list[OrgReading]) -> Iterator[Block]:
         arrivals, departures = ARRIVALS.block(), DEPARTURES.block()
         transitions = STATE_TRANSITIONS.block()
         for s in states:
@@ -343,3 +361,16 @@ class QueueCollector(Collector):
         yield from (emails, oldest_ts, oldest_age, waiting)
         if any(snap.agents for _, snap in live):
             yield agents
+
+
+@dataclass(frozen=True, slots=True)
+class QueueReading:
+    """The store as one scrape read it (`QueueCollector.read`); `blocks()` runs in the render
+    thread and touches nothing but this reading."""
+
+    collector: QueueCollector
+    states: list[OrgReading]
+    now: float
+
+    def blocks(self) -> Iterator[Block]:
+        return self.collector.build(self.states, self.now)

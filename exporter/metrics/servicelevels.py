@@ -1,8 +1,8 @@
 """The service-level metric families (SPEC §6), declared once and filled at scrape time.
 
-Only reads memory, and per organisation rather than per series: breached, at-risk and
-next-breach values are bisections of the breach instants each poll sorted per group, done in
-the render thread through the `value` functions (see exporter.metrics.families)::
+Only reads memory: breached, at-risk and next-breach values are bisections of the breach
+instants each poll sorted per group, done in the render thread, where the queue collector's
+blocks are built (`QueueCollector.read`)::
 
     alvaria_emailqueue_service_level_target_seconds{email_type="InboundEmail",org="acme",work_type="Sales"} 14400.0
     alvaria_emailqueue_service_level_breached_emails{email_type="InboundEmail",org="acme",work_type="Sales"} 3.0
@@ -11,13 +11,13 @@ the render thread through the `value` functions (see exporter.metrics.families):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 from exporter.domain import names
-from exporter.domain.models import PairKey, ServiceLevelGroup, Snapshot
+from exporter.domain.models import ServiceLevelGroup, Snapshot
 from exporter.metrics.families import Block, Family
 from exporter.polling.histograms import WaitHistogram
-from exporter.polling.store import OrgState
+from exporter.polling.store import OrgReading
 
 PAIR = names.PAIR_LABELS
 
@@ -61,35 +61,6 @@ PICKUP_WAIT = Family.histogram(
 )
 
 
-class _NextBreaches(Mapping[PairKey, float]):
-    """The groups of a snapshot that have a next breach, and when; evaluated when read."""
-
-    def __init__(self, service: Mapping[PairKey, ServiceLevelGroup], now: float) -> None:
-        self._service = service
-        self._now = now
-
-    def _pairs(self) -> Iterator[tuple[PairKey, float]]:
-        for pair, group in self._service.items():
-            when = group.next_breach(self._now)
-            if when is not None:
-                yield pair, when
-
-    def __getitem__(self, pair: PairKey) -> float:
-        when = self._service[pair].next_breach(self._now)
-        if when is None:
-            raise KeyError(pair)
-        return when
-
-    def __iter__(self) -> Iterator[PairKey]:
-        return (pair for pair, _ in self._pairs())
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self._pairs())
-
-    def items(self) -> Iterator[tuple[PairKey, float]]:  # type: ignore[override]
-        return self._pairs()
-
-
 def queue_blocks(live: Sequence[tuple[str, Snapshot]], now: float) -> Iterator[Block]:
     """Target, breached, at risk and next breach of every live group."""
     target, breached, at_risk, next_breach = (
@@ -106,14 +77,21 @@ def queue_blocks(live: Sequence[tuple[str, Snapshot]], now: float) -> Iterator[B
         return group.at_risk(now)
 
     for org, snap in live:
-        target.add_all((org,), snap.service, target_of)
+        target.add_all((org,), snap.service, target_of, static=True)
         breached.add_all((org,), snap.service, breached_at_now)
         at_risk.add_all((org,), snap.service, at_risk_at_now)
-        next_breach.add_all((org,), _NextBreaches(snap.service, now))
+        # The groups that have a next breach, and when: per series, so the collector's blocks
+        # are built in the render thread (QueueCollector.read), not on the event loop.
+        when = {
+            pair: at
+            for pair, group in snap.service.items()
+            if (at := group.next_breach(now)) is not None
+        }
+        next_breach.add_all((org,), when)
     yield from (target, breached, at_risk, next_breach)
 
 
-def pickup_blocks(states: Sequence[OrgState], bounds: Sequence[float]) -> Iterator[Block]:
+def pickup_blocks(states: Sequence[OrgReading], bounds: Sequence[float]) -> Iterator[Block]:
     """Pickups by outcome and their waits (histogram over `bounds`)."""
     pickups, waits = PICKUPS.block(), PICKUP_WAIT.block(buckets=bounds)
     buckets = len(bounds)
@@ -128,5 +106,5 @@ def pickup_blocks(states: Sequence[OrgState], bounds: Sequence[float]) -> Iterat
         # Counted in other bounds (age_buckets changed by a reload, before the next poll): left
         # out rather than shown under the wrong `le`.
         if s.pickup_bounds == bounds:
-            waits.add_all((s.org,), s.pickup_waits, histogram)
+            waits.add_all((s.org,), s.pickup_waits, histogram, static=True)
     yield from (pickups, waits)

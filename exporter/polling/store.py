@@ -37,6 +37,41 @@ class Counted:
     base: tuple[object, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class OrgReading:
+    """What a scrape reads of one organisation, taken at once on the event loop.
+
+    Values, mappings the poller replaces (never changes) and copies of the counters it changes
+    in place, so the render thread can build the series from it while polls go on.
+    """
+
+    org: str
+    up: bool
+    last_success: float | None
+    last_duration: float | None
+    polls: int
+    poll_errors: dict[str, int]
+    api_requests: dict[tuple[str, str], int]
+    # endpoint -> (non-cumulative counts per bucket, sum)
+    api_durations: dict[str, tuple[tuple[int, ...], float]]
+    snapshot: Snapshot | None
+    duplicates: int
+    invalid: dict[str, int]
+    overflow: dict[str, int]
+    token_expiry: float | None
+    rate_limit_wait: float
+    rate_limit_overruns: int
+    rate_limits: dict[str, Announced]
+    certificate_expiry: dict[str, float]
+    arrivals: dict[PairKey, int]
+    departures: dict[GroupKey, int]
+    transitions: dict[tuple[str, str], int]
+    pickups: dict[tuple[str, str, str], int]
+    pickup_waits: dict[PairKey, WaitHistogram]
+    pickup_bounds: tuple[float, ...]
+    handling: HandlingCounters
+
+
 @dataclass(slots=True)
 class OrgState:
     """Everything the exporter knows about one organisation."""
@@ -247,6 +282,18 @@ class OrgState:
         self.last_error_at = at
         self.failures_in_a_row += 1
         self.token_expiry = token_expiry
+
+    def reading(self) -> OrgReading:
+        """This state as a scrape sees it now (see OrgReading): cheap, no per-series work."""
+        durations = {e: (tuple(h.counts), h.total) for e, h in self.api_durations.items()}
+        return OrgReading(
+            self.org, self.up, self.last_success, self.last_duration, self.polls,
+            dict(self.poll_errors), dict(self.api_requests), durations, self.snapshot,
+            self.duplicates, dict(self.invalid), dict(self.overflow), self.token_expiry,
+            self.rate_limit_wait, self.rate_limit_overruns, dict(self.rate_limits),
+            dict(self.certificate_expiry), self.arrivals, self.departures, self.transitions,
+            self.pickups, self.pickup_waits, self.pickup_bounds, self.handling,
+        )  # fmt: skip
 
     def live_snapshot(self, now: float, stale_after: float) -> Snapshot | None:
         """The snapshot to serve, or None once it is older than `stale_after`."""

@@ -1,8 +1,10 @@
 """`/metrics`: content negotiation, and one render at a time, off the event loop, shared by scrapes.
 
-A scrape takes the collectors' blocks on the event loop (cheap: whole snapshot mappings, see
-`exporter.metrics.families`) and hands them to one worker thread, which formats them
-(`exporter.metrics.textformat`) and gzips the result. Scrapes that arrive while a render is running wait
+A scrape reads the store on the event loop (references and small copies per organisation, see
+`exporter.metrics.families.capture`) and hands that to one worker thread, which builds the
+families from it and renders them (`exporter.metrics.textformat`): lines that have not changed
+since the last render are reused, encoded and deflated already, so a body and its gzip are
+joined mostly from bytes made once per poll (`exporter.metrics.gzipped`). Scrapes that arrive while a render is running wait
 for that render instead of starting their own (client_golang's CoalesceGather), and a finished
 render serves every scrape for up to `max_age` or until the next poll finishes. Renders are kept
 per format and encoding, never per header value, so at most four bodies exist whatever the
@@ -15,7 +17,6 @@ longer than `WRITE_DEADLINE`, and connections are bounded by the server's connec
 from __future__ import annotations
 
 import asyncio
-import gzip
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter.metrics.families import gather
-from exporter.metrics.textformat import CONTENT_TYPES, Format, Renderer
+from exporter.metrics.families import capture
+from exporter.metrics.textformat import CONTENT_TYPES, Format, Rendered, Renderer
 from exporter.polling.store import Store
 
 VARY = "Accept, Accept-Encoding"
@@ -58,7 +59,8 @@ _RANGES: dict[str, tuple[tuple[Format, int], ...]] = {
 class _Render:
     started_at: float
     version: int
-    body: asyncio.Future[bytes]
+    rendered: asyncio.Future[Rendered]
+    body: asyncio.Future[bytes] | None = None
     gzipped: asyncio.Future[bytes] | None = None
 
 
@@ -92,30 +94,34 @@ class ExpositionCache:
     async def body(self, fmt: Format, gzipped: bool) -> bytes:
         """The current body in `fmt`, gzipped or not; renders at most once for many callers."""
         entry = self._entry(fmt)
-        body = await asyncio.shield(entry.body)
+        rendered = await asyncio.shield(entry.rendered)
+        loop = asyncio.get_running_loop()
         if not gzipped:
-            return body
+            if entry.body is None:
+                entry.body = loop.run_in_executor(self._executor, rendered.body)
+            return await asyncio.shield(entry.body)
         if entry.gzipped is None:
-            loop = asyncio.get_running_loop()
-            entry.gzipped = loop.run_in_executor(self._executor, gzip.compress, body, 6)
+            entry.gzipped = loop.run_in_executor(self._executor, self._renderer.gzip, rendered)
         return await asyncio.shield(entry.gzipped)
 
     def _entry(self, fmt: Format) -> _Render:
         now, version = self._clock(), self._store.version
         entry = self._renders.get(fmt)
         if entry is not None and (
-            not entry.body.done()  # in flight: share it, however old
+            not entry.rendered.done()  # in flight: share it, however old
             or (
                 entry.version == version
                 and now - entry.started_at < self._max_age
-                and not entry.body.cancelled()
-                and entry.body.exception() is None
+                and not entry.rendered.cancelled()
+                and entry.rendered.exception() is None
             )
         ):
             return entry
-        parts = gather(self._registry)  # on the loop: reads the store between two polls
+        # On the loop: reads the store between two polls (references and small copies per
+        # organisation); the series are built and rendered in the worker thread.
+        parts = capture(self._registry)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._renderer.render, parts, fmt)
+        future = loop.run_in_executor(self._executor, self._renderer.pieces, parts, fmt)
         self.renders += 1
         entry = self._renders[fmt] = _Render(now, version, future)
         return entry

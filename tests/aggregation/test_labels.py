@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,3 +74,73 @@ def test_over_long_ids_are_kept_apart_in_bounded_memory() -> None:
     # Digit strings too long for a 64-bit integer stay strings (no slow or failing int()).
     snap = aggregate([Email(id="9" * 5000)], now=1_800_000_000.0, options=AggregationOptions())
     assert snap.unique_items == 1
+
+
+def _polls(work_types: list[list[str]], options: AggregationOptions) -> list[tuple[object, ...]]:
+    """What each of a run of polls exported (counts, last seen pairs, overflow, memberships,
+    work type info). Every other email carries its work type's id (`id-` and its name)."""
+    from exporter.domain.models import Snapshot
+
+    out: list[tuple[object, ...]] = []
+    previous: Snapshot | None = None
+    for n, names in enumerate(work_types):
+        emails = [
+            Email(id=str(i), state=("Queued", "Active", "Odd")[i % 3], email_type="InboundEmail",
+                  work_type_name=name, work_type_id=f"id-{name}" if i % 2 else None)
+            for i, name in enumerate(names)
+        ]  # fmt: skip
+        previous = aggregate(emails, now=1000.0 + 30 * n, options=options, previous=previous)
+        out.append(
+            (dict(previous.counts), dict(previous.last_seen), dict(previous.overflow),
+             dict(previous.memberships), dict(previous.handling.work_type_info))
+        )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("work_type_label", ["name", "id"])
+def test_labels_resolved_from_the_shared_table_export_what_resolving_afresh_does(
+    monkeypatch: pytest.MonkeyPatch, work_type_label: str
+) -> None:
+    from exporter.aggregation import groups
+
+    runs = [
+        ["A", "B", "C", "other", "D" * 300, "A"],
+        ["A", "B", "E", "F", "other", "D" * 300],  # E and F past the cap: folded
+        ["B", "E", "F", "G", "A", ""],
+        ["E", "F", "G", "H", "B", "C"],
+    ]
+    options = AggregationOptions(
+        max_work_types=3, max_label_length=40, work_type_label=work_type_label
+    )
+    warm = _polls(runs, options)
+    again = _polls(runs, options)  # the shared table is full of these labels now
+
+    class Cold(groups.BoundedLabels):
+        def table(
+            self, max_length: int, by_id: bool = False
+        ) -> dict[groups.RawLabels, groups.Bounded]:
+            return {}  # nothing shared, nothing remembered: every combination resolved afresh
+
+    monkeypatch.setattr(groups, "BOUNDED", Cold())
+    assert warm == again == _polls(runs, options)
+    assert any(info for *_, info in warm)  # the (id, name) pairs were there to compare
+
+
+def test_organisations_with_the_same_work_types_share_their_keys() -> None:
+    options = AggregationOptions()
+    emails = [Email(id="1", state="Queued", email_type="InboundEmail", work_type_name="Billing")]
+    acme = aggregate(emails, now=1000.0, options=options)
+    other = aggregate(list(emails), now=1000.0, options=options)
+    [key] = [k for k in acme.counts if k[0] == "Queued"]
+    [same] = [k for k in other.counts if k == key]
+    assert same is key
+
+
+def test_organisations_labelled_by_name_and_by_id_do_not_share_their_labels() -> None:
+    emails = [Email(id="1", state="Queued", work_type_name="Billing", work_type_id="42")]
+    by_name = aggregate(emails, now=1000.0, options=AggregationOptions())
+    by_id = aggregate(emails, now=1000.0, options=AggregationOptions(work_type_label="id"))
+    again = aggregate(emails, now=1000.0, options=AggregationOptions())
+    assert {k[2] for k, n in by_name.counts.items() if n} == {"Billing"}
+    assert {k[2] for k, n in by_id.counts.items() if n} == {"42"}
+    assert {k[2] for k, n in again.counts.items() if n} == {"Billing"}

@@ -258,3 +258,30 @@ def test_every_family_keyed_by_queue_labels_declares_what_it_grows_with() -> Non
     growing = {"work_type", "agent"}
     unpriced = [f.name for f in declared_families() if growing & set(f.labels) and f.per is None]
     assert unpriced == []
+
+
+def test_the_quick_fit_check_never_skips_a_poll_that_would_fold() -> None:
+    from exporter.aggregation.series_budget import PairUse, SeriesBudget
+
+    rng = random.Random(11)
+    states = ["Queued", "Active", "Wrap", "Odd1", "Odd2"]
+    skipped = 0
+    for _ in range(300):
+        budget = SeriesBudget(rng.randrange(50, 3000), DEFAULT_COST, states[:3])
+        uses: dict[tuple[str, str], PairUse] = {}
+        groups = 0
+        for pair in {(f"E{rng.randrange(3)}", f"W{rng.randrange(30)}") for _ in range(20)}:
+            held = set(rng.sample(states, rng.randrange(1, 5)))
+            uses[pair] = PairUse(rng.randrange(1, 9), held, set(rng.sample(sorted(held), 1)))
+            groups += len(held)
+        live = [(f"E{rng.randrange(3)}", f"W{rng.randrange(30)}") for _ in range(5)]
+        for pair in live:
+            uses.setdefault(pair, PairUse())
+        reserved = rng.randrange(0, 200)
+        agents = {(f"a{i}", "Active"): 1 for i in range(rng.randrange(0, 40))}
+        if budget.surely_fits(len(live) + len(uses), groups, len(agents), reserved):
+            skipped += 1
+            folds, spent = budget.plan_pairs(uses, live, reserved)
+            assert not folds and reserved + spent <= budget.limit
+            assert not budget.plan_agents(agents, [], budget.limit - reserved - spent)
+    assert 30 < skipped < 270  # both sides of the check were exercised

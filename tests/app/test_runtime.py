@@ -15,9 +15,10 @@ from exporter.domain.models import Snapshot
 
 @pytest.fixture
 def restored() -> Iterator[None]:
-    interval = sys.getswitchinterval()
+    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
     yield
     sys.setswitchinterval(interval)
+    gc.set_threshold(*thresholds)
     gc.unfreeze()
 
 
@@ -25,6 +26,12 @@ def test_prepare_for_serving_shortens_the_switch_interval(restored: None) -> Non
     sys.setswitchinterval(0.005)
     runtime.prepare_for_serving()
     assert sys.getswitchinterval() == pytest.approx(runtime.SWITCH_INTERVAL)
+
+
+def test_prepare_for_serving_makes_young_collections_rarer(restored: None) -> None:
+    gc.set_threshold(700, 10, 10)
+    runtime.prepare_for_serving()
+    assert gc.get_threshold() == (runtime.YOUNG_THRESHOLD, 10, 10)
 
 
 def test_prepare_for_serving_takes_start_up_objects_out_of_the_collectors_sight(

@@ -228,3 +228,85 @@ def test_numbers_at_every_magnitude_match_prometheus_client() -> None:
             value = rng.random() * 10.0**exponent
             for v in (value, -value, round(value), float(round(value))):
                 assert go_float(v) == floatToGoString(v), v
+
+
+def test_gzip_of_a_render_reads_back_as_the_render() -> None:
+    import gzip
+
+    for registry in (registry_of(Synthetic()), queue_registry()):
+        renderer = Renderer()
+        for fmt in ("text", "openmetrics"):
+            for _ in range(2):  # the second reuses the kept chunks and their deflate data
+                rendered = renderer.pieces(gather(registry), fmt)
+                assert gzip.decompress(renderer.gzip(rendered)) == rendered.body()
+                assert rendered.body() == render(registry, fmt)
+
+
+class Shifting:
+    """Series whose mappings are replaced or kept, and gauge histograms whose counts move."""
+
+    def __init__(self) -> None:
+        self.counts = {"a": 1, "b": 2}
+        self.waits = {"x": ([1, 2], 3.0)}
+        self.ages = {"a": 10.0, "b": 100.0}
+        self.bounds: tuple[float, ...] = (60.0,)
+        self.now = 1000.0
+
+    def collect(self) -> Iterator[object]:
+        for block in self.blocks():
+            yield to_metric_family(block)
+
+    def blocks(self) -> Iterator[Block]:
+        counter = COUNTER.block()
+        counter.add_all(("acme",), self.counts)
+        histogram = HISTOGRAM.block(buckets=self.bounds)
+        histogram.add_all(("acme",), self.waits, lambda v: v, static=True)
+        aged = GAUGEHISTOGRAM.block(buckets=(60.0, 300.0))
+        now = self.now
+
+        def buckets(ts: float) -> tuple[list[float], float]:
+            age = now - ts
+            return [int(age <= 60), int(age <= 300), 1], age
+
+        aged.add_all(("acme",), self.ages, buckets)
+        yield from (counter, histogram, aged)
+
+
+def test_kept_lines_follow_every_change_of_mapping_bounds_and_counts() -> None:
+    shifting = Shifting()
+    registry, renderer = registry_of(shifting), Renderer()
+
+    def same_as_prometheus_client() -> None:
+        for fmt, expected in (("text", generate_latest), ("openmetrics", openmetrics_latest)):
+            assert renderer.render(gather(registry), fmt) == expected(registry)  # type: ignore[arg-type]
+
+    same_as_prometheus_client()
+    shifting.now += 45  # "a" crosses 60 s: its bucket lines change, "b"'s are kept
+    same_as_prometheus_client()
+    shifting.now += 250  # both cross a bound
+    same_as_prometheus_client()
+    shifting.counts = {"a": 5}  # a new mapping: rendered anew
+    same_as_prometheus_client()
+    shifting.counts["a"] = 6  # (never done: mappings are replaced) the kept lines stay
+    assert b'requests_total{code="a",org="acme"} 5.0' in renderer.render(gather(registry), "text")
+    shifting.bounds = (10.0,)  # the same mapping under other bounds: not the kept lines
+    shifting.counts = {"a": 6}
+    same_as_prometheus_client()
+
+
+def test_label_values_with_nul_are_formatted_the_slow_way_and_still_right() -> None:
+    class Nul:
+        def collect(self) -> Iterator[object]:
+            for block in self.blocks():
+                yield to_metric_family(block)
+
+        def blocks(self) -> Iterator[Block]:
+            gauge = GAUGE.block()
+            gauge.add_all(("a\x00b",), {"k": 1})
+            gauge.add_all(("acme",), {"x\x00y": 2, "plain": 3})
+            yield gauge
+
+    registry = registry_of(Nul())
+    renderer = Renderer()
+    for _ in range(2):
+        assert renderer.render(gather(registry), "text") == generate_latest(registry)

@@ -1,4 +1,5 @@
 """A poll's heavy CPU work runs in a worker thread: the event loop keeps running meanwhile.
+Small polls end on the loop (no thread hop per organisation when there are many small ones).
 
 Each blocking step below waits for a callback that only the event loop can run; had the step
 run on the loop, the callback could never fire and the step would give up (failing the poll).
@@ -15,7 +16,13 @@ import pytest
 import exporter.polling.poller as poller_module
 from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
 from exporter.domain.models import Email, Flow, Snapshot
-from exporter.polling.poller import INLINE_PAGE_BYTES, INLINE_PAGE_ITEMS, Poller, PollTiming
+from exporter.polling.poller import (
+    INLINE_PAGE_BYTES,
+    INLINE_PAGE_ITEMS,
+    INLINE_SETTLE,
+    Poller,
+    PollTiming,
+)
 from exporter.polling.store import Counted, OrgState
 from exporter.upstream.client import Page
 from tests.fakes import Clock, NoAuth
@@ -25,6 +32,11 @@ GIVE_UP = 10.0  # seconds a blocked step waits for the loop before it fails the 
 
 def e(id: str, state: str = "Queued", wt: str = "Billing") -> Email:
     return Email(id=id, state=state, email_type="InboundEmail", work_type_name=wt)
+
+
+def many(first: int = 0, count: int = INLINE_SETTLE + 1) -> list[Email]:
+    """More emails than a poll ends on the loop with."""
+    return [e(str(i)) for i in range(first, first + count)]
 
 
 class ListSource:
@@ -80,23 +92,50 @@ class BlockingPrepare(OrgState):
 
 async def test_finish_runs_while_the_loop_keeps_running(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(poller_module, "SnapshotBuilder", BlockingFinish)
-    p = make_poller(OrgState("acme"), ListSource([e("1"), e("2")]), Clock(1_800_000_000.0))
+    p = make_poller(OrgState("acme"), ListSource(many()), Clock(1_800_000_000.0))
     assert await run_with_loop(p)
     assert p.state.up and p.state.snapshot is not None
-    assert p.state.snapshot.unique_items == 2
+    assert p.state.snapshot.unique_items == INLINE_SETTLE + 1
 
 
 async def test_prepare_success_runs_while_the_loop_keeps_running() -> None:
     state = BlockingPrepare("acme")
     clock = Clock(1_800_000_000.0)
-    source = ListSource([e("1"), e("2")])
+    source = ListSource(many())
     p = make_poller(state, source, clock)
     assert await run_with_loop(p)
-    source.emails = [e("2"), e("3")]
+    source.emails = many(first=1)
     clock.now += 30
     assert await run_with_loop(p)
     assert state.arrivals == {("InboundEmail", "Billing"): 1}
     assert state.departures[("Queued", "InboundEmail", "Billing")] == 1
+
+
+async def test_a_small_poll_ends_on_the_loop_without_a_thread_hop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[threading.Thread] = []
+
+    class Recording(SnapshotBuilder):
+        def finish(
+            self, now: float, reported_items: int | None = None, *, continuous: bool = True
+        ) -> Snapshot:
+            threads.append(threading.current_thread())
+            return super().finish(now, reported_items, continuous=continuous)
+
+    monkeypatch.setattr(poller_module, "SnapshotBuilder", Recording)
+    clock = Clock(1_800_000_000.0)
+    source = ListSource(many(count=10))
+    p = make_poller(OrgState("acme"), source, clock)
+    assert await run_with_loop(p)
+    assert p.state.snapshot is not None
+    groups = len(p.state.snapshot.counts)  # the previous poll's groups count too
+    for extra in (0, 1):  # at the bound, then one past it
+        source.emails = many(count=INLINE_SETTLE - groups + extra)
+        clock.now += 30
+        assert await run_with_loop(p)
+    main = threading.main_thread()
+    assert [t is main for t in threads] == [True, True, False]
 
 
 async def test_a_large_page_is_aggregated_off_the_loop_and_a_small_one_on_it(
@@ -141,8 +180,9 @@ async def test_a_page_from_a_large_body_is_aggregated_off_the_loop(
     assert p.state.snapshot is not None and p.state.snapshot.unique_items == 2
 
 
-async def test_a_crash_in_the_worker_thread_is_reported_as_internal_and_polling_goes_on(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("emails", [[e("1")], many()], ids=["on the loop", "in the worker"])
+async def test_a_crash_at_the_end_of_a_poll_is_reported_as_internal_and_polling_goes_on(
+    monkeypatch: pytest.MonkeyPatch, emails: list[Email]
 ) -> None:
     class Crashing(SnapshotBuilder):
         def finish(
@@ -151,7 +191,7 @@ async def test_a_crash_in_the_worker_thread_is_reported_as_internal_and_polling_
             raise ZeroDivisionError("a bug")
 
     state = OrgState("acme")
-    p = make_poller(state, ListSource([e("1")]), Clock(1_800_000_000.0))
+    p = make_poller(state, ListSource(emails), Clock(1_800_000_000.0))
     monkeypatch.setattr(poller_module, "SnapshotBuilder", Crashing)
     assert not await p.poll_once()
     assert (state.up, state.last_error_reason, state.poll_errors["internal"]) == (

@@ -13,7 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 
 from exporter.aggregation.builder import AggregationOptions, aggregate
 from exporter.metrics.families import Block, Family, Registry
-from exporter.polling.store import Store
+from exporter.metrics.queue import QueueCollector
+from exporter.polling.store import OrgReading, Store
 from exporter.web.exposition import ExpositionCache, accepts_gzip, negotiate
 from exporter.web.server import build_app
 from tests.fakes import Clock
@@ -209,3 +210,50 @@ async def test_metrics_responses_vary_by_accept_and_encoding() -> None:
             "/metrics", headers={"Accept": "text/plain;q=0, application/openmetrics-text;q=0"}
         )
         assert refused.status == 406 and refused.headers["Vary"] == "Accept, Accept-Encoding"
+
+
+async def test_a_gzipped_body_is_the_plain_body_compressed() -> None:
+    cache, _, _ = setup(CountingCollector())
+    for fmt in ("text", "openmetrics"):
+        plain = await cache.body(fmt, False)
+        assert gzip.decompress(await cache.body(fmt, True)) == plain
+
+
+class HeldQueueCollector(QueueCollector):
+    """The queue collector, its series built only once the test opens the gate."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store, age_buckets=(60.0,), stale_after=1e9, poll_interval=30.0)
+        self.building = threading.Event()
+        self.gate = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def build(self, states: list[OrgReading], now: float) -> Iterator[Block]:
+        self.threads.append(threading.current_thread())
+        self.building.set()
+        self.gate.wait(timeout=10)
+        return super().build(states, now)
+
+
+async def test_the_queue_series_are_built_off_the_loop_from_what_the_scrape_read() -> None:
+    store = Store(["acme"])
+    state = store.orgs["acme"]
+    state.record_success(aggregate([], now=0, options=AggregationOptions()), 0.1, None, None)
+    collector = HeldQueueCollector(store)
+    registry = Registry()
+    registry.register(collector)
+    cache = ExpositionCache(registry, store)
+    scrape = asyncio.create_task(cache.body("text", False))
+    await asyncio.to_thread(collector.building.wait, 10)
+    # A poll ends while the scrape's series are being built: it is not half in the body.
+    state.record_failure("timeout", "timed out", 1.0, None)
+    state.observe_request("emails", "200", 0.3)
+    collector.gate.set()
+    body = await scrape
+    assert collector.threads[0] is not threading.main_thread()
+    assert b'alvaria_emailqueue_up{org="acme"} 1.0' in body
+    assert b'alvaria_emailqueue_polls_total{org="acme"} 1.0' in body
+    assert b'reason="timeout"} 0.0' in body and b"api_requests_total{" not in body
+    later = await cache.body("text", False)
+    assert b'alvaria_emailqueue_up{org="acme"} 0.0' in later
+    assert b'reason="timeout"} 1.0' in later and b"api_requests_total{" in later
