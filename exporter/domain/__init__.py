@@ -6,4 +6,5 @@ Modules:
 - ``errors``: the exception tree, each error with the ``reason`` label it is counted under
 - ``scrub``: the one scrubber of upstream text shown anywhere (bounded, no control characters,
   configured secrets masked)
+- ``collector``: the garbage collector paused while a worker thread builds something large
 """

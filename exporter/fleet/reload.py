@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from exporter.domain.collector import paused
 from exporter.domain.errors import ConfigError
 from exporter.fleet.pollers import Fleet, Plan
 from exporter.settings import Settings
@@ -50,9 +50,9 @@ async def off_loop(fn: Callable[..., _T], *args: Any) -> _T:
     docs promise an exit within a second). A daemon thread is abandoned instead; what it built
     was never put in force.
 
-    The pause: building thousands of pollers grows the heap, and every full collection it
-    triggered walked all of it while holding the GIL (0.1-0.3 s each with 10,000
-    organisations), stalling the event loop. What is built is long-lived and is frozen out of
+    The pause (`exporter.domain.collector`): building thousands of pollers grows the heap, and
+    every full collection it triggered walked all of it while holding the GIL (0.1-0.3 s each
+    with 10,000 organisations), stalling the event loop. What is built is long-lived and is frozen out of
     the collector's sight once in force (`exporter.app.runtime.settle_long_lived`).
     """
     loop = asyncio.get_running_loop()
@@ -69,15 +69,11 @@ async def off_loop(fn: Callable[..., _T], *args: Any) -> _T:
     def run() -> None:
         result: Any = None
         error: BaseException | None = None
-        paused = gc.isenabled()
-        gc.disable()
         try:
-            result = fn(*args)
+            with paused():
+                result = fn(*args)
         except BaseException as exc:  # handed to the awaiting task, raised there
             error = exc
-        finally:
-            if paused:
-                gc.enable()
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
             loop.call_soon_threadsafe(settle, result, error)
 

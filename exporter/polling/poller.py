@@ -24,6 +24,7 @@ from typing import ParamSpec, Protocol, TypeVar
 import structlog
 
 from exporter.aggregation.builder import AggregationOptions, SnapshotBuilder
+from exporter.domain.collector import pausing
 from exporter.domain.errors import INTERNAL_REASON, PollError, RateLimitedError, RequestTimeoutError
 from exporter.domain.scrub import scrub
 from exporter.polling.store import Counted, OrgState
@@ -55,8 +56,10 @@ def _worker() -> ThreadPoolExecutor:
 
 
 async def _off_loop(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """`fn(...)` in the poll worker thread; its exceptions are raised here."""
-    return await asyncio.get_running_loop().run_in_executor(_worker(), partial(fn, *args, **kwargs))
+    """`fn(...)` in the poll worker thread, the collector paused meanwhile (see
+    `exporter.domain.collector`); its exceptions are raised here."""
+    run = partial(pausing(fn), *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_worker(), run)
 
 
 class PageSource(Protocol):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from exporter.domain.collector import pausing
 from exporter.metrics.families import capture
 from exporter.metrics.textformat import CONTENT_TYPES, Format, Rendered, Renderer
 from exporter.polling.store import Store
@@ -98,10 +99,12 @@ class ExpositionCache:
         loop = asyncio.get_running_loop()
         if not gzipped:
             if entry.body is None:
-                entry.body = loop.run_in_executor(self._executor, rendered.body)
+                entry.body = loop.run_in_executor(self._executor, pausing(rendered.body))
             return await asyncio.shield(entry.body)
         if entry.gzipped is None:
-            entry.gzipped = loop.run_in_executor(self._executor, self._renderer.gzip, rendered)
+            entry.gzipped = loop.run_in_executor(
+                self._executor, pausing(self._renderer.gzip), rendered
+            )
         return await asyncio.shield(entry.gzipped)
 
     def _entry(self, fmt: Format) -> _Render:
@@ -121,7 +124,9 @@ class ExpositionCache:
         # organisation); the series are built and rendered in the worker thread.
         parts = capture(self._registry)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._renderer.pieces, parts, fmt)
+        # The collector paused meanwhile (exporter.domain.collector): a render allocates
+        # hundreds of thousands of containers that reference counting frees.
+        future = loop.run_in_executor(self._executor, pausing(self._renderer.pieces), parts, fmt)
         self.renders += 1
         entry = self._renders[fmt] = _Render(now, version, future)
         return entry

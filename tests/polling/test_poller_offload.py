@@ -98,6 +98,26 @@ async def test_finish_runs_while_the_loop_keeps_running(monkeypatch: pytest.Monk
     assert p.state.snapshot.unique_items == INLINE_SETTLE + 1
 
 
+async def test_the_poll_worker_runs_with_the_collector_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    enabled: list[bool] = []
+
+    class Watched(SnapshotBuilder):
+        def finish(
+            self, now: float, reported_items: int | None = None, *, continuous: bool = True
+        ) -> Snapshot:
+            enabled.append(gc.isenabled())
+            return super().finish(now, reported_items, continuous=continuous)
+
+    monkeypatch.setattr(poller_module, "SnapshotBuilder", Watched)
+    p = make_poller(OrgState("acme"), ListSource(many()), Clock(1_800_000_000.0))
+    assert await run_with_loop(p)
+    assert enabled == [False] and gc.isenabled()
+
+
 async def test_prepare_success_runs_while_the_loop_keeps_running() -> None:
     state = BlockingPrepare("acme")
     clock = Clock(1_800_000_000.0)

@@ -95,6 +95,31 @@ async def test_formats_are_cached_separately_and_gzipped_once() -> None:
     assert collector.renders == 2
 
 
+async def test_renders_run_with_the_collector_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render's containers are freed by reference counting: no collection walks them."""
+    import gc
+
+    from exporter.metrics.textformat import Renderer
+
+    enabled: list[bool] = []
+    pieces, gzipped = Renderer.pieces, Renderer.gzip
+
+    def watched_pieces(self: Renderer, *args: object) -> object:
+        enabled.append(gc.isenabled())
+        return pieces(self, *args)  # type: ignore[arg-type]
+
+    def watched_gzip(self: Renderer, *args: object) -> object:
+        enabled.append(gc.isenabled())
+        return gzipped(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Renderer, "pieces", watched_pieces)
+    monkeypatch.setattr(Renderer, "gzip", watched_gzip)
+    cache, _, _ = setup(CountingCollector())
+    assert gc.isenabled()
+    await cache.body("openmetrics", True)
+    assert enabled == [False, False] and gc.isenabled()
+
+
 async def test_concurrent_scrapes_share_one_render_in_flight() -> None:
     collector = GatedCollector()
     cache, store, clock = setup(collector)
