@@ -28,10 +28,11 @@ def test_prepare_for_serving_shortens_the_switch_interval(restored: None) -> Non
     assert sys.getswitchinterval() == pytest.approx(runtime.SWITCH_INTERVAL)
 
 
-def test_prepare_for_serving_makes_young_collections_rarer(restored: None) -> None:
+def test_prepare_for_serving_makes_young_and_full_collections_rarer(restored: None) -> None:
     gc.set_threshold(700, 10, 10)
     runtime.prepare_for_serving()
-    assert gc.get_threshold() == (runtime.YOUNG_THRESHOLD, 10, 10)
+    assert gc.get_threshold() == (runtime.YOUNG_THRESHOLD, 10, runtime.OLD_THRESHOLD)
+    assert runtime.YOUNG_THRESHOLD > 700 and runtime.OLD_THRESHOLD > 10
 
 
 def test_prepare_for_serving_takes_start_up_objects_out_of_the_collectors_sight(
