@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -242,7 +242,20 @@ def gather(registry: CollectorRegistry) -> list[Part]:
     """Take every fast collector's blocks (on the event loop); leave the rest for the render."""
     if not isinstance(registry, Registry):
         return [registry]
-    return [list(c.blocks()) if isinstance(c, FastCollector) else c for c in registry.collectors]
+    return [gather_one(c) for c in registry.collectors]
+
+
+def gather_one(collector: Collector) -> Part:
+    """`gather` of one collector of a `Registry`."""
+    return list(collector.blocks()) if isinstance(collector, FastCollector) else collector
+
+
+@runtime_checkable
+class SteppedCollector(Protocol):
+    """A fast collector whose blocks can also be taken a few organisations at a time: the
+    generator yields between steps and returns the blocks (`exporter.web.exposition`)."""
+
+    def steps(self) -> Generator[None, None, list[Block]]: ...
 
 
 def series_by_org(blocks: Iterable[Block]) -> Counter[str]:

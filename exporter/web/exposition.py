@@ -1,7 +1,8 @@
 """`/metrics`: content negotiation, and one render at a time, off the event loop, shared by scrapes.
 
 A scrape takes the collectors' blocks on the event loop (cheap: whole snapshot mappings, see
-`exporter.metrics.families`) and hands them to one worker thread, which formats them
+`exporter.metrics.families`; the queue collector's a few organisations per turn of the loop, so
+other requests are answered in between) and hands them to one worker thread, which formats them
 (`exporter.metrics.textformat`) and gzips the result. Scrapes that arrive while a render is running wait
 for that render instead of starting their own (client_golang's CoalesceGather), and a finished
 render serves every scrape for up to `max_age` or until the next poll finishes. Renders are kept
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from exporter.metrics.families import gather
+from exporter.metrics.families import Part, Registry, SteppedCollector, gather, gather_one
 from exporter.metrics.textformat import CONTENT_TYPES, Format, Renderer
 from exporter.polling.store import Store
 
@@ -113,12 +114,15 @@ class ExpositionCache:
             )
         ):
             return entry
-        parts = gather(self._registry)  # on the loop: reads the store between two polls
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._renderer.render, parts, fmt)
+        future = asyncio.ensure_future(self._render(fmt))
         self.renders += 1
         entry = self._renders[fmt] = _Render(now, version, future)
         return entry
+
+    async def _render(self, fmt: Format) -> bytes:
+        parts = await gather_in_steps(self._registry)  # on the loop: reads the store
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._renderer.render, parts, fmt)
 
     def bodies_kept(self) -> int:
         """Rendered bodies held (at most one per format and encoding)."""
@@ -172,7 +176,31 @@ class ExpositionCache:
 
     async def close(self, _app: web.Application | None = None) -> None:
         """Stop the render thread (an app `on_cleanup` hook); a render under way finishes."""
+        for entry in self._renders.values():
+            entry.body.cancel()  # one still reading the store stops there; a finished one stays
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def gather_in_steps(registry: CollectorRegistry) -> list[Part]:
+    """`gather`, giving the event loop a turn between the steps of a collector that has them
+    (`QueueCollector.steps`): with hundreds of organisations, one scrape's reading of the store
+    no longer holds every other request up for tens of milliseconds."""
+    if not isinstance(registry, Registry):
+        return gather(registry)
+    parts: list[Part] = []
+    for collector in list(registry.collectors):  # a reload may swap collectors meanwhile
+        if not isinstance(collector, SteppedCollector):
+            parts.append(gather_one(collector))
+            continue
+        steps = collector.steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                parts.append(done.value)
+                break
+            await asyncio.sleep(0)
+    return parts
 
 
 def _parameters(item: str) -> tuple[str, float, str | None] | None:

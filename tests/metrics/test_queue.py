@@ -9,14 +9,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.aggregation.builder import AggregationOptions, aggregate
+from exporter.domain import names
 from exporter.domain.errors import POLL_ERROR_REASONS
 from exporter.domain.models import Email
 from exporter.metrics import buildinfo
+from exporter.metrics.families import Block
 from exporter.metrics.queue import QueueCollector
+from exporter.metrics.textformat import Renderer
 from exporter.polling.store import Store
 from tests.fakes import Clock
 
 T0 = 1_800_000_000.0
+WITH_AGENTS = AggregationOptions(agent_metrics=True)
 
 
 def render(
@@ -168,3 +172,32 @@ def test_flow_counters_follow_each_poll_and_removed_organisations() -> None:
     assert f"{line} 2.0" in renderer.render(gather(registry), "text").decode()
     del store.orgs["acme"]
     assert "arrivals_total{" not in renderer.render(gather(registry), "text").decode()
+
+
+def test_steps_give_what_blocks_gives_a_few_organisations_at_a_time() -> None:
+    # A scrape reads the store a few organisations per turn of the event loop; the body is the
+    # same, families only some organisations have (agents, here the fifth's) in their place.
+    orgs = [f"o{n}" for n in range(7)]
+    store = Store(orgs)
+    for n, org in enumerate(orgs):
+        handler = "agent-1" if n == 4 else None
+        email = Email(id=str(n), state="Active", work_handler_id=handler)
+        store.orgs[org].record_success(aggregate([email], now=T0, options=WITH_AGENTS), 0.25, None, None)
+    store.orgs["o2"].record_failure("timeout", "timed out", 1.0, None)
+    collector = QueueCollector(store, age_buckets=(60.0,), stale_after=300.0,
+                               poll_interval=60.0, clock=Clock(T0))  # fmt: skip
+    steps = collector.steps(orgs_per_step=2)
+    turns = 0
+    while True:
+        try:
+            next(steps)
+            turns += 1
+        except StopIteration as done:
+            stepped: list[Block] = done.value
+            break
+    assert turns == 3  # four steps of at most two organisations
+    whole = list(collector.blocks())
+    assert [b.family.name for b in stepped] == [b.family.name for b in whole]
+    assert names.AGENT_EMAILS in {b.family.name for b in stepped}
+    renderer = Renderer()
+    assert renderer.render([stepped], "text") == renderer.render([whole], "text")

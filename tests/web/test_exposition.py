@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
@@ -123,6 +123,46 @@ async def test_healthz_answers_while_metrics_renders() -> None:
         metrics = await scrape
         assert metrics.status == 200 and collector.opened_in_time
         assert b"slow_value" in await metrics.read()
+
+
+class SteppedCollector:
+    """A fast collector read in steps, noting what the event loop did between them."""
+
+    def __init__(self, loop_turns: list[int]) -> None:
+        self.loop_turns = loop_turns
+        self.seen: list[int] = []
+
+    def blocks(self) -> Iterator[Block]:
+        raise AssertionError("read in steps, not at once")
+
+    def steps(self) -> Generator[None, None, list[Block]]:
+        for org in ("a", "b", "c"):
+            self.seen.append(len(self.loop_turns))
+            if org != "c":
+                yield
+        block = SLOW.block()
+        block.add(("c", "x"), 1.0)
+        return [block]
+
+
+async def test_the_loop_runs_between_the_steps_of_a_scrape() -> None:
+    # With hundreds of organisations, reading the store at once held /healthz up 30-120 ms.
+    turns: list[int] = []
+
+    async def other_requests() -> None:
+        while True:
+            turns.append(1)
+            await asyncio.sleep(0)
+
+    collector = SteppedCollector(turns)
+    cache, _, _ = setup(collector)
+    others = asyncio.create_task(other_requests())
+    try:
+        body = await cache.body("text", False)
+    finally:
+        others.cancel()
+    assert b'slow_value{k="x",org="c"} 1.0' in body
+    assert collector.seen[0] < collector.seen[1] < collector.seen[2]
 
 
 async def test_distinct_headers_cannot_grow_the_cache() -> None:
