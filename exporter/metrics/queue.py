@@ -13,6 +13,7 @@ loop and hands whole snapshot mappings to the render thread. Sample of what it p
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 
 from prometheus_client.metrics_core import Metric
@@ -257,15 +258,18 @@ class QueueCollector(Collector):
             head.append(build)
         states = list(self._store.orgs.values())
         merged = _Merged()
+        # Counted from what is exported, not estimated: every family with an `org` label.
+        counted: Counter[str] = Counter()
         for start in range(0, max(1, len(states)), orgs_per_step):
             if start:
                 yield
-            merged.add(self._org_blocks(states[start : start + orgs_per_step], now))
+            blocks = self._org_blocks(states[start : start + orgs_per_step], now)
+            if SERIES.name not in denied:
+                counted.update(series_by_org(blocks))
+            merged.add(blocks)
         blocks = merged.blocks
         if SERIES.name in denied:
             return [*head, *blocks]
-        # Counted from what is exported, not estimated: every family with an `org` label.
-        counted = series_by_org(blocks)
         series = SERIES.block()
         for s in states:
             series.add((s.org,), counted[s.org] + 1)  # + this series itself
