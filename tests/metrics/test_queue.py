@@ -182,7 +182,9 @@ def test_steps_give_what_blocks_gives_a_few_organisations_at_a_time() -> None:
     for n, org in enumerate(orgs):
         handler = "agent-1" if n == 4 else None
         email = Email(id=str(n), state="Active", work_handler_id=handler)
-        store.orgs[org].record_success(aggregate([email], now=T0, options=WITH_AGENTS), 0.25, None, None)
+        store.orgs[org].record_success(
+            aggregate([email], now=T0, options=WITH_AGENTS), 0.25, None, None
+        )
     store.orgs["o2"].record_failure("timeout", "timed out", 1.0, None)
     collector = QueueCollector(store, age_buckets=(60.0,), stale_after=300.0,
                                poll_interval=60.0, clock=Clock(T0))  # fmt: skip
