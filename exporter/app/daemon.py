@@ -30,7 +30,7 @@ from exporter.app.wiring import build_poller, build_registry, page_info, queue_c
 from exporter.domain.errors import ConfigError
 from exporter.domain.scrub import remember_secrets
 from exporter.fleet.pollers import Fleet
-from exporter.fleet.reload import Hooks, LoadConfig, Reloader, off_loop
+from exporter.fleet.reload import Hooks, LoadConfig, Reloader, off_loop, settle_plan
 from exporter.metrics.textformat import render
 from exporter.polling.poller import Poller
 from exporter.polling.store import OrgState, Store
@@ -81,7 +81,7 @@ class Daemon:
     async def start(self) -> None:
         """Build the pollers of the configuration in a worker thread and put them in force."""
         began = time.monotonic()
-        plan = await off_loop(self.fleet.plan, self.cfg)
+        plan = await off_loop(lambda: settle_plan(self.fleet.plan(self.cfg)))
         self.fleet.apply(plan)
         settle_long_lived()
         self.store.fleet.last_reload_success = time.time()

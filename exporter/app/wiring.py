@@ -142,6 +142,7 @@ def build_poller(
         transport=transport,
         options=_client_options(cfg, target),
     )
+    client.prepare()  # pollers are built in a worker thread: not at the first poll, on the loop
     timing = PollTiming(poll_interval=cfg.poll_interval, stale_after=cfg.stale_after)
     options = aggregation_options(cfg, target)
     return Poller(

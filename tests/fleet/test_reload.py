@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +232,28 @@ async def test_a_refused_reload_shows_in_the_very_next_scrape() -> None:
         assert f"{line} 1.0" in (await cache.body("text", False)).decode()
     finally:
         await cache.close()
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+async def test_what_a_reload_builds_is_out_of_the_collectors_sight_when_collection_resumes(
+    unfrozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Otherwise the first young collection walks every new poller in one go, holding the GIL.
+    r, loads, _ = reloader(settings(target("a")))
+    loads.cfg = settings(target("a", secret="rotated"), target("b"))
+    gc.unfreeze()
+    await r.reload("test")
+    new = [p for org, p in zip("ab", r._fleet.pollers, strict=True) if org == "b"]
+    watched = {id(o) for o in gc.get_objects()}
+    assert new and not any(id(p) in watched for p in new)
+    assert id(r._fleet.store.orgs["b"]) not in watched
+    # An unchanged configuration builds nothing: nothing is frozen (only garbage would be).
+    freezes: list[None] = []
+    monkeypatch.setattr(gc, "freeze", lambda: freezes.append(None))
+    await r.reload("test")
+    assert not freezes

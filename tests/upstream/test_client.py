@@ -16,6 +16,7 @@ from yarl import URL
 from exporter.domain.errors import AuthError, ClientHTTPError, DecodeError, InconsistentError
 from exporter.domain.models import Email
 from exporter.upstream import client as client_module
+from exporter.upstream import decode, first_sight
 from exporter.upstream.auth import (
     ClientCredentials,
     ClientCredentialsConfig,
@@ -536,3 +537,24 @@ async def test_the_client_asks_for_a_fuller_shape_once_an_item_needs_it(
     asked.clear()
     await collect(client)
     assert asked == [Shape.FULL] * 4
+
+
+async def test_prepare_builds_the_decoders_of_the_first_poll(
+    session: aiohttp.ClientSession, mocked: aioresponses, sleep: FakeSleep
+) -> None:
+    # Pollers are built in a worker thread and prepare their client there: the first poll, on
+    # the event loop, must find its page decoders built (1,000 slots each: tens of ms).
+    serve(mocked, fake(20, cap=10))
+    fields = frozenset({"thread_id", "sent_time", "received_time"})
+    client = make_client(session, sleep, page_size=733, extra_fields=fields,
+                         first_sight_fields=fields)  # fmt: skip
+    built = [decode._lean_decoder, decode._decoders, first_sight._decoder]
+    for cached in built:
+        cached.cache_clear()
+    client.prepare()
+    prepared = [cached.cache_info().misses for cached in built]
+    assert prepared[0] == prepared[2] == 1
+    pages = await collect(client)
+    details = {n for page in pages if page.details for n in page.details()}
+    assert len(details) == 20  # the first-sight fields were decoded too
+    assert [cached.cache_info().misses for cached in built] == prepared
