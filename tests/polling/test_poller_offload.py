@@ -98,21 +98,28 @@ async def test_finish_runs_while_the_loop_keeps_running(monkeypatch: pytest.Monk
     assert p.state.snapshot.unique_items == INLINE_SETTLE + 1
 
 
+def finishing(note: Callable[[], None]) -> type[SnapshotBuilder]:
+    """A SnapshotBuilder that calls `note()` where its `finish` runs."""
+
+    class Noting(SnapshotBuilder):
+        def finish(
+            self, now: float, reported_items: int | None = None, *, continuous: bool = True
+        ) -> Snapshot:
+            note()
+            return super().finish(now, reported_items, continuous=continuous)
+
+    return Noting
+
+
 async def test_the_poll_worker_runs_with_the_collector_paused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import gc
 
     enabled: list[bool] = []
-
-    class Watched(SnapshotBuilder):
-        def finish(
-            self, now: float, reported_items: int | None = None, *, continuous: bool = True
-        ) -> Snapshot:
-            enabled.append(gc.isenabled())
-            return super().finish(now, reported_items, continuous=continuous)
-
-    monkeypatch.setattr(poller_module, "SnapshotBuilder", Watched)
+    monkeypatch.setattr(
+        poller_module, "SnapshotBuilder", finishing(lambda: enabled.append(gc.isenabled()))
+    )
     p = make_poller(OrgState("acme"), ListSource(many()), Clock(1_800_000_000.0))
     assert await run_with_loop(p)
     assert enabled == [False] and gc.isenabled()
@@ -135,15 +142,11 @@ async def test_a_small_poll_ends_on_the_loop_without_a_thread_hop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     threads: list[threading.Thread] = []
-
-    class Recording(SnapshotBuilder):
-        def finish(
-            self, now: float, reported_items: int | None = None, *, continuous: bool = True
-        ) -> Snapshot:
-            threads.append(threading.current_thread())
-            return super().finish(now, reported_items, continuous=continuous)
-
-    monkeypatch.setattr(poller_module, "SnapshotBuilder", Recording)
+    monkeypatch.setattr(
+        poller_module,
+        "SnapshotBuilder",
+        finishing(lambda: threads.append(threading.current_thread())),
+    )
     clock = Clock(1_800_000_000.0)
     source = ListSource(many(count=10))
     p = make_poller(OrgState("acme"), source, clock)
