@@ -28,7 +28,7 @@ def _row(layout: str, label: str, p: Process) -> str:
 
 
 def table(result: FleetResult) -> str:
-    """The rows for the README and deploy/README sizing."""
+    """The rows for the Operations page and the sizing on the Deployment page."""
     head = (
         f"\n### {result.orgs} organisations x {result.emails:,} emails, next to one organisation "
         f"(poll every {result.interval:g} s; load average {result.load[0]:.1f} → "

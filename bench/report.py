@@ -1,4 +1,4 @@
-"""The results as a Markdown table, the targets they are held to, and the README record."""
+"""The results as a Markdown table, the targets they are held to, and the record on the Operations page."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def verdicts(results: Results) -> list[tuple[str, bool]]:
 
 
 def update_readme(path: Path, text: str) -> None:
-    """Replace the generated part of the README's Performance section (append it if absent)."""
+    """Replace the generated part of the Operations page's Performance section (append it if absent)."""
     readme = path.read_text()
     block = f"{BEGIN}\n{text}\n{END}"
     if BEGIN in readme and END in readme:
