@@ -59,3 +59,26 @@ def test_pausing_wraps_a_function_and_passes_its_errors_on() -> None:
         pausing(fails)()
     assert gc.isenabled()
     assert pausing(lambda x: x + 1)(1) == 2
+
+
+def test_overlapping_pauses_never_keep_the_collector_off_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from exporter.domain import collector
+
+    now = [0.0]
+    monkeypatch.setattr(collector, "_clock", lambda: now[0])
+    first, second, third = paused(), paused(), paused()
+    first.__enter__()
+    now[0] = 1.0
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # one second off: still paused
+    now[0] = 1.0 + collector.MAX_PAUSE
+    third.__enter__()  # a chain of pauses past the bound: garbage must not pile up
+    assert gc.isenabled()
+    second.__exit__(None, None, None)
+    third.__exit__(None, None, None)
+    assert gc.isenabled()
+    with paused():  # a fresh pause counts from its own start
+        assert not gc.isenabled()
