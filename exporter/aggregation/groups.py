@@ -36,6 +36,9 @@ RawLabels = (
 )
 
 
+# Tables of `BoundedLabels` kept at once (one per max_label_length and work type label choice in
+# force; a reload to other settings adds one).
+MAX_TABLES = 4
 # What one raw combination bounds to: its group key before the caps, and the (work type id,
 # name) pair it tells of (`work_type_info`), if it carries both.
 Bounded = tuple[GroupKey, tuple[str, str] | None]
@@ -60,7 +63,10 @@ class BoundedLabels:
 
     def table(self, max_length: int, by_id: bool = False) -> dict[RawLabels, Bounded]:
         """Raw labels -> bounded values, for labels of at most `max_length` (read only)."""
-        return self._tables.setdefault((max_length, by_id), {})
+        key = (max_length, by_id)
+        if key not in self._tables and len(self._tables) >= MAX_TABLES:
+            self._tables.clear()  # reloads went through many settings: start afresh
+        return self._tables.setdefault(key, {})
 
     def bound(self, raw: RawLabels, max_length: int, by_id: bool = False) -> tuple[Bounded, bool]:
         """The bounded values of `raw`, and whether they were kept (the raw values are short

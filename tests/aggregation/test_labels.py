@@ -144,3 +144,15 @@ def test_organisations_labelled_by_name_and_by_id_do_not_share_their_labels() ->
     assert {k[2] for k, n in by_name.counts.items() if n} == {"Billing"}
     assert {k[2] for k, n in by_id.counts.items() if n} == {"42"}
     assert {k[2] for k, n in again.counts.items() if n} == {"Billing"}
+
+
+def test_the_shared_label_tables_are_bounded_in_number_and_size() -> None:
+    from exporter.aggregation.groups import MAX_TABLES, BoundedLabels
+
+    shared = BoundedLabels(limit=3)
+    for n in range(3 * MAX_TABLES):  # reloads through many max_label_length values
+        shared.bound(("Queued", "InboundEmail", "Billing"), 16 + n)
+    assert len(shared._tables) <= MAX_TABLES
+    for n in range(10):
+        shared.bound(("Queued", "InboundEmail", f"wt{n}"), 16)
+    assert len(shared.table(16)) <= 3
