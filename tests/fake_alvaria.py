@@ -37,7 +37,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aioresponses import CallbackResult, aioresponses
 from multidict import CIMultiDict
+from pydantic import SecretStr
 from yarl import URL
+
+from exporter.settings import TargetSettings
 
 ORG = "acme"
 API_KEY = "apikey-7f3c9e"
@@ -49,6 +52,28 @@ SUBJECT = "Refund for order 1234"
 UM_ID = "um-5550199"
 SECRETS = (API_KEY, CLIENT_SECRET, TOKEN, ADDRESS, SUBJECT, UM_ID)
 TOKEN_PATH = "/tokenservice/oauth2/access_token"
+
+
+def target_for(
+    base_url: str,
+    *,
+    org: str = ORG,
+    api_key: str = API_KEY,
+    client_id: str = CLIENT_ID,
+    client_secret: str = CLIENT_SECRET,
+    api_url: str | None = None,
+    token_url: str | None = None,
+) -> TargetSettings:
+    """One organisation polling an Alvaria-shaped API at `base_url` (this fake, or the
+    simulator with its own credentials), its token from the same host."""
+    return TargetSettings(
+        org_id=org,
+        api_key=SecretStr(api_key),
+        client_id=client_id,
+        client_secret=SecretStr(client_secret),
+        api_url=api_url or base_url,
+        token_url=token_url or base_url + TOKEN_PATH,
+    )
 
 
 def emails_path(org: str) -> str:

@@ -22,25 +22,22 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 from exporter.app.wiring import build_poller, build_registry
 from exporter.domain.scrub import remember_secrets
 from exporter.polling.poller import Poller
 from exporter.polling.store import Store
-from exporter.settings import Settings, TargetSettings
+from exporter.settings import Settings
 from exporter.upstream.ratelimit import RequestRateLimiter
 from exporter.upstream.targets import configured_secrets
 from exporter.web.server import build_app, landing_page
 from tests.fake_alvaria import (
-    API_KEY,
-    CLIENT_ID,
     CLIENT_SECRET,
     ORG,
     SECRETS,
-    TOKEN_PATH,
     FakeAlvaria,
     serving,
+    target_for,
 )
 from tests.fakes import Clock
 
@@ -126,13 +123,8 @@ async def rig(
             clock.now += seconds  # the wall clock moves with the time slept
             await asyncio.sleep(0)
 
-        target = TargetSettings(
-            org_id=ORG,
-            api_key=SecretStr(API_KEY),
-            client_id=CLIENT_ID,
-            client_secret=SecretStr(client_secret),
-            api_url=api_url or upstream.base_url,
-            token_url=token_url or upstream.base_url + TOKEN_PATH,
+        target = target_for(
+            upstream.base_url, client_secret=client_secret, api_url=api_url, token_url=token_url
         )
         cfg = Settings(
             targets=(target,),

@@ -28,7 +28,7 @@ from exporter.metrics import handling as handling_metrics
 from exporter.metrics import servicelevels as servicelevel_metrics
 from exporter.metrics.families import Block, Family, series_by_org, to_metric_family
 from exporter.polling.histograms import REQUEST_DURATION_BUCKETS
-from exporter.polling.store import OrgReading, Store
+from exporter.polling.store import OrgReading, Store, live_snapshot
 
 GROUP = names.GROUP_LABELS
 PAIR = names.PAIR_LABELS
@@ -233,11 +233,10 @@ class QueueCollector(Collector):
             build = BUILD_INFO.block()
             build.add(buildinfo.labels(), 1)
             yield build
-        stale_after = self._stale_after
         live = [
             (s.org, snap)
             for s in states
-            if (snap := s.snapshot) is not None and now - snap.taken_at <= stale_after
+            if (snap := live_snapshot(s.snapshot, now, self._stale_after))
         ]
         blocks = [
             *self._exporter_blocks(states),

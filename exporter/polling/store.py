@@ -37,6 +37,14 @@ class Counted:
     base: tuple[object, ...]
 
 
+def live_snapshot(snapshot: Snapshot | None, now: float, stale_after: float) -> Snapshot | None:
+    """`snapshot` while it is at most `stale_after` old at `now` (its series are served), else
+    None."""
+    if snapshot is None or now - snapshot.taken_at > stale_after:
+        return None
+    return snapshot
+
+
 @dataclass(frozen=True, slots=True)
 class OrgReading:
     """What a scrape reads of one organisation, taken at once on the event loop.
@@ -297,10 +305,7 @@ class OrgState:
 
     def live_snapshot(self, now: float, stale_after: float) -> Snapshot | None:
         """The snapshot to serve, or None once it is older than `stale_after`."""
-        snapshot = self.snapshot
-        if snapshot is None or now - snapshot.taken_at > stale_after:
-            return None
-        return snapshot
+        return live_snapshot(self.snapshot, now, stale_after)
 
 
 class FleetStatus:

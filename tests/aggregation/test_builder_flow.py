@@ -9,17 +9,16 @@ import aiohttp
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 from exporter.aggregation.builder import AggregationOptions
 from exporter.app.wiring import build_poller, build_registry
 from exporter.domain.models import Email
 from exporter.polling.poller import Poller, PollTiming
 from exporter.polling.store import OrgState, Store
-from exporter.settings import Settings, TargetSettings
+from exporter.settings import Settings
 from exporter.upstream.auth import TokenProvider
 from exporter.upstream.client import Page
-from tests.fake_alvaria import TOKEN_PATH, FakeAlvaria, serving
+from tests.fake_alvaria import FakeAlvaria, serving, target_for
 from tests.fakes import Clock, NoAuth
 
 
@@ -128,13 +127,12 @@ async def test_failed_poll_keeps_the_baseline_but_a_stale_gap_resets_it() -> Non
 
 def settings_for(api: FakeAlvaria, **settings: Any) -> Settings:
     """Settings polling the fake API as its one organisation."""
-    target = TargetSettings(
-        org_id=api.org,
-        api_key=SecretStr(api.api_key),
+    target = target_for(
+        api.base_url,
+        org=api.org,
+        api_key=api.api_key,
         client_id=api.client_id,
-        client_secret=SecretStr(api.client_secret),
-        api_url=api.base_url,
-        token_url=api.base_url + TOKEN_PATH,
+        client_secret=api.client_secret,
     )
     return Settings(targets=(target,), **settings)
 

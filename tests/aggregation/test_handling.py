@@ -22,20 +22,16 @@ import aiohttp
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 from exporter.app.wiring import build_poller, build_registry, handling_options
 from exporter.domain.names import DEFAULT_WAITING_STATES
 from exporter.polling.store import Store
-from exporter.settings import Settings, TargetSettings
+from exporter.settings import Settings
 from tests.fake_alvaria import (
-    API_KEY,
-    CLIENT_ID,
-    CLIENT_SECRET,
     ORG,
-    TOKEN_PATH,
     FakeAlvaria,
     serving,
+    target_for,
 )
 from tests.fakes import Clock
 
@@ -179,14 +175,7 @@ class Run:
 async def pipeline(**settings: Any) -> AsyncIterator[Run]:
     upstream = FakeAlvaria(items=[], page_cap=4)
     async with serving(upstream), aiohttp.ClientSession() as session:
-        target = TargetSettings(
-            org_id=ORG,
-            api_key=SecretStr(API_KEY),
-            client_id=CLIENT_ID,
-            client_secret=SecretStr(CLIENT_SECRET),
-            api_url=upstream.base_url,
-            token_url=upstream.base_url + TOKEN_PATH,
-        )
+        target = target_for(upstream.base_url)
         cfg = Settings(
             targets=(target,),
             poll_interval=POLL,

@@ -19,19 +19,18 @@ from aiohttp.test_utils import TestServer
 from cryptography import x509
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 from exporter.app.wiring import build_poller, build_registry
 from exporter.polling.store import Store
-from exporter.settings import Settings, TargetSettings
+from exporter.settings import Settings
 from exporter.simulator import SimulatorConfig
-from exporter.simulator.app import SIMULATOR, TOKEN_PATH, create_app
+from exporter.simulator.app import SIMULATOR, create_app
 from exporter.upstream.ratelimit import RequestRateLimiter
 from exporter.upstream.targets import upstream_ssl
 from exporter.web.server import build_app
 from tests import fake_alvaria
 from tests.certs import make_certs
-from tests.fake_alvaria import FakeAlvaria, serving
+from tests.fake_alvaria import FakeAlvaria, serving, target_for
 from tests.pipeline import rig
 
 ORG = "demo"
@@ -93,14 +92,7 @@ def settings(
     client: str = "demo",
     **exporter: object,
 ) -> Settings:
-    target = TargetSettings(
-        org_id=org,
-        api_key=SecretStr(key),
-        client_id=client,
-        client_secret=SecretStr(secret),
-        api_url=base_url,
-        token_url=base_url + TOKEN_PATH,
-    )
+    target = target_for(base_url, org=org, api_key=key, client_id=client, client_secret=secret)
     return Settings(targets=(target,), age_buckets=(60.0, 3600.0), **exporter)
 
 

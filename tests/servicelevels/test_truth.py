@@ -22,20 +22,20 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from pydantic import SecretStr
 
 from exporter.app.wiring import build_poller, build_registry
 from exporter.polling.poller import Poller
 from exporter.polling.store import Store
-from exporter.settings import Settings, TargetSettings
+from exporter.settings import Settings
 from exporter.settings.servicelevels import (
     CalendarSettings,
     ServiceLevelMatch,
     ServiceLevelRuleSettings,
 )
 from exporter.simulator import SimulatorConfig
-from exporter.simulator.app import TOKEN_PATH, create_app
+from exporter.simulator.app import create_app
 from exporter.simulator.scenarios import SLA_DEFAULT_TARGET, SLA_TARGETS, sla_target
+from tests.fake_alvaria import target_for
 from tests.fakes import Clock
 from tests.servicelevels.test_calendar import wall_clock_open
 
@@ -98,14 +98,7 @@ async def start(calendar: CalendarSettings | None) -> AsyncIterator[Run]:
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     base = str(server.make_url("")).rstrip("/")
-    target = TargetSettings(
-        org_id=ORG,
-        api_key=SecretStr("demo"),
-        client_id="demo",
-        client_secret=SecretStr("demo"),
-        api_url=base,
-        token_url=base + TOKEN_PATH,
-    )
+    target = target_for(base, org=ORG, api_key="demo", client_id="demo", client_secret="demo")
     cfg = Settings(
         targets=(target,),
         poll_interval=POLL,

@@ -27,14 +27,14 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
 from exporter.app.wiring import build_poller, build_registry
 from exporter.polling.store import Store
-from exporter.settings import Settings, TargetSettings
+from exporter.settings import Settings
 from exporter.simulator import SimulatorConfig
-from exporter.simulator.app import TOKEN_PATH, create_app
+from exporter.simulator.app import create_app
 from exporter.simulator.entities import WAITING
+from tests.fake_alvaria import target_for
 from tests.fakes import Clock
 
 ORG = "demo"
@@ -171,14 +171,7 @@ async def start() -> AsyncIterator[Run]:
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     base = str(server.make_url("")).rstrip("/")
-    target = TargetSettings(
-        org_id=ORG,
-        api_key=SecretStr("demo"),
-        client_id="demo",
-        client_secret=SecretStr("demo"),
-        api_url=base,
-        token_url=base + TOKEN_PATH,
-    )
+    target = target_for(base, org=ORG, api_key="demo", client_id="demo", client_secret="demo")
     cfg = Settings(targets=(target,), poll_interval=POLL, age_buckets=BUCKETS, page_size=1000)
     store = Store([ORG])
     try:
